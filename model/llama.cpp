@@ -1,0 +1,171 @@
+#include "model/llama.h"
+
+#include <cmath>
+#include <limits>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "model/errors.h"
+
+namespace sharedllm {
+
+LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias, const at::TensorOptions& options) {
+  weight = register_parameter("weight", at::empty({out, in}, options));
+  if (with_bias) bias = register_parameter("bias", at::empty({out}, options));
+}
+
+at::Tensor LinearImpl::forward(const at::Tensor& x) {
+  return at::linear(x, weight, bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt);
+}
+
+EmbeddingImpl::EmbeddingImpl(int64_t vocab, int64_t dim, const at::TensorOptions& options) {
+  weight = register_parameter("weight", at::empty({vocab, dim}, options));
+}
+
+at::Tensor EmbeddingImpl::forward(const at::Tensor& ids) { return at::embedding(weight, ids); }
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps_, const at::TensorOptions& options) : eps(eps_) {
+  weight = register_parameter("weight", at::ones({dim}, options));
+}
+
+at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
+  auto h = x.to(at::kFloat);
+  h = h * at::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return weight * h.to(x.scalar_type());
+}
+
+at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const at::Tensor& mask) {
+  const int64_t b = q.size(0), h = q.size(1), t = q.size(2), d = q.size(3);
+  const int64_t kvh = k.size(1);
+  const int64_t groups = h / kvh;
+  // Query head i reads key/value head i / groups (HF's repeat_kv). Folding the group into the
+  // query axis lets one batched matmul serve all groups without copying the keys.
+  auto qg = q.reshape({b, kvh, groups * t, d});
+  auto scores = at::matmul(qg, k.transpose(-1, -2)).to(at::kFloat) / std::sqrt(double(d));
+  if (mask.defined()) scores = scores + (groups > 1 ? mask.repeat({groups, 1}) : mask);
+  auto probs = at::softmax(scores, -1).to(v.scalar_type());
+  return at::matmul(probs, v).view({b, h, t, d});  // [B, KVH, G*T, D] -> [B, H, T, D]
+}
+
+LlamaAttentionImpl::LlamaAttentionImpl(const ModelConfig& c, int64_t layer_,
+                                       const at::TensorOptions& options)
+    : layer(layer_), heads(c.num_attention_heads), kv_heads(c.num_key_value_heads),
+      head_dim(c.head_dim) {
+  q_proj = register_module("q_proj", Linear(c.hidden_size, heads * head_dim, c.qkv_bias, options));
+  k_proj = register_module("k_proj", Linear(c.hidden_size, kv_heads * head_dim, c.qkv_bias, options));
+  v_proj = register_module("v_proj", Linear(c.hidden_size, kv_heads * head_dim, c.qkv_bias, options));
+  o_proj = register_module("o_proj", Linear(heads * head_dim, c.hidden_size, c.o_bias, options));
+}
+
+at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const LayerInputs& in) {
+  const int64_t b = x.size(0), t = x.size(1);
+  auto q = q_proj(x).view({b, t, heads, head_dim}).transpose(1, 2);     // [B, H, T, D]
+  auto k = k_proj(x).view({b, t, kv_heads, head_dim}).transpose(1, 2);  // [B, KVH, T, D]
+  auto v = v_proj(x).view({b, t, kv_heads, head_dim}).transpose(1, 2);  // [B, KVH, T, D]
+  q = ApplyRotary(q, in.cos, in.sin);
+  k = ApplyRotary(k, in.cos, in.sin);
+  if (in.cache) std::tie(k, v) = in.cache->Update(layer, k, v);  // [B, KVH, S, D]
+  auto out = Attention(q, k, v, in.mask);                         // [B, H, T, D]
+  return o_proj(out.transpose(1, 2).reshape({b, t, heads * head_dim}));
+}
+
+LlamaMLPImpl::LlamaMLPImpl(const ModelConfig& c, const at::TensorOptions& options) {
+  gate_proj = register_module("gate_proj",
+                              Linear(c.hidden_size, c.intermediate_size, c.mlp_bias, options));
+  up_proj = register_module("up_proj", Linear(c.hidden_size, c.intermediate_size, c.mlp_bias, options));
+  down_proj = register_module("down_proj",
+                              Linear(c.intermediate_size, c.hidden_size, c.mlp_bias, options));
+}
+
+at::Tensor LlamaMLPImpl::forward(const at::Tensor& x) {
+  return down_proj(at::silu(gate_proj(x)) * up_proj(x));
+}
+
+LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const ModelConfig& c, int64_t layer,
+                                             const at::TensorOptions& options) {
+  input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, options));
+  self_attn = register_module("self_attn", LlamaAttention(c, layer, options));
+  post_attention_layernorm = register_module("post_attention_layernorm",
+                                             RMSNorm(c.hidden_size, c.rms_norm_eps, options));
+  mlp = register_module("mlp", LlamaMLP(c, options));
+}
+
+at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& h, const LayerInputs& in) {
+  auto x = h + self_attn(input_layernorm(h), in);
+  return x + mlp(post_attention_layernorm(x));
+}
+
+LlamaModelImpl::LlamaModelImpl(const ModelConfig& c, const at::TensorOptions& options) {
+  embed_tokens = register_module("embed_tokens", Embedding(c.vocab_size, c.hidden_size, options));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(LlamaDecoderLayer(c, i, options));
+  norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps, options));
+}
+
+CausalLMImpl::CausalLMImpl(const ModelConfig& c, const at::TensorOptions& options)
+    : config(c), rope(c) {
+  c.Validate();
+  model = register_module("model", LlamaModel(c, options));
+  if (!c.tie_word_embeddings) {
+    lm_head = register_module("lm_head", Linear(c.hidden_size, c.vocab_size, false, options));
+  }
+}
+
+at::Tensor CausalMask(int64_t past, int64_t t, int64_t sliding_window, const at::Device& device) {
+  const int64_t s = past + t;
+  if (t == 1 && (sliding_window <= 0 || s <= sliding_window)) return at::Tensor();
+  auto opts = at::TensorOptions().dtype(at::kLong).device(device);
+  auto q_pos = at::arange(past, s, opts).unsqueeze(1);  // [T, 1]
+  auto k_pos = at::arange(0, s, opts).unsqueeze(0);     // [1, S]
+  auto hidden = k_pos > q_pos;
+  if (sliding_window > 0) hidden = hidden.logical_or(q_pos - k_pos >= sliding_window);
+  auto mask = at::zeros({t, s}, opts.dtype(at::kFloat));
+  return mask.masked_fill(hidden, -std::numeric_limits<float>::infinity());
+}
+
+LayerInputs CausalLMImpl::MakeLayerInputs(int64_t past, int64_t t, const at::Device& device) const {
+  LayerInputs in;
+  auto positions = at::arange(past, past + t, at::TensorOptions().dtype(at::kLong));
+  std::tie(in.cos, in.sin) = rope.CosSin(positions, past + t);
+  in.cos = in.cos.to(device);
+  in.sin = in.sin.to(device);
+  in.mask = CausalMask(past, t, config.sliding_window, device);
+  return in;
+}
+
+at::Tensor CausalLMImpl::ForwardHidden(const at::Tensor& ids, KVCache* cache) {
+  Check(ids.dim() == 2, "input ids must be [batch, tokens]");
+  const int64_t past = cache ? cache->length() : 0;
+  const int64_t t = ids.size(1);
+  LayerInputs in = MakeLayerInputs(past, t, ids.device());
+  in.cache = cache;
+  auto h = model->embed_tokens(ids);
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i) h = model->layer(i).forward(h, in);
+  if (cache) cache->Advance(t);
+  return model->norm(h);
+}
+
+at::Tensor CausalLMImpl::Logits(const at::Tensor& hidden) {
+  const at::Tensor& w = lm_head ? lm_head->weight : model->embed_tokens->weight;
+  return at::linear(hidden, w).to(at::kFloat);
+}
+
+at::Tensor CausalLMImpl::forward(const at::Tensor& ids, KVCache* cache) {
+  return Logits(ForwardHidden(ids, cache));
+}
+
+void CausalLMImpl::InitRandom(uint64_t seed, double std) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  at::NoGradGuard no_grad;
+  for (auto& p : named_parameters()) {
+    const bool is_norm = p.key().find("norm") != std::string::npos;
+    at::Tensor init = is_norm ? at::ones(p.value().sizes())
+                              : at::normal(0.0, std, p.value().sizes(), gen);
+    if (p.key().size() > 5 && p.key().compare(p.key().size() - 5, 5, ".bias") == 0) init.zero_();
+    p.value().copy_(init);
+  }
+}
+
+}  // namespace sharedllm

@@ -1,0 +1,134 @@
+// LLaMA-family decoder (Llama-2/3, Mistral, Qwen2) as libtorch modules. Module and parameter
+// names are Hugging Face's (`model.layers.3.self_attn.q_proj.weight`), so a checkpoint loads with
+// one loop over named_parameters() and no key mapping.
+#pragma once
+
+#include <memory>
+#include <optional>
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/pimpl.h>
+
+#include "model/config.h"
+#include "model/kv_cache.h"
+#include "model/rope.h"
+
+namespace sharedllm {
+
+// Weights are created uninitialised (loading or InitRandom fills them): a 7B model must not pay
+// for a random initialisation it throws away.
+class LinearImpl : public torch::nn::Module {
+ public:
+  LinearImpl(int64_t in, int64_t out, bool bias, const at::TensorOptions& options);
+  // x: [..., in] -> [..., out]
+  at::Tensor forward(const at::Tensor& x);
+  at::Tensor weight;  // [out, in]
+  at::Tensor bias;    // [out] or undefined
+};
+TORCH_MODULE(Linear);
+
+class EmbeddingImpl : public torch::nn::Module {
+ public:
+  EmbeddingImpl(int64_t vocab, int64_t dim, const at::TensorOptions& options);
+  // ids: int64 [B, T] -> [B, T, dim]
+  at::Tensor forward(const at::Tensor& ids);
+  at::Tensor weight;  // [vocab, dim]
+};
+TORCH_MODULE(Embedding);
+
+class RMSNormImpl : public torch::nn::Module {
+ public:
+  RMSNormImpl(int64_t dim, double eps, const at::TensorOptions& options);
+  // x: [..., dim] -> [..., dim]; statistics in float32 as in Hugging Face.
+  at::Tensor forward(const at::Tensor& x);
+  at::Tensor weight;  // [dim]
+  double eps;
+};
+TORCH_MODULE(RMSNorm);
+
+// What every layer of one forward pass shares.
+struct LayerInputs {
+  at::Tensor cos, sin;    // rotary tables for the new positions: float32 [T, head_dim]
+  at::Tensor mask;        // additive float32 [T, S] (0 / -inf), or undefined for "see all"
+  KVCache* cache = nullptr;  // null: no cache, the keys are just the new positions
+};
+
+// Scaled dot-product attention with grouped-query heads.
+// q: [B, H, T, D], k/v: [B, KVH, S, D], mask: [T, S] or undefined -> [B, H, T, D].
+at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const at::Tensor& mask);
+
+class LlamaAttentionImpl : public torch::nn::Module {
+ public:
+  LlamaAttentionImpl(const ModelConfig& c, int64_t layer, const at::TensorOptions& options);
+  // x: [B, T, hidden] -> [B, T, hidden]
+  at::Tensor forward(const at::Tensor& x, const LayerInputs& in);
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  int64_t layer, heads, kv_heads, head_dim;
+};
+TORCH_MODULE(LlamaAttention);
+
+class LlamaMLPImpl : public torch::nn::Module {
+ public:
+  LlamaMLPImpl(const ModelConfig& c, const at::TensorOptions& options);
+  // x: [B, T, hidden] -> [B, T, hidden]; down(silu(gate(x)) * up(x))
+  at::Tensor forward(const at::Tensor& x);
+  Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+TORCH_MODULE(LlamaMLP);
+
+class LlamaDecoderLayerImpl : public torch::nn::Module {
+ public:
+  LlamaDecoderLayerImpl(const ModelConfig& c, int64_t layer, const at::TensorOptions& options);
+  // h: [B, T, hidden] -> [B, T, hidden]
+  at::Tensor forward(const at::Tensor& h, const LayerInputs& in);
+  RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+  LlamaAttention self_attn{nullptr};
+  LlamaMLP mlp{nullptr};
+};
+TORCH_MODULE(LlamaDecoderLayer);
+
+// `model.*` of a Hugging Face checkpoint: embeddings, decoder layers, final norm.
+class LlamaModelImpl : public torch::nn::Module {
+ public:
+  LlamaModelImpl(const ModelConfig& c, const at::TensorOptions& options);
+  Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  RMSNorm norm{nullptr};
+  LlamaDecoderLayerImpl& layer(int64_t i) { return *layers->ptr<LlamaDecoderLayerImpl>(i); }
+};
+TORCH_MODULE(LlamaModel);
+
+// The causal language model. Stateless across calls: per-request state is the KVCache.
+class CausalLMImpl : public torch::nn::Module {
+ public:
+  CausalLMImpl(const ModelConfig& c, const at::TensorOptions& options);
+
+  // ids: int64 [B, T] at positions [cache.length(), +T) -> final-normed hidden [B, T, hidden].
+  // With a cache the new keys/values are appended and the cache advanced by T.
+  at::Tensor ForwardHidden(const at::Tensor& ids, KVCache* cache = nullptr);
+  // hidden: [B, T, hidden] -> float32 logits [B, T, vocab]
+  at::Tensor Logits(const at::Tensor& hidden);
+  // ids: int64 [B, T] -> float32 logits [B, T, vocab]
+  at::Tensor forward(const at::Tensor& ids, KVCache* cache = nullptr);
+
+  // Rotary tables and mask for T new positions after `past` cached ones (shared by all layers).
+  LayerInputs MakeLayerInputs(int64_t past, int64_t t, const at::Device& device) const;
+  // Fills every parameter from N(0, std) (norms: 1), seeded; for tests and new models.
+  void InitRandom(uint64_t seed, double std = 0.02);
+  KVCache NewCache() const { return KVCache(config.num_hidden_layers); }
+
+  ModelConfig config;
+  LlamaModel model{nullptr};
+  Linear lm_head{nullptr};  // null when tie_word_embeddings
+  RotaryEmbedding rope;
+};
+TORCH_MODULE(CausalLM);
+
+// Causal (and, with sliding_window > 0, banded) additive mask for queries at positions
+// [past, past + t) over keys [0, past + t): float32 [t, past + t], or undefined when nothing is
+// hidden (a single query with no window limit).
+at::Tensor CausalMask(int64_t past, int64_t t, int64_t sliding_window, const at::Device& device);
+
+}  // namespace sharedllm

@@ -1,0 +1,64 @@
+#include "model/runtime.h"
+
+#include <sys/stat.h>
+
+#include <thread>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include "model/errors.h"
+#include "model/file_util.h"
+#include "model/safetensors.h"
+#include "model/weights.h"
+
+namespace sharedllm {
+
+void InitRuntime(const RuntimeOptions& options) {
+  int threads = options.threads;
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (at::get_num_threads() != threads) at::set_num_threads(threads);
+}
+
+at::ScalarType ParseDtype(const std::string& name, const ModelConfig& config) {
+  const std::string n = name == "auto" ? config.torch_dtype : name;
+  if (n == "float32" || n == "fp32" || n == "f32") return at::kFloat;
+  if (n == "bfloat16" || n == "bf16") return at::kBFloat16;
+  if (n == "float16" || n == "fp16" || n == "f16") return at::kHalf;
+  throw ModelError("unknown dtype '" + name + "' (float32, bfloat16, float16, auto)");
+}
+
+std::shared_ptr<LoadedModel> LoadModel(const std::string& dir, const RuntimeOptions& options) {
+  InitRuntime(options);
+  auto out = std::make_shared<LoadedModel>();
+  out->dir = dir;
+  out->config = ModelConfig::Load(dir);
+  const at::ScalarType dtype = ParseDtype(options.dtype, out->config);
+  CheckpointReader reader(dir);
+  // Build on the CPU in the target dtype, fill from the mapped file, then move once.
+  out->lm = CausalLM(out->config, at::TensorOptions().dtype(dtype));
+  // Hugging Face ties lm_head to embed_tokens even when the file also carries an lm_head.
+  const bool tied = out->config.tie_word_embeddings;
+  LoadParameters(*out->lm, reader, dir, nullptr,
+                 [tied](const std::string& name) { return tied && name == "lm_head.weight"; });
+  const at::Device device(options.device);
+  if (!device.is_cpu()) out->lm->to(device);
+  out->lm->eval();
+  for (auto& p : out->lm->parameters()) p.set_requires_grad(false);
+  out->tokenizer = LoadTokenizer(dir);
+  if (out->tokenizer && out->tokenizer->vocab_size() > out->config.vocab_size) {
+    throw ModelError(dir + ": tokenizer.model has " + std::to_string(out->tokenizer->vocab_size()) +
+                     " pieces but the model only " + std::to_string(out->config.vocab_size));
+  }
+  return out;
+}
+
+void SaveModel(CausalLM& lm, const std::string& dir, at::ScalarType dtype) {
+  ::mkdir(dir.c_str(), 0755);
+  ModelConfig config = lm->config;
+  config.torch_dtype = dtype == at::kBFloat16 ? "bfloat16" : dtype == at::kHalf ? "float16" : "float32";
+  WriteFileAtomic(JoinPath(dir, "config.json"), config.ToJsonText());
+  WriteCheckpoint(dir, CollectParameters(*lm, nullptr, dtype));
+}
+
+}  // namespace sharedllm

@@ -1,0 +1,27 @@
+// The sub-commands of the `sharedllm` tool. Each takes its arguments after the sub-command name
+// and returns the process exit code. Model errors propagate as exceptions to main().
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "model/runtime.h"
+#include "tools/sharedllm/flags.h"
+
+namespace sharedllm::cli {
+
+using Args = std::vector<std::string>;
+
+int GenerateCommand(const Args& args);
+int ScoreCommand(const Args& args);
+int NewCommand(const Args& args);
+
+// --threads, --dtype, --device, shared by every command that runs a model.
+struct RuntimeFlags {
+  int64_t threads = 0;
+  RuntimeOptions options;
+  void Register(FlagSet& flags);
+  RuntimeOptions Get() const;
+};
+
+}  // namespace sharedllm::cli

@@ -1,0 +1,57 @@
+// `sharedllm`: the model tool (generate, score, new; later init, ask, train, eval).
+#include <cstring>
+#include <iostream>
+
+#include "model/errors.h"
+#include "tools/sharedllm/commands.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  const char* summary;
+  int (*run)(const sharedllm::cli::Args&);
+};
+
+const Command kCommands[] = {
+    {"generate", "generate text after a prompt, streamed to stdout", sharedllm::cli::GenerateCommand},
+    {"score", "negative log-likelihood of every token of a text", sharedllm::cli::ScoreCommand},
+    {"new", "write a randomly initialised model from a config.json", sharedllm::cli::NewCommand},
+};
+
+void Usage(std::ostream& out) {
+  out << "usage: sharedllm COMMAND [flags]   (sharedllm COMMAND --help for its flags)\n\n"
+         "Long-document language model tool (SharedLLM, arXiv 2410.19318).\n\ncommands:\n";
+  for (const auto& c : kCommands) {
+    out << "  " << c.name << std::string(12 - std::strlen(c.name), ' ') << c.summary << "\n";
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    Usage(std::cerr);
+    return 2;
+  }
+  const std::string name = argv[1];
+  if (name == "--help" || name == "-h" || name == "help") {
+    Usage(std::cout);
+    return 0;
+  }
+  for (const auto& c : kCommands) {
+    if (name != c.name) continue;
+    try {
+      return c.run(sharedllm::cli::Args(argv + 2, argv + argc));
+    } catch (const sharedllm::ModelError& e) {
+      std::cerr << "error: " << e.what() << "\n";
+      return 1;
+    } catch (const std::exception& e) {
+      std::cerr << "error: " << e.what() << "\n";
+      return 1;
+    }
+  }
+  std::cerr << "unknown command '" << name << "'\n\n";
+  Usage(std::cerr);
+  return 2;
+}

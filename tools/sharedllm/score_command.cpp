@@ -1,0 +1,63 @@
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+#include "model/errors.h"
+#include "model/file_util.h"
+#include "model/scoring.h"
+#include "tools/sharedllm/commands.h"
+
+namespace sharedllm::cli {
+
+int ScoreCommand(const Args& args) {
+  std::string model_dir, token_ids, text_file;
+  bool json = false, no_bos = false;
+  RuntimeFlags runtime;
+  FlagSet flags("sharedllm score --model DIR (--token-ids 1,2,3 | --text-file F) [--json]",
+                "Prints the negative log-likelihood (natural log) of every token given the ones\n"
+                "before it, their mean and the perplexity exp(mean). With --json, one object:\n"
+                "{\"tokens\": n, \"nll\": [n-1 floats], \"mean_nll\": x, \"ppl\": y}.");
+  flags.String("model", &model_dir, "model directory");
+  flags.String("token-ids", &token_ids, "comma-separated token ids, scored as given");
+  flags.String("text-file", &text_file, "UTF-8 text file, tokenised with the model's tokenizer");
+  flags.Bool("no-bos", &no_bos, "with --text-file: do not prepend the BOS token");
+  flags.Bool("json", &json, "print one JSON object");
+  runtime.Register(flags);
+  flags.Require("model");
+  if (int rc = flags.Parse(args); rc >= 0) return rc;
+  if (flags.Given("token-ids") == flags.Given("text-file")) {
+    std::cerr << "give exactly one of --token-ids and --text-file\n\n" << flags.Help();
+    return 2;
+  }
+
+  auto model = LoadModel(model_dir, runtime.Get());
+  std::vector<int64_t> ids;
+  if (flags.Given("token-ids")) {
+    try {
+      ids = ParseIdList(token_ids);
+    } catch (const std::invalid_argument& e) {
+      std::cerr << "--token-ids: " << e.what() << "\n";
+      return 2;
+    }
+  } else {
+    Check(model->tokenizer != nullptr, model_dir + " has no tokenizer.model; use --token-ids");
+    if (!no_bos && model->tokenizer->bos_id() >= 0) ids.push_back(model->tokenizer->bos_id());
+    for (int64_t id : model->tokenizer->Encode(ReadTextFile(text_file))) ids.push_back(id);
+  }
+  const std::vector<double> nll = TokenNll(model->lm, ids);
+  double sum = 0;
+  for (double x : nll) sum += x;
+  const double mean = sum / nll.size();
+  if (json) {
+    nlohmann::json out = {{"tokens", ids.size()}, {"nll", nll}, {"mean_nll", mean},
+                          {"ppl", std::exp(mean)}};
+    std::cout << out.dump() << "\n";
+  } else {
+    std::printf("tokens %zu  mean_nll %.6f  ppl %.4f\n", ids.size(), mean, std::exp(mean));
+  }
+  return 0;
+}
+
+}  // namespace sharedllm::cli
