@@ -1,5 +1,5 @@
-// Text <-> token ids. The interface hides sentencepiece (whose header clashes with abseil's
-// string_view; see DESIGN.md §5), so only sentencepiece_tokenizer.cpp includes it.
+// Text <-> token ids.
+// The sentencepiece implementation reads tokenizer.model itself (see sentencepiece_tokenizer.cpp).
 #pragma once
 
 #include <cstdint>
