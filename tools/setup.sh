@@ -6,9 +6,10 @@ set -euo pipefail
 PACKAGES=(
   # toolchain
   build-essential cmake ninja-build pkg-config git ca-certificates
-  # model: libtorch 1.13 (+ OpenBLAS so fp32 matmul does not fall back to the reference BLAS)
+  # model: libtorch 1.13 (+ OpenBLAS so fp32 matmul does not fall back to the reference BLAS);
+  # sentencepiece brings spm_train/spm_encode (tokenizer training and parity tests)
   libtorch-dev libopenblas0-openmp
-  libsentencepiece-dev sentencepiece nlohmann-json3-dev libgoogle-glog-dev
+  sentencepiece nlohmann-json3-dev libgoogle-glog-dev
   # service and store
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   librocksdb-dev prometheus-cpp-dev libcpp-httplib-dev
