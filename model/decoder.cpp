@@ -61,7 +61,7 @@ at::Tensor Decoder::Prefill(const std::vector<int64_t>& ids, KVCache& cache) {
   Check(!ids.empty(), "prefill needs at least one token");
   c10::InferenceMode guard;
   auto device = lm_->model->embed_tokens->weight.device();
-  auto hidden = lm_->ForwardHidden(IdsTensor(ids, device), &cache);  // [1, T, H]
+  auto hidden = lm_->ForwardHidden(IdsTensor(ids, device), &cache, context_);  // [1, T, H]
   return lm_->Logits(hidden.select(1, hidden.size(1) - 1)).view({-1});
 }
 

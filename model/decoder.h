@@ -29,7 +29,9 @@ using TextCallback = std::function<bool(const std::string& delta)>;
 
 class Decoder {
  public:
-  explicit Decoder(CausalLM lm) : lm_(std::move(lm)) {}
+  // With a context, every forward (prefill and each decode step) cross-attends to it.
+  explicit Decoder(CausalLM lm, const InjectionContext* context = nullptr)
+      : lm_(std::move(lm)), context_(context) {}
 
   // ids: [T] at positions [cache.length(), +T) -> float32 logits [vocab] of the last position.
   at::Tensor Prefill(const std::vector<int64_t>& ids, KVCache& cache);
@@ -42,6 +44,7 @@ class Decoder {
 
  private:
   CausalLM lm_;
+  const InjectionContext* context_;
 };
 
 // Length of the longest suffix of `text` that is a proper prefix of some stop string: text that

@@ -10,45 +10,6 @@
 
 namespace sharedllm {
 
-LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias, const at::TensorOptions& options) {
-  weight = register_parameter("weight", at::empty({out, in}, options));
-  if (with_bias) bias = register_parameter("bias", at::empty({out}, options));
-}
-
-at::Tensor LinearImpl::forward(const at::Tensor& x) {
-  return at::linear(x, weight, bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt);
-}
-
-EmbeddingImpl::EmbeddingImpl(int64_t vocab, int64_t dim, const at::TensorOptions& options) {
-  weight = register_parameter("weight", at::empty({vocab, dim}, options));
-}
-
-at::Tensor EmbeddingImpl::forward(const at::Tensor& ids) { return at::embedding(weight, ids); }
-
-RMSNormImpl::RMSNormImpl(int64_t dim, double eps_, const at::TensorOptions& options) : eps(eps_) {
-  weight = register_parameter("weight", at::ones({dim}, options));
-}
-
-at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
-  auto h = x.to(at::kFloat);
-  h = h * at::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps);
-  return weight * h.to(x.scalar_type());
-}
-
-at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                     const at::Tensor& mask) {
-  const int64_t b = q.size(0), h = q.size(1), t = q.size(2), d = q.size(3);
-  const int64_t kvh = k.size(1);
-  const int64_t groups = h / kvh;
-  // Query head i reads key/value head i / groups (HF's repeat_kv). Folding the group into the
-  // query axis lets one batched matmul serve all groups without copying the keys.
-  auto qg = q.reshape({b, kvh, groups * t, d});
-  auto scores = at::matmul(qg, k.transpose(-1, -2)).to(at::kFloat) / std::sqrt(double(d));
-  if (mask.defined()) scores = scores + (groups > 1 ? mask.repeat({groups, 1}) : mask);
-  auto probs = at::softmax(scores, -1).to(v.scalar_type());
-  return at::matmul(probs, v).view({b, h, t, d});  // [B, KVH, G*T, D] -> [B, H, T, D]
-}
-
 LlamaAttentionImpl::LlamaAttentionImpl(const ModelConfig& c, int64_t layer_,
                                        const at::TensorOptions& options)
     : layer(layer_), heads(c.num_attention_heads), kv_heads(c.num_key_value_heads),
@@ -64,6 +25,7 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const LayerInputs& i
   auto q = q_proj(x).view({b, t, heads, head_dim}).transpose(1, 2);     // [B, H, T, D]
   auto k = k_proj(x).view({b, t, kv_heads, head_dim}).transpose(1, 2);  // [B, KVH, T, D]
   auto v = v_proj(x).view({b, t, kv_heads, head_dim}).transpose(1, 2);  // [B, KVH, T, D]
+  if (in.capture) in.capture->emplace_back(k, v);  // the compressor stores keys before rotary
   q = ApplyRotary(q, in.cos, in.sin);
   k = ApplyRotary(k, in.cos, in.sin);
   if (in.cache) std::tie(k, v) = in.cache->Update(layer, k, v);  // [B, KVH, S, D]
@@ -84,7 +46,8 @@ at::Tensor LlamaMLPImpl::forward(const at::Tensor& x) {
 }
 
 LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const ModelConfig& c, int64_t layer,
-                                             const at::TensorOptions& options) {
+                                             const at::TensorOptions& options)
+    : index(layer) {
   input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, options));
   self_attn = register_module("self_attn", LlamaAttention(c, layer, options));
   post_attention_layernorm = register_module("post_attention_layernorm",
@@ -94,7 +57,23 @@ LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const ModelConfig& c, int64_t layer
 
 at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& h, const LayerInputs& in) {
   auto x = h + self_attn(input_layernorm(h), in);
+  if (cross_attn && in.context && in.context->k[index].defined()) {
+    x = x + cross_attn(x, in.context->k[index], in.context->v[index], *in.context);
+  }
   return x + mlp(post_attention_layernorm(x));
+}
+
+void LlamaDecoderLayerImpl::AddCrossAttention(const ModelConfig& c) {
+  if (cross_attn) return;
+  const auto options = self_attn->q_proj->weight.options();
+  cross_attn = register_module(
+      "cross_attn", CrossAttention(c.hidden_size, c.num_attention_heads, c.num_key_value_heads,
+                                   c.head_dim, c.qkv_bias, c.rms_norm_eps, options));
+  at::NoGradGuard no_grad;
+  cross_attn->norm->weight.copy_(input_layernorm->weight);
+  cross_attn->q_proj->weight.copy_(self_attn->q_proj->weight);
+  if (c.qkv_bias) cross_attn->q_proj->bias.copy_(self_attn->q_proj->bias);
+  cross_attn->o_proj->weight.zero_();
 }
 
 LlamaModelImpl::LlamaModelImpl(const ModelConfig& c, const at::TensorOptions& options) {
@@ -135,12 +114,14 @@ LayerInputs CausalLMImpl::MakeLayerInputs(int64_t past, int64_t t, const at::Dev
   return in;
 }
 
-at::Tensor CausalLMImpl::ForwardHidden(const at::Tensor& ids, KVCache* cache) {
+at::Tensor CausalLMImpl::ForwardHidden(const at::Tensor& ids, KVCache* cache,
+                                       const InjectionContext* context) {
   Check(ids.dim() == 2, "input ids must be [batch, tokens]");
   const int64_t past = cache ? cache->length() : 0;
   const int64_t t = ids.size(1);
   LayerInputs in = MakeLayerInputs(past, t, ids.device());
   in.cache = cache;
+  in.context = context;
   auto h = model->embed_tokens(ids);
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) h = model->layer(i).forward(h, in);
   if (cache) cache->Advance(t);
@@ -152,8 +133,29 @@ at::Tensor CausalLMImpl::Logits(const at::Tensor& hidden) {
   return at::linear(hidden, w).to(at::kFloat);
 }
 
-at::Tensor CausalLMImpl::forward(const at::Tensor& ids, KVCache* cache) {
-  return Logits(ForwardHidden(ids, cache));
+at::Tensor CausalLMImpl::forward(const at::Tensor& ids, KVCache* cache,
+                                 const InjectionContext* context) {
+  return Logits(ForwardHidden(ids, cache, context));
+}
+
+CausalLMImpl::LowerOutput CausalLMImpl::ForwardLower(const at::Tensor& ids, int64_t num_layers) {
+  Check(ids.dim() == 2, "input ids must be [batch, tokens]");
+  Check(num_layers >= 1 && num_layers <= config.num_hidden_layers,
+        "the lower model needs 1.." + std::to_string(config.num_hidden_layers) + " layers");
+  std::vector<std::pair<at::Tensor, at::Tensor>> captured;
+  LayerInputs in = MakeLayerInputs(0, ids.size(1), ids.device());
+  in.capture = &captured;
+  LowerOutput out;
+  auto h = model->embed_tokens(ids);
+  for (int64_t i = 0; i < num_layers; ++i) {
+    h = model->layer(i).forward(h, in);
+    if (i == 0) out.first_layer = model->norm(h);
+  }
+  for (auto& [k, v] : captured) {
+    out.k.push_back(std::move(k));
+    out.v.push_back(std::move(v));
+  }
+  return out;
 }
 
 void CausalLMImpl::InitRandom(uint64_t seed, double std) {

@@ -11,53 +11,23 @@
 #include <torch/nn/pimpl.h>
 
 #include "model/config.h"
+#include "model/cross_attention.h"
 #include "model/kv_cache.h"
+#include "model/layers.h"
 #include "model/rope.h"
 
 namespace sharedllm {
-
-// Weights are created uninitialised (loading or InitRandom fills them): a 7B model must not pay
-// for a random initialisation it throws away.
-class LinearImpl : public torch::nn::Module {
- public:
-  LinearImpl(int64_t in, int64_t out, bool bias, const at::TensorOptions& options);
-  // x: [..., in] -> [..., out]
-  at::Tensor forward(const at::Tensor& x);
-  at::Tensor weight;  // [out, in]
-  at::Tensor bias;    // [out] or undefined
-};
-TORCH_MODULE(Linear);
-
-class EmbeddingImpl : public torch::nn::Module {
- public:
-  EmbeddingImpl(int64_t vocab, int64_t dim, const at::TensorOptions& options);
-  // ids: int64 [B, T] -> [B, T, dim]
-  at::Tensor forward(const at::Tensor& ids);
-  at::Tensor weight;  // [vocab, dim]
-};
-TORCH_MODULE(Embedding);
-
-class RMSNormImpl : public torch::nn::Module {
- public:
-  RMSNormImpl(int64_t dim, double eps, const at::TensorOptions& options);
-  // x: [..., dim] -> [..., dim]; statistics in float32 as in Hugging Face.
-  at::Tensor forward(const at::Tensor& x);
-  at::Tensor weight;  // [dim]
-  double eps;
-};
-TORCH_MODULE(RMSNorm);
 
 // What every layer of one forward pass shares.
 struct LayerInputs {
   at::Tensor cos, sin;    // rotary tables for the new positions: float32 [T, head_dim]
   at::Tensor mask;        // additive float32 [T, S] (0 / -inf), or undefined for "see all"
   KVCache* cache = nullptr;  // null: no cache, the keys are just the new positions
+  // Lower model (compressor): each layer appends its keys (before rotary) and values here.
+  std::vector<std::pair<at::Tensor, at::Tensor>>* capture = nullptr;
+  // Upper model: the tree nodes its injection layers cross-attend to (null: none).
+  const InjectionContext* context = nullptr;
 };
-
-// Scaled dot-product attention with grouped-query heads.
-// q: [B, H, T, D], k/v: [B, KVH, S, D], mask: [T, S] or undefined -> [B, H, T, D].
-at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                     const at::Tensor& mask);
 
 class LlamaAttentionImpl : public torch::nn::Module {
  public:
@@ -81,11 +51,17 @@ TORCH_MODULE(LlamaMLP);
 class LlamaDecoderLayerImpl : public torch::nn::Module {
  public:
   LlamaDecoderLayerImpl(const ModelConfig& c, int64_t layer, const at::TensorOptions& options);
-  // h: [B, T, hidden] -> [B, T, hidden]
+  // h: [B, T, hidden] -> [B, T, hidden]. With cross-attention and a context, the injected
+  // update comes after the self-attention residual and before the MLP (DESIGN.md §2).
   at::Tensor forward(const at::Tensor& h, const LayerInputs& in);
+  // Adds `cross_attn` (norm and q_proj copied from this layer's input_layernorm and
+  // self_attn.q_proj, o_proj zero), so the layer still computes exactly what it did before.
+  void AddCrossAttention(const ModelConfig& c);
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   LlamaAttention self_attn{nullptr};
   LlamaMLP mlp{nullptr};
+  CrossAttention cross_attn{nullptr};  // SharedLLM injection layers only
+  int64_t index;
 };
 TORCH_MODULE(LlamaDecoderLayer);
 
@@ -106,12 +82,22 @@ class CausalLMImpl : public torch::nn::Module {
   CausalLMImpl(const ModelConfig& c, const at::TensorOptions& options);
 
   // ids: int64 [B, T] at positions [cache.length(), +T) -> final-normed hidden [B, T, hidden].
-  // With a cache the new keys/values are appended and the cache advanced by T.
-  at::Tensor ForwardHidden(const at::Tensor& ids, KVCache* cache = nullptr);
+  // With a cache the new keys/values are appended and the cache advanced by T. With a context
+  // the injection layers cross-attend to it.
+  at::Tensor ForwardHidden(const at::Tensor& ids, KVCache* cache = nullptr,
+                           const InjectionContext* context = nullptr);
   // hidden: [B, T, hidden] -> float32 logits [B, T, vocab]
   at::Tensor Logits(const at::Tensor& hidden);
   // ids: int64 [B, T] -> float32 logits [B, T, vocab]
-  at::Tensor forward(const at::Tensor& ids, KVCache* cache = nullptr);
+  at::Tensor forward(const at::Tensor& ids, KVCache* cache = nullptr,
+                     const InjectionContext* context = nullptr);
+
+  // The lower model: the bottom `num_layers` layers run on ids [B, L] at positions 0..L-1.
+  struct LowerOutput {
+    std::vector<at::Tensor> k, v;  // per layer: keys before rotary and values [B, KVH, L, D]
+    at::Tensor first_layer;        // final-normed output of layer 0: [B, L, hidden]
+  };
+  LowerOutput ForwardLower(const at::Tensor& ids, int64_t num_layers);
 
   // Rotary tables and mask for T new positions after `past` cached ones (shared by all layers).
   LayerInputs MakeLayerInputs(int64_t past, int64_t t, const at::Device& device) const;

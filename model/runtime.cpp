@@ -41,6 +41,15 @@ std::shared_ptr<LoadedModel> LoadModel(const std::string& dir, const RuntimeOpti
   const bool tied = out->config.tie_word_embeddings;
   LoadParameters(*out->lm, reader, dir, nullptr,
                  [tied](const std::string& name) { return tied && name == "lm_head.weight"; });
+  if (FileExists(JoinPath(dir, "sharedllm.json"))) {
+    out->shared = std::make_shared<SharedLLM>(out->lm, SharedLLMConfig::Load(dir));
+    const std::string path = JoinPath(dir, "sharedllm.safetensors");
+    if (!FileExists(path)) {
+      throw ModelError(dir + " has sharedllm.json but no sharedllm.safetensors (hint: `sharedllm "
+                             "init` writes both)");
+    }
+    LoadParameters(*out->lm, CheckpointReader::FromFile(path), path, IsSharedLLMParameter);
+  }
   const at::Device device(options.device);
   if (!device.is_cpu()) out->lm->to(device);
   out->lm->eval();
@@ -58,7 +67,15 @@ void SaveModel(CausalLM& lm, const std::string& dir, at::ScalarType dtype) {
   ModelConfig config = lm->config;
   config.torch_dtype = dtype == at::kBFloat16 ? "bfloat16" : dtype == at::kHalf ? "float16" : "float32";
   WriteFileAtomic(JoinPath(dir, "config.json"), config.ToJsonText());
-  WriteCheckpoint(dir, CollectParameters(*lm, nullptr, dtype));
+  WriteCheckpoint(dir, CollectParameters(
+                          *lm, [](const std::string& n) { return !IsSharedLLMParameter(n); }, dtype));
+}
+
+void SaveSharedLLM(SharedLLM& model, const std::string& dir, at::ScalarType dtype) {
+  ::mkdir(dir.c_str(), 0755);
+  WriteFileAtomic(JoinPath(dir, "sharedllm.json"), model.config().ToJsonText());
+  WriteSafetensors(JoinPath(dir, "sharedllm.safetensors"),
+                   CollectParameters(*model.lm(), IsSharedLLMParameter, dtype), {{"format", "pt"}});
 }
 
 }  // namespace sharedllm

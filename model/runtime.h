@@ -7,6 +7,7 @@
 
 #include "model/config.h"
 #include "model/llama.h"
+#include "model/sharedllm.h"
 #include "model/tokenizer.h"
 
 namespace sharedllm {
@@ -26,14 +27,19 @@ struct LoadedModel {
   std::string dir;
   ModelConfig config;
   CausalLM lm{nullptr};
+  std::shared_ptr<SharedLLM> shared;  // set when the directory has sharedllm.json; shares lm
   std::shared_ptr<const Tokenizer> tokenizer;  // null when the directory has no tokenizer.model
 };
 
-// Loads config.json, the safetensors weights (single or sharded) and tokenizer.model from `dir`.
+// Loads config.json, the safetensors weights (single or sharded) and tokenizer.model from `dir`;
+// with sharedllm.json also sharedllm.safetensors, giving a SharedLLM over the same weights.
 // Throws ModelError with every problem found.
 std::shared_ptr<LoadedModel> LoadModel(const std::string& dir, const RuntimeOptions& options);
 
-// Writes config.json and model.safetensors (as `dtype`) for `lm` into `dir` (created if needed).
+// Writes config.json and model.safetensors (as `dtype`) for `lm` into `dir` (created if needed),
+// without SharedLLM parameters.
 void SaveModel(CausalLM& lm, const std::string& dir, at::ScalarType dtype = at::kFloat);
+// Writes sharedllm.json and sharedllm.safetensors (the cross_attn.* parameters) into `dir`.
+void SaveSharedLLM(SharedLLM& model, const std::string& dir, at::ScalarType dtype = at::kFloat);
 
 }  // namespace sharedllm

@@ -7,7 +7,8 @@
 
 namespace sharedllm {
 
-std::vector<double> TokenNll(CausalLM& lm, const std::vector<int64_t>& ids) {
+std::vector<double> TokenNll(CausalLM& lm, const std::vector<int64_t>& ids,
+                             const InjectionContext* context) {
   Check(ids.size() >= 2, "scoring needs at least two tokens");
   for (int64_t id : ids) {
     Check(id >= 0 && id < lm->config.vocab_size,
@@ -17,7 +18,7 @@ std::vector<double> TokenNll(CausalLM& lm, const std::vector<int64_t>& ids) {
   c10::InferenceMode guard;
   const auto device = lm->model->embed_tokens->weight.device();
   auto input = at::tensor(ids, at::TensorOptions().dtype(at::kLong)).view({1, -1}).to(device);
-  auto logits = lm->forward(input).squeeze(0);                      // [n, V]
+  auto logits = lm->forward(input, nullptr, context).squeeze(0);                     // [n, V]
   auto logp = at::log_softmax(logits.narrow(0, 0, logits.size(0) - 1).to(at::kDouble), -1);
   auto targets = input.squeeze(0).narrow(0, 1, input.size(1) - 1);  // [n-1]
   auto nll = -logp.gather(1, targets.unsqueeze(1)).squeeze(1).to(at::kCPU);

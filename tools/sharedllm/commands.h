@@ -15,6 +15,8 @@ using Args = std::vector<std::string>;
 int GenerateCommand(const Args& args);
 int ScoreCommand(const Args& args);
 int NewCommand(const Args& args);
+int InitCommand(const Args& args);
+int AskCommand(const Args& args);
 
 // --threads, --dtype, --device, shared by every command that runs a model.
 struct RuntimeFlags {

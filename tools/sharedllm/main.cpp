@@ -1,4 +1,4 @@
-// `sharedllm`: the model tool (generate, score, new; later init, ask, train, eval).
+// `sharedllm`: the model tool (generate, score, new, init, ask).
 #include <cstring>
 #include <iostream>
 
@@ -17,6 +17,8 @@ const Command kCommands[] = {
     {"generate", "generate text after a prompt, streamed to stdout", sharedllm::cli::GenerateCommand},
     {"score", "negative log-likelihood of every token of a text", sharedllm::cli::ScoreCommand},
     {"new", "write a randomly initialised model from a config.json", sharedllm::cli::NewCommand},
+    {"init", "turn a base model into an untrained SharedLLM", sharedllm::cli::InitCommand},
+    {"ask", "answer a question about a long document", sharedllm::cli::AskCommand},
 };
 
 void Usage(std::ostream& out) {

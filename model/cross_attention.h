@@ -1,0 +1,40 @@
+// Self-injection: the cross-attention SharedLLM adds to the upper model's injection layers
+// (DESIGN.md §2). It wraps nothing of the base layer's weights: the keys/values come from the
+// lower model's same-depth layer, so only a norm, q_proj and o_proj are new.
+#pragma once
+
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+#include "model/layers.h"
+
+namespace sharedllm {
+
+// Context the upper model reads in one forward: per decoder layer index, the keys and values of
+// the selected tree nodes, concatenated over chunks in chunk order. Keys are already rotated by
+// their chunk index (when chunk positions are on); queries are rotated by `query_cos/sin`.
+struct InjectionContext {
+  std::vector<at::Tensor> k, v;  // [num_layers]; defined where injected: [B, KVH, S, D]
+  at::Tensor key_mask;           // additive float32 [B, 1, 1, S] for padded contexts, or undefined
+  at::Tensor query_cos, query_sin;  // float32 [1, D] at position n (number of chunks), or undefined
+  int64_t num_chunks = 0;
+};
+
+class CrossAttentionImpl : public torch::nn::Module {
+ public:
+  CrossAttentionImpl(int64_t hidden, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                     bool q_bias, double eps, const at::TensorOptions& options);
+  // h: [B, T, hidden], k/v: [B, KVH, S, D] -> the residual update [B, T, hidden]:
+  // o_proj(Attn(rope_n(q_proj(norm(h))), K_ctx, V_ctx)).
+  at::Tensor forward(const at::Tensor& h, const at::Tensor& k, const at::Tensor& v,
+                     const InjectionContext& context);
+
+  RMSNorm norm{nullptr};
+  Linear q_proj{nullptr}, o_proj{nullptr};
+  int64_t heads, kv_heads, head_dim;
+};
+TORCH_MODULE(CrossAttention);
+
+}  // namespace sharedllm

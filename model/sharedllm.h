@@ -1,0 +1,91 @@
+// SharedLLM (arXiv 2410.19318): a base CausalLM whose bottom M layers double as the lower model
+// (compressor) and whose injection layers cross-attend to the compressed context tree.
+// Weights are shared with the CausalLM handle (no second copy); per-request state is explicit
+// (DocumentTree, InjectionContext, KVCache).
+#pragma once
+
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "model/context_tree.h"
+#include "model/cross_attention.h"
+#include "model/llama.h"
+#include "model/sharedllm_config.h"
+
+namespace sharedllm {
+
+// One encoded tree node: the lower model's downsampled keys (before rotary) and values per lower
+// layer, and its search vector.
+struct EncodedNode {
+  int64_t chunk = 0;
+  TreeNode node;
+  std::vector<at::Tensor> k, v;  // [num_injection_layers] of [KVH, kept, D]
+  at::Tensor search;             // float32 [hidden]: final-normed layer-0 output at the last token
+};
+
+// The static tree of a context (what ingestion persists): every node of every level of every
+// chunk. nodes[c] is in ChunkTree::AllNodes() order.
+struct DocumentTree {
+  std::vector<ChunkTree> chunks;
+  std::vector<std::vector<EncodedNode>> nodes;
+  int64_t num_chunks() const { return static_cast<int64_t>(chunks.size()); }
+};
+
+class SharedLLM {
+ public:
+  // Adds cross-attention to `lm`'s injection layers (zero o_proj: the model is unchanged until
+  // trained). Throws ModelError when `config` does not fit the base model.
+  SharedLLM(CausalLM lm, SharedLLMConfig config);
+
+  const SharedLLMConfig& config() const { return config_; }
+  CausalLM& lm() { return lm_; }
+  int64_t min_chunk_length() const { return int64_t{1} << config_.tree_depth; }
+
+  // Chunk spans of a context of `length` tokens (see ChunkSpans).
+  std::vector<std::pair<int64_t, int64_t>> Chunks(int64_t length) const;
+  // Encodes `nodes` of one chunk (token ids `chunk_ids`) through the lower model, each node alone
+  // at positions 0..l-1, nodes of equal length batched together. Output in the order of `nodes`.
+  std::vector<EncodedNode> EncodeNodes(const std::vector<int64_t>& chunk_ids, int64_t chunk,
+                                       const std::vector<TreeNode>& nodes);
+  // A node to encode: its chunk's first token, the chunk index, and the node's span in the chunk.
+  struct NodeJob {
+    const int64_t* chunk_tokens;
+    int64_t chunk;
+    TreeNode node;
+  };
+  // Encodes nodes from any chunks; equal lengths are batched, at most `max_batch_tokens` per
+  // lower-model pass. Output in the order of `jobs`.
+  std::vector<EncodedNode> Encode(const std::vector<NodeJob>& jobs, int64_t max_batch_tokens = 16384);
+  // Ingestion: every node of every chunk (no noise).
+  DocumentTree BuildStaticTree(const std::vector<int64_t>& context_ids);
+  // Query-time search over a static tree: per chunk in order, its h+1 preserved nodes (by
+  // position). `query` undefined or search off: the right-child policy.
+  std::vector<const EncodedNode*> Select(const DocumentTree& tree, const at::Tensor& query) const;
+  // The same selection built directly (what training does): encodes only the nodes the search
+  // needs. With `rng`, splits are jittered (training noise, if the config enables it).
+  std::vector<EncodedNode> BuildDynamicTree(const std::vector<int64_t>& context_ids,
+                                            const at::Tensor& query, std::mt19937_64* rng = nullptr);
+  // Search vector of a question: float32 [hidden].
+  at::Tensor QueryVector(const std::vector<int64_t>& query_ids);
+  // Cross-attention context of one sequence from selected nodes (chunk order as given).
+  InjectionContext MakeContext(const std::vector<const EncodedNode*>& nodes, int64_t num_chunks) const;
+  // A batch: sample b reads per_sample[b]; shorter contexts are padded and masked.
+  InjectionContext MakeBatchContext(const std::vector<std::vector<const EncodedNode*>>& per_sample,
+                                    const std::vector<int64_t>& num_chunks) const;
+
+  // Marks which parameters train (requires_grad): cross_attn.* always; the layers above the lower
+  // model, the final norm and lm_head (language-modelling default); everything when
+  // lower_trainable (with shared weights the lower model is the upper's bottom layers).
+  void SetTrainable(bool lower_trainable);
+
+ private:
+  CausalLM lm_;
+  SharedLLMConfig config_;
+  std::vector<int64_t> injection_layers_;
+};
+
+// Name filter for the parameters SharedLLM adds (saved in sharedllm.safetensors).
+bool IsSharedLLMParameter(const std::string& name);
+
+}  // namespace sharedllm

@@ -1,0 +1,111 @@
+#include "model/sharedllm_config.h"
+
+#include <nlohmann/json.hpp>
+
+#include "model/errors.h"
+#include "model/file_util.h"
+
+namespace sharedllm {
+
+SharedLLMConfig SharedLLMConfig::FromJsonText(const std::string& text) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw ModelError(std::string("sharedllm.json is not valid JSON: ") + e.what());
+  }
+  SharedLLMConfig c;
+  try {
+    c.num_injection_layers = j.value("num_injection_layers", c.num_injection_layers);
+    c.injection = j.value("injection", c.injection);
+    c.chunk_size = j.value("chunk_size", c.chunk_size);
+    c.tree_depth = j.value("tree_depth", c.tree_depth);
+    c.alphas = j.value("alphas", c.alphas);
+    c.selection = j.value("selection", c.selection);
+    c.search = j.value("search", c.search);
+    c.split_noise = j.value("split_noise", c.split_noise);
+    c.noise_divisor = j.value("noise_divisor", c.noise_divisor);
+    c.chunk_positions = j.value("chunk_positions", c.chunk_positions);
+    c.lower_trainable = j.value("lower_trainable", c.lower_trainable);
+  } catch (const nlohmann::json::exception& e) {
+    throw ModelError(std::string("sharedllm.json has a field of the wrong type: ") + e.what());
+  }
+  return c;
+}
+
+SharedLLMConfig SharedLLMConfig::Load(const std::string& dir) {
+  const std::string path = JoinPath(dir, "sharedllm.json");
+  try {
+    return FromJsonText(ReadTextFile(path));
+  } catch (const ModelError& e) {
+    throw ModelError(path + ": " + e.what());
+  }
+}
+
+std::string SharedLLMConfig::ToJsonText() const {
+  nlohmann::json j = {{"num_injection_layers", num_injection_layers},
+                      {"injection", injection},
+                      {"chunk_size", chunk_size},
+                      {"tree_depth", tree_depth},
+                      {"alphas", alphas},
+                      {"selection", selection},
+                      {"search", search},
+                      {"split_noise", split_noise},
+                      {"noise_divisor", noise_divisor},
+                      {"chunk_positions", chunk_positions},
+                      {"lower_trainable", lower_trainable}};
+  return j.dump(2) + "\n";
+}
+
+void SharedLLMConfig::Validate(int64_t num_layers) const {
+  std::vector<std::string> p;
+  if (num_injection_layers < 1 || num_injection_layers > num_layers) {
+    p.push_back("num_injection_layers must be in 1.." + std::to_string(num_layers));
+  }
+  if (injection != "bottom" && injection != "top" && injection != "interleaved") {
+    p.push_back("injection must be bottom, top or interleaved, not '" + injection + "'");
+  }
+  if (tree_depth < 1) p.push_back("tree_depth must be >= 1");
+  if (static_cast<int64_t>(alphas.size()) != tree_depth) {
+    p.push_back("alphas needs one stride per level (" + std::to_string(tree_depth) + "), has " +
+                std::to_string(alphas.size()));
+  }
+  for (int64_t a : alphas) {
+    if (a < 1) p.push_back("every alpha must be >= 1");
+  }
+  if (chunk_size < (int64_t{1} << tree_depth)) {
+    p.push_back("chunk_size must be >= 2^tree_depth (" + std::to_string(1 << tree_depth) + ")");
+  }
+  if (selection != "first" && selection != "last" && selection != "mean") {
+    p.push_back("selection must be first, last or mean, not '" + selection + "'");
+  }
+  if (noise_divisor <= 0) p.push_back("noise_divisor must be positive");
+  if (!p.empty()) {
+    std::string msg = "invalid SharedLLM configuration:";
+    for (const auto& s : p) msg += "\n  - " + s;
+    throw ModelError(msg);
+  }
+}
+
+std::vector<int64_t> SharedLLMConfig::InjectionLayers(int64_t num_layers) const {
+  std::vector<int64_t> out;
+  for (int64_t j = 0; j < num_injection_layers; ++j) {
+    if (injection == "top") out.push_back(num_layers - num_injection_layers + j);
+    else if (injection == "interleaved") out.push_back(j * num_layers / num_injection_layers);
+    else out.push_back(j);
+  }
+  return out;
+}
+
+double SharedLLMConfig::CompressionRatio() const {
+  // A chunk of l tokens keeps l / (2^k alpha_k) positions per node at level k: one node per
+  // level above the last, two at the last.
+  double kept = 0;
+  for (int64_t k = 1; k <= tree_depth; ++k) {
+    const double nodes = k == tree_depth ? 2.0 : 1.0;
+    kept += nodes / (static_cast<double>(int64_t{1} << k) * alphas[k - 1]);
+  }
+  return 1.0 / kept;
+}
+
+}  // namespace sharedllm

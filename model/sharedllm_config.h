@@ -1,0 +1,37 @@
+// SharedLLMConfig: the hyper-parameters SharedLLM adds to a base checkpoint, stored as
+// `sharedllm.json` next to config.json (and the new weights in `sharedllm.safetensors`).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sharedllm {
+
+struct SharedLLMConfig {
+  int64_t num_injection_layers = 4;  // M: lower-model depth = number of cross-attention layers
+  std::string injection = "bottom";  // which upper layers cross-attend: bottom | top | interleaved
+  int64_t chunk_size = 1024;         // C: tokens per chunk (tree root), C <= window
+  int64_t tree_depth = 3;            // h: levels below the root
+  std::vector<int64_t> alphas = {16, 8, 4};  // downsampling stride per level 1..h (β = 8 for h=3)
+  std::string selection = "first";   // which position of each stride block is kept: first|last|mean
+  bool search = true;                // query-aware child choice; off: always the right child
+  bool split_noise = true;           // training: split at floor(l/2 - eps), eps ~ N(0, (l/d)^2)
+  double noise_divisor = 5.0;        // d: 5 for language modelling, 10 for instruction tuning
+  bool chunk_positions = true;       // rotary positions in cross-attention: chunk i -> i, query -> n
+  bool lower_trainable = false;      // training: the lower model (shared bottom layers) trains too
+
+  static SharedLLMConfig FromJsonText(const std::string& text);
+  // `<dir>/sharedllm.json`; throws ModelError.
+  static SharedLLMConfig Load(const std::string& dir);
+  std::string ToJsonText() const;
+  // Throws ModelError when inconsistent with itself or with a base model of `num_layers` layers.
+  void Validate(int64_t num_layers) const;
+
+  // The upper-model layer indices that cross-attend, in order; the j-th reads lower layer j.
+  std::vector<int64_t> InjectionLayers(int64_t num_layers) const;
+  // Tokens of context per kept position, for full-size nodes: e.g. 8 for (16, 8, 4).
+  double CompressionRatio() const;
+};
+
+}  // namespace sharedllm

@@ -1,0 +1,347 @@
+// SharedLLM: zero-init invariance, the context tree, search, static = dynamic, cross-attention
+// positions, cached decoding with context, the trainable set, and checkpoint round trips.
+#include <random>
+#include <set>
+
+#include <gtest/gtest.h>
+
+#include <c10/core/InferenceMode.h>
+
+#include "model/decoder.h"
+#include "model/errors.h"
+#include "model/runtime.h"
+#include "model/scoring.h"
+#include "model/sharedllm.h"
+#include "tests/model_util.h"
+
+namespace sharedllm {
+namespace {
+
+using test::MaxAbsDiff;
+using test::SeededIds;
+
+ModelConfig Config() {
+  ModelConfig c = test::TinyConfig();
+  c.num_hidden_layers = 3;
+  return c;
+}
+
+SharedLLMConfig SmallShared(int64_t layers = 2) {
+  SharedLLMConfig s;
+  s.num_injection_layers = layers;
+  s.chunk_size = 32;
+  s.tree_depth = 3;
+  s.alphas = {4, 2, 1};
+  return s;
+}
+
+// Gives every cross-attention o_proj random weights, so the context changes the output.
+void RandomizeCrossAttention(CausalLM& lm, uint64_t seed) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  at::NoGradGuard no_grad;
+  for (auto& p : lm->named_parameters()) {
+    if (IsSharedLLMParameter(p.key()) && p.key().find("o_proj") != std::string::npos) {
+      p.value().copy_(at::normal(0.0, 0.3, p.value().sizes(), gen));
+    }
+  }
+}
+
+std::vector<const EncodedNode*> Pointers(const std::vector<EncodedNode>& nodes) {
+  std::vector<const EncodedNode*> out;
+  for (const auto& n : nodes) out.push_back(&n);
+  return out;
+}
+
+// Scores `text` reading `context` through the right-child (language modelling) tree.
+std::vector<double> ScoreWithContext(SharedLLM& s, const std::vector<int64_t>& context,
+                                     const std::vector<int64_t>& text) {
+  auto nodes = s.BuildDynamicTree(context, at::Tensor());
+  auto ctx = s.MakeContext(Pointers(nodes), s.Chunks(context.size()).size());
+  return TokenNll(s.lm(), text, &ctx);
+}
+
+double MaxDiff(const std::vector<double>& a, const std::vector<double>& b) {
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]));
+  return m;
+}
+
+TEST(SharedLLMTest, UntrainedModelScoresExactlyLikeTheBaseModel) {
+  for (const std::string injection : {"bottom", "top", "interleaved"}) {
+    CausalLM lm = test::TinyModel(Config());
+    const auto text = SeededIds(40, 61, 7);
+    const auto base = TokenNll(lm, text);
+    auto sc = SmallShared();
+    sc.injection = injection;
+    SharedLLM s(lm, sc);
+    const auto with_context = ScoreWithContext(s, SeededIds(150, 61, 8), text);
+    EXPECT_LT(MaxDiff(base, with_context), 1e-5) << injection;
+  }
+}
+
+TEST(SharedLLMTest, TrainedCrossAttentionMakesContextAndChunkOrderMatter) {
+  CausalLM lm = test::TinyModel(Config());
+  SharedLLM s(lm, SmallShared());
+  RandomizeCrossAttention(lm, 3);
+  const auto text = SeededIds(30, 61, 7);
+  const auto base = TokenNll(lm, text);
+  // Three full chunks of 32; the swapped context exchanges the first two chunks.
+  const auto context = SeededIds(96, 61, 9);
+  std::vector<int64_t> swapped(context.begin() + 32, context.begin() + 64);
+  swapped.insert(swapped.end(), context.begin(), context.begin() + 32);
+  swapped.insert(swapped.end(), context.begin() + 64, context.end());
+  const auto a = ScoreWithContext(s, context, text);
+  const auto b = ScoreWithContext(s, swapped, text);
+  EXPECT_GT(MaxDiff(base, a), 1e-3);  // the context is read
+  EXPECT_GT(MaxDiff(a, b), 1e-4);     // chunk positions make order matter
+
+  // Without chunk positions, cross-attention is a set operation over keys: order cannot matter.
+  CausalLM lm2 = test::TinyModel(Config());
+  auto sc = SmallShared();
+  sc.chunk_positions = false;
+  SharedLLM s2(lm2, sc);
+  RandomizeCrossAttention(lm2, 3);
+  EXPECT_LT(MaxDiff(ScoreWithContext(s2, context, text), ScoreWithContext(s2, swapped, text)), 1e-5);
+}
+
+TEST(ContextTreeTest, ShapesPartitionOddLengths) {
+  for (int64_t length : {8, 9, 37, 63, 100, 257}) {
+    const ChunkTree tree = ChunkTree::Build(length, 3);
+    const auto all = tree.AllNodes();
+    ASSERT_EQ(all.size(), 14u);
+    for (int64_t level = 1; level <= 3; ++level) {
+      int64_t at_pos = 0;
+      for (int64_t i = 0; i < (int64_t{1} << level); ++i) {
+        const TreeNode& n = tree.node(level, i);
+        EXPECT_EQ(n.begin, at_pos);
+        EXPECT_GE(n.length(), int64_t{1} << (3 - level));
+        EXPECT_EQ(all[ChunkTree::FlatIndex(level, i)], n);
+        at_pos = n.end;
+      }
+      EXPECT_EQ(at_pos, length);
+    }
+    // Inference split: floor(l/2).
+    EXPECT_EQ(tree.node(1, 0).length(), length / 2);
+  }
+  EXPECT_THROW(ChunkTree::Build(7, 3), ModelError);
+}
+
+TEST(ContextTreeTest, SplitNoiseJittersButKeepsTheTreeValid) {
+  std::mt19937_64 rng(5);
+  std::set<int64_t> first_splits;
+  for (int i = 0; i < 50; ++i) {
+    const ChunkTree tree = ChunkTree::Build(64, 3, &rng, 5.0);
+    first_splits.insert(tree.node(1, 0).end);
+    for (const TreeNode& n : tree.AllNodes()) EXPECT_GE(n.length(), int64_t{1} << (3 - n.level));
+    EXPECT_EQ(tree.node(3, 7).end, 64);
+  }
+  EXPECT_GT(first_splits.size(), 5u);  // sigma = 64/5: many distinct split points
+}
+
+TEST(ContextTreeTest, PreservedNodesAndCompressionRatio) {
+  const ChunkTree tree = ChunkTree::Build(256, 3);
+  const auto nodes = PreservedNodes(tree, AlwaysRight);
+  ASSERT_EQ(nodes.size(), 4u);  // h + 1
+  // Right policy: coarse left halves, fine detail at the end of the chunk.
+  EXPECT_EQ(nodes[0], tree.node(1, 0));
+  EXPECT_EQ(nodes[1], tree.node(2, 2));
+  EXPECT_EQ(nodes[2], tree.node(3, 6));
+  EXPECT_EQ(nodes[3], tree.node(3, 7));
+  const std::vector<int64_t> alphas = {16, 8, 4};
+  int64_t kept = 0;
+  for (const auto& n : nodes) kept += KeptLength(n.length(), alphas[n.level - 1]);
+  EXPECT_EQ(kept, 32);  // 256 / 8
+  SharedLLMConfig c;
+  EXPECT_DOUBLE_EQ(c.CompressionRatio(), 8.0);
+  // Odd length: ceil keeps every block, so kept >= length / 8.
+  const ChunkTree odd = ChunkTree::Build(251, 3);
+  kept = 0;
+  for (const auto& n : PreservedNodes(odd, AlwaysRight)) kept += KeptLength(n.length(), alphas[n.level - 1]);
+  // Level 1 keeps [0,125) -> 8; level 2 [125,188) -> 8; level 3 [188,219) -> 8, [219,251) -> 8.
+  EXPECT_EQ(kept, 32);
+}
+
+TEST(ContextTreeTest, ChunkSpansKeepEveryToken) {
+  auto spans = ChunkSpans(100, 32, 8);
+  ASSERT_EQ(spans.size(), 3u);  // 32, 32, 36: the 4-token tail joins the last chunk
+  EXPECT_EQ(spans[2].first, 64);
+  EXPECT_EQ(spans[2].second, 100);
+  spans = ChunkSpans(90, 32, 8);
+  ASSERT_EQ(spans.size(), 3u);
+  EXPECT_EQ(spans[2].second - spans[2].first, 26);
+  EXPECT_TRUE(ChunkSpans(5, 32, 8).empty());
+}
+
+TEST(ContextTreeTest, DownsampleModes) {
+  auto x = at::arange(10, at::TensorOptions().dtype(at::kFloat)).view({1, 10, 1});
+  auto first = Downsample(x, 4, "first").view({-1});
+  auto last = Downsample(x, 4, "last").view({-1});
+  auto mean = Downsample(x, 4, "mean").view({-1});
+  EXPECT_TRUE(at::equal(first, at::tensor({0.f, 4.f, 8.f})));
+  EXPECT_TRUE(at::equal(last, at::tensor({3.f, 7.f, 9.f})));
+  EXPECT_TRUE(at::allclose(mean, at::tensor({1.5f, 5.5f, 8.5f})));
+  EXPECT_THROW(Downsample(x, 4, "median"), ModelError);
+}
+
+TEST(SearchTest, PicksTheChildThatHoldsThePlantedMatch) {
+  CausalLM lm = test::TinyModel(Config());
+  SharedLLM s(lm, SmallShared());
+  c10::InferenceMode guard;
+  for (int side = 0; side < 2; ++side) {
+    // One chunk of 64 tokens; the query is exactly one of its level-1 halves, so that half's
+    // search vector equals the query's (cosine 1).
+    auto chunk = SeededIds(64, 61, 20 + side);
+    std::vector<int64_t> query(chunk.begin() + 32 * side, chunk.begin() + 32 * (side + 1));
+    auto sc = SmallShared();
+    sc.chunk_size = 64;
+    SharedLLM s64(lm, sc);
+    DocumentTree tree = s64.BuildStaticTree(chunk);
+    auto selected = s64.Select(tree, s64.QueryVector(query));
+    ASSERT_EQ(selected.size(), 4u);
+    // The preserved level-1 node is the sibling of the expanded (matching) half.
+    const EncodedNode* level1 = nullptr;
+    for (auto* n : selected) {
+      if (n->node.level == 1) level1 = n;
+    }
+    ASSERT_NE(level1, nullptr);
+    EXPECT_EQ(level1->node.index, 1 - side) << "query matched half " << side;
+  }
+}
+
+TEST(SearchTest, StaticTreeSelectionEqualsDynamicConstruction) {
+  CausalLM lm = test::TinyModel(Config());
+  SharedLLM s(lm, SmallShared());
+  c10::InferenceMode guard;
+  const auto doc = SeededIds(150, 61, 30);  // chunks 32, 32, 32, 32, 22
+  const DocumentTree tree = s.BuildStaticTree(doc);
+  ASSERT_EQ(tree.num_chunks(), 5);
+  for (int q = 0; q < 4; ++q) {
+    at::Tensor query = q == 3 ? at::Tensor() : s.QueryVector(SeededIds(12, 61, 40 + q));
+    const auto from_static = s.Select(tree, query);
+    const auto dynamic = s.BuildDynamicTree(doc, query);
+    ASSERT_EQ(from_static.size(), dynamic.size());
+    for (size_t i = 0; i < dynamic.size(); ++i) {
+      EXPECT_EQ(from_static[i]->chunk, dynamic[i].chunk);
+      EXPECT_EQ(from_static[i]->node, dynamic[i].node);
+      for (size_t j = 0; j < dynamic[i].k.size(); ++j) {
+        EXPECT_LT(MaxAbsDiff(from_static[i]->k[j], dynamic[i].k[j]), 1e-6);
+        EXPECT_LT(MaxAbsDiff(from_static[i]->v[j], dynamic[i].v[j]), 1e-6);
+      }
+    }
+  }
+}
+
+TEST(SharedLLMTest, CachedDecodingWithContextEqualsFullForward) {
+  CausalLM lm = test::TinyModel(Config());
+  SharedLLM s(lm, SmallShared());
+  RandomizeCrossAttention(lm, 4);
+  c10::InferenceMode guard;
+  auto nodes = s.BuildDynamicTree(SeededIds(100, 61, 50), at::Tensor());
+  auto ctx = s.MakeContext(Pointers(nodes), 3);
+  const auto ids = SeededIds(20, 61, 51);
+  auto full = lm->forward(test::Ids(ids), nullptr, &ctx).squeeze(0);  // [20, V]
+  Decoder decoder(lm, &ctx);
+  KVCache cache = lm->NewCache();
+  auto first = decoder.Prefill(std::vector<int64_t>(ids.begin(), ids.begin() + 8), cache);
+  EXPECT_LT(MaxAbsDiff(first, full[7]), 1e-5);
+  for (size_t t = 8; t < ids.size(); ++t) {
+    auto step = decoder.DecodeOneToken(ids[t], cache);
+    EXPECT_LT(MaxAbsDiff(step, full[t]), 1e-5) << "position " << t;
+  }
+  // And the context is really used at every decode step.
+  auto plain = lm->forward(test::Ids(ids)).squeeze(0);
+  EXPECT_GT(MaxAbsDiff(plain[19], full[19]), 1e-3);
+}
+
+TEST(SharedLLMTest, PaddedBatchContextEqualsSingleContexts) {
+  CausalLM lm = test::TinyModel(Config());
+  SharedLLM s(lm, SmallShared());
+  RandomizeCrossAttention(lm, 5);
+  c10::InferenceMode guard;
+  // Two contexts of 3 chunks each but different lengths (so different kept counts).
+  auto a = s.BuildDynamicTree(SeededIds(96, 61, 60), at::Tensor());
+  auto b = s.BuildDynamicTree(SeededIds(120, 61, 61), at::Tensor());
+  auto batch = s.MakeBatchContext({Pointers(a), Pointers(b)}, {3, 3});
+  ASSERT_TRUE(batch.key_mask.defined());
+  const auto ids_a = SeededIds(10, 61, 62), ids_b = SeededIds(10, 61, 63);
+  auto both = at::cat({test::Ids(ids_a), test::Ids(ids_b)}, 0);
+  auto logits = lm->forward(both, nullptr, &batch);
+  auto ctx_a = s.MakeContext(Pointers(a), 3), ctx_b = s.MakeContext(Pointers(b), 3);
+  EXPECT_LT(MaxAbsDiff(logits[0], lm->forward(test::Ids(ids_a), nullptr, &ctx_a)[0]), 1e-5);
+  EXPECT_LT(MaxAbsDiff(logits[1], lm->forward(test::Ids(ids_b), nullptr, &ctx_b)[0]), 1e-5);
+}
+
+// Gradients reach exactly the parameters marked trainable.
+void CheckGradients(bool lower_trainable) {
+  CausalLM lm = test::TinyModel(Config());
+  for (auto& p : lm->parameters()) p.set_requires_grad(false);
+  SharedLLM s(lm, SmallShared(2));
+  RandomizeCrossAttention(lm, 6);
+  s.SetTrainable(lower_trainable);
+  auto nodes = s.BuildDynamicTree(SeededIds(96, 61, 70), at::Tensor());
+  auto ctx = s.MakeContext(Pointers(nodes), 3);
+  auto logits = lm->forward(test::Ids(SeededIds(16, 61, 71)), nullptr, &ctx);
+  logits.pow(2).mean().backward();
+  int trainable = 0;
+  for (auto& p : lm->named_parameters()) {
+    const auto& name = p.key();
+    const bool expect_train =
+        lower_trainable || IsSharedLLMParameter(name) || name == "lm_head.weight" ||
+        name == "model.norm.weight" || name.rfind("model.layers.2.", 0) == 0;
+    EXPECT_EQ(p.value().requires_grad(), expect_train) << name;
+    if (expect_train) {
+      ++trainable;
+      ASSERT_TRUE(p.value().grad().defined()) << name;
+      EXPECT_GT(p.value().grad().abs().sum().item<double>(), 0.0) << name;
+    } else {
+      EXPECT_FALSE(p.value().grad().defined()) << name;
+    }
+  }
+  EXPECT_GT(trainable, 0);
+}
+
+TEST(SharedLLMTest, GradientsReachExactlyTheTrainableSet) { CheckGradients(false); }
+TEST(SharedLLMTest, TrainableLowerModelGetsGradientsToo) { CheckGradients(true); }
+
+TEST(SharedLLMTest, SaveAndLoadRoundTrip) {
+  test::TempDir dir;
+  CausalLM lm = test::TinyModel(Config());
+  SaveModel(lm, dir.path());
+  SharedLLM s(lm, SmallShared());
+  RandomizeCrossAttention(lm, 7);
+  SaveSharedLLM(s, dir.path());
+  RuntimeOptions options;
+  options.threads = 1;
+  auto loaded = LoadModel(dir.path(), options);
+  ASSERT_NE(loaded->shared, nullptr);
+  EXPECT_EQ(loaded->shared->config().ToJsonText(), s.config().ToJsonText());
+  const auto context = SeededIds(100, 61, 80), text = SeededIds(20, 61, 81);
+  EXPECT_LT(MaxDiff(ScoreWithContext(s, context, text),
+                    ScoreWithContext(*loaded->shared, context, text)), 1e-6);
+  // Without sharedllm.safetensors the directory is rejected with a hint.
+  ::remove((dir / "sharedllm.safetensors").c_str());
+  EXPECT_THROW(LoadModel(dir.path(), options), ModelError);
+}
+
+TEST(SharedLLMConfigTest, ValidatesAndRoundTrips) {
+  SharedLLMConfig c;
+  c.alphas = {16, 8};
+  EXPECT_THROW(c.Validate(8), ModelError);  // depth 3 needs 3 strides
+  c = SharedLLMConfig();
+  c.num_injection_layers = 9;
+  EXPECT_THROW(c.Validate(8), ModelError);
+  c = SharedLLMConfig();
+  c.selection = "median";
+  EXPECT_THROW(c.Validate(8), ModelError);
+  c = SharedLLMConfig();
+  c.num_injection_layers = 2;
+  c.injection = "interleaved";
+  EXPECT_EQ(c.InjectionLayers(8), (std::vector<int64_t>{0, 4}));
+  c.injection = "top";
+  EXPECT_EQ(c.InjectionLayers(8), (std::vector<int64_t>{6, 7}));
+  const auto back = SharedLLMConfig::FromJsonText(c.ToJsonText());
+  EXPECT_EQ(back.ToJsonText(), c.ToJsonText());
+}
+
+}  // namespace
+}  // namespace sharedllm
