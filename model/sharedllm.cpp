@@ -1,5 +1,6 @@
 #include "model/sharedllm.h"
 
+#include <algorithm>
 #include <map>
 
 #include <ATen/ATen.h>
@@ -120,42 +121,51 @@ std::vector<const EncodedNode*> SharedLLM::Select(const DocumentTree& tree,
 std::vector<EncodedNode> SharedLLM::BuildDynamicTree(const std::vector<int64_t>& context_ids,
                                                      const at::Tensor& query, std::mt19937_64* rng) {
   const bool use_query = config_.search && query.defined();
-  std::vector<EncodedNode> out;
   const auto spans = Chunks(static_cast<int64_t>(context_ids.size()));
   Check(!spans.empty(), "the context is shorter than one tree");
-  for (size_t c = 0; c < spans.size(); ++c) {
-    std::vector<int64_t> chunk(context_ids.begin() + spans[c].first,
-                               context_ids.begin() + spans[c].second);
-    const ChunkTree tree =
-        ChunkTree::Build(static_cast<int64_t>(chunk.size()), config_.tree_depth,
-                         config_.split_noise ? rng : nullptr, config_.noise_divisor);
-    // Encode the two children at each level of the walk: their search vectors decide, and the
-    // preserved one is kept. Expanded (non-leaf) children are not needed beyond their vector.
-    std::vector<EncodedNode> chunk_out;
-    int64_t parent = 0;
-    for (int64_t level = 1; level <= tree.depth(); ++level) {
-      const TreeNode left = tree.node(level, 2 * parent), right = tree.node(level, 2 * parent + 1);
-      const bool last = level == tree.depth();
-      std::vector<EncodedNode> pair;
-      if (use_query || last) {
-        pair = EncodeNodes(chunk, static_cast<int64_t>(c), {left, right});
-      }
-      if (last) {
-        for (auto& e : pair) chunk_out.push_back(std::move(e));
-        break;
-      }
-      const bool right_expands =
-          use_query ? CosineExpandsRight(pair[0].search, pair[1].search, query) : true;
-      if (use_query) {
-        chunk_out.push_back(std::move(pair[right_expands ? 0 : 1]));
-      } else {
-        chunk_out.push_back(EncodeNodes(chunk, static_cast<int64_t>(c), {left}).front());
-      }
-      parent = right_expands ? right.index : left.index;
+  std::vector<ChunkTree> trees;
+  for (const auto& [begin, end] : spans) {
+    trees.push_back(ChunkTree::Build(end - begin, config_.tree_depth,
+                                     config_.split_noise ? rng : nullptr, config_.noise_divisor));
+  }
+  // Walk all chunks down together, one lower-model pass per level. With a query both children
+  // are encoded (their search vectors decide); without, only the preserved (left) one is, until
+  // the last level, where both children are preserved.
+  std::vector<std::vector<EncodedNode>> kept(trees.size());
+  std::vector<int64_t> parent(trees.size(), 0);
+  for (int64_t level = 1; level <= config_.tree_depth; ++level) {
+    const bool last = level == config_.tree_depth;
+    const bool both = use_query || last;
+    std::vector<NodeJob> jobs;
+    for (size_t c = 0; c < trees.size(); ++c) {
+      const int64_t* tokens = context_ids.data() + spans[c].first;
+      jobs.push_back({tokens, static_cast<int64_t>(c), trees[c].node(level, 2 * parent[c])});
+      if (both) jobs.push_back({tokens, static_cast<int64_t>(c), trees[c].node(level, 2 * parent[c] + 1)});
     }
-    std::sort(chunk_out.begin(), chunk_out.end(),
+    std::vector<EncodedNode> encoded = Encode(jobs);
+    for (size_t c = 0; c < trees.size(); ++c) {
+      if (!both) {  // right-child policy: the left child is preserved, the right one expanded
+        kept[c].push_back(std::move(encoded[c]));
+        parent[c] = 2 * parent[c] + 1;
+        continue;
+      }
+      EncodedNode& left = encoded[2 * c];
+      EncodedNode& right = encoded[2 * c + 1];
+      if (last) {
+        kept[c].push_back(std::move(left));
+        kept[c].push_back(std::move(right));
+        continue;
+      }
+      const bool right_expands = CosineExpandsRight(left.search, right.search, query);
+      kept[c].push_back(std::move(right_expands ? left : right));
+      parent[c] = 2 * parent[c] + (right_expands ? 1 : 0);
+    }
+  }
+  std::vector<EncodedNode> out;
+  for (auto& chunk_nodes : kept) {
+    std::sort(chunk_nodes.begin(), chunk_nodes.end(),
               [](const EncodedNode& a, const EncodedNode& b) { return a.node.begin < b.node.begin; });
-    for (auto& e : chunk_out) out.push_back(std::move(e));
+    for (auto& e : chunk_nodes) out.push_back(std::move(e));
   }
   return out;
 }

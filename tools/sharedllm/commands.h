@@ -17,6 +17,7 @@ int ScoreCommand(const Args& args);
 int NewCommand(const Args& args);
 int InitCommand(const Args& args);
 int AskCommand(const Args& args);
+int TrainCommand(const Args& args);
 
 // --threads, --dtype, --device, shared by every command that runs a model.
 struct RuntimeFlags {

@@ -19,6 +19,7 @@ const Command kCommands[] = {
     {"new", "write a randomly initialised model from a config.json", sharedllm::cli::NewCommand},
     {"init", "turn a base model into an untrained SharedLLM", sharedllm::cli::InitCommand},
     {"ask", "answer a question about a long document", sharedllm::cli::AskCommand},
+    {"train", "train a base model or SharedLLM (base | lm | sft)", sharedllm::cli::TrainCommand},
 };
 
 void Usage(std::ostream& out) {

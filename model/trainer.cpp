@@ -1,0 +1,408 @@
+#include "model/trainer.h"
+
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <random>
+
+#include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
+#include <nlohmann/json.hpp>
+
+#include "model/adamw.h"
+#include "model/errors.h"
+#include "model/file_util.h"
+#include "model/runtime.h"
+#include "model/sft_data.h"
+#include "model/token_shards.h"
+#include "model/weights.h"
+
+namespace sharedllm {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+// Tokens of several shards, sampled in proportion to their sizes.
+class TokenPool {
+ public:
+  explicit TokenPool(const std::vector<std::string>& paths) {
+    for (const auto& p : paths) {
+      shards_.push_back(std::make_unique<TokenShard>(TokenShard::Open(p)));
+      total_ += shards_.back()->num_tokens();
+    }
+  }
+  bool empty() const { return shards_.empty(); }
+  int64_t vocab_size() const {
+    int64_t v = 0;
+    for (const auto& s : shards_) v = std::max(v, s->vocab_size());
+    return v;
+  }
+  // `count` consecutive tokens from a random place.
+  std::vector<int64_t> Window(std::mt19937_64& rng, int64_t count) const {
+    Check(!shards_.empty(), "no token shards");
+    int64_t pick = std::uniform_int_distribution<int64_t>(0, total_ - 1)(rng);
+    for (const auto& s : shards_) {
+      if (pick < s->num_tokens()) {
+        Check(s->num_tokens() > count, "a shard has fewer than " + std::to_string(count + 1) +
+                                           " tokens; training windows need more");
+        const int64_t start =
+            std::uniform_int_distribution<int64_t>(0, s->num_tokens() - count - 1)(rng);
+        return s->Slice(start, count);
+      }
+      pick -= s->num_tokens();
+    }
+    return shards_.back()->Slice(0, count);
+  }
+
+ private:
+  std::vector<std::unique_ptr<TokenShard>> shards_;
+  int64_t total_ = 0;
+};
+
+// Every sample is a pure function of these, so a resumed run sees exactly the same data.
+std::mt19937_64 SampleRng(uint64_t seed, int64_t step, int64_t micro, uint64_t stream) {
+  std::seed_seq seq{seed, static_cast<uint64_t>(step), static_cast<uint64_t>(micro), stream};
+  return std::mt19937_64(seq);
+}
+
+double LearningRate(const TrainConfig& c, int64_t step) {
+  if (step < c.warmup_steps) return c.lr * (step + 1) / c.warmup_steps;
+  const double progress = c.steps > c.warmup_steps
+                              ? double(step - c.warmup_steps) / double(c.steps - c.warmup_steps)
+                              : 1.0;
+  const double floor = c.lr * c.min_lr_ratio;
+  return floor + 0.5 * (c.lr - floor) * (1 + std::cos(M_PI * std::min(1.0, progress)));
+}
+
+at::Tensor IdsTensor(const std::vector<std::vector<int64_t>>& rows, int64_t pad) {
+  size_t width = 0;
+  for (const auto& r : rows) width = std::max(width, r.size());
+  auto t = at::full({static_cast<int64_t>(rows.size()), static_cast<int64_t>(width)}, pad,
+                    at::TensorOptions().dtype(at::kLong));
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (!rows[i].empty()) {
+      t[i].narrow(0, 0, rows[i].size()).copy_(at::tensor(rows[i], at::TensorOptions().dtype(at::kLong)));
+    }
+  }
+  return t;
+}
+
+struct Batch {
+  at::Tensor inputs;   // [B, T]
+  at::Tensor targets;  // [B, T], -100 where not scored
+  std::vector<std::vector<EncodedNode>> trees;  // lm/sft: per sample, the selected nodes
+  int64_t num_chunks = 0;
+  int64_t scored = 0;
+};
+
+class Run {
+ public:
+  explicit Run(const TrainConfig& c) : c_(c) {
+    Check(c.mode == "base" || c.mode == "lm" || c.mode == "sft",
+          "mode must be base, lm or sft, not '" + c.mode + "'");
+    Check(!c.out.empty(), "the training config needs \"out\"");
+    Check(!c.train_shards.empty(), "the training config needs \"train_shards\"");
+    Check(c.batch_size > 0 && c.grad_accum > 0 && c.steps > 0 && c.seq_len > 1,
+          "batch_size, grad_accum, steps must be positive and seq_len > 1");
+    RuntimeOptions runtime;
+    runtime.threads = c.threads;
+    InitRuntime(runtime);
+    train_ = std::make_unique<TokenPool>(c.train_shards);
+    eval_ = std::make_unique<TokenPool>(c.eval_shards);
+    if (c.mode == "base") {
+      if (!c.init.empty()) {
+        model_ = LoadModel(c.init, runtime);
+      } else {
+        Check(!c.model_config.empty(), "base mode needs \"init\" or \"model_config\"");
+        model_ = std::make_shared<LoadedModel>();
+        model_->config = ModelConfig::FromJsonText(ReadTextFile(c.model_config));
+        model_->lm = CausalLM(model_->config, at::TensorOptions().dtype(at::kFloat));
+        model_->lm->InitRandom(c.seed, 0.02);
+      }
+      if (!c.tokenizer.empty()) model_->tokenizer = LoadSentencePieceTokenizer(c.tokenizer);
+      for (auto& p : model_->lm->parameters()) p.set_requires_grad(true);
+    } else {
+      Check(!c.init.empty(), c.mode + " mode needs \"init\": a SharedLLM directory (sharedllm init)");
+      model_ = LoadModel(c.init, runtime);
+      Check(model_->shared != nullptr, c.init + " is not a SharedLLM directory (run sharedllm init)");
+      model_->shared->SetTrainable(c.lower_trainable);
+      Check(c.mode != "sft" || model_->tokenizer, "sft needs the model's tokenizer.model");
+    }
+    Check(train_->vocab_size() <= model_->config.vocab_size,
+          "the shards' vocabulary (" + std::to_string(train_->vocab_size()) +
+              ") exceeds the model's (" + std::to_string(model_->config.vocab_size) + ")");
+    model_->lm->train();
+    std::vector<AdamW::Param> params;
+    for (auto& p : model_->lm->named_parameters()) {
+      if (!p.value().requires_grad()) continue;
+      params.push_back({p.key(), p.value(),
+                        IsSharedLLMParameter(p.key()) ? c.new_params_lr_scale : 1.0,
+                        p.value().dim() >= 2});
+    }
+    Check(!params.empty(), "nothing to train");
+    AdamWOptions opt;
+    opt.weight_decay = c.weight_decay;
+    optimizer_ = std::make_unique<AdamW>(std::move(params), opt);
+    tasks_ = c.sft_tasks.empty() ? SftTaskNames() : c.sft_tasks;
+  }
+
+  TrainResult Go() {
+    ::mkdir(c_.out.c_str(), 0755);
+    const std::string ckpt = JoinPath(c_.out, "checkpoint");
+    int64_t step = 0;
+    TrainResult result;
+    double elapsed_before = 0;
+    if (FileExists(JoinPath(ckpt, "state.json"))) {
+      const json state = json::parse(ReadTextFile(JoinPath(ckpt, "state.json")));
+      step = state.at("step").get<int64_t>();
+      result.tokens = state.value("tokens", int64_t{0});
+      elapsed_before = state.value("seconds", 0.0);
+      LoadParameters(*model_->lm, CheckpointReader::FromFile(JoinPath(ckpt, "model.safetensors")),
+                     ckpt + "/model.safetensors");
+      optimizer_->LoadState(CheckpointReader::FromFile(JoinPath(ckpt, "optimizer.safetensors")));
+      std::fprintf(stderr, "resuming %s at step %lld\n", c_.out.c_str(), static_cast<long long>(step));
+    }
+    std::ofstream log(JoinPath(c_.out, "train_log.jsonl"), std::ios::app);
+    const auto start = Clock::now();
+    double window_loss = 0;
+    int64_t window_steps = 0, window_tokens = 0;
+    auto window_start = Clock::now();
+    for (; step < c_.steps; ++step) {
+      const double lr = LearningRate(c_, step);
+      double step_loss = 0;
+      for (int64_t micro = 0; micro < c_.grad_accum; ++micro) {
+        Batch batch = MakeBatch(*train_, step, micro, /*stream=*/1);
+        at::Tensor loss = Loss(batch);
+        (loss / static_cast<double>(c_.grad_accum)).backward();
+        step_loss += loss.item<double>() / c_.grad_accum;
+        window_tokens += batch.scored;
+        result.tokens += batch.scored;
+      }
+      const double grad_norm = optimizer_->ClipGradNorm(c_.grad_clip);
+      optimizer_->Step(lr);
+      optimizer_->ZeroGrad();
+      window_loss += step_loss;
+      ++window_steps;
+      const bool last = step + 1 == c_.steps;
+      if ((step + 1) % c_.log_every == 0 || last) {
+        const double secs = std::chrono::duration<double>(Clock::now() - window_start).count();
+        const double total = elapsed_before + std::chrono::duration<double>(Clock::now() - start).count();
+        const double tps = window_tokens / std::max(secs, 1e-9);
+        const double eta = secs / window_steps * (c_.steps - step - 1);
+        result.final_loss = window_loss / window_steps;
+        std::fprintf(stderr, "step %lld/%lld loss %.4f lr %.2e grad %.2f %.0f tok/s elapsed %.0fs eta %.0fs\n",
+                     static_cast<long long>(step + 1), static_cast<long long>(c_.steps),
+                     result.final_loss, lr, grad_norm, tps, total, eta);
+        log << json{{"step", step + 1}, {"loss", result.final_loss}, {"lr", lr},
+                    {"grad_norm", grad_norm}, {"tokens", result.tokens},
+                    {"tokens_per_second", tps}, {"seconds", total}}.dump() << "\n";
+        log.flush();
+        window_loss = 0;
+        window_steps = 0;
+        window_tokens = 0;
+        window_start = Clock::now();
+      }
+      if (!eval_->empty() && ((c_.eval_every > 0 && (step + 1) % c_.eval_every == 0) || last)) {
+        result.eval_loss = Evaluate();
+        std::fprintf(stderr, "step %lld eval_loss %.4f\n", static_cast<long long>(step + 1), result.eval_loss);
+        log << json{{"step", step + 1}, {"eval_loss", result.eval_loss}}.dump() << "\n";
+        log.flush();
+      }
+      if ((c_.checkpoint_every > 0 && (step + 1) % c_.checkpoint_every == 0) || last) {
+        const double total = elapsed_before + std::chrono::duration<double>(Clock::now() - start).count();
+        SaveCheckpoint(ckpt, step + 1, result.tokens, total);
+      }
+    }
+    result.steps = c_.steps;
+    result.seconds = elapsed_before + std::chrono::duration<double>(Clock::now() - start).count();
+    SaveFinal();
+    return result;
+  }
+
+ private:
+  Batch MakeBatch(const TokenPool& pool, int64_t step, int64_t micro, uint64_t stream) {
+    Batch b;
+    std::vector<std::vector<int64_t>> inputs, targets;
+    if (c_.mode == "base") {
+      for (int64_t i = 0; i < c_.batch_size; ++i) {
+        auto rng = SampleRng(c_.seed, step, micro * c_.batch_size + i, stream);
+        auto w = pool.Window(rng, c_.seq_len + 1);
+        inputs.emplace_back(w.begin(), w.end() - 1);
+        targets.emplace_back(w.begin() + 1, w.end());
+        b.scored += c_.seq_len;
+      }
+    } else {
+      SharedLLM& s = *model_->shared;
+      const int64_t chunk = s.config().chunk_size;
+      // sft varies the context length per step (1..n chunks) so retrieval generalises over lengths.
+      auto step_rng = SampleRng(c_.seed, step, micro, stream + 100);
+      const int64_t n = c_.mode == "sft"
+                            ? std::uniform_int_distribution<int64_t>(1, c_.context_chunks)(step_rng)
+                            : c_.context_chunks;
+      b.num_chunks = n;
+      for (int64_t i = 0; i < c_.batch_size; ++i) {
+        auto rng = SampleRng(c_.seed, step, micro * c_.batch_size + i, stream);
+        std::vector<int64_t> context;
+        at::Tensor query;
+        if (c_.mode == "lm") {
+          auto w = pool.Window(rng, n * chunk + c_.seq_len + 1);
+          context.assign(w.begin(), w.begin() + n * chunk);
+          inputs.emplace_back(w.begin() + n * chunk, w.end() - 1);
+          targets.emplace_back(w.begin() + n * chunk + 1, w.end());
+          b.scored += c_.seq_len;
+        } else {
+          const std::string& task = tasks_[std::uniform_int_distribution<size_t>(0, tasks_.size() - 1)(rng)];
+          FillerSource filler = [&pool](std::mt19937_64& r, int64_t count) { return pool.Window(r, count); };
+          SftSample sample = MakeSftSample(task, *model_->tokenizer, filler, n * chunk, rng);
+          context = std::move(sample.context);
+          std::vector<int64_t> seq = sample.prompt;
+          seq.insert(seq.end(), sample.answer.begin(), sample.answer.end());
+          std::vector<int64_t> tgt(seq.size() - 1, -100);
+          for (size_t t = sample.prompt.size() - 1; t + 1 < seq.size(); ++t) tgt[t] = seq[t + 1];
+          seq.pop_back();
+          inputs.push_back(seq);
+          targets.push_back(tgt);
+          b.scored += static_cast<int64_t>(sample.answer.size());
+          at::NoGradGuard no_grad;
+          query = s.QueryVector(sample.prompt);
+        }
+        // With a frozen lower model no graph is built through the compressor.
+        b.trees.push_back(s.BuildDynamicTree(context, query, &rng));
+      }
+    }
+    b.inputs = IdsTensor(inputs, 0);
+    b.targets = IdsTensor(targets, -100);
+    return b;
+  }
+
+  at::Tensor Loss(const Batch& b) {
+    InjectionContext ctx;
+    const InjectionContext* ctx_ptr = nullptr;
+    if (!b.trees.empty()) {
+      std::vector<std::vector<const EncodedNode*>> per_sample;
+      for (const auto& tree : b.trees) {
+        per_sample.emplace_back();
+        for (const auto& n : tree) per_sample.back().push_back(&n);
+      }
+      ctx = model_->shared->MakeBatchContext(
+          per_sample, std::vector<int64_t>(b.trees.size(), b.num_chunks));
+      ctx_ptr = &ctx;
+    }
+    if (c_.bf16_autocast) {
+      at::autocast::set_cpu_enabled(true);
+      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    }
+    at::Tensor logits = model_->lm->forward(b.inputs, nullptr, ctx_ptr);  // [B, T, V] float32
+    if (c_.bf16_autocast) {
+      at::autocast::set_cpu_enabled(false);
+      at::autocast::clear_cache();
+    }
+    return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), b.targets.reshape({-1}),
+                                  {}, at::Reduction::Mean, -100);
+  }
+
+  double Evaluate() {
+    at::NoGradGuard no_grad;
+    model_->lm->eval();
+    double sum = 0;
+    for (int64_t i = 0; i < c_.eval_batches; ++i) {
+      sum += Loss(MakeBatch(*eval_, /*step=*/i, 0, /*stream=*/2)).item<double>();
+    }
+    model_->lm->train();
+    return sum / c_.eval_batches;
+  }
+
+  void SaveCheckpoint(const std::string& dir, int64_t step, int64_t tokens, double seconds) {
+    ::mkdir(dir.c_str(), 0755);
+    WriteSafetensors(JoinPath(dir, "model.safetensors"), CollectParameters(*model_->lm));
+    WriteSafetensors(JoinPath(dir, "optimizer.safetensors"), optimizer_->State());
+    // state.json last: a checkpoint counts only once both tensor files are complete.
+    WriteFileAtomic(JoinPath(dir, "state.json"),
+                    json{{"step", step}, {"tokens", tokens}, {"seconds", seconds},
+                         {"config", json::parse(c_.ToJsonText())}}.dump(2) + "\n");
+  }
+
+  void SaveFinal() {
+    SaveModel(model_->lm, c_.out);
+    if (model_->shared) SaveSharedLLM(*model_->shared, c_.out);
+    std::string tok = c_.tokenizer;
+    if (tok.empty() && !c_.init.empty()) tok = JoinPath(c_.init, "tokenizer.model");
+    if (!tok.empty() && FileExists(tok)) {
+      std::filesystem::copy_file(tok, JoinPath(c_.out, "tokenizer.model"),
+                                 std::filesystem::copy_options::overwrite_existing);
+    }
+  }
+
+  TrainConfig c_;
+  std::shared_ptr<LoadedModel> model_;
+  std::unique_ptr<TokenPool> train_, eval_;
+  std::unique_ptr<AdamW> optimizer_;
+  std::vector<std::string> tasks_;
+};
+
+}  // namespace
+
+TrainConfig TrainConfig::FromJsonText(const std::string& text) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    throw ModelError(std::string("training config is not valid JSON: ") + e.what());
+  }
+  TrainConfig c;
+  static const std::vector<std::string> known = {
+      "mode", "init", "model_config", "tokenizer", "out", "train_shards", "eval_shards", "seq_len",
+      "context_chunks", "batch_size", "grad_accum", "steps", "warmup_steps", "lr", "min_lr_ratio",
+      "new_params_lr_scale", "weight_decay", "grad_clip", "bf16_autocast", "lower_trainable",
+      "seed", "log_every", "eval_every", "eval_batches", "checkpoint_every", "threads", "sft_tasks"};
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (std::find(known.begin(), known.end(), it.key()) == known.end()) {
+      throw ModelError("training config: unknown field '" + it.key() + "'");
+    }
+  }
+  try {
+#define GET(field) c.field = j.value(#field, c.field)
+    GET(mode); GET(init); GET(model_config); GET(tokenizer); GET(out); GET(train_shards);
+    GET(eval_shards); GET(seq_len); GET(context_chunks); GET(batch_size); GET(grad_accum);
+    GET(steps); GET(warmup_steps); GET(lr); GET(min_lr_ratio); GET(new_params_lr_scale);
+    GET(weight_decay); GET(grad_clip); GET(bf16_autocast); GET(lower_trainable); GET(seed);
+    GET(log_every); GET(eval_every); GET(eval_batches); GET(checkpoint_every); GET(threads);
+    GET(sft_tasks);
+#undef GET
+  } catch (const json::exception& e) {
+    throw ModelError(std::string("training config has a field of the wrong type: ") + e.what());
+  }
+  return c;
+}
+
+TrainConfig TrainConfig::Load(const std::string& path) {
+  try {
+    return FromJsonText(ReadTextFile(path));
+  } catch (const ModelError& e) {
+    throw ModelError(path + ": " + e.what());
+  }
+}
+
+std::string TrainConfig::ToJsonText() const {
+  json j = {{"mode", mode}, {"init", init}, {"model_config", model_config},
+            {"tokenizer", tokenizer}, {"out", out}, {"train_shards", train_shards},
+            {"eval_shards", eval_shards}, {"seq_len", seq_len}, {"context_chunks", context_chunks},
+            {"batch_size", batch_size}, {"grad_accum", grad_accum}, {"steps", steps},
+            {"warmup_steps", warmup_steps}, {"lr", lr}, {"min_lr_ratio", min_lr_ratio},
+            {"new_params_lr_scale", new_params_lr_scale}, {"weight_decay", weight_decay},
+            {"grad_clip", grad_clip}, {"bf16_autocast", bf16_autocast},
+            {"lower_trainable", lower_trainable}, {"seed", seed}, {"log_every", log_every},
+            {"eval_every", eval_every}, {"eval_batches", eval_batches},
+            {"checkpoint_every", checkpoint_every}, {"threads", threads}, {"sft_tasks", sft_tasks}};
+  return j.dump(2) + "\n";
+}
+
+TrainResult Train(const TrainConfig& config) { return Run(config).Go(); }
+
+}  // namespace sharedllm

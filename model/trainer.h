@@ -1,0 +1,59 @@
+// Training: `base` (plain causal LM pre-training of a small model), `lm` (SharedLLM continual
+// training: n chunks of context through the lower model, W running tokens scored), `sft`
+// (SharedLLM on generated retrieval instructions, loss on the answer only). One loop: sample,
+// forward, loss, backward, clip, AdamW with warm-up + cosine; checkpoints resume bit for bit
+// because every sample is a pure function of (seed, step, micro-batch).
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace sharedllm {
+
+struct TrainConfig {
+  std::string mode = "base";         // base | lm | sft
+  std::string init;                  // model directory to start from (lm/sft: a SharedLLM dir)
+  std::string model_config;          // base without init: a config.json for a new random model
+  std::string tokenizer;             // tokenizer.model to ship with the output (base)
+  std::string out;                   // output directory: final model + checkpoint/ + train_log.jsonl
+  std::vector<std::string> train_shards;  // token shard files (tools/corpus/make_shards.py)
+  std::vector<std::string> eval_shards;   // held-out shards for the eval loss
+  int64_t seq_len = 256;             // W: running-text tokens per sample
+  int64_t context_chunks = 4;        // lm/sft: n chunks of chunk_size context before the text
+  int64_t batch_size = 8;            // samples per micro-batch
+  int64_t grad_accum = 1;            // micro-batches per optimizer step
+  int64_t steps = 1000;              // optimizer steps in all
+  int64_t warmup_steps = 100;        // linear warm-up from 0
+  double lr = 1e-3;                  // peak learning rate
+  double min_lr_ratio = 0.1;         // cosine floor, as a fraction of lr
+  double new_params_lr_scale = 1.0;  // lr multiplier of the cross-attention parameters
+  double weight_decay = 0.1;
+  double grad_clip = 1.0;            // max global gradient norm; 0: none
+  bool bf16_autocast = false;        // matmuls in bfloat16 (weights and optimizer stay float32)
+  bool lower_trainable = false;      // lm/sft: the lower model (shared bottom layers) trains too
+  uint64_t seed = 0;
+  int64_t log_every = 10;            // steps between progress lines
+  int64_t eval_every = 200;          // steps between eval losses; 0: only at the end
+  int64_t eval_batches = 4;          // micro-batches per eval
+  int64_t checkpoint_every = 200;    // steps between checkpoints; 0: only at the end
+  int threads = 0;                   // intra-op threads; 0: all cores
+  // sft: generated tasks (see sft_data.h), by name; empty: all.
+  std::vector<std::string> sft_tasks;
+
+  static TrainConfig FromJsonText(const std::string& text);
+  static TrainConfig Load(const std::string& path);
+  std::string ToJsonText() const;
+};
+
+struct TrainResult {
+  int64_t steps = 0;
+  double final_loss = 0;     // mean training loss of the last logged window
+  double eval_loss = 0;      // last eval loss (0 when no eval shards)
+  double seconds = 0;
+  int64_t tokens = 0;        // scored tokens processed
+};
+
+// Runs (or resumes, when `out`/checkpoint exists) training; throws ModelError.
+TrainResult Train(const TrainConfig& config);
+
+}  // namespace sharedllm

@@ -1,0 +1,221 @@
+#include "service/engine.h"
+
+#include <openssl/sha.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include "model/decoder.h"
+#include "model/errors.h"
+#include "model/runtime.h"
+#include "model/tree_codec.h"
+
+namespace sharedllm::service {
+namespace {
+
+// Runs `fn`, turning the model's exceptions into a status (the facade of DESIGN.md/STYLE.md).
+template <typename F>
+auto Guard(F&& fn) -> absl::StatusOr<decltype(fn())> {
+  try {
+    return fn();
+  } catch (const ModelError& e) {
+    return absl::InvalidArgumentError(e.what());
+  } catch (const std::exception& e) {
+    return absl::InternalError(std::string("model: ") + e.what());
+  }
+}
+
+std::string Hex(const unsigned char* d, size_t n) {
+  static const char* k = "0123456789abcdef";
+  std::string s;
+  for (size_t i = 0; i < n; ++i) {
+    s += k[d[i] >> 4];
+    s += k[d[i] & 15];
+  }
+  return s;
+}
+
+// SHA-256 over the files that define the compressor and the cross-attention: configs, tokenizer,
+// sharedllm weights in full, and the base weights' headers, sizes and sampled blocks (a 7B
+// checkpoint is not hashed whole at every start).
+std::string Fingerprint(const std::string& dir) {
+  namespace fs = std::filesystem;
+  SHA256_CTX ctx;
+  SHA256_Init(&ctx);
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(dir)) files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  for (const auto& p : files) {
+    const std::string name = p.filename().string();
+    const bool whole = name == "config.json" || name == "sharedllm.json" ||
+                       name == "tokenizer.model" || name == "sharedllm.safetensors";
+    const bool weights = name.size() > 12 && name.substr(name.size() - 12) == ".safetensors";
+    if (!whole && !weights) continue;
+    SHA256_Update(&ctx, name.data(), name.size());
+    std::ifstream in(p, std::ios::binary);
+    const uint64_t size = fs::file_size(p);
+    SHA256_Update(&ctx, &size, sizeof(size));
+    std::vector<char> buf(1 << 20);
+    auto hash_block = [&](uint64_t offset) {
+      in.clear();
+      in.seekg(static_cast<std::streamoff>(offset));
+      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+      SHA256_Update(&ctx, buf.data(), static_cast<size_t>(in.gcount()));
+    };
+    if (whole || size <= 8 * buf.size()) {
+      for (uint64_t off = 0; off < size; off += buf.size()) hash_block(off);
+    } else {
+      for (uint64_t off : {uint64_t{0}, size / 4, size / 2, 3 * size / 4, size - buf.size()}) hash_block(off);
+    }
+  }
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256_Final(digest, &ctx);
+  return Hex(digest, sizeof(digest));
+}
+
+}  // namespace
+
+Engine::~Engine() = default;
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& options) {
+  std::unique_ptr<Engine> engine(new Engine());
+  auto loaded = Guard([&] {
+    RuntimeOptions runtime;
+    runtime.threads = options.threads;
+    runtime.dtype = options.dtype;
+    runtime.device = options.device;
+    return LoadModel(options.model_dir, runtime);
+  });
+  if (!loaded.ok()) return absl::FailedPreconditionError(loaded.status().message());
+  engine->model_ = *loaded;
+  if (!engine->model_->shared) {
+    return absl::FailedPreconditionError(options.model_dir +
+                                         " is not a SharedLLM model (no sharedllm.json)");
+  }
+  if (!engine->model_->tokenizer) {
+    return absl::FailedPreconditionError(options.model_dir + " has no tokenizer.model");
+  }
+  engine->fingerprint_ = Fingerprint(options.model_dir);
+  engine->model_name_ = std::filesystem::path(options.model_dir).filename().string();
+  if (engine->model_name_.empty()) {
+    engine->model_name_ = std::filesystem::path(options.model_dir).parent_path().filename().string();
+  }
+  return engine;
+}
+
+int64_t Engine::window() const { return model_->config.max_position_embeddings; }
+
+absl::StatusOr<std::vector<int64_t>> Engine::Tokenize(const std::string& text) const {
+  return Guard([&] { return model_->tokenizer->Encode(text); });
+}
+
+std::vector<std::pair<int64_t, int64_t>> Engine::ChunkSpans(int64_t num_tokens) const {
+  return model_->shared->Chunks(num_tokens);
+}
+
+absl::StatusOr<std::vector<NodeRecord>> Engine::EncodeChunk(const std::vector<int64_t>& tokens,
+                                                            int64_t chunk_index) {
+  return Guard([&] {
+    c10::InferenceMode guard;
+    SharedLLM& s = *model_->shared;
+    const ChunkTree tree = ChunkTree::Build(static_cast<int64_t>(tokens.size()), s.config().tree_depth);
+    std::vector<NodeRecord> out;
+    for (const auto& node : s.EncodeNodes(tokens, chunk_index, tree.AllNodes())) {
+      out.push_back(ToRecord(node));
+    }
+    return out;
+  });
+}
+
+absl::StatusOr<std::vector<int64_t>> Engine::PromptIds(const std::string& question) const {
+  return Guard([&] {
+    std::vector<int64_t> ids;
+    if (model_->tokenizer->bos_id() >= 0) ids.push_back(model_->tokenizer->bos_id());
+    for (int64_t id : model_->tokenizer->Encode(question)) ids.push_back(id);
+    return ids;
+  });
+}
+
+absl::StatusOr<std::vector<SelectedRef>> Engine::Select(const std::vector<int64_t>& prompt_ids,
+                                                        const std::vector<DocumentVectors>& docs) {
+  return Guard([&] {
+    c10::InferenceMode guard;
+    SharedLLM& s = *model_->shared;
+    const at::Tensor query = s.QueryVector(prompt_ids);
+    std::vector<SelectedRef> out;
+    for (size_t d = 0; d < docs.size(); ++d) {
+      // Rebuild the document's static tree from its stored vectors (no K/V needed to search).
+      DocumentTree tree;
+      tree.chunks.resize(docs[d].num_chunks);
+      tree.nodes.resize(docs[d].num_chunks);
+      for (const NodeRecord& r : docs[d].nodes) {
+        Check(r.chunk >= 0 && r.chunk < docs[d].num_chunks, "stored node outside its document");
+        tree.nodes[r.chunk].push_back(FromRecord(r, at::kCPU, at::kFloat));
+      }
+      for (int64_t c = 0; c < docs[d].num_chunks; ++c) {
+        auto& nodes = tree.nodes[c];
+        Check(!nodes.empty(), "stored tree lacks chunk " + std::to_string(c));
+        std::sort(nodes.begin(), nodes.end(), [](const EncodedNode& a, const EncodedNode& b) {
+          return ChunkTree::FlatIndex(a.node.level, a.node.index) <
+                 ChunkTree::FlatIndex(b.node.level, b.node.index);
+        });
+        int64_t length = 0;
+        for (const auto& n : nodes) length = std::max(length, n.node.end);
+        tree.chunks[c] = ChunkTree::Build(length, s.config().tree_depth);
+        for (const auto& n : nodes) {
+          Check(tree.chunks[c].node(n.node.level, n.node.index) == n.node,
+                "stored tree of chunk " + std::to_string(c) + " does not match this model's split");
+        }
+      }
+      for (const EncodedNode* n : s.Select(tree, query)) {
+        out.push_back({d, n->chunk, n->node.level, n->node.index, n->node.begin, n->node.end});
+      }
+    }
+    return out;
+  });
+}
+
+absl::StatusOr<AnswerResult> Engine::Answer(const std::vector<int64_t>& prompt_ids,
+                                            const std::vector<NodeRecord>& records,
+                                            const std::vector<int64_t>& chunk_offsets,
+                                            int64_t total_chunks, const AnswerOptions& options,
+                                            const std::function<bool(const std::string&)>& on_delta) {
+  return Guard([&] {
+    c10::InferenceMode guard;
+    SharedLLM& s = *model_->shared;
+    const auto& weight = model_->lm->model->embed_tokens->weight;
+    std::vector<EncodedNode> nodes;
+    for (size_t i = 0; i < records.size(); ++i) {
+      nodes.push_back(FromRecord(records[i], weight.device(), weight.scalar_type()));
+      nodes.back().chunk += chunk_offsets[i];  // chunk positions run across documents
+    }
+    std::vector<const EncodedNode*> ptrs;
+    AnswerResult result;
+    for (const auto& n : nodes) {
+      ptrs.push_back(&n);
+      result.context_positions += n.k[0].size(1);
+    }
+    InjectionContext context = s.MakeContext(ptrs, total_chunks);
+    SamplingOptions sampling;
+    sampling.max_tokens = options.max_tokens;
+    sampling.temperature = options.temperature;
+    sampling.top_k = options.top_k;
+    sampling.top_p = options.top_p;
+    sampling.seed = options.seed;
+    sampling.stop = options.stop;
+    Decoder decoder(model_->lm, &context);
+    GenerationResult g = decoder.Generate(prompt_ids, sampling, model_->tokenizer.get(), on_delta);
+    result.finish_reason = FinishReasonName(g.finish);
+    result.prompt_tokens = g.prompt_tokens;
+    result.completion_tokens = static_cast<int64_t>(g.tokens.size());
+    result.time_to_first_token_seconds = g.prefill_seconds;
+    result.decode_seconds = g.decode_seconds;
+    return result;
+  });
+}
+
+}  // namespace sharedllm::service

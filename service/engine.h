@@ -1,0 +1,95 @@
+// The model as the service sees it: text and records in, records and text out, absl::Status for
+// every error. The only service file that calls into model/ (which speaks tensors and
+// exceptions); handlers translate and schedule, never touch tensors.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "core/tree_types.h"
+
+namespace sharedllm {
+struct LoadedModel;
+}
+
+namespace sharedllm::service {
+
+struct EngineOptions {
+  std::string model_dir;    // a SharedLLM model directory (sharedllm.json + weights + tokenizer)
+  int threads = 0;          // intra-op threads; 0: all cores
+  std::string dtype = "float32";  // float32 | bfloat16 (model weights and kept keys/values)
+  std::string device = "cpu";
+};
+
+// One document's part of a query: its stored node vectors (LoadVectors) and chunk count.
+struct DocumentVectors {
+  std::string document_id;
+  int64_t num_chunks = 0;
+  std::vector<NodeRecord> nodes;  // every node, with search vectors (no K/V)
+};
+
+struct SelectedRef {
+  size_t document = 0;  // index into the DocumentVectors list
+  int64_t chunk = 0, level = 0, index = 0, begin = 0, end = 0;
+};
+
+struct AnswerOptions {
+  int64_t max_tokens = 64;
+  double temperature = 0;
+  int64_t top_k = 0;
+  double top_p = 1;
+  uint64_t seed = 0;
+  std::vector<std::string> stop;
+};
+
+struct AnswerResult {
+  std::string finish_reason;  // length | stop | eos | cancelled
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+  int64_t context_positions = 0;
+  double time_to_first_token_seconds = 0;
+  double decode_seconds = 0;
+};
+
+class Engine {
+ public:
+  static absl::StatusOr<std::unique_ptr<Engine>> Load(const EngineOptions& options);
+  ~Engine();
+
+  // Identifies the compressor: trees built by another model are refused.
+  const std::string& fingerprint() const { return fingerprint_; }
+  const std::string& model_name() const { return model_name_; }
+  int64_t window() const;
+
+  absl::StatusOr<std::vector<int64_t>> Tokenize(const std::string& text) const;
+  // Chunk spans [begin, end) of a document of `num_tokens` tokens; empty if too short for a tree.
+  std::vector<std::pair<int64_t, int64_t>> ChunkSpans(int64_t num_tokens) const;
+  // The static tree of one chunk: every node with its search vector and K/V.
+  absl::StatusOr<std::vector<NodeRecord>> EncodeChunk(const std::vector<int64_t>& chunk_tokens,
+                                                      int64_t chunk_index);
+  // The question as the upper model reads it (BOS + tokens).
+  absl::StatusOr<std::vector<int64_t>> PromptIds(const std::string& question) const;
+  // The search over stored vectors: per chunk of each document, its h+1 preserved nodes.
+  absl::StatusOr<std::vector<SelectedRef>> Select(const std::vector<int64_t>& prompt_ids,
+                                                  const std::vector<DocumentVectors>& documents);
+  // Generates the answer reading `nodes` (full records, in the order of Select, documents'
+  // chunks numbered consecutively). `on_delta` receives text as it is final and returns false to
+  // stop; `cancelled` is polled every token (deadline or client cancel).
+  absl::StatusOr<AnswerResult> Answer(const std::vector<int64_t>& prompt_ids,
+                                      const std::vector<NodeRecord>& nodes,
+                                      const std::vector<int64_t>& chunk_offsets,
+                                      int64_t total_chunks, const AnswerOptions& options,
+                                      const std::function<bool(const std::string&)>& on_delta);
+
+ private:
+  Engine() = default;
+  std::shared_ptr<LoadedModel> model_;
+  std::string fingerprint_, model_name_;
+};
+
+}  // namespace sharedllm::service

@@ -1,0 +1,404 @@
+#include "service/indexer.h"
+
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+namespace sharedllm::service {
+namespace {
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string HexName(const std::string& s) {
+  static const char* k = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : s) {
+    out += k[c >> 4];
+    out += k[c & 15];
+  }
+  return out;
+}
+
+std::string UnhexName(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i + 1 < s.size(); i += 2) out += static_cast<char>(std::stoi(s.substr(i, 2), nullptr, 16));
+  return out;
+}
+
+std::string CodeName(absl::StatusCode code) { return absl::StatusCodeToString(code); }
+
+nlohmann::json ToJson(const JobSnapshot& s) {
+  return {{"document_id", s.document_id}, {"state", JobStateName(s.state)},
+          {"chunks_done", s.chunks_done}, {"chunks_total", s.chunks_total},
+          {"num_tokens", s.num_tokens},   {"error_code", s.error_code},
+          {"error_message", s.error_message}, {"created_unix_ms", s.created_unix_ms},
+          {"updated_unix_ms", s.updated_unix_ms}};
+}
+
+JobState StateFromName(const std::string& n) {
+  for (int s = 1; s <= 7; ++s) {
+    if (n == JobStateName(static_cast<JobState>(s))) return static_cast<JobState>(s);
+  }
+  return JobState::kFailed;
+}
+
+}  // namespace
+
+const char* JobStateName(JobState s) {
+  switch (s) {
+    case JobState::kQueued: return "QUEUED";
+    case JobState::kTokenizing: return "TOKENIZING";
+    case JobState::kCompressing: return "COMPRESSING";
+    case JobState::kPersisting: return "PERSISTING";
+    case JobState::kReady: return "READY";
+    case JobState::kFailed: return "FAILED";
+    case JobState::kCancelled: return "CANCELLED";
+  }
+  return "FAILED";
+}
+
+bool Terminal(JobState s) {
+  return s == JobState::kReady || s == JobState::kFailed || s == JobState::kCancelled;
+}
+
+Indexer::Indexer(Engine& engine, TreeStore& store, Metrics& metrics, IndexerOptions options)
+    : engine_(engine), store_(store), metrics_(metrics), options_(std::move(options)) {
+  std::filesystem::create_directories(options_.uploads_dir);
+  for (int i = 0; i < std::max(1, options_.workers); ++i) threads_.emplace_back([this] { WorkerLoop(); });
+  threads_.emplace_back([this] { Watchdog(); });
+}
+
+Indexer::~Indexer() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    for (auto& [_, job] : jobs_) {
+      if (!Terminal(job->snap.state)) job->cancel = true;  // stops after the current chunk
+    }
+  }
+  work_.notify_all();
+  changed_.notify_all();
+  for (auto& t : threads_) t.join();
+}
+
+std::string Indexer::UploadPath(const std::string& tenant, const std::string& document_id) const {
+  return options_.uploads_dir + "/" + HexName(tenant) + "." + HexName(document_id) + ".txt";
+}
+
+void Indexer::ResumeInterrupted() {
+  namespace fs = std::filesystem;
+  for (const auto& entry : fs::directory_iterator(options_.uploads_dir)) {
+    const std::string name = entry.path().filename().string();
+    const size_t dot = name.find('.');
+    if (dot == std::string::npos || entry.path().extension() != ".txt") continue;
+    const std::string tenant = UnhexName(name.substr(0, dot));
+    const std::string doc = UnhexName(name.substr(dot + 1, name.size() - dot - 5));
+    auto meta = store_.GetDocument(tenant, doc);
+    if (!meta.ok() || meta->state != kDocumentIndexing) {
+      fs::remove(entry.path());  // finished or deleted: the upload is no longer needed
+      continue;
+    }
+    auto job = std::make_shared<Job>();
+    job->snap = {tenant, doc, JobState::kQueued, meta->chunks_done, meta->num_chunks,
+                 meta->num_tokens, "", "", meta->created_unix_ms, NowMs(), 1};
+    std::lock_guard<std::mutex> lock(mu_);
+    jobs_[{tenant, doc}] = job;
+    queue_.push_back(job);
+  }
+  metrics_.SetIndexQueueDepth(queue_depth());
+  work_.notify_all();
+}
+
+absl::StatusOr<JobSnapshot> Indexer::Submit(DocumentMeta meta, std::string text) {
+  std::shared_ptr<Job> job;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (draining_) return absl::UnavailableError("the server is draining; retry on another replica");
+    if (static_cast<int>(queue_.size()) >= options_.queue_capacity) {
+      return absl::ResourceExhaustedError("the index queue is full (" +
+                                          std::to_string(options_.queue_capacity) + " jobs)");
+    }
+    auto it = jobs_.find({meta.tenant, meta.document_id});
+    if (it != jobs_.end() && !Terminal(it->second->snap.state)) {
+      return absl::AlreadyExistsError("document " + meta.document_id + " is being indexed");
+    }
+  }
+  if (store_.GetDocument(meta.tenant, meta.document_id).ok()) {
+    return absl::AlreadyExistsError("document " + meta.document_id + " exists; delete it first");
+  }
+  {
+    const std::string path = UploadPath(meta.tenant, meta.document_id);
+    std::ofstream out(path + ".tmp", std::ios::binary | std::ios::trunc);
+    out.write(text.data(), static_cast<std::streamsize>(text.size()));
+    out.close();
+    if (!out || std::rename((path + ".tmp").c_str(), path.c_str()) != 0) {
+      return absl::UnavailableError("cannot store the upload in " + options_.uploads_dir);
+    }
+  }
+  meta.state = kDocumentIndexing;
+  meta.created_unix_ms = meta.updated_unix_ms = NowMs();
+  meta.model_fingerprint = engine_.fingerprint();
+  meta.chunks_done = 0;
+  if (absl::Status s = store_.PutDocument(meta); !s.ok()) {
+    std::filesystem::remove(UploadPath(meta.tenant, meta.document_id));
+    return s;
+  }
+  job = std::make_shared<Job>();
+  job->snap = {meta.tenant, meta.document_id, JobState::kQueued, 0, 0, 0, "", "",
+               meta.created_unix_ms, meta.created_unix_ms, 1};
+  JobSnapshot snap;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    jobs_[{meta.tenant, meta.document_id}] = job;
+    queue_.push_back(job);
+    snap = job->snap;
+  }
+  store_.PutJob(meta.tenant, meta.document_id, ToJson(snap).dump()).IgnoreError();
+  metrics_.SetIndexQueueDepth(queue_depth());
+  work_.notify_one();
+  return snap;
+}
+
+absl::StatusOr<JobSnapshot> Indexer::Get(const std::string& tenant, const std::string& doc) const {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = jobs_.find({tenant, doc});
+    if (it != jobs_.end()) return it->second->snap;
+  }
+  // Not in memory (finished before a restart): the persisted job record, else the document.
+  if (auto job = store_.GetJob(tenant, doc); job.ok()) {
+    const auto j = nlohmann::json::parse(*job, nullptr, false);
+    if (!j.is_discarded()) {
+      JobSnapshot s;
+      s.tenant = tenant;
+      s.document_id = doc;
+      s.state = StateFromName(j.value("state", "FAILED"));
+      s.chunks_done = j.value("chunks_done", int64_t{0});
+      s.chunks_total = j.value("chunks_total", int64_t{0});
+      s.num_tokens = j.value("num_tokens", int64_t{0});
+      s.error_code = j.value("error_code", "");
+      s.error_message = j.value("error_message", "");
+      s.created_unix_ms = j.value("created_unix_ms", int64_t{0});
+      s.updated_unix_ms = j.value("updated_unix_ms", int64_t{0});
+      s.version = 1;
+      if (s.state != JobState::kCancelled && !store_.GetDocument(tenant, doc).ok()) {
+        return absl::NotFoundError("no document " + doc);  // deleted since
+      }
+      return s;
+    }
+  }
+  return absl::NotFoundError("no document " + doc);
+}
+
+absl::StatusOr<JobSnapshot> Indexer::WaitForChange(const std::string& tenant, const std::string& doc,
+                                                   int64_t version,
+                                                   std::chrono::system_clock::time_point deadline) const {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto it = jobs_.find({tenant, doc});
+  if (it == jobs_.end()) {
+    lock.unlock();
+    return Get(tenant, doc);
+  }
+  auto job = it->second;
+  changed_.wait_until(lock, deadline, [&] { return job->snap.version > version || stopping_; });
+  return job->snap;
+}
+
+absl::StatusOr<JobSnapshot> Indexer::Cancel(const std::string& tenant, const std::string& doc) {
+  std::shared_ptr<Job> job;
+  bool queued = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = jobs_.find({tenant, doc});
+    if (it == jobs_.end()) {
+      if (!store_.GetDocument(tenant, doc).ok()) return absl::NotFoundError("no document " + doc);
+      return absl::FailedPreconditionError("the index job of " + doc + " has finished");
+    }
+    job = it->second;
+    if (Terminal(job->snap.state)) {
+      return absl::FailedPreconditionError("the index job of " + doc + " has finished (" +
+                                           JobStateName(job->snap.state) + ")");
+    }
+    job->cancel = true;
+    for (auto q = queue_.begin(); q != queue_.end(); ++q) {
+      if (*q == job) {
+        queue_.erase(q);
+        queued = true;
+        break;
+      }
+    }
+  }
+  if (queued) {
+    // Never started: clean up here. A running job cleans up after its current chunk.
+    store_.DeleteDocument(tenant, doc).IgnoreError();
+    std::filesystem::remove(UploadPath(tenant, doc));
+  }
+  Update(job, JobState::kCancelled);
+  metrics_.SetIndexQueueDepth(queue_depth());
+  std::lock_guard<std::mutex> lock(mu_);
+  return job->snap;
+}
+
+void Indexer::Forget(const std::string& tenant, const std::string& doc) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find({tenant, doc});
+  if (it != jobs_.end()) {
+    it->second->cancel = true;
+    jobs_.erase(it);
+  }
+  std::filesystem::remove(UploadPath(tenant, doc));
+}
+
+void Indexer::Drain() {
+  std::lock_guard<std::mutex> lock(mu_);
+  draining_ = true;
+}
+
+int64_t Indexer::queue_depth() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int64_t>(queue_.size());
+}
+
+void Indexer::Update(const std::shared_ptr<Job>& job, JobState state, int64_t chunks_done,
+                     const std::string& error_code, const std::string& error_message) {
+  JobSnapshot snap;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    // A cancelled or failed job stays so, whatever its worker reports afterwards.
+    if (Terminal(job->snap.state) && state != job->snap.state) return;
+    job->snap.state = state;
+    if (chunks_done >= 0) job->snap.chunks_done = chunks_done;
+    if (!error_code.empty()) {
+      job->snap.error_code = error_code;
+      job->snap.error_message = error_message;
+    }
+    job->snap.updated_unix_ms = NowMs();
+    job->snap.version++;
+    job->heartbeat = std::chrono::steady_clock::now();
+    snap = job->snap;
+  }
+  changed_.notify_all();
+  if (Terminal(state) || state == JobState::kQueued) {
+    store_.PutJob(snap.tenant, snap.document_id, ToJson(snap).dump()).IgnoreError();
+  }
+}
+
+void Indexer::WorkerLoop() {
+  for (;;) {
+    std::shared_ptr<Job> job;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      work_.wait(lock, [&] { return stopping_ || (!queue_.empty() && !draining_); });
+      if (stopping_) return;
+      job = queue_.front();
+      queue_.pop_front();
+      job->heartbeat = std::chrono::steady_clock::now();
+    }
+    metrics_.SetIndexQueueDepth(queue_depth());
+    RunJob(job);
+  }
+}
+
+void Indexer::Watchdog() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    changed_.wait_for(lock, std::chrono::seconds(1));
+    const auto now = std::chrono::steady_clock::now();
+    for (auto& [_, job] : jobs_) {
+      const JobState s = job->snap.state;
+      if (s == JobState::kQueued || Terminal(s)) continue;
+      if (std::chrono::duration<double>(now - job->heartbeat).count() > options_.stall_seconds) {
+        job->cancel = true;
+        job->snap.state = JobState::kFailed;
+        job->snap.error_code = "DEADLINE_EXCEEDED";
+        job->snap.error_message = "no progress for " + std::to_string(options_.stall_seconds) + " s";
+        job->snap.version++;
+        changed_.notify_all();
+      }
+    }
+  }
+}
+
+void Indexer::RunJob(const std::shared_ptr<Job>& job) {
+  const std::string tenant = job->snap.tenant, doc = job->snap.document_id;
+  auto fail = [&](const absl::Status& status, const std::string& reason) {
+    Update(job, JobState::kFailed, -1, CodeName(status.code()), std::string(status.message()));
+    metrics_.IndexJobFailed(reason);
+    if (auto meta = store_.GetDocument(tenant, doc); meta.ok()) {
+      meta->state = kDocumentFailed;
+      meta->error = std::string(status.message());
+      store_.PutDocument(*meta).IgnoreError();
+    }
+    std::filesystem::remove(UploadPath(tenant, doc));
+  };
+  auto stopped = [&] {
+    if (!job->cancel) return false;
+    std::lock_guard<std::mutex> lock(mu_);
+    return true;
+  };
+  auto finish_cancelled = [&] {
+    JobState s;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      s = job->snap.state;
+    }
+    if (s == JobState::kCancelled) {
+      store_.DeleteDocument(tenant, doc).IgnoreError();
+      std::filesystem::remove(UploadPath(tenant, doc));
+    } else if (s == JobState::kFailed) {
+      fail(absl::DeadlineExceededError(job->snap.error_message), "stalled");
+    }
+    // Otherwise the server is stopping: the document stays INDEXING and resumes at restart.
+  };
+
+  Update(job, JobState::kTokenizing);
+  std::ifstream in(UploadPath(tenant, doc), std::ios::binary);
+  if (!in) return fail(absl::DataLossError("the upload of " + doc + " is missing"), "upload_lost");
+  std::stringstream text;
+  text << in.rdbuf();
+  auto tokens = engine_.Tokenize(text.str());
+  if (!tokens.ok()) return fail(tokens.status(), "tokenize");
+  const auto spans = engine_.ChunkSpans(static_cast<int64_t>(tokens->size()));
+  if (spans.empty()) {
+    return fail(absl::InvalidArgumentError("the document has " + std::to_string(tokens->size()) +
+                                           " tokens, too few for one context tree"),
+                "too_short");
+  }
+  auto meta = store_.GetDocument(tenant, doc);
+  if (!meta.ok()) return stopped() ? finish_cancelled() : fail(meta.status(), "store");
+  meta->num_tokens = static_cast<int64_t>(tokens->size());
+  meta->num_chunks = static_cast<int64_t>(spans.size());
+  if (absl::Status s = store_.PutDocument(*meta); !s.ok()) return fail(s, "store");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    job->snap.num_tokens = meta->num_tokens;
+    job->snap.chunks_total = meta->num_chunks;
+  }
+  for (int64_t c = meta->chunks_done; c < meta->num_chunks; ++c) {
+    if (stopped()) return finish_cancelled();
+    Update(job, JobState::kCompressing, c);
+    const std::vector<int64_t> chunk(tokens->begin() + spans[c].first, tokens->begin() + spans[c].second);
+    auto records = engine_.EncodeChunk(chunk, c);
+    if (!records.ok()) return fail(records.status(), "compress");
+    metrics_.AddCompressorTokens(static_cast<int64_t>(chunk.size()));
+    if (stopped()) return finish_cancelled();
+    Update(job, JobState::kPersisting, c);
+    if (absl::Status s = store_.PutChunk(tenant, doc, c, chunk, *records); !s.ok()) {
+      return stopped() ? finish_cancelled() : fail(s, "store");
+    }
+  }
+  if (stopped()) return finish_cancelled();
+  if (absl::Status s = store_.MarkReady(tenant, doc); !s.ok()) return fail(s, "store");
+  std::filesystem::remove(UploadPath(tenant, doc));
+  Update(job, JobState::kReady, meta->num_chunks);
+}
+
+}  // namespace sharedllm::service

@@ -1,0 +1,97 @@
+// Ingestion: a bounded queue of index jobs and worker threads that tokenise a document, build
+// every chunk's static tree with the engine, and persist it chunk by chunk (one atomic batch
+// each), then flip the document to READY. Jobs survive restarts: the upload is kept on disk until
+// the document is READY, and an INDEXING document resumes from its last persisted chunk.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "service/engine.h"
+#include "service/metrics.h"
+#include "treestore/tree_store.h"
+
+namespace sharedllm::service {
+
+enum class JobState { kQueued = 1, kTokenizing, kCompressing, kPersisting, kReady, kFailed, kCancelled };
+const char* JobStateName(JobState s);
+bool Terminal(JobState s);
+
+struct JobSnapshot {
+  std::string tenant, document_id;
+  JobState state = JobState::kQueued;
+  int64_t chunks_done = 0, chunks_total = 0, num_tokens = 0;
+  std::string error_code, error_message;
+  int64_t created_unix_ms = 0, updated_unix_ms = 0;
+  int64_t version = 0;  // bumps on every change (WatchIndexStatus waits on it)
+};
+
+struct IndexerOptions {
+  std::string uploads_dir;       // where uploads wait until their document is READY
+  int workers = 1;               // concurrent index jobs
+  int queue_capacity = 16;       // queued jobs beyond which Submit is RESOURCE_EXHAUSTED
+  double stall_seconds = 600;    // a job with no progress for this long fails (DEADLINE_EXCEEDED)
+};
+
+class Indexer {
+ public:
+  Indexer(Engine& engine, TreeStore& store, Metrics& metrics, IndexerOptions options);
+  ~Indexer();  // stops the workers after their current chunk
+
+  // Re-queues documents whose jobs were interrupted (found in uploads_dir). Call once at start.
+  void ResumeInterrupted();
+  // Persists `text` and the document's INDEXING metadata, then queues the job.
+  absl::StatusOr<JobSnapshot> Submit(DocumentMeta meta, std::string text);
+  // NOT_FOUND for unknown documents (finished jobs are answered from the store).
+  absl::StatusOr<JobSnapshot> Get(const std::string& tenant, const std::string& document_id) const;
+  // Blocks until the job's version exceeds `version`, or `deadline`; returns the latest snapshot.
+  absl::StatusOr<JobSnapshot> WaitForChange(const std::string& tenant, const std::string& document_id,
+                                            int64_t version,
+                                            std::chrono::system_clock::time_point deadline) const;
+  // Cancels a queued or running job and deletes the document. FAILED_PRECONDITION when finished.
+  absl::StatusOr<JobSnapshot> Cancel(const std::string& tenant, const std::string& document_id);
+  // Forgets the in-memory job of a deleted document (the caller deletes the store data).
+  void Forget(const std::string& tenant, const std::string& document_id);
+  // Stops taking jobs (draining); running jobs stop after their current chunk and stay resumable.
+  void Drain();
+  int64_t queue_depth() const;
+
+ private:
+  struct Job {
+    JobSnapshot snap;
+    std::atomic<bool> cancel{false};
+    std::chrono::steady_clock::time_point heartbeat;
+  };
+  using Key = std::pair<std::string, std::string>;  // tenant, document
+
+  void WorkerLoop();
+  void Watchdog();
+  void RunJob(const std::shared_ptr<Job>& job);
+  void Update(const std::shared_ptr<Job>& job, JobState state, int64_t chunks_done = -1,
+              const std::string& error_code = "", const std::string& error_message = "");
+  std::string UploadPath(const std::string& tenant, const std::string& document_id) const;
+
+  Engine& engine_;
+  TreeStore& store_;
+  Metrics& metrics_;
+  IndexerOptions options_;
+  mutable std::mutex mu_;
+  mutable std::condition_variable changed_;
+  std::condition_variable work_;
+  std::deque<std::shared_ptr<Job>> queue_;
+  std::map<Key, std::shared_ptr<Job>> jobs_;
+  bool stopping_ = false;
+  bool draining_ = false;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace sharedllm::service

@@ -1,0 +1,280 @@
+#include "service/query_service.h"
+
+#include <chrono>
+#include <map>
+
+namespace sharedllm::service {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using grpc::Status;
+using grpc::StatusCode;
+
+double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+void FillNode(const DocumentVectors& doc, const SelectedRef& r, int64_t kept,
+              sharedllm::v1::SelectedNode* out) {
+  out->set_document_id(doc.document_id);
+  out->set_chunk(static_cast<int32_t>(r.chunk));
+  out->set_level(static_cast<int32_t>(r.level));
+  out->set_index(static_cast<int32_t>(r.index));
+  out->set_token_begin(r.begin);
+  out->set_token_end(r.end);
+  out->set_kept_positions(static_cast<int32_t>(kept));
+}
+
+}  // namespace
+
+Scheduler::Admission::~Admission() {
+  if (s_) s_->Release();
+}
+
+absl::StatusOr<Scheduler::Admission> Scheduler::Admit(grpc::ServerContext* context) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (running_ >= options_.max_running && waiting_ >= options_.max_waiting) {
+    return absl::ResourceExhaustedError("too many questions waiting (" +
+                                        std::to_string(options_.max_waiting) + ")");
+  }
+  ++waiting_;
+  metrics_.SetRequestsWaiting(waiting_);
+  while (running_ >= options_.max_running) {
+    cv_.wait_for(lock, std::chrono::milliseconds(50));
+    if (context->IsCancelled() || context->deadline() < std::chrono::system_clock::now()) {
+      --waiting_;
+      metrics_.SetRequestsWaiting(waiting_);
+      return context->deadline() < std::chrono::system_clock::now()
+                 ? absl::DeadlineExceededError("deadline passed while queued")
+                 : absl::CancelledError("cancelled while queued");
+    }
+  }
+  --waiting_;
+  ++running_;
+  metrics_.SetRequestsWaiting(waiting_);
+  metrics_.SetRequestsRunning(running_);
+  return Admission(this);
+}
+
+void Scheduler::Release() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    --running_;
+    metrics_.SetRequestsRunning(running_);
+  }
+  cv_.notify_one();
+}
+
+absl::StatusOr<QueryServiceImpl::Retrieval> QueryServiceImpl::Search(
+    const std::string& tenant, const google::protobuf::RepeatedPtrField<std::string>& ids,
+    const std::string& collection, const std::string& question) {
+  const auto start = Clock::now();
+  if (question.empty()) return absl::InvalidArgumentError("the question is empty");
+  if (static_cast<int64_t>(question.size()) > limits_.max_question_bytes) {
+    return absl::InvalidArgumentError("the question exceeds " +
+                                      std::to_string(limits_.max_question_bytes) + " bytes");
+  }
+  if (ids.empty() == collection.empty()) {
+    return absl::InvalidArgumentError("give document_ids or a collection_id (not both)");
+  }
+  std::vector<DocumentMeta> docs;
+  if (!collection.empty()) {
+    if (!ValidId(collection)) return absl::InvalidArgumentError("bad collection_id");
+    std::string token;
+    do {
+      auto page = store_.ListDocuments(tenant, collection, token, 1000);
+      if (!page.ok()) return page.status();
+      for (auto& m : page->documents) {
+        if (m.state == kDocumentReady) docs.push_back(std::move(m));
+      }
+      token = page->next_page_token;
+    } while (!token.empty());
+    if (docs.empty()) return absl::NotFoundError("collection " + collection + " has no READY documents");
+  } else {
+    for (const auto& id : ids) {
+      if (!ValidId(id)) return absl::InvalidArgumentError("bad document_id '" + id + "'");
+      auto meta = store_.GetDocument(tenant, id);
+      if (!meta.ok()) return meta.status();
+      if (meta->state != kDocumentReady) {
+        return absl::FailedPreconditionError("document " + id + " is not READY (" + meta->state + ")");
+      }
+      docs.push_back(*meta);
+    }
+  }
+  if (static_cast<int64_t>(docs.size()) > limits_.max_documents_per_ask) {
+    return absl::InvalidArgumentError("at most " + std::to_string(limits_.max_documents_per_ask) +
+                                      " documents per question");
+  }
+  Retrieval r;
+  for (const auto& m : docs) {
+    if (absl::Status s = store_.CheckFingerprint(tenant, m.document_id, engine_.fingerprint()); !s.ok()) {
+      return s;
+    }
+    auto vectors = store_.LoadVectors(tenant, m.document_id);
+    if (!vectors.ok()) return vectors.status();
+    r.documents.push_back({m.document_id, m.num_chunks, std::move(*vectors)});
+    r.total_chunks += m.num_chunks;
+  }
+  auto prompt = engine_.PromptIds(question);
+  if (!prompt.ok()) return prompt.status();
+  r.prompt_ids = std::move(*prompt);
+  auto selected = engine_.Select(r.prompt_ids, r.documents);
+  if (!selected.ok()) return selected.status();
+  r.selected = std::move(*selected);
+  r.seconds = Since(start);
+  return r;
+}
+
+Status QueryServiceImpl::Ask(grpc::ServerContext* context, const sharedllm::v1::AskRequest* request,
+                             grpc::ServerWriter<sharedllm::v1::AskResponse>* writer) {
+  const auto start = Clock::now();
+  Status status = DoAsk(context, request, writer);
+  static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT",
+                                 "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+                                 "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+                                 "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
+                                 "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  const int code = static_cast<int>(status.error_code());
+  metrics_.AskFinished(code >= 0 && code <= 16 ? kNames[code] : "UNKNOWN", Since(start));
+  return status;
+}
+
+Status QueryServiceImpl::DoAsk(grpc::ServerContext* context, const sharedllm::v1::AskRequest* request,
+                               grpc::ServerWriter<sharedllm::v1::AskResponse>* writer) {
+  auto tenant = keys_.Authenticate(*context);
+  if (!tenant.ok()) return ToGrpcStatus(tenant.status());
+  if (draining_) return Status(StatusCode::UNAVAILABLE, "the server is draining");
+  const auto& o = request->options();
+  AnswerOptions options;
+  options.max_tokens = o.max_tokens() == 0 ? 64 : o.max_tokens();
+  options.temperature = o.temperature();
+  options.top_k = o.top_k();
+  options.top_p = o.top_p() == 0 ? 1.0 : o.top_p();
+  options.seed = o.seed();
+  if (options.max_tokens < 1 || options.max_tokens > limits_.max_answer_tokens ||
+      options.temperature < 0 || options.top_k < 0 || options.top_p < 0 || options.top_p > 1) {
+    return Status(StatusCode::INVALID_ARGUMENT,
+                  "options: max_tokens 1.." + std::to_string(limits_.max_answer_tokens) +
+                      ", temperature >= 0, top_k >= 0, top_p in [0, 1]");
+  }
+  if (o.stop_size() > 4) return Status(StatusCode::INVALID_ARGUMENT, "at most 4 stop strings");
+  for (const auto& s : o.stop()) {
+    if (s.empty() || s.size() > 64) return Status(StatusCode::INVALID_ARGUMENT, "stop strings: 1-64 bytes");
+    options.stop.push_back(s);
+  }
+  const auto queued_at = Clock::now();
+  auto admission = scheduler_.Admit(context);
+  if (!admission.ok()) return ToGrpcStatus(admission.status());
+  const double queue_seconds = Since(queued_at);
+  metrics_.ObserveQueue(queue_seconds);
+
+  auto retrieval = Search(*tenant, request->document_ids(), request->collection_id(), request->question());
+  if (!retrieval.ok()) return ToGrpcStatus(retrieval.status());
+  metrics_.ObserveRetrieval(retrieval->seconds);
+
+  // Load the selected nodes' keys/values, one batch per document.
+  const auto kv_start = Clock::now();
+  std::vector<NodeRecord> records;
+  std::vector<int64_t> offsets;
+  std::vector<int64_t> doc_offset(retrieval->documents.size(), 0);
+  for (size_t d = 1; d < doc_offset.size(); ++d) {
+    doc_offset[d] = doc_offset[d - 1] + retrieval->documents[d - 1].num_chunks;
+  }
+  std::map<size_t, std::vector<NodeRef>> by_doc;
+  for (const auto& r : retrieval->selected) by_doc[r.document].push_back({r.chunk, r.level, r.index});
+  for (auto& [d, refs] : by_doc) {
+    auto loaded = store_.LoadNodes(*tenant, retrieval->documents[d].document_id, refs);
+    if (!loaded.ok()) return ToGrpcStatus(loaded.status());
+    for (auto& rec : *loaded) {
+      records.push_back(std::move(rec));
+      offsets.push_back(doc_offset[d]);
+    }
+  }
+  const double kv_seconds = Since(kv_start);
+  metrics_.ObserveKvLoad(kv_seconds);
+
+  sharedllm::v1::AskResponse started;
+  started.mutable_started()->set_num_chunks(static_cast<int32_t>(retrieval->total_chunks));
+  size_t i = 0;
+  for (auto& [d, refs] : by_doc) {
+    for (size_t k = 0; k < refs.size(); ++k, ++i) {
+      const int64_t kept = records[i].k.empty() || records[i].k[0].shape.size() < 2 ? 0 : records[i].k[0].shape[1];
+      SelectedRef ref{d, refs[k].chunk, refs[k].level, refs[k].index, records[i].begin, records[i].end};
+      FillNode(retrieval->documents[d], ref, kept, started.mutable_started()->add_nodes());
+    }
+  }
+  if (!writer->Write(started)) return Status(StatusCode::CANCELLED, "client went away");
+
+  const auto gen_start = Clock::now();
+  auto last_token = gen_start;
+  bool first = true;
+  bool client_gone = false;
+  auto answer = engine_.Answer(
+      retrieval->prompt_ids, records, offsets, retrieval->total_chunks, options,
+      [&](const std::string& delta) {
+        const auto now = Clock::now();
+        if (!first) metrics_.ObserveInterTokenLatency(std::chrono::duration<double>(now - last_token).count());
+        first = false;
+        last_token = now;
+        if (context->IsCancelled() || context->deadline() < std::chrono::system_clock::now()) {
+          return false;  // stops the model loop at once
+        }
+        sharedllm::v1::AskResponse msg;
+        msg.mutable_delta()->set_text(delta);
+        if (!writer->Write(msg)) {
+          client_gone = true;
+          return false;
+        }
+        return true;
+      });
+  if (!answer.ok()) return ToGrpcStatus(answer.status());
+  metrics_.ObserveTimeToFirstToken(queue_seconds + retrieval->seconds + kv_seconds +
+                                   answer->time_to_first_token_seconds);
+  metrics_.AddPromptTokens(answer->prompt_tokens);
+  metrics_.AddGenerationTokens(answer->completion_tokens);
+  if (answer->finish_reason == "cancelled") {
+    if (context->deadline() < std::chrono::system_clock::now()) {
+      return Status(StatusCode::DEADLINE_EXCEEDED, "deadline exceeded while generating");
+    }
+    return Status(StatusCode::CANCELLED, client_gone ? "client went away" : "cancelled");
+  }
+  sharedllm::v1::AskResponse final_msg;
+  auto* f = final_msg.mutable_final();
+  f->set_finish_reason(answer->finish_reason == "stop"  ? sharedllm::v1::Final::STOP
+                       : answer->finish_reason == "eos" ? sharedllm::v1::Final::EOS
+                                                        : sharedllm::v1::Final::LENGTH);
+  f->mutable_usage()->set_prompt_tokens(answer->prompt_tokens);
+  f->mutable_usage()->set_completion_tokens(answer->completion_tokens);
+  int64_t context_tokens = 0;
+  for (const auto& d : retrieval->documents) {
+    for (const auto& n : d.nodes) {
+      if (n.level == 1) context_tokens += n.end - n.begin;
+    }
+  }
+  f->mutable_usage()->set_context_tokens(context_tokens);
+  f->mutable_usage()->set_context_positions(answer->context_positions);
+  auto* t = f->mutable_timings();
+  t->set_queue_seconds(queue_seconds);
+  t->set_retrieval_seconds(retrieval->seconds);
+  t->set_kv_load_seconds(kv_seconds);
+  t->set_time_to_first_token_seconds(answer->time_to_first_token_seconds);
+  t->set_decode_seconds(answer->decode_seconds);
+  t->set_total_seconds(Since(queued_at));
+  writer->Write(final_msg);
+  return Status::OK;
+}
+
+Status QueryServiceImpl::Retrieve(grpc::ServerContext* context,
+                                  const sharedllm::v1::RetrieveRequest* request,
+                                  sharedllm::v1::RetrieveResponse* response) {
+  auto tenant = keys_.Authenticate(*context);
+  if (!tenant.ok()) return ToGrpcStatus(tenant.status());
+  auto admission = scheduler_.Admit(context);
+  if (!admission.ok()) return ToGrpcStatus(admission.status());
+  auto r = Search(*tenant, request->document_ids(), request->collection_id(), request->question());
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  for (const auto& s : r->selected) FillNode(r->documents[s.document], s, 0, response->add_nodes());
+  response->set_num_chunks(static_cast<int32_t>(r->total_chunks));
+  response->set_retrieval_seconds(r->seconds);
+  return Status::OK;
+}
+
+}  // namespace sharedllm::service

@@ -1,0 +1,84 @@
+// gRPC QueryService: admission (bounded concurrency and queue), document resolution, search over
+// stored vectors, K/V loading, and streaming the engine's answer. No tensors here.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+
+#include "sharedllm/v1/query.grpc.pb.h"
+#include "service/auth.h"
+#include "service/document_service.h"
+#include "service/engine.h"
+#include "service/metrics.h"
+#include "treestore/tree_store.h"
+
+namespace sharedllm::service {
+
+struct SchedulerOptions {
+  int max_running = 1;   // questions answered at once (each uses all intra-op threads)
+  int max_waiting = 16;  // queued questions beyond which Ask is RESOURCE_EXHAUSTED
+};
+
+// Counts running and waiting requests; a slot is held for the lifetime of an Admission.
+class Scheduler {
+ public:
+  Scheduler(SchedulerOptions options, Metrics& metrics) : options_(options), metrics_(metrics) {}
+  class Admission {
+   public:
+    explicit Admission(Scheduler* s) : s_(s) {}
+    Admission(Admission&& o) noexcept : s_(o.s_) { o.s_ = nullptr; }
+    ~Admission();
+   private:
+    Scheduler* s_;
+  };
+  // Waits for a slot while `alive()` holds; RESOURCE_EXHAUSTED when the queue is full,
+  // CANCELLED/DEADLINE_EXCEEDED when the caller gives up.
+  absl::StatusOr<Admission> Admit(grpc::ServerContext* context);
+
+ private:
+  void Release();
+  SchedulerOptions options_;
+  Metrics& metrics_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int running_ = 0, waiting_ = 0;
+};
+
+class QueryServiceImpl final : public sharedllm::v1::QueryService::Service {
+ public:
+  QueryServiceImpl(const ApiKeys& keys, Engine& engine, TreeStore& store, Scheduler& scheduler,
+                   Metrics& metrics, const Limits& limits, const std::atomic<bool>& draining)
+      : keys_(keys), engine_(engine), store_(store), scheduler_(scheduler), metrics_(metrics),
+        limits_(limits), draining_(draining) {}
+
+  grpc::Status Ask(grpc::ServerContext* context, const sharedllm::v1::AskRequest* request,
+                   grpc::ServerWriter<sharedllm::v1::AskResponse>* writer) override;
+  grpc::Status Retrieve(grpc::ServerContext* context, const sharedllm::v1::RetrieveRequest* request,
+                        sharedllm::v1::RetrieveResponse* response) override;
+
+ private:
+  struct Retrieval {
+    std::vector<DocumentVectors> documents;
+    std::vector<SelectedRef> selected;
+    std::vector<int64_t> prompt_ids;
+    int64_t total_chunks = 0;
+    double seconds = 0;
+  };
+  // Resolves the documents, checks they are READY and built by this model, searches.
+  absl::StatusOr<Retrieval> Search(const std::string& tenant,
+                                   const google::protobuf::RepeatedPtrField<std::string>& ids,
+                                   const std::string& collection, const std::string& question);
+  grpc::Status DoAsk(grpc::ServerContext* context, const sharedllm::v1::AskRequest* request,
+                     grpc::ServerWriter<sharedllm::v1::AskResponse>* writer);
+
+  const ApiKeys& keys_;
+  Engine& engine_;
+  TreeStore& store_;
+  Scheduler& scheduler_;
+  Metrics& metrics_;
+  const Limits& limits_;
+  const std::atomic<bool>& draining_;
+};
+
+}  // namespace sharedllm::service

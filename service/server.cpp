@@ -1,0 +1,114 @@
+#include "service/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
+
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "service/auth.h"
+#include "service/document_service.h"
+#include "service/engine.h"
+#include "service/indexer.h"
+#include "service/metrics.h"
+#include "service/query_service.h"
+#include "treestore/rocksdb_tree_store.h"
+
+namespace sharedllm::service {
+namespace {
+
+std::atomic<bool> g_signalled{false};
+void OnSignal(int) { g_signalled = true; }
+
+}  // namespace
+
+absl::Status RunServer(const ServerOptions& o) {
+  if (o.model_dir.empty() || o.data_dir.empty()) {
+    return absl::InvalidArgumentError("--model and --data-dir are required");
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(o.data_dir, ec);
+  if (ec) return absl::InvalidArgumentError("cannot create --data-dir " + o.data_dir + ": " + ec.message());
+
+  ApiKeys keys = ApiKeys::Disabled();
+  if (!o.api_keys_file.empty()) {
+    auto loaded = ApiKeys::LoadFile(o.api_keys_file);
+    if (!loaded.ok()) return loaded.status();
+    keys = std::move(*loaded);
+  }
+  auto credentials = MakeServerCredentials(o.tls_cert, o.tls_key, o.tls_client_ca);
+  if (!credentials.ok()) return credentials.status();
+
+  EngineOptions eo;
+  eo.model_dir = o.model_dir;
+  eo.threads = o.threads;
+  eo.dtype = o.dtype;
+  auto engine = Engine::Load(eo);
+  if (!engine.ok()) return engine.status();
+
+  RocksDbTreeStoreOptions so;
+  so.path = o.data_dir + "/trees";
+  so.sync_writes = o.sync_writes;
+  auto store = RocksDbTreeStore::Open(so);
+  if (!store.ok()) return store.status();
+
+  Metrics metrics(SHAREDLLM_VERSION, (*engine)->model_name());
+  std::unique_ptr<MetricsServer> metrics_server;
+  if (!o.metrics_listen.empty()) {
+    auto started = MetricsServer::Start(metrics, o.metrics_listen);
+    if (!started.ok()) return started.status();
+    metrics_server = std::move(*started);
+  }
+
+  IndexerOptions io;
+  io.uploads_dir = o.data_dir + "/uploads";
+  io.workers = o.index_workers;
+  io.queue_capacity = o.index_queue;
+  io.stall_seconds = o.index_stall_seconds;
+  Indexer indexer(**engine, **store, metrics, io);
+  indexer.ResumeInterrupted();
+
+  Limits limits;
+  limits.max_document_bytes = o.max_document_bytes;
+  std::atomic<bool> draining{false};
+  Scheduler scheduler({o.max_running, o.max_waiting}, metrics);
+  DocumentServiceImpl documents(keys, indexer, **store, limits, draining);
+  QueryServiceImpl queries(keys, **engine, **store, scheduler, metrics, limits, draining);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(o.listen, *credentials, &port);
+  builder.RegisterService(&documents);
+  builder.RegisterService(&queries);
+  builder.SetMaxReceiveMessageSize(2 << 20);  // upload chunks are at most 1 MiB
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) return absl::UnavailableError("cannot listen on " + o.listen);
+  server->GetHealthCheckService()->SetServingStatus(true);
+  const std::string host = o.listen.substr(0, o.listen.rfind(':'));
+  std::printf("listening on %s:%d (model %s, fingerprint %.12s)\n", host.c_str(), port,
+              (*engine)->model_name().c_str(), (*engine)->fingerprint().c_str());
+  if (metrics_server) std::printf("metrics on port %d\n", metrics_server->port());
+  std::fflush(stdout);
+
+  std::signal(SIGTERM, OnSignal);
+  std::signal(SIGINT, OnSignal);
+  while (!g_signalled) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+
+  std::printf("draining (up to %.0f s)\n", o.drain_seconds);
+  std::fflush(stdout);
+  draining = true;
+  indexer.Drain();
+  server->GetHealthCheckService()->SetServingStatus(false);
+  server->Shutdown(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(static_cast<int64_t>(o.drain_seconds * 1000)));
+  server->Wait();
+  return absl::OkStatus();
+}
+
+}  // namespace sharedllm::service

@@ -1,0 +1,39 @@
+// The sharedllm-server process: one binary holding every role (ingestion, query) over a local
+// RocksDB tree store. ServerOptions are runtime settings; the model's hyper-parameters live in
+// its directory (config.json, sharedllm.json).
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace sharedllm::service {
+
+struct ServerOptions {
+  std::string model_dir;            // SharedLLM model directory, e.g. models/mini
+  std::string data_dir;             // tree store and pending uploads, e.g. /var/lib/sharedllm
+  std::string listen = "127.0.0.1:50051";          // gRPC address
+  std::string metrics_listen = "127.0.0.1:9090";   // /metrics address; empty: off
+  std::string api_keys_file;        // "KEY TENANT" lines; empty: no auth, tenant "default"
+  std::string tls_cert, tls_key;    // PEM files; empty: plaintext
+  std::string tls_client_ca;        // PEM; set: clients must present a certificate it signed
+  int threads = 0;                  // model intra-op threads; 0: all cores
+  std::string dtype = "float32";    // model dtype: float32 | bfloat16
+  int index_workers = 1;            // concurrent index jobs
+  int index_queue = 16;             // queued index jobs before RESOURCE_EXHAUSTED
+  double index_stall_seconds = 600; // an index job without progress for this long fails
+  int max_running = 1;              // questions answered at once
+  int max_waiting = 16;             // queued questions before RESOURCE_EXHAUSTED
+  int64_t max_document_bytes = 64ll << 20;
+  double drain_seconds = 30;        // on SIGTERM: how long in-flight requests may finish
+  bool sync_writes = true;          // fsync each tree-store batch
+};
+
+// Runs until SIGTERM/SIGINT, then drains: health NOT_SERVING, new work UNAVAILABLE, in-flight
+// requests get `drain_seconds`, index jobs stop after their current chunk (they resume on the
+// next start). Prints "listening on HOST:PORT" once serving.
+absl::Status RunServer(const ServerOptions& options);
+
+}  // namespace sharedllm::service
