@@ -1,6 +1,6 @@
 #include "model/runtime.h"
 
-#include <sys/stat.h>
+#include <filesystem>
 
 #include <thread>
 
@@ -63,7 +63,7 @@ std::shared_ptr<LoadedModel> LoadModel(const std::string& dir, const RuntimeOpti
 }
 
 void SaveModel(CausalLM& lm, const std::string& dir, at::ScalarType dtype) {
-  ::mkdir(dir.c_str(), 0755);
+  std::filesystem::create_directories(dir);
   ModelConfig config = lm->config;
   config.torch_dtype = dtype == at::kBFloat16 ? "bfloat16" : dtype == at::kHalf ? "float16" : "float32";
   WriteFileAtomic(JoinPath(dir, "config.json"), config.ToJsonText());
@@ -72,7 +72,7 @@ void SaveModel(CausalLM& lm, const std::string& dir, at::ScalarType dtype) {
 }
 
 void SaveSharedLLM(SharedLLM& model, const std::string& dir, at::ScalarType dtype) {
-  ::mkdir(dir.c_str(), 0755);
+  std::filesystem::create_directories(dir);
   WriteFileAtomic(JoinPath(dir, "sharedllm.json"), model.config().ToJsonText());
   WriteSafetensors(JoinPath(dir, "sharedllm.safetensors"),
                    CollectParameters(*model.lm(), IsSharedLLMParameter, dtype), {{"format", "pt"}});

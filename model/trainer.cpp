@@ -1,7 +1,5 @@
 #include "model/trainer.h"
 
-#include <sys/stat.h>
-
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -153,7 +151,7 @@ class Run {
   }
 
   TrainResult Go() {
-    ::mkdir(c_.out.c_str(), 0755);
+    std::filesystem::create_directories(c_.out);
     const std::string ckpt = JoinPath(c_.out, "checkpoint");
     int64_t step = 0;
     TrainResult result;
@@ -173,7 +171,14 @@ class Run {
     double window_loss = 0;
     int64_t window_steps = 0, window_tokens = 0;
     auto window_start = Clock::now();
+    const int64_t first_step = step;
     for (; step < c_.steps; ++step) {
+      if (c_.stop_after > 0 && step - first_step == c_.stop_after) {
+        result.steps = step;
+        result.seconds = elapsed_before + std::chrono::duration<double>(Clock::now() - start).count();
+        SaveCheckpoint(ckpt, step, result.tokens, result.seconds);
+        return result;  // interrupted on purpose: resume with the same config
+      }
       const double lr = LearningRate(c_, step);
       double step_loss = 0;
       for (int64_t micro = 0; micro < c_.grad_accum; ++micro) {
@@ -319,7 +324,7 @@ class Run {
   }
 
   void SaveCheckpoint(const std::string& dir, int64_t step, int64_t tokens, double seconds) {
-    ::mkdir(dir.c_str(), 0755);
+    std::filesystem::create_directories(dir);
     WriteSafetensors(JoinPath(dir, "model.safetensors"), CollectParameters(*model_->lm));
     WriteSafetensors(JoinPath(dir, "optimizer.safetensors"), optimizer_->State());
     // state.json last: a checkpoint counts only once both tensor files are complete.
@@ -360,7 +365,8 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
       "mode", "init", "model_config", "tokenizer", "out", "train_shards", "eval_shards", "seq_len",
       "context_chunks", "batch_size", "grad_accum", "steps", "warmup_steps", "lr", "min_lr_ratio",
       "new_params_lr_scale", "weight_decay", "grad_clip", "bf16_autocast", "lower_trainable",
-      "seed", "log_every", "eval_every", "eval_batches", "checkpoint_every", "threads", "sft_tasks"};
+      "seed", "log_every", "eval_every", "eval_batches", "checkpoint_every", "threads", "sft_tasks",
+      "stop_after"};
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (std::find(known.begin(), known.end(), it.key()) == known.end()) {
       throw ModelError("training config: unknown field '" + it.key() + "'");
@@ -373,7 +379,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
     GET(steps); GET(warmup_steps); GET(lr); GET(min_lr_ratio); GET(new_params_lr_scale);
     GET(weight_decay); GET(grad_clip); GET(bf16_autocast); GET(lower_trainable); GET(seed);
     GET(log_every); GET(eval_every); GET(eval_batches); GET(checkpoint_every); GET(threads);
-    GET(sft_tasks);
+    GET(sft_tasks); GET(stop_after);
 #undef GET
   } catch (const json::exception& e) {
     throw ModelError(std::string("training config has a field of the wrong type: ") + e.what());
@@ -399,7 +405,8 @@ std::string TrainConfig::ToJsonText() const {
             {"grad_clip", grad_clip}, {"bf16_autocast", bf16_autocast},
             {"lower_trainable", lower_trainable}, {"seed", seed}, {"log_every", log_every},
             {"eval_every", eval_every}, {"eval_batches", eval_batches},
-            {"checkpoint_every", checkpoint_every}, {"threads", threads}, {"sft_tasks", sft_tasks}};
+            {"checkpoint_every", checkpoint_every}, {"threads", threads}, {"sft_tasks", sft_tasks},
+            {"stop_after", stop_after}};
   return j.dump(2) + "\n";
 }
 

@@ -37,6 +37,8 @@ struct TrainConfig {
   int64_t eval_batches = 4;          // micro-batches per eval
   int64_t checkpoint_every = 200;    // steps between checkpoints; 0: only at the end
   int threads = 0;                   // intra-op threads; 0: all cores
+  int64_t stop_after = 0;            // end this run (with a checkpoint) after this many steps;
+                                     // 0: run to `steps`. For time-sliced runs.
   // sft: generated tasks (see sft_data.h), by name; empty: all.
   std::vector<std::string> sft_tasks;
 

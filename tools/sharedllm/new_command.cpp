@@ -1,4 +1,3 @@
-#include <sys/stat.h>
 
 #include <cstdio>
 #include <fstream>
@@ -36,7 +35,6 @@ int NewCommand(const Args& args) {
   }
   CausalLM lm(config, at::TensorOptions().dtype(at::kFloat));
   lm->InitRandom(static_cast<uint64_t>(seed), std_dev);
-  ::mkdir(out_dir.c_str(), 0755);
   SaveModel(lm, out_dir, ParseDtype(dtype, config));
   if (!tokenizer_path.empty()) {
     WriteFileAtomic(JoinPath(out_dir, "tokenizer.model"), ReadTextFile(tokenizer_path));

@@ -1,0 +1,180 @@
+// Training: loss goes down, a resumed run equals the uninterrupted one bit for bit, SharedLLM lm
+// and sft modes run end to end, and bad configs are refused.
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "model/errors.h"
+#include "model/runtime.h"
+#include "model/safetensors.h"
+#include "model/token_shards.h"
+#include "model/trainer.h"
+#include "tests/model_util.h"
+
+namespace sharedllm {
+namespace {
+
+// Writes a shard in the SLTOKv1 format (model/token_shards.h) with uint16 tokens.
+void WriteShard(const std::string& path, uint32_t vocab, const std::vector<std::vector<int64_t>>& docs) {
+  std::string out = std::string("SLTOKv1", 7) + '\0';
+  auto put = [&](uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  };
+  uint64_t n = 0;
+  for (const auto& d : docs) n += d.size();
+  put(vocab, 4);
+  put(2, 4);
+  put(n, 8);
+  put(docs.size(), 8);
+  uint64_t at = 0;
+  for (const auto& d : docs) {
+    put(at, 8);
+    at += d.size();
+  }
+  for (const auto& d : docs) {
+    for (int64_t t : d) put(static_cast<uint64_t>(t), 2);
+  }
+  put(Crc32(out.data(), out.size()), 4);
+  std::ofstream(path, std::ios::binary) << out;
+}
+
+// Documents of a learnable pattern: counting sequences modulo `vocab` from random starts.
+std::vector<std::vector<int64_t>> PatternDocs(int64_t vocab, int docs, int length, uint64_t seed) {
+  std::vector<std::vector<int64_t>> out;
+  const auto starts = test::SeededIds(docs, vocab - 3, seed);
+  for (int i = 0; i < docs; ++i) {
+    std::vector<int64_t> d = {1};
+    for (int t = 0; t < length; ++t) d.push_back(3 + (starts[i] + t) % (vocab - 3));
+    out.push_back(d);
+  }
+  return out;
+}
+
+std::string WriteTinyConfig(const test::TempDir& dir) {
+  const std::string path = dir / "config.json";
+  std::ofstream(path) << test::TinyConfig().ToJsonText();
+  return path;
+}
+
+TrainConfig BaseConfig(const test::TempDir& dir, const std::string& out) {
+  WriteShard(dir / "train.bin", 61, PatternDocs(61, 20, 200, 1));
+  WriteShard(dir / "eval.bin", 61, PatternDocs(61, 5, 200, 2));
+  TrainConfig c;
+  c.mode = "base";
+  c.model_config = WriteTinyConfig(dir);
+  c.out = dir / out;
+  c.train_shards = {dir / "train.bin"};
+  c.eval_shards = {dir / "eval.bin"};
+  c.seq_len = 32;
+  c.batch_size = 4;
+  c.steps = 40;
+  c.warmup_steps = 5;
+  c.lr = 1e-2;
+  c.log_every = 10;
+  c.eval_every = 0;
+  c.eval_batches = 2;
+  c.checkpoint_every = 0;
+  c.threads = 1;
+  c.seed = 3;
+  return c;
+}
+
+TEST(TrainerTest, BaseTrainingReducesLoss) {
+  test::TempDir dir;
+  TrainConfig c = BaseConfig(dir, "run");
+  c.steps = 1;
+  const double before = Train(c).eval_loss;
+  TrainConfig longer = BaseConfig(dir, "run2");
+  const TrainResult r = Train(longer);
+  EXPECT_LT(r.eval_loss, before - 1.0) << "before " << before << " after " << r.eval_loss;
+  // The output directory is a loadable model.
+  RuntimeOptions o;
+  o.threads = 1;
+  auto model = LoadModel(longer.out, o);
+  EXPECT_EQ(model->config.vocab_size, 61);
+  // A JSONL log line per logged step.
+  std::ifstream log(longer.out + "/train_log.jsonl");
+  int lines = 0;
+  for (std::string line; std::getline(log, line);) ++lines;
+  EXPECT_GE(lines, 4);
+}
+
+TEST(TrainerTest, ResumeReproducesTheUninterruptedRunBitForBit) {
+  test::TempDir dir;
+  TrainConfig straight = BaseConfig(dir, "straight");
+  straight.steps = 8;
+  Train(straight);
+  TrainConfig sliced = BaseConfig(dir, "sliced");
+  sliced.steps = 8;
+  sliced.stop_after = 3;
+  EXPECT_EQ(Train(sliced).steps, 3);
+  Train(sliced);  // steps 3..5, from the checkpoint
+  sliced.stop_after = 0;
+  Train(sliced);  // steps 6..7
+  auto a = CheckpointReader(straight.out);
+  auto b = CheckpointReader(sliced.out);
+  ASSERT_EQ(a.names(), b.names());
+  for (const auto& name : a.names()) {
+    EXPECT_TRUE(at::equal(a.tensor(name), b.tensor(name))) << name;
+  }
+}
+
+// A SharedLLM directory from the tiny test model (chunk 16, depth 2).
+std::string MakeSharedLLMDir(const test::TempDir& dir) {
+  const std::string path = dir / "shared";
+  ModelConfig mc = test::TinyConfig();
+  CausalLM lm = test::TinyModel(mc);
+  SaveModel(lm, path);
+  SharedLLMConfig sc;
+  sc.num_injection_layers = 1;
+  sc.chunk_size = 16;
+  sc.tree_depth = 2;
+  sc.alphas = {4, 2};
+  SharedLLM s(lm, sc);
+  SaveSharedLLM(s, path);
+  return path;
+}
+
+TEST(TrainerTest, SharedLLMLanguageModellingTrainsTheCrossAttention) {
+  test::TempDir dir;
+  TrainConfig c = BaseConfig(dir, "lm");
+  c.mode = "lm";
+  c.model_config.clear();
+  c.init = MakeSharedLLMDir(dir);
+  c.context_chunks = 3;
+  c.seq_len = 16;
+  c.steps = 6;
+  const TrainResult r = Train(c);
+  EXPECT_TRUE(std::isfinite(r.final_loss));
+  // The cross-attention left its zero initialisation; the frozen lower layer did not move.
+  auto before = CheckpointReader::FromFile(c.init + "/sharedllm.safetensors");
+  auto after = CheckpointReader::FromFile(c.out + "/sharedllm.safetensors");
+  EXPECT_GT(after.tensor("model.layers.0.cross_attn.o_proj.weight").abs().sum().item<double>(), 0.0);
+  EXPECT_TRUE(before.tensor("model.layers.0.cross_attn.o_proj.weight").abs().sum().item<double>() == 0.0);
+  auto base_before = CheckpointReader(c.init), base_after = CheckpointReader(c.out);
+  EXPECT_TRUE(at::equal(base_before.tensor("model.layers.0.mlp.up_proj.weight"),
+                        base_after.tensor("model.layers.0.mlp.up_proj.weight")));
+  EXPECT_FALSE(at::equal(base_before.tensor("model.layers.1.mlp.up_proj.weight"),
+                         base_after.tensor("model.layers.1.mlp.up_proj.weight")));
+}
+
+TEST(TrainerTest, RejectsBadConfigs) {
+  EXPECT_THROW(TrainConfig::FromJsonText("{\"mode\": \"base\", \"stepz\": 3}"), ModelError);
+  EXPECT_THROW(TrainConfig::FromJsonText("{\"steps\": \"many\"}"), ModelError);
+  EXPECT_THROW(TrainConfig::FromJsonText("not json"), ModelError);
+  test::TempDir dir;
+  TrainConfig c = BaseConfig(dir, "bad");
+  c.mode = "pretrain";
+  EXPECT_THROW(Train(c), ModelError);
+  c = BaseConfig(dir, "bad2");
+  c.mode = "lm";  // lm needs a SharedLLM init directory
+  EXPECT_THROW(Train(c), ModelError);
+  c = BaseConfig(dir, "bad3");
+  c.train_shards = {dir / "missing.bin"};
+  EXPECT_THROW(Train(c), ModelError);
+  const auto round = TrainConfig::FromJsonText(BaseConfig(dir, "x").ToJsonText());
+  EXPECT_EQ(round.ToJsonText(), BaseConfig(dir, "x").ToJsonText());
+}
+
+}  // namespace
+}  // namespace sharedllm
