@@ -126,6 +126,11 @@ GenerationResult Decoder::Generate(const std::vector<int64_t>& prompt,
     logits = DecodeOneToken(next, cache);
   }
   if (tokenizer && result.finish != FinishReason::kStop && result.finish != FinishReason::kCancelled) {
+    // A character the model never completed becomes U+FFFD: streamed text is always valid UTF-8.
+    if (const size_t tail = IncompleteUtf8Tail(result.text); tail > 0) {
+      result.text.resize(result.text.size() - tail);
+      result.text += "\xEF\xBF\xBD";
+    }
     // Flush text held back for a stop string that never came.
     if (on_text && result.text.size() > emitted) on_text(result.text.substr(emitted));
   }

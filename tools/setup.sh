@@ -12,7 +12,9 @@ PACKAGES=(
   sentencepiece nlohmann-json3-dev libgoogle-glog-dev
   # service and store
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
-  librocksdb-dev prometheus-cpp-dev libcpp-httplib-dev
+  librocksdb-dev prometheus-cpp-dev libcpp-httplib-dev libssl-dev
+  # clients/python (stubs generated at run time) and the real Prometheus scrape/lint tests
+  python3-grpcio python3-grpc-tools prometheus
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # independent reference implementation for parity tests
