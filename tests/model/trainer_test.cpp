@@ -7,6 +7,7 @@
 #include "model/errors.h"
 #include "model/runtime.h"
 #include "model/safetensors.h"
+#include "model/sft_data.h"
 #include "model/token_shards.h"
 #include "model/trainer.h"
 #include "tests/model_util.h"
@@ -156,6 +157,81 @@ TEST(TrainerTest, SharedLLMLanguageModellingTrainsTheCrossAttention) {
                         base_after.tensor("model.layers.0.mlp.up_proj.weight")));
   EXPECT_FALSE(at::equal(base_before.tensor("model.layers.1.mlp.up_proj.weight"),
                          base_after.tensor("model.layers.1.mlp.up_proj.weight")));
+}
+
+TEST(TrainerTest, InstructionTuningScoresOnlyTheAnswer) {
+  // The bundled tiny model has a real tokenizer, which the generated tasks need.
+  test::TempDir dir;
+  RuntimeOptions o;
+  o.threads = 1;
+  auto tiny = LoadModel(std::string(SHAREDLLM_SOURCE_DIR) + "/models/tiny", o);
+  const std::string init = dir / "shared";
+  SaveModel(tiny->lm, init);
+  SharedLLMConfig sc;
+  sc.num_injection_layers = 1;
+  sc.chunk_size = 32;
+  sc.tree_depth = 2;
+  sc.alphas = {4, 2};
+  SharedLLM s(tiny->lm, sc);
+  SaveSharedLLM(s, init);
+  std::ofstream(init + "/tokenizer.model", std::ios::binary)
+      << std::ifstream(std::string(SHAREDLLM_SOURCE_DIR) + "/models/tiny/tokenizer.model",
+                       std::ios::binary).rdbuf();
+  WriteShard(dir / "filler.bin", 1000, PatternDocs(1000, 10, 400, 5));
+  TrainConfig c;
+  c.mode = "sft";
+  c.init = init;
+  c.out = dir / "sft";
+  c.train_shards = {dir / "filler.bin"};
+  c.eval_shards = {dir / "filler.bin"};
+  c.context_chunks = 4;
+  c.batch_size = 2;
+  c.steps = 3;
+  c.warmup_steps = 1;
+  c.lower_trainable = true;
+  c.threads = 1;
+  c.eval_batches = 1;
+  c.checkpoint_every = 0;
+  const TrainResult r = Train(c);
+  EXPECT_TRUE(std::isfinite(r.final_loss));
+  EXPECT_TRUE(std::isfinite(r.eval_loss));
+  // Scored tokens are answers only: a few per sample, far fewer than the contexts.
+  EXPECT_GT(r.tokens, 0);
+  EXPECT_LT(r.tokens, 3 * 2 * 16);
+  // With a trainable lower model the bottom layer moved too.
+  auto before = CheckpointReader(init), after = CheckpointReader(c.out);
+  EXPECT_FALSE(at::equal(before.tensor("model.layers.0.mlp.up_proj.weight"),
+                         after.tensor("model.layers.0.mlp.up_proj.weight")));
+}
+
+TEST(SftDataTest, SamplesHaveTheAnswerInTheContext) {
+  RuntimeOptions o;
+  o.threads = 1;
+  auto tiny = LoadModel(std::string(SHAREDLLM_SOURCE_DIR) + "/models/tiny", o);
+  FillerSource filler = [](std::mt19937_64& rng, int64_t count) {
+    std::vector<int64_t> out;
+    for (int64_t i = 0; i < count; ++i) out.push_back(100 + static_cast<int64_t>(rng() % 50));
+    return out;
+  };
+  for (const auto& task : SftTaskNames()) {
+    std::mt19937_64 rng(9);
+    SftSample s = MakeSftSample(task, *tiny->tokenizer, filler, 300, rng);
+    EXPECT_EQ(static_cast<int64_t>(s.context.size()), 300) << task;
+    EXPECT_EQ(s.prompt.front(), tiny->tokenizer->bos_id());
+    ASSERT_FALSE(s.answer.empty());
+    // The answer's digits appear in the context (for minmax: the chosen list item).
+    std::string answer = tiny->tokenizer->Decode(s.answer);
+    std::string digits;
+    for (char ch : answer) if (std::isdigit(static_cast<unsigned char>(ch))) digits += ch;
+    ASSERT_FALSE(digits.empty()) << task << ": " << answer;
+    EXPECT_NE(tiny->tokenizer->Decode(s.context).find(digits), std::string::npos) << task;
+    // Prompt + answer decode to the question followed by the answer.
+    std::vector<int64_t> joint = s.prompt;
+    joint.insert(joint.end(), s.answer.begin(), s.answer.end());
+    EXPECT_NE(tiny->tokenizer->Decode(joint).find(digits), std::string::npos) << task;
+  }
+  std::mt19937_64 rng(1);
+  EXPECT_THROW(MakeSftSample("poetry", *tiny->tokenizer, filler, 100, rng), ModelError);
 }
 
 TEST(TrainerTest, RejectsBadConfigs) {
