@@ -19,6 +19,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # independent reference implementation for parity tests
   python3 python3-torch python3-numpy
+  # offline checks of deploy/ (yamllint brings python3-yaml)
+  yamllint
 )
 
 missing=()
