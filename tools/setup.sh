@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   # toolchain
-  build-essential cmake ninja-build pkg-config git ca-certificates
+  build-essential cmake ninja-build pkg-config git ca-certificates curl
   # model: libtorch 1.13 (+ OpenBLAS so fp32 matmul does not fall back to the reference BLAS);
   # sentencepiece brings spm_train/spm_encode (tokenizer training and parity tests)
   libtorch-dev libopenblas0-openmp
