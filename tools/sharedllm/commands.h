@@ -18,6 +18,7 @@ int NewCommand(const Args& args);
 int InitCommand(const Args& args);
 int AskCommand(const Args& args);
 int TrainCommand(const Args& args);
+int EvalCommand(const Args& args);
 
 // --threads, --dtype, --device, shared by every command that runs a model.
 struct RuntimeFlags {

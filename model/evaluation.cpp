@@ -1,0 +1,158 @@
+#include "model/evaluation.h"
+
+#include <cmath>
+#include <random>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include "model/decoder.h"
+#include "model/errors.h"
+#include "model/scoring.h"
+
+namespace sharedllm {
+namespace {
+
+// Mean NLL of the last `scored` tokens of `text`, reading `context` (may be empty) through the
+// right-child tree.
+double TailNll(LoadedModel& m, const std::vector<int64_t>& context, const std::vector<int64_t>& text,
+               int64_t scored) {
+  InjectionContext ctx;
+  std::vector<EncodedNode> nodes;
+  const InjectionContext* ptr = nullptr;
+  if (!context.empty()) {
+    nodes = m.shared->BuildDynamicTree(context, at::Tensor());
+    std::vector<const EncodedNode*> p;
+    for (const auto& n : nodes) p.push_back(&n);
+    ctx = m.shared->MakeContext(p, static_cast<int64_t>(m.shared->Chunks(context.size()).size()));
+    ptr = &ctx;
+  }
+  const auto nll = TokenNll(m.lm, text, ptr);
+  double sum = 0;
+  for (int64_t i = static_cast<int64_t>(nll.size()) - scored; i < static_cast<int64_t>(nll.size()); ++i) sum += nll[i];
+  return sum / scored;
+}
+
+}  // namespace
+
+int64_t FirstInteger(const std::string& text) {
+  size_t i = 0;
+  while (i < text.size() && !std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
+  if (i == text.size()) return -1;
+  int64_t v = 0;
+  size_t digits = 0;
+  for (; i < text.size() && std::isdigit(static_cast<unsigned char>(text[i])) && digits < 18; ++i, ++digits) {
+    v = v * 10 + (text[i] - '0');
+  }
+  return v;
+}
+
+std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard,
+                                         const std::vector<double>& multiples, int64_t windows,
+                                         uint64_t seed) {
+  Check(m.shared != nullptr, "perplexity evaluation needs a SharedLLM model");
+  c10::InferenceMode guard;
+  const int64_t w = m.config.max_position_embeddings;
+  const int64_t chunk = m.shared->config().chunk_size;
+  const int64_t scored = std::max<int64_t>(1, w / 16);
+  double longest = 1;
+  for (double x : multiples) longest = std::max(longest, x);
+  const int64_t max_len = static_cast<int64_t>(longest * w);
+  std::vector<int64_t> docs;
+  for (int64_t d = 0; d < shard.num_documents(); ++d) {
+    if (shard.Document(d).second >= max_len) docs.push_back(d);
+  }
+  Check(!docs.empty(), shard.path() + " has no document of " + std::to_string(max_len) + " tokens");
+  std::vector<PplPoint> out;
+  for (double x : multiples) {
+    PplPoint p;
+    p.length_multiple = x;
+    const int64_t length = static_cast<int64_t>(x * w);
+    const int64_t context_len = (length - w) / chunk * chunk;  // n × C
+    std::mt19937_64 rng(seed);
+    double shared_sum = 0, trunc_sum = 0;
+    for (int64_t i = 0; i < windows; ++i) {
+      const auto [first, count] = shard.Document(docs[rng() % docs.size()]);
+      const int64_t start = first + static_cast<int64_t>(rng() % (count - max_len + 1));
+      // The same last W tokens in every length: only the context in front of them grows.
+      const auto all = shard.Slice(start + max_len - w - context_len, context_len + w);
+      const std::vector<int64_t> context(all.begin(), all.begin() + context_len);
+      const std::vector<int64_t> text(all.begin() + context_len, all.end());
+      const double truncated = TailNll(m, {}, text, scored);
+      trunc_sum += truncated;
+      shared_sum += context.empty() ? truncated : TailNll(m, context, text, scored);
+      ++p.windows;
+    }
+    p.sharedllm_ppl = std::exp(shared_sum / p.windows);
+    p.truncated_ppl = std::exp(trunc_sum / p.windows);
+    out.push_back(p);
+  }
+  return out;
+}
+
+std::vector<PasskeyPoint> EvaluatePasskey(LoadedModel& m, const std::vector<double>& multiples,
+                                          const std::vector<double>& depths, int64_t trials,
+                                          uint64_t seed) {
+  Check(m.shared != nullptr && m.tokenizer != nullptr, "passkey needs a SharedLLM with a tokenizer");
+  c10::InferenceMode guard;
+  const Tokenizer& tok = *m.tokenizer;
+  const int64_t w = m.config.max_position_embeddings;
+  const auto intro = tok.Encode("There is an important info hidden inside a lot of irrelevant text. "
+                                "Find it and memorize them. I will quiz you about the important "
+                                "information there.");
+  const auto filler = tok.Encode(" The grass is green. The sky is blue. The sun is yellow. Here we "
+                                 "go. There and back again.");
+  std::vector<int64_t> question = {};
+  if (tok.bos_id() >= 0) question.push_back(tok.bos_id());
+  for (int64_t id : tok.Encode("What is the pass key? The pass key is")) question.push_back(id);
+  SamplingOptions sampling;
+  sampling.max_tokens = 8;
+  std::vector<PasskeyPoint> out;
+  for (double x : multiples) {
+    for (double depth : depths) {
+      PasskeyPoint p;
+      p.length_multiple = x;
+      p.depth = depth;
+      std::mt19937_64 rng(seed + static_cast<uint64_t>(x * 1000) + static_cast<uint64_t>(depth * 100));
+      for (int64_t t = 0; t < trials; ++t) {
+        const int64_t key = 10000 + static_cast<int64_t>(rng() % 90000);
+        const auto needle = tok.Encode(" The pass key is " + std::to_string(key) + ". Remember it. " +
+                                       std::to_string(key) + " is the pass key.");
+        // Haystack of filler repeats so that intro + haystack + question ≈ x × W tokens.
+        const int64_t target = static_cast<int64_t>(x * w) - static_cast<int64_t>(question.size());
+        const int64_t repeats = std::max<int64_t>(
+            1, (target - static_cast<int64_t>(intro.size() + needle.size())) / static_cast<int64_t>(filler.size()));
+        const int64_t at = static_cast<int64_t>(std::llround(depth * repeats));
+        std::vector<int64_t> doc = intro;
+        for (int64_t r = 0; r <= repeats; ++r) {
+          if (r == at) doc.insert(doc.end(), needle.begin(), needle.end());
+          if (r < repeats) doc.insert(doc.end(), filler.begin(), filler.end());
+        }
+        // SharedLLM: the document through the tree, searched with the question.
+        {
+          DocumentTree tree = m.shared->BuildStaticTree(doc);
+          auto selected = m.shared->Select(tree, m.shared->QueryVector(question));
+          InjectionContext ctx = m.shared->MakeContext(selected, tree.num_chunks());
+          Decoder decoder(m.lm, &ctx);
+          if (FirstInteger(decoder.Generate(question, sampling, &tok).text) == key) ++p.sharedllm_correct;
+        }
+        // Baseline: the base model with as much of the document's end as fits its window.
+        {
+          std::vector<int64_t> prompt;
+          const int64_t room = w - static_cast<int64_t>(question.size()) - sampling.max_tokens;
+          const int64_t keep = std::min<int64_t>(room, static_cast<int64_t>(doc.size()));
+          if (tok.bos_id() >= 0) prompt.push_back(tok.bos_id());
+          prompt.insert(prompt.end(), doc.end() - keep, doc.end());
+          prompt.insert(prompt.end(), question.begin() + (tok.bos_id() >= 0 ? 1 : 0), question.end());
+          Decoder decoder(m.lm);  // no context: cross-attention is skipped
+          if (FirstInteger(decoder.Generate(prompt, sampling, &tok).text) == key) ++p.truncated_correct;
+        }
+        ++p.trials;
+      }
+      out.push_back(p);
+    }
+  }
+  return out;
+}
+
+}  // namespace sharedllm

@@ -1,0 +1,45 @@
+// Evaluation protocols of EVALUATION.md on one model: CEPE/SharedLLM perplexity (n chunks to the
+// compressor, W running tokens to the upper model, the last W/16 scored) and passkey retrieval
+// (Landmark/LongLoRA format, first integer generated == key), each against the base model
+// truncated to its window. Results are plain structs; the CLI writes them as JSON.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/runtime.h"
+#include "model/token_shards.h"
+
+namespace sharedllm {
+
+struct PplPoint {
+  double length_multiple = 1;  // L / W
+  int64_t windows = 0;
+  double sharedllm_ppl = 0;    // context through the tree, W running tokens
+  double truncated_ppl = 0;    // base model, the last W tokens only
+};
+
+// Perplexity at L = multiple × W for each multiple; windows drawn (seeded) from `shard`'s
+// documents long enough for the longest multiple.
+std::vector<PplPoint> EvaluatePerplexity(LoadedModel& model, const TokenShard& shard,
+                                         const std::vector<double>& multiples, int64_t windows,
+                                         uint64_t seed);
+
+struct PasskeyPoint {
+  double length_multiple = 1;
+  double depth = 0;            // 0 = start of the haystack, 1 = its end
+  int64_t trials = 0;
+  int64_t sharedllm_correct = 0;
+  int64_t truncated_correct = 0;
+};
+
+// Passkey retrieval with the evaluation filler ("The grass is green. ..."), seeded 5-digit keys.
+std::vector<PasskeyPoint> EvaluatePasskey(LoadedModel& model, const std::vector<double>& multiples,
+                                          const std::vector<double>& depths, int64_t trials,
+                                          uint64_t seed);
+
+// The first run of digits in `text` as a number, or -1.
+int64_t FirstInteger(const std::string& text);
+
+}  // namespace sharedllm

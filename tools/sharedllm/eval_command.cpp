@@ -1,0 +1,93 @@
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "model/errors.h"
+#include "model/evaluation.h"
+#include "tools/sharedllm/commands.h"
+
+namespace sharedllm::cli {
+namespace {
+
+std::vector<double> ParseDoubles(const std::string& text) {
+  std::vector<double> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) out.push_back(std::stod(item));
+  Check(!out.empty(), "empty list '" + text + "'");
+  return out;
+}
+
+void Emit(const nlohmann::json& j, const std::string& out) {
+  std::cout << j.dump(2) << std::endl;
+  if (!out.empty()) std::ofstream(out) << j.dump(2) << "\n";
+}
+
+}  // namespace
+
+int EvalCommand(const Args& args) {
+  if (args.empty() || (args[0] != "ppl" && args[0] != "passkey")) {
+    std::cout << "usage: sharedllm eval (ppl | passkey) --model DIR [flags]   (--help per task)\n\n"
+                 "ppl:     CEPE/SharedLLM perplexity at multiples of the window, vs the base model\n"
+                 "         truncated to its window (EVALUATION.md).\n"
+                 "passkey: pass-key retrieval over lengths x depths, vs the truncated base model.\n";
+    return args.empty() ? 2 : (args[0] == "--help" || args[0] == "-h" ? 0 : 2);
+  }
+  const std::string task = args[0];
+  std::string model_dir, shard_path, lengths = "1,2,4,8,16,32", depths = "0,0.25,0.5,0.75,1", out;
+  int64_t windows = 50, trials = 5, seed = 1;
+  RuntimeFlags runtime;
+  FlagSet flags("sharedllm eval " + task + " --model DIR" +
+                    (task == "ppl" ? " --shard F [--lengths L] [--windows N]" : " [--lengths L] [--depths D] [--trials N]") +
+                    " [--out F.json]",
+                task == "ppl" ? "Perplexity of the last W/16 tokens of W running tokens, with n chunks of\n"
+                                "context in front of them through the tree (SharedLLM) and without\n"
+                                "(truncated base model); L = multiple x W."
+                              : "Pass-key retrieval: the first integer generated must equal the key.");
+  flags.String("model", &model_dir, "SharedLLM model directory");
+  flags.String("lengths", &lengths, "length multiples of the window, comma-separated");
+  flags.String("out", &out, "also write the JSON here");
+  flags.Int("seed", &seed, "sampling of windows / keys");
+  if (task == "ppl") {
+    flags.String("shard", &shard_path, "held-out token shard (tools/corpus/make_shards.py)");
+    flags.Int("windows", &windows, "windows per length");
+    flags.Require("shard");
+  } else {
+    flags.String("depths", &depths, "needle depths in [0, 1], comma-separated");
+    flags.Int("trials", &trials, "keys per (length, depth)");
+  }
+  runtime.Register(flags);
+  flags.Require("model");
+  if (int rc = flags.Parse(Args(args.begin() + 1, args.end())); rc >= 0) return rc;
+  auto model = LoadModel(model_dir, runtime.Get());
+  nlohmann::json j = {{"task", task}, {"model", model_dir},
+                      {"window", model->config.max_position_embeddings}};
+  if (task == "ppl") {
+    const TokenShard shard = TokenShard::Open(shard_path, model->config.vocab_size);
+    j["shard"] = shard_path;
+    for (const auto& p : EvaluatePerplexity(*model, shard, ParseDoubles(lengths), windows, seed)) {
+      j["points"].push_back({{"length_multiple", p.length_multiple}, {"windows", p.windows},
+                             {"sharedllm_ppl", p.sharedllm_ppl}, {"truncated_ppl", p.truncated_ppl}});
+      std::fprintf(stderr, "%5.0fx W: SharedLLM ppl %.3f, truncated %.3f (%lld windows)\n",
+                   p.length_multiple, p.sharedllm_ppl, p.truncated_ppl,
+                   static_cast<long long>(p.windows));
+    }
+  } else {
+    for (const auto& p : EvaluatePasskey(*model, ParseDoubles(lengths), ParseDoubles(depths), trials, seed)) {
+      j["points"].push_back({{"length_multiple", p.length_multiple}, {"depth", p.depth},
+                             {"trials", p.trials}, {"sharedllm_correct", p.sharedllm_correct},
+                             {"truncated_correct", p.truncated_correct}});
+      std::fprintf(stderr, "%5.0fx W depth %.2f: SharedLLM %lld/%lld, truncated %lld/%lld\n",
+                   p.length_multiple, p.depth, static_cast<long long>(p.sharedllm_correct),
+                   static_cast<long long>(p.trials), static_cast<long long>(p.truncated_correct),
+                   static_cast<long long>(p.trials));
+    }
+  }
+  Emit(j, out);
+  return 0;
+}
+
+}  // namespace sharedllm::cli
