@@ -1,0 +1,331 @@
+// The sharedllm tool as a user runs it: exit codes, help texts, `new` -> `score`/`generate`, and
+// agreement of its output with the library called in-process.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <memory>
+
+#include "model/decoder.h"
+#include "model/runtime.h"
+#include "model/safetensors.h"
+#include "model/scoring.h"
+#include "model/tokenizer.h"
+#include "tests/model_util.h"
+
+#ifndef SHAREDLLM_BIN
+#error "SHAREDLLM_BIN must name the sharedllm binary"
+#endif
+
+namespace sharedllm {
+namespace {
+
+using nlohmann::json;
+using test::CommandResult;
+
+bool Contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+class CliTest : public ::testing::Test {
+ protected:
+  CommandResult Sharedllm(std::vector<std::string> args) {
+    args.insert(args.begin(), SHAREDLLM_BIN);
+    return test::Run(args, dir_.path());
+  }
+  // Writes the tiny test config and runs `new` on it; returns the model directory.
+  std::string NewModel(const std::string& name, const ModelConfig& config, int seed,
+                       std::vector<std::string> extra = {}) {
+    const std::string config_path = dir_ / (name + ".json");
+    test::WriteFile(config_path, config.ToJsonText());
+    const std::string out = dir_ / name;
+    std::vector<std::string> args = {"new", "--config", config_path, "--out", out,
+                                     "--seed", std::to_string(seed), "--std", "0.1"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const CommandResult r = Sharedllm(args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return out;
+  }
+  static std::string IdList(const std::vector<int64_t>& ids) {
+    std::string s;
+    for (size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
+    return s;
+  }
+  static RuntimeOptions OneThread() {
+    RuntimeOptions o;
+    o.threads = 1;
+    return o;
+  }
+  test::TempDir dir_;
+};
+
+// Separate suites, so that ctest runs them in parallel.
+class CliUsageTest : public CliTest {};
+class CliErrorTest : public CliTest {};
+
+// ---- usage -------------------------------------------------------------------------------------
+
+TEST_F(CliUsageTest, HelpListsTheCommands) {
+  for (const char* h : {"--help", "-h", "help"}) {
+    const CommandResult r = Sharedllm({h});
+    EXPECT_EQ(r.exit_code, 0) << h;
+    EXPECT_TRUE(Contains(r.out, "usage: sharedllm COMMAND")) << r.out;
+    for (const char* cmd : {"generate", "score", "new"}) {
+      EXPECT_TRUE(Contains(r.out, std::string("\n  ") + cmd + " ")) << cmd << " not listed:\n" << r.out;
+    }
+  }
+}
+
+TEST_F(CliUsageTest, NoCommandIsAUsageError) {
+  const CommandResult r = Sharedllm({});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(Contains(r.err, "usage: sharedllm COMMAND")) << r.err;
+  EXPECT_TRUE(r.out.empty());
+}
+
+TEST_F(CliUsageTest, UnknownCommandExits2) {
+  const CommandResult r = Sharedllm({"frobnicate"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(Contains(r.err, "unknown command 'frobnicate'")) << r.err;
+}
+
+TEST_F(CliUsageTest, SubcommandHelp) {
+  const std::map<std::string, std::vector<std::string>> flags = {
+      {"generate", {"--model", "--prompt", "--max-tokens", "--temperature", "--stop", "--threads"}},
+      {"score", {"--model", "--token-ids", "--text-file", "--json", "--dtype"}},
+      {"new", {"--config", "--out", "--seed", "--tokenizer"}},
+  };
+  for (const auto& [cmd, names] : flags) {
+    const CommandResult r = Sharedllm({cmd, "--help"});
+    EXPECT_EQ(r.exit_code, 0) << cmd << ": " << r.err;
+    EXPECT_TRUE(Contains(r.out, "usage: sharedllm " + cmd)) << r.out;
+    for (const auto& f : names) EXPECT_TRUE(Contains(r.out, f)) << cmd << " help lacks " << f;
+  }
+}
+
+TEST_F(CliUsageTest, UnknownFlagExits2) {
+  for (const char* cmd : {"generate", "score", "new"}) {
+    const CommandResult r = Sharedllm({cmd, "--bogus", "1"});
+    EXPECT_EQ(r.exit_code, 2) << cmd;
+    EXPECT_TRUE(Contains(r.err, "unknown flag --bogus")) << r.err;
+  }
+}
+
+TEST_F(CliUsageTest, MissingRequiredFlagExits2) {
+  const CommandResult score = Sharedllm({"score", "--token-ids", "1,2"});
+  EXPECT_EQ(score.exit_code, 2);
+  EXPECT_TRUE(Contains(score.err, "missing required flag --model")) << score.err;
+  const CommandResult make = Sharedllm({"new", "--config", "c.json"});
+  EXPECT_EQ(make.exit_code, 2);
+  EXPECT_TRUE(Contains(make.err, "missing required flag --out")) << make.err;
+  const CommandResult gen = Sharedllm({"generate", "--model", "m"});
+  EXPECT_EQ(gen.exit_code, 2);
+  EXPECT_TRUE(Contains(gen.err, "missing required flag --prompt")) << gen.err;
+  const CommandResult bad = Sharedllm({"generate", "--model", "m", "--prompt", "x", "--max-tokens", "many"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_TRUE(Contains(bad.err, "bad value 'many' for --max-tokens")) << bad.err;
+}
+
+// ---- new + score -------------------------------------------------------------------------------
+
+TEST_F(CliTest, NewThenScoreJson) {
+  const ModelConfig config = test::TinyConfig();
+  const std::string config_path = dir_ / "tiny.json";
+  test::WriteFile(config_path, config.ToJsonText());
+  const CommandResult made = Sharedllm({"new", "--config", config_path, "--out", dir_ / "m",
+                                        "--seed", "3", "--std", "0.1"});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  EXPECT_TRUE(Contains(made.err, std::to_string(config.NumParameters()) + " parameters")) << made.err;
+  EXPECT_TRUE(test::Exists(dir_ / "m/config.json"));
+  EXPECT_TRUE(test::Exists(dir_ / "m/model.safetensors"));
+  EXPECT_FALSE(test::Exists(dir_ / "m/tokenizer.model"));
+
+  const std::vector<int64_t> ids = test::SeededIds(9, 61, 41);
+  const CommandResult r = Sharedllm({"score", "--model", dir_ / "m", "--token-ids", IdList(ids),
+                                     "--json", "--threads", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["tokens"], 9);
+  ASSERT_TRUE(j["nll"].is_array());
+  ASSERT_EQ(j["nll"].size(), 8u);
+  double sum = 0;
+  for (const auto& x : j["nll"]) {
+    EXPECT_GT(x.get<double>(), 0.0);
+    sum += x.get<double>();
+  }
+  const double mean = j["mean_nll"].get<double>();
+  EXPECT_NEAR(mean, sum / 8, 1e-12);
+  EXPECT_NEAR(j["ppl"].get<double>(), std::exp(mean), 1e-9 * std::exp(mean));
+
+  // The same numbers as the library in-process on the same files.
+  auto model = LoadModel(dir_ / "m", OneThread());
+  const std::vector<double> nll = TokenNll(model->lm, ids);
+  for (size_t i = 0; i < nll.size(); ++i) EXPECT_NEAR(j["nll"][i].get<double>(), nll[i], 1e-9) << i;
+  // And the weights are those of InitRandom(seed 3, std 0.1).
+  CausalLM direct = test::TinyModel(config, 3);
+  EXPECT_TRUE(at::equal(model->lm->model->embed_tokens->weight, direct->model->embed_tokens->weight));
+
+  // Plain output.
+  const CommandResult plain = Sharedllm({"score", "--model", dir_ / "m", "--token-ids", IdList(ids)});
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  char expected[128];
+  std::snprintf(expected, sizeof(expected), "tokens 9  mean_nll %.6f  ppl %.4f\n", mean, std::exp(mean));
+  EXPECT_EQ(plain.out, expected);
+}
+
+TEST_F(CliTest, NewIsSeededAndWritesTheDtype) {
+  const ModelConfig config = test::TinyConfig();
+  const std::string a = NewModel("a", config, 5), b = NewModel("b", config, 5), c = NewModel("c", config, 6);
+  EXPECT_EQ(test::ReadFile(a + "/model.safetensors"), test::ReadFile(b + "/model.safetensors"));
+  EXPECT_NE(test::ReadFile(a + "/model.safetensors"), test::ReadFile(c + "/model.safetensors"));
+  const std::string h = NewModel("h", config, 5, {"--dtype", "bfloat16"});
+  EXPECT_TRUE(Contains(test::ReadFile(h + "/config.json"), "\"torch_dtype\": \"bfloat16\""));
+  EXPECT_EQ(SafetensorsFile(h + "/model.safetensors").tensor("lm_head.weight").scalar_type(), at::kBFloat16);
+}
+
+TEST_F(CliErrorTest, ScoreBadTokenIdListExits2) {
+  const std::string m = NewModel("m", test::TinyConfig(), 1);
+  for (const char* bad : {"1,x,3", "1,,2", "one"}) {
+    const CommandResult r = Sharedllm({"score", "--model", m, "--token-ids", bad});
+    EXPECT_EQ(r.exit_code, 2) << bad;
+    EXPECT_TRUE(Contains(r.err, "--token-ids: bad token id")) << r.err;
+    EXPECT_TRUE(r.out.empty());
+  }
+}
+
+TEST_F(CliErrorTest, ScoreOutOfVocabularyIdExits1) {
+  const std::string m = NewModel("m", test::TinyConfig(), 1);
+  const CommandResult r = Sharedllm({"score", "--model", m, "--token-ids", "1,61,3"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(Contains(r.err, "error: token id 61 is outside the vocabulary [0, 61)")) << r.err;
+  const CommandResult neg = Sharedllm({"score", "--model", m, "--token-ids", "1,-2"});
+  EXPECT_EQ(neg.exit_code, 1);
+  EXPECT_TRUE(Contains(neg.err, "token id -2")) << neg.err;
+  const CommandResult one = Sharedllm({"score", "--model", m, "--token-ids", "5"});
+  EXPECT_EQ(one.exit_code, 1);
+  EXPECT_TRUE(Contains(one.err, "at least two tokens")) << one.err;
+}
+
+TEST_F(CliErrorTest, ScoreNeedsExactlyOneInput) {
+  const std::string m = NewModel("m", test::TinyConfig(), 1);
+  test::WriteFile(dir_ / "t.txt", "hello");
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"score", "--model", m},
+           {"score", "--model", m, "--token-ids", "1,2", "--text-file", dir_ / "t.txt"}}) {
+    const CommandResult r = Sharedllm(args);
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_TRUE(Contains(r.err, "give exactly one of --token-ids and --text-file")) << r.err;
+  }
+}
+
+TEST_F(CliErrorTest, ModelErrorsExit1WithMessage) {
+  const CommandResult none = Sharedllm({"score", "--model", dir_ / "absent", "--token-ids", "1,2"});
+  EXPECT_EQ(none.exit_code, 1);
+  EXPECT_TRUE(Contains(none.err, "error: no config.json in")) << none.err;
+  test::WriteFile(dir_ / "bad.json", "{\"architectures\": [\"LlamaForCausalLM\"]}");
+  const CommandResult bad = Sharedllm({"new", "--config", dir_ / "bad.json", "--out", dir_ / "x"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_TRUE(Contains(bad.err, "missing required field 'vocab_size'")) << bad.err;
+  const std::string m = NewModel("m", test::TinyConfig(), 1);
+  const CommandResult gen = Sharedllm({"generate", "--model", m, "--prompt", "hi"});
+  EXPECT_EQ(gen.exit_code, 1);
+  EXPECT_TRUE(Contains(gen.err, "has no tokenizer.model")) << gen.err;
+  const CommandResult dtype = Sharedllm({"score", "--model", m, "--token-ids", "1,2", "--dtype", "fp8"});
+  EXPECT_EQ(dtype.exit_code, 1);
+  EXPECT_TRUE(Contains(dtype.err, "unknown dtype 'fp8'")) << dtype.err;
+}
+
+// ---- with a tokenizer --------------------------------------------------------------------------
+
+class CliTextTest : public CliTest {
+ protected:
+  void SetUp() override {
+    std::string why;
+    spm_ = test::TrainTokenizer(dir_, &why);
+    if (spm_.empty()) GTEST_SKIP() << why;
+    tokenizer_ = LoadSentencePieceTokenizer(spm_);
+    config_ = test::TinyConfig();
+    config_.vocab_size = tokenizer_->vocab_size();
+    config_.eos_token_ids = {tokenizer_->eos_id()};
+  }
+  std::string spm_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  ModelConfig config_;
+};
+
+TEST_F(CliTextTest, NewRejectsTokenizerLargerThanVocab) {
+  const std::string config_path = dir_ / "small.json";
+  test::WriteFile(config_path, test::TinyConfig().ToJsonText());  // 61 < the tokenizer's pieces
+  const CommandResult r = Sharedllm({"new", "--config", config_path, "--out", dir_ / "m", "--tokenizer", spm_});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(Contains(r.err, "more than vocab_size 61")) << r.err;
+}
+
+TEST_F(CliTextTest, ScoreTextFile) {
+  const std::string m = NewModel("m", config_, 2, {"--tokenizer", spm_});
+  EXPECT_EQ(test::ReadFile(m + "/tokenizer.model"), test::ReadFile(spm_));
+  const std::string text = "hello world, this is the end";
+  test::WriteFile(dir_ / "t.txt", text);
+  const std::vector<int64_t> ids = tokenizer_->Encode(text);
+  const CommandResult r = Sharedllm({"score", "--model", m, "--text-file", dir_ / "t.txt", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["tokens"], ids.size() + 1);  // BOS prepended
+  const CommandResult no_bos = Sharedllm({"score", "--model", m, "--text-file", dir_ / "t.txt", "--json",
+                                          "--no-bos"});
+  ASSERT_EQ(no_bos.exit_code, 0) << no_bos.err;
+  const json j = json::parse(no_bos.out);
+  EXPECT_EQ(j["tokens"], ids.size());
+  // Same as scoring the ids directly.
+  const CommandResult direct = Sharedllm({"score", "--model", m, "--token-ids", IdList(ids), "--json"});
+  ASSERT_EQ(direct.exit_code, 0) << direct.err;
+  EXPECT_EQ(json::parse(direct.out), j);
+}
+
+TEST_F(CliTextTest, GenerateMatchesTheLibrary) {
+  const std::string m = NewModel("m", config_, 2, {"--tokenizer", spm_});
+  const CommandResult r = Sharedllm({"generate", "--model", m, "--prompt", "hello world", "--max-tokens", "6",
+                                     "--threads", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::vector<int64_t> prompt_ids = tokenizer_->Encode("hello world");
+  EXPECT_TRUE(Contains(r.err, "[prompt " + std::to_string(prompt_ids.size() + 1) + " tokens, generated "))
+      << r.err;
+  // The same greedy generation in-process.
+  auto model = LoadModel(m, OneThread());
+  std::vector<int64_t> ids = {tokenizer_->bos_id()};
+  ids.insert(ids.end(), prompt_ids.begin(), prompt_ids.end());
+  SamplingOptions o;
+  o.max_tokens = 6;
+  std::string streamed;
+  const GenerationResult expected = Decoder(model->lm).Generate(
+      ids, o, model->tokenizer.get(), [&](const std::string& d) { streamed += d; return true; });
+  EXPECT_TRUE(Contains(r.err, "generated " + std::to_string(expected.tokens.size()) + ", finish " +
+                                  FinishReasonName(expected.finish)))
+      << r.err;
+  EXPECT_EQ(r.out, streamed + "\n");  // stdout is the stream
+
+  const CommandResult quiet = Sharedllm({"generate", "--model", m, "--prompt", "hello world", "--max-tokens",
+                                         "6", "--quiet"});
+  ASSERT_EQ(quiet.exit_code, 0) << quiet.err;
+  EXPECT_EQ(quiet.out, r.out);  // greedy: deterministic
+  EXPECT_TRUE(quiet.err.empty()) << quiet.err;
+
+  const CommandResult zero = Sharedllm({"generate", "--model", m, "--prompt", "x", "--max-tokens", "0"});
+  EXPECT_EQ(zero.exit_code, 1);
+  EXPECT_TRUE(Contains(zero.err, "--max-tokens must be positive")) << zero.err;
+}
+
+TEST_F(CliTextTest, GenerateSamplingIsSeeded) {
+  const std::string m = NewModel("m", config_, 2, {"--tokenizer", spm_});
+  auto gen = [&](const std::string& seed) {
+    const CommandResult r = Sharedllm({"generate", "--model", m, "--prompt", "the", "--max-tokens", "12",
+                                       "--temperature", "1.0", "--seed", seed, "--quiet"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.out;
+  };
+  const std::string a = gen("7");
+  EXPECT_EQ(gen("7"), a);
+  EXPECT_NE(gen("8"), a);
+}
+
+}  // namespace
+}  // namespace sharedllm
