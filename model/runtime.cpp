@@ -33,7 +33,17 @@ std::shared_ptr<LoadedModel> LoadModel(const std::string& dir, const RuntimeOpti
   auto out = std::make_shared<LoadedModel>();
   out->dir = dir;
   out->config = ModelConfig::Load(dir);
-  const at::ScalarType dtype = ParseDtype(options.dtype, out->config);
+  at::ScalarType dtype = ParseDtype(options.dtype, out->config);
+  const at::Device device(options.device);
+  if (dtype == at::kHalf && device.is_cpu()) {
+    // libtorch 1.13 has no float16 matmul on the CPU. A float16 checkpoint (e.g. Llama-2) runs
+    // in float32 with --dtype auto; an explicit float16 request is refused here, not mid-forward.
+    if (options.dtype != "auto") {
+      throw ModelError("float16 does not run on the CPU in this libtorch; use --dtype float32 or "
+                       "bfloat16 (or auto)");
+    }
+    dtype = at::kFloat;
+  }
   CheckpointReader reader(dir);
   // Build on the CPU in the target dtype, fill from the mapped file, then move once.
   out->lm = CausalLM(out->config, at::TensorOptions().dtype(dtype));
@@ -50,7 +60,6 @@ std::shared_ptr<LoadedModel> LoadModel(const std::string& dir, const RuntimeOpti
     }
     LoadParameters(*out->lm, CheckpointReader::FromFile(path), path, IsSharedLLMParameter);
   }
-  const at::Device device(options.device);
   if (!device.is_cpu()) out->lm->to(device);
   out->lm->eval();
   for (auto& p : out->lm->parameters()) p.set_requires_grad(false);

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include <ATen/ATen.h>
@@ -141,15 +142,16 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
       problems.push_back(it.key() + ": malformed entry " + e.dump());
       continue;
     }
-    uint64_t numel = 1;
-    bool bad_shape = false;
+    uint64_t bytes = c10::elementSize(entry.dtype);
+    bool bad_shape = false, overflow = false;
     for (int64_t d : entry.shape) {
       if (d < 0) bad_shape = true;
-      numel *= static_cast<uint64_t>(d < 0 ? 0 : d);
+      overflow |= __builtin_mul_overflow(bytes, static_cast<uint64_t>(d < 0 ? 0 : d), &bytes);
     }
-    const uint64_t bytes = numel * c10::elementSize(entry.dtype);
     if (bad_shape) {
       problems.push_back(it.key() + ": negative dimension");
+    } else if (overflow) {
+      problems.push_back(it.key() + ": shape is too large (its byte count overflows)");
     } else if (entry.begin > entry.end || entry.end > data_size) {
       problems.push_back(it.key() + ": byte range [" + std::to_string(entry.begin) + ", " +
                          std::to_string(entry.end) + ") lies outside the " +
@@ -303,6 +305,23 @@ void WriteSafetensors(const std::string& path, const NamedTensors& tensors,
   WriteFileAtomic(path, out);
 }
 
+namespace {
+
+// Deletes model.safetensors, model.safetensors.index.json and model-*-of-*.safetensors in `dir`.
+void RemoveCheckpointFiles(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    const bool shard = name.rfind("model-", 0) == 0 && name.find("-of-") != std::string::npos &&
+                       name.size() > 12 && name.compare(name.size() - 12, 12, ".safetensors") == 0;
+    if (shard || name == "model.safetensors" || name == "model.safetensors.index.json") {
+      std::filesystem::remove(entry.path(), ec);
+    }
+  }
+}
+
+}  // namespace
+
 void WriteCheckpoint(const std::string& dir, const NamedTensors& tensors, size_t max_shard_bytes) {
   std::vector<NamedTensors> shards(1);
   size_t current = 0, total = 0;
@@ -317,6 +336,8 @@ void WriteCheckpoint(const std::string& dir, const NamedTensors& tensors, size_t
     total += bytes;
   }
   const std::map<std::string, std::string> meta = {{"format", "pt"}};
+  // A previous checkpoint in another layout must not survive: the reader prefers the index.
+  RemoveCheckpointFiles(dir);
   if (shards.size() == 1) {
     WriteSafetensors(JoinPath(dir, "model.safetensors"), tensors, meta);
     return;

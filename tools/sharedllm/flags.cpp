@@ -134,6 +134,7 @@ std::vector<int64_t> ParseIdList(const std::string& text) {
   std::vector<int64_t> ids;
   std::stringstream in(text);
   std::string item;
+  if (!text.empty() && text.back() == ',') throw std::invalid_argument("trailing ',' in '" + text + "'");
   while (std::getline(in, item, ',')) {
     size_t used = 0;
     int64_t v = 0;

@@ -39,16 +39,17 @@ int ScoreCommand(const Args& args) {
     return 2;
   }
 
-  auto model = LoadModel(model_dir, runtime.Get());
   std::vector<int64_t> ids;
-  if (flags.Given("token-ids")) {
+  if (flags.Given("token-ids")) {  // a usage error is reported before the model is loaded
     try {
       ids = ParseIdList(token_ids);
     } catch (const std::invalid_argument& e) {
       std::cerr << "--token-ids: " << e.what() << "\n";
       return 2;
     }
-  } else {
+  }
+  auto model = LoadModel(model_dir, runtime.Get());
+  if (!flags.Given("token-ids")) {
     Check(model->tokenizer != nullptr, model_dir + " has no tokenizer.model; use --token-ids");
     if (!no_bos && model->tokenizer->bos_id() >= 0) ids.push_back(model->tokenizer->bos_id());
     for (int64_t id : model->tokenizer->Encode(ReadTextFile(text_file))) ids.push_back(id);
