@@ -21,6 +21,8 @@ PACKAGES=(
   python3 python3-torch python3-numpy
   # offline checks of deploy/ (yamllint brings python3-yaml)
   yamllint
+  # docs/RESULTS.md plots (tools/make_results.py)
+  gnuplot-nox
 )
 
 missing=()
