@@ -3,6 +3,8 @@
 #pragma once
 
 #include <atomic>
+#include <string>
+#include <string_view>
 
 #include "sharedllm/v1/documents.grpc.pb.h"
 #include "service/auth.h"
@@ -54,6 +56,13 @@ class DocumentServiceImpl final : public sharedllm::v1::DocumentService::Service
   const Limits& limits_;
   const std::atomic<bool>& draining_;
 };
+
+// Length of the well-formed UTF-8 character at s[i] (1-4), or 0 where none starts: strict, as
+// protobuf checks `string` fields (no overlong forms, surrogates or code points above U+10FFFF).
+size_t Utf8CharLength(std::string_view s, size_t i);
+bool ValidUtf8(std::string_view s);
+// `s` with every byte that starts no well-formed character replaced by U+FFFD.
+std::string ToValidUtf8(std::string_view s);
 
 // Fills an IndexJob message from a snapshot.
 void ToProto(const JobSnapshot& s, sharedllm::v1::IndexJob* out);

@@ -109,6 +109,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
 
 int64_t Engine::window() const { return model_->config.max_position_embeddings; }
 
+int64_t Engine::chunk_size() const { return model_->shared->config().chunk_size; }
+
 absl::StatusOr<std::vector<int64_t>> Engine::Tokenize(const std::string& text) const {
   return Guard([&] { return model_->tokenizer->Encode(text); });
 }

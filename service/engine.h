@@ -65,6 +65,8 @@ class Engine {
   const std::string& fingerprint() const { return fingerprint_; }
   const std::string& model_name() const { return model_name_; }
   int64_t window() const;
+  // Tokens per chunk: chunk c of a document starts at token c * chunk_size() (ChunkSpans).
+  int64_t chunk_size() const;
 
   absl::StatusOr<std::vector<int64_t>> Tokenize(const std::string& text) const;
   // Chunk spans [begin, end) of a document of `num_tokens` tokens; empty if too short for a tree.

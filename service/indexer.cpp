@@ -252,9 +252,18 @@ void Indexer::Forget(const std::string& tenant, const std::string& doc) {
   auto it = jobs_.find({tenant, doc});
   if (it != jobs_.end()) {
     it->second->cancel = true;
+    // A queued job of a deleted document must not run: its upload is gone, and it would fail
+    // (upload_lost) or index a later document uploaded under the same id.
+    for (auto q = queue_.begin(); q != queue_.end(); ++q) {
+      if (*q == it->second) {
+        queue_.erase(q);
+        break;
+      }
+    }
     jobs_.erase(it);
   }
   std::filesystem::remove(UploadPath(tenant, doc));
+  metrics_.SetIndexQueueDepth(static_cast<int64_t>(queue_.size()));
 }
 
 void Indexer::Drain() {

@@ -12,14 +12,17 @@ using grpc::StatusCode;
 
 double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-void FillNode(const DocumentVectors& doc, const SelectedRef& r, int64_t kept,
+// `r.begin`/`r.end` are within the chunk (NodeRecord); the proto's span is in the document's
+// tokens, and chunk c starts at token c * chunk_size.
+void FillNode(const DocumentVectors& doc, const SelectedRef& r, int64_t kept, int64_t chunk_size,
               sharedllm::v1::SelectedNode* out) {
+  const int64_t offset = r.chunk * chunk_size;
   out->set_document_id(doc.document_id);
   out->set_chunk(static_cast<int32_t>(r.chunk));
   out->set_level(static_cast<int32_t>(r.level));
   out->set_index(static_cast<int32_t>(r.index));
-  out->set_token_begin(r.begin);
-  out->set_token_end(r.end);
+  out->set_token_begin(offset + r.begin);
+  out->set_token_end(offset + r.end);
   out->set_kept_positions(static_cast<int32_t>(kept));
 }
 
@@ -63,10 +66,9 @@ void Scheduler::Release() {
   cv_.notify_one();
 }
 
-absl::StatusOr<QueryServiceImpl::Retrieval> QueryServiceImpl::Search(
-    const std::string& tenant, const google::protobuf::RepeatedPtrField<std::string>& ids,
-    const std::string& collection, const std::string& question) {
-  const auto start = Clock::now();
+absl::Status QueryServiceImpl::CheckRequest(
+    const google::protobuf::RepeatedPtrField<std::string>& ids, const std::string& collection,
+    const std::string& question) const {
   if (question.empty()) return absl::InvalidArgumentError("the question is empty");
   if (static_cast<int64_t>(question.size()) > limits_.max_question_bytes) {
     return absl::InvalidArgumentError("the question exceeds " +
@@ -75,9 +77,26 @@ absl::StatusOr<QueryServiceImpl::Retrieval> QueryServiceImpl::Search(
   if (ids.empty() == collection.empty()) {
     return absl::InvalidArgumentError("give document_ids or a collection_id (not both)");
   }
+  if (!collection.empty() && !ValidId(collection)) {
+    return absl::InvalidArgumentError("bad collection_id");
+  }
+  if (ids.size() > limits_.max_documents_per_ask) {
+    return absl::InvalidArgumentError("at most " + std::to_string(limits_.max_documents_per_ask) +
+                                      " documents per question");
+  }
+  for (const auto& id : ids) {
+    if (!ValidId(id)) return absl::InvalidArgumentError("bad document_id '" + id + "'");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<QueryServiceImpl::Retrieval> QueryServiceImpl::Search(
+    const std::string& tenant, const google::protobuf::RepeatedPtrField<std::string>& ids,
+    const std::string& collection, const std::string& question) {
+  const auto start = Clock::now();
+  if (absl::Status s = CheckRequest(ids, collection, question); !s.ok()) return s;
   std::vector<DocumentMeta> docs;
   if (!collection.empty()) {
-    if (!ValidId(collection)) return absl::InvalidArgumentError("bad collection_id");
     std::string token;
     do {
       auto page = store_.ListDocuments(tenant, collection, token, 1000);
@@ -90,7 +109,6 @@ absl::StatusOr<QueryServiceImpl::Retrieval> QueryServiceImpl::Search(
     if (docs.empty()) return absl::NotFoundError("collection " + collection + " has no READY documents");
   } else {
     for (const auto& id : ids) {
-      if (!ValidId(id)) return absl::InvalidArgumentError("bad document_id '" + id + "'");
       auto meta = store_.GetDocument(tenant, id);
       if (!meta.ok()) return meta.status();
       if (meta->state != kDocumentReady) {
@@ -150,7 +168,8 @@ Status QueryServiceImpl::DoAsk(grpc::ServerContext* context, const sharedllm::v1
   options.top_p = o.top_p() == 0 ? 1.0 : o.top_p();
   options.seed = o.seed();
   if (options.max_tokens < 1 || options.max_tokens > limits_.max_answer_tokens ||
-      options.temperature < 0 || options.top_k < 0 || options.top_p < 0 || options.top_p > 1) {
+      !(options.temperature >= 0) || options.top_k < 0 ||  // NaN fails the comparisons
+      !(options.top_p >= 0 && options.top_p <= 1)) {
     return Status(StatusCode::INVALID_ARGUMENT,
                   "options: max_tokens 1.." + std::to_string(limits_.max_answer_tokens) +
                       ", temperature >= 0, top_k >= 0, top_p in [0, 1]");
@@ -159,6 +178,12 @@ Status QueryServiceImpl::DoAsk(grpc::ServerContext* context, const sharedllm::v1
   for (const auto& s : o.stop()) {
     if (s.empty() || s.size() > 64) return Status(StatusCode::INVALID_ARGUMENT, "stop strings: 1-64 bytes");
     options.stop.push_back(s);
+  }
+  // Malformed requests are refused before they take a place in the queue.
+  if (absl::Status s = CheckRequest(request->document_ids(), request->collection_id(),
+                                    request->question());
+      !s.ok()) {
+    return ToGrpcStatus(s);
   }
   const auto queued_at = Clock::now();
   auto admission = scheduler_.Admit(context);
@@ -198,10 +223,17 @@ Status QueryServiceImpl::DoAsk(grpc::ServerContext* context, const sharedllm::v1
     for (size_t k = 0; k < refs.size(); ++k, ++i) {
       const int64_t kept = records[i].k.empty() || records[i].k[0].shape.size() < 2 ? 0 : records[i].k[0].shape[1];
       SelectedRef ref{d, refs[k].chunk, refs[k].level, refs[k].index, records[i].begin, records[i].end};
-      FillNode(retrieval->documents[d], ref, kept, started.mutable_started()->add_nodes());
+      FillNode(retrieval->documents[d], ref, kept, engine_.chunk_size(),
+               started.mutable_started()->add_nodes());
     }
   }
-  if (!writer->Write(started)) return Status(StatusCode::CANCELLED, "client went away");
+  if (!writer->Write(started)) {
+    // The call is dead: past its deadline (counted as such in the metrics) or cancelled.
+    if (context->deadline() < std::chrono::system_clock::now()) {
+      return Status(StatusCode::DEADLINE_EXCEEDED, "deadline exceeded before the answer started");
+    }
+    return Status(StatusCode::CANCELLED, "client went away");
+  }
 
   const auto gen_start = Clock::now();
   auto last_token = gen_start;
@@ -217,8 +249,11 @@ Status QueryServiceImpl::DoAsk(grpc::ServerContext* context, const sharedllm::v1
         if (context->IsCancelled() || context->deadline() < std::chrono::system_clock::now()) {
           return false;  // stops the model loop at once
         }
+        // TokenDelta.text is a proto `string`: it must be valid UTF-8 or the client cannot parse
+        // the message. The decoder holds back incomplete characters, but the tokenizer lets
+        // some ill-formed byte runs through (overlong forms, surrogates), so enforce it here.
         sharedllm::v1::AskResponse msg;
-        msg.mutable_delta()->set_text(delta);
+        msg.mutable_delta()->set_text(ToValidUtf8(delta));
         if (!writer->Write(msg)) {
           client_gone = true;
           return false;
@@ -267,11 +302,19 @@ Status QueryServiceImpl::Retrieve(grpc::ServerContext* context,
                                   sharedllm::v1::RetrieveResponse* response) {
   auto tenant = keys_.Authenticate(*context);
   if (!tenant.ok()) return ToGrpcStatus(tenant.status());
+  if (draining_) return Status(StatusCode::UNAVAILABLE, "the server is draining");
+  if (absl::Status s = CheckRequest(request->document_ids(), request->collection_id(),
+                                    request->question());
+      !s.ok()) {
+    return ToGrpcStatus(s);
+  }
   auto admission = scheduler_.Admit(context);
   if (!admission.ok()) return ToGrpcStatus(admission.status());
   auto r = Search(*tenant, request->document_ids(), request->collection_id(), request->question());
   if (!r.ok()) return ToGrpcStatus(r.status());
-  for (const auto& s : r->selected) FillNode(r->documents[s.document], s, 0, response->add_nodes());
+  for (const auto& s : r->selected) {
+    FillNode(r->documents[s.document], s, 0, engine_.chunk_size(), response->add_nodes());
+  }
   response->set_num_chunks(static_cast<int32_t>(r->total_chunks));
   response->set_retrieval_seconds(r->seconds);
   return Status::OK;

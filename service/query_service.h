@@ -65,6 +65,9 @@ class QueryServiceImpl final : public sharedllm::v1::QueryService::Service {
     int64_t total_chunks = 0;
     double seconds = 0;
   };
+  // INVALID_ARGUMENT for a malformed question or document selection (checked before admission).
+  absl::Status CheckRequest(const google::protobuf::RepeatedPtrField<std::string>& ids,
+                            const std::string& collection, const std::string& question) const;
   // Resolves the documents, checks they are READY and built by this model, searches.
   absl::StatusOr<Retrieval> Search(const std::string& tenant,
                                    const google::protobuf::RepeatedPtrField<std::string>& ids,

@@ -56,6 +56,11 @@ absl::Status RunServer(const ServerOptions& o) {
   auto store = RocksDbTreeStore::Open(so);
   if (!store.ok()) return store.status();
 
+  // From here on SIGTERM drains (a signal during the start drains as soon as serving began)
+  // instead of killing the process with the store open.
+  std::signal(SIGTERM, OnSignal);
+  std::signal(SIGINT, OnSignal);
+
   Metrics metrics(SHAREDLLM_VERSION, (*engine)->model_name());
   std::unique_ptr<MetricsServer> metrics_server;
   if (!o.metrics_listen.empty()) {
@@ -96,8 +101,6 @@ absl::Status RunServer(const ServerOptions& o) {
   if (metrics_server) std::printf("metrics on port %d\n", metrics_server->port());
   std::fflush(stdout);
 
-  std::signal(SIGTERM, OnSignal);
-  std::signal(SIGINT, OnSignal);
   while (!g_signalled) std::this_thread::sleep_for(std::chrono::milliseconds(100));
 
   std::printf("draining (up to %.0f s)\n", o.drain_seconds);
