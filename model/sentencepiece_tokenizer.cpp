@@ -96,13 +96,22 @@ size_t Utf8Length(unsigned char c) {
   return 1;
 }
 
-// True when s[i..i+len) is one well-formed UTF-8 character.
+// True when s[i..i+len) is one well-formed UTF-8 character (RFC 3629: no overlong forms, no
+// surrogates, nothing above U+10FFFF), the rules protobuf applies to string fields.
 bool ValidUtf8At(const std::string& s, size_t i, size_t len) {
   if (i + len > s.size()) return false;
+  const unsigned char c0 = static_cast<unsigned char>(s[i]);
+  if (len == 1) return c0 < 0x80;
   for (size_t k = 1; k < len; ++k) {
     if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
   }
-  return len > 1 || static_cast<unsigned char>(s[i]) < 0x80;
+  const unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
+  switch (len) {
+    case 2: return c0 >= 0xC2;
+    case 3: return c0 == 0xE0 ? c1 >= 0xA0 : c0 == 0xED ? c1 <= 0x9F : true;
+    case 4: return c0 == 0xF0 ? c1 >= 0x90 : c0 == 0xF4 ? c1 <= 0x8F : c0 < 0xF4;
+  }
+  return false;
 }
 
 class SentencePieceTokenizer : public Tokenizer {

@@ -1,5 +1,6 @@
 #include "service/query_service.h"
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 
@@ -34,26 +35,32 @@ Scheduler::Admission::~Admission() {
 
 absl::StatusOr<Scheduler::Admission> Scheduler::Admit(grpc::ServerContext* context) {
   std::unique_lock<std::mutex> lock(mu_);
-  if (running_ >= options_.max_running && waiting_ >= options_.max_waiting) {
+  const bool slot_free = running_ < options_.max_running && waiting_.empty();
+  if (!slot_free && static_cast<int>(waiting_.size()) >= options_.max_waiting) {
     return absl::ResourceExhaustedError("too many questions waiting (" +
                                         std::to_string(options_.max_waiting) + ")");
   }
-  ++waiting_;
-  metrics_.SetRequestsWaiting(waiting_);
-  while (running_ >= options_.max_running) {
+  const uint64_t ticket = next_ticket_++;
+  waiting_.push_back(ticket);
+  metrics_.SetRequestsWaiting(static_cast<int64_t>(waiting_.size()));
+  // First come, first served: a request runs when a slot is free and it heads the queue, so a
+  // newcomer never overtakes a waiter.
+  while (!(running_ < options_.max_running && waiting_.front() == ticket)) {
     cv_.wait_for(lock, std::chrono::milliseconds(50));
-    if (context->IsCancelled() || context->deadline() < std::chrono::system_clock::now()) {
-      --waiting_;
-      metrics_.SetRequestsWaiting(waiting_);
-      return context->deadline() < std::chrono::system_clock::now()
-                 ? absl::DeadlineExceededError("deadline passed while queued")
-                 : absl::CancelledError("cancelled while queued");
+    const bool expired = context->deadline() < std::chrono::system_clock::now();
+    if (context->IsCancelled() || expired) {
+      waiting_.erase(std::find(waiting_.begin(), waiting_.end(), ticket));
+      metrics_.SetRequestsWaiting(static_cast<int64_t>(waiting_.size()));
+      cv_.notify_all();  // the next waiter may now head the queue
+      return expired ? absl::DeadlineExceededError("deadline passed while queued")
+                     : absl::CancelledError("cancelled while queued");
     }
   }
-  --waiting_;
+  waiting_.pop_front();
   ++running_;
-  metrics_.SetRequestsWaiting(waiting_);
+  metrics_.SetRequestsWaiting(static_cast<int64_t>(waiting_.size()));
   metrics_.SetRequestsRunning(running_);
+  cv_.notify_all();  // the new head may also find a free slot
   return Admission(this);
 }
 
@@ -63,7 +70,7 @@ void Scheduler::Release() {
     --running_;
     metrics_.SetRequestsRunning(running_);
   }
-  cv_.notify_one();
+  cv_.notify_all();
 }
 
 absl::Status QueryServiceImpl::CheckRequest(

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <mutex>
 
 #include "sharedllm/v1/query.grpc.pb.h"
@@ -42,7 +43,9 @@ class Scheduler {
   Metrics& metrics_;
   std::mutex mu_;
   std::condition_variable cv_;
-  int running_ = 0, waiting_ = 0;
+  int running_ = 0;
+  std::deque<uint64_t> waiting_;  // tickets in arrival order: admission is first come, first served
+  uint64_t next_ticket_ = 0;
 };
 
 class QueryServiceImpl final : public sharedllm::v1::QueryService::Service {
