@@ -12,7 +12,7 @@ bash tools/build.sh
 export OMP_WAIT_POLICY=PASSIVE
 build/bin/sharedllm train base --config models/mini/recipe/base.json
 [ -f runs/mini-shared-init/sharedllm.json ] || build/bin/sharedllm init --base runs/mini-base \
-  --out runs/mini-shared-init --layers 2 --chunk-size 64 --depth 3 --alphas 16,8,4 --selection last
+  --out runs/mini-shared-init --layers 2 --chunk-size 64 --depth 3 --alphas 4,2,1 --selection last
 build/bin/sharedllm train sft --config models/mini/recipe/sft.json
 mkdir -p models/mini
 cp runs/mini-sft/{config.json,model.safetensors,tokenizer.model,sharedllm.json,sharedllm.safetensors} models/mini/
