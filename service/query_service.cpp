@@ -280,6 +280,11 @@ Status QueryServiceImpl::DoAsk(grpc::ServerContext* context, const sharedllm::v1
   }
   sharedllm::v1::AskResponse final_msg;
   auto* f = final_msg.mutable_final();
+  int32_t finest = 0;
+  for (const auto& n : started.started().nodes()) finest = std::max(finest, n.level());
+  for (const auto& n : started.started().nodes()) {
+    if (n.level() == finest) *f->add_citations() = n;
+  }
   f->set_finish_reason(answer->finish_reason == "stop"  ? sharedllm::v1::Final::STOP
                        : answer->finish_reason == "eos" ? sharedllm::v1::Final::EOS
                                                         : sharedllm::v1::Final::LENGTH);

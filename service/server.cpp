@@ -16,6 +16,7 @@
 #include "service/indexer.h"
 #include "service/metrics.h"
 #include "service/query_service.h"
+#include "service/request_log.h"
 #include "treestore/rocksdb_tree_store.h"
 
 namespace sharedllm::service {
@@ -92,6 +93,9 @@ absl::Status RunServer(const ServerOptions& o) {
   builder.RegisterService(&documents);
   builder.RegisterService(&queries);
   builder.SetMaxReceiveMessageSize(2 << 20);  // upload chunks are at most 1 MiB
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(MakeRequestLogFactory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) return absl::UnavailableError("cannot listen on " + o.listen);
   server->GetHealthCheckService()->SetServingStatus(true);

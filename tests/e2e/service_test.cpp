@@ -8,6 +8,8 @@
 #include <fcntl.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
+#include <glob.h>
+
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <openssl/sha.h>
@@ -826,6 +828,17 @@ TEST_F(ServiceTest, UploadWatchAskRetrieve) {
   EXPECT_GT(f.usage().prompt_tokens(), 1);
   EXPECT_EQ(f.usage().context_tokens(), doc.num_tokens());
   EXPECT_EQ(f.usage().context_positions(), kept);
+  // Citations: exactly the selected nodes of the deepest level.
+  int32_t finest = 0;
+  for (const auto& n : a.started.nodes()) finest = std::max(finest, n.level());
+  int citations = 0;
+  for (const auto& n : a.started.nodes()) citations += n.level() == finest;
+  EXPECT_EQ(f.citations_size(), citations);
+  for (const auto& n : f.citations()) {
+    EXPECT_EQ(n.level(), finest);
+    EXPECT_EQ(n.document_id(), "doc-1");
+    EXPECT_LT(n.token_begin(), n.token_end());
+  }
   const auto& t = f.timings();
   for (double v : {t.queue_seconds(), t.retrieval_seconds(), t.kv_load_seconds(),
                    t.time_to_first_token_seconds(), t.decode_seconds(), t.total_seconds()}) {
@@ -858,6 +871,21 @@ TEST_F(ServiceTest, UploadWatchAskRetrieve) {
   ASSERT_TRUE(longer.status.ok()) << Describe(longer.status);
   for (const auto& d : longer.deltas) EXPECT_TRUE(StrictUtf8(d));
   EXPECT_TRUE(StrictUtf8(longer.text));
+
+  // Structured logs: one JSON line per RPC on the server's stderr, none per token.
+  std::string logs;
+  glob_t g;
+  if (::glob((dir_ / "server*.err").c_str(), 0, nullptr, &g) == 0) {
+    for (size_t i = 0; i < g.gl_pathc; ++i) logs += test::ReadFile(g.gl_pathv[i]);
+    ::globfree(&g);
+  }
+  size_t ask_lines = 0;
+  for (size_t at = logs.find("\"rpc\":\"/sharedllm.v1.QueryService/Ask\""); at != std::string::npos;
+       at = logs.find("\"rpc\":\"/sharedllm.v1.QueryService/Ask\"", at + 1)) {
+    ++ask_lines;
+  }
+  EXPECT_EQ(ask_lines, 3u) << logs;  // three Asks, 400+ tokens: still three lines
+  EXPECT_NE(logs.find("\"rpc\":\"/sharedllm.v1.DocumentService/UploadDocument\""), std::string::npos);
 }
 
 // 2. Restart: SIGTERM drains and exits 0; the tree persists.
