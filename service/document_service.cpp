@@ -1,6 +1,7 @@
 #include "service/document_service.h"
 
-#include <openssl/sha.h>
+#include "service/encoding.h"
+
 
 #include <chrono>
 
@@ -10,17 +11,6 @@ namespace {
 using grpc::Status;
 using grpc::StatusCode;
 
-std::string Sha256Hex(const std::string& data) {
-  unsigned char d[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), d);
-  static const char* k = "0123456789abcdef";
-  std::string s;
-  for (unsigned char c : d) {
-    s += k[c >> 4];
-    s += k[c & 15];
-  }
-  return s;
-}
 
 sharedllm::v1::IndexJob::State StateToProto(JobState s) {
   return static_cast<sharedllm::v1::IndexJob::State>(static_cast<int>(s));

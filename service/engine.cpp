@@ -1,5 +1,7 @@
 #include "service/engine.h"
 
+#include "service/encoding.h"
+
 #include <openssl/sha.h>
 
 #include <chrono>
@@ -29,15 +31,6 @@ auto Guard(F&& fn) -> absl::StatusOr<decltype(fn())> {
   }
 }
 
-std::string Hex(const unsigned char* d, size_t n) {
-  static const char* k = "0123456789abcdef";
-  std::string s;
-  for (size_t i = 0; i < n; ++i) {
-    s += k[d[i] >> 4];
-    s += k[d[i] & 15];
-  }
-  return s;
-}
 
 // SHA-256 over the files that define the compressor and the cross-attention: configs, tokenizer,
 // sharedllm weights in full, and the base weights' headers, sizes and sampled blocks (a 7B
@@ -74,7 +67,7 @@ std::string Fingerprint(const std::string& dir) {
   }
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256_Final(digest, &ctx);
-  return Hex(digest, sizeof(digest));
+  return HexEncode(std::string_view(reinterpret_cast<const char*>(digest), sizeof(digest)));
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "service/indexer.h"
 
+#include "service/encoding.h"
+
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -15,22 +17,6 @@ int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-std::string HexName(const std::string& s) {
-  static const char* k = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : s) {
-    out += k[c >> 4];
-    out += k[c & 15];
-  }
-  return out;
-}
-
-std::string UnhexName(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i + 1 < s.size(); i += 2) out += static_cast<char>(std::stoi(s.substr(i, 2), nullptr, 16));
-  return out;
 }
 
 std::string CodeName(absl::StatusCode code) { return absl::StatusCodeToString(code); }
@@ -90,7 +76,7 @@ Indexer::~Indexer() {
 }
 
 std::string Indexer::UploadPath(const std::string& tenant, const std::string& document_id) const {
-  return options_.uploads_dir + "/" + HexName(tenant) + "." + HexName(document_id) + ".txt";
+  return options_.uploads_dir + "/" + HexEncode(tenant) + "." + HexEncode(document_id) + ".txt";
 }
 
 void Indexer::ResumeInterrupted() {
@@ -99,8 +85,8 @@ void Indexer::ResumeInterrupted() {
     const std::string name = entry.path().filename().string();
     const size_t dot = name.find('.');
     if (dot == std::string::npos || entry.path().extension() != ".txt") continue;
-    const std::string tenant = UnhexName(name.substr(0, dot));
-    const std::string doc = UnhexName(name.substr(dot + 1, name.size() - dot - 5));
+    const std::string tenant = HexDecode(name.substr(0, dot));
+    const std::string doc = HexDecode(name.substr(dot + 1, name.size() - dot - 5));
     auto meta = store_.GetDocument(tenant, doc);
     if (!meta.ok() || meta->state != kDocumentIndexing) {
       fs::remove(entry.path());  // finished or deleted: the upload is no longer needed
