@@ -1,0 +1,82 @@
+// Evaluation harness: scorer worked examples and smoke runs of `eval ppl` / `eval passkey` on a
+// tiny model (an untrained SharedLLM must score exactly like its truncated base model).
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "model/evaluation.h"
+#include "model/runtime.h"
+#include "tests/model_util.h"
+
+namespace sharedllm {
+namespace {
+
+TEST(EvaluationTest, FirstIntegerWorkedExamples) {
+  EXPECT_EQ(FirstInteger(" 71432. Remember"), 71432);
+  EXPECT_EQ(FirstInteger("the key is 0042 and 7"), 42);
+  EXPECT_EQ(FirstInteger("no digits"), -1);
+  EXPECT_EQ(FirstInteger(""), -1);
+  EXPECT_EQ(FirstInteger("-5"), 5);  // sign is not part of a pass key
+}
+
+// A tiny SharedLLM built from the bundled tiny model (real tokenizer, random weights).
+std::shared_ptr<LoadedModel> TinySharedLLM(const test::TempDir& dir) {
+  RuntimeOptions o;
+  o.threads = 1;
+  auto tiny = LoadModel(std::string(SHAREDLLM_SOURCE_DIR) + "/models/tiny", o);
+  SharedLLMConfig sc;
+  sc.num_injection_layers = 1;
+  sc.chunk_size = 32;
+  sc.tree_depth = 2;
+  sc.alphas = {4, 2};
+  tiny->shared = std::make_shared<SharedLLM>(tiny->lm, sc);
+  return tiny;
+}
+
+void WriteShard(const std::string& path, uint32_t vocab, int64_t tokens, uint64_t seed) {
+  const auto ids = test::SeededIds(tokens, vocab, seed);
+  std::string out = std::string("SLTOKv1", 7) + '\0';
+  auto put = [&](uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  };
+  put(vocab, 4);
+  put(2, 4);
+  put(ids.size(), 8);
+  put(1, 8);
+  put(0, 8);
+  for (int64_t t : ids) put(static_cast<uint64_t>(t), 2);
+  put(Crc32(out.data(), out.size()), 4);
+  std::ofstream(path, std::ios::binary) << out;
+}
+
+TEST(EvaluationTest, UntrainedSharedLLMPerplexityEqualsTruncated) {
+  test::TempDir dir;
+  auto model = TinySharedLLM(dir);
+  WriteShard(dir / "heldout.bin", 1000, 4 * 256 + 10, 3);
+  const TokenShard shard = TokenShard::Open(dir / "heldout.bin");
+  const auto points = EvaluatePerplexity(*model, shard, {1, 2, 4}, 3, 1);
+  ASSERT_EQ(points.size(), 3u);
+  for (const auto& p : points) {
+    EXPECT_EQ(p.windows, 3);
+    EXPECT_GT(p.truncated_ppl, 1.0);
+    // o_proj is zero: the context cannot change a score.
+    EXPECT_NEAR(p.sharedllm_ppl, p.truncated_ppl, 1e-6 * p.truncated_ppl) << p.length_multiple;
+  }
+  // Same windows at every length: the truncated column is one number.
+  EXPECT_DOUBLE_EQ(points[0].truncated_ppl, points[2].truncated_ppl);
+}
+
+TEST(EvaluationTest, PasskeySmokeRun) {
+  test::TempDir dir;
+  auto model = TinySharedLLM(dir);
+  const auto points = EvaluatePasskey(*model, {1, 2}, {0, 1}, 1, 7);
+  ASSERT_EQ(points.size(), 4u);
+  for (const auto& p : points) {
+    EXPECT_EQ(p.trials, 1);
+    EXPECT_LE(p.sharedllm_correct, 1);
+    EXPECT_LE(p.truncated_correct, 1);
+  }
+}
+
+}  // namespace
+}  // namespace sharedllm
