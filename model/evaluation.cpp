@@ -47,9 +47,32 @@ int64_t FirstInteger(const std::string& text) {
   return v;
 }
 
+// Mean NLL of the last `scored` tokens of `all`, read whole by the base model with its rotary
+// embedding scaled for the length (the zero-shot context-extension baselines).
+double FullAttentionNll(LoadedModel& m, const std::vector<int64_t>& all, int64_t scored,
+                        RopeType type, double factor) {
+  const RotaryEmbedding saved = m.lm->rope;
+  ModelConfig scaled = m.config;
+  scaled.rope_scaling = RopeScaling();
+  scaled.rope_scaling.type = type;
+  scaled.rope_scaling.factor = factor;
+  scaled.rope_scaling.original_max_position_embeddings = m.config.max_position_embeddings;
+  m.lm->rope = RotaryEmbedding(scaled);
+  double sum = 0;
+  try {
+    const auto nll = TokenNll(m.lm, all);
+    for (size_t i = nll.size() - scored; i < nll.size(); ++i) sum += nll[i];
+  } catch (...) {
+    m.lm->rope = saved;
+    throw;
+  }
+  m.lm->rope = saved;
+  return sum / scored;
+}
+
 std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard,
                                          const std::vector<double>& multiples, int64_t windows,
-                                         uint64_t seed) {
+                                         uint64_t seed, double full_attention_max) {
   Check(m.shared != nullptr, "perplexity evaluation needs a SharedLLM model");
   c10::InferenceMode guard;
   const int64_t w = m.config.max_position_embeddings;
@@ -70,7 +93,8 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
     const int64_t length = static_cast<int64_t>(x * w);
     const int64_t context_len = (length - w) / chunk * chunk;  // n × C
     std::mt19937_64 rng(seed);
-    double shared_sum = 0, trunc_sum = 0;
+    double shared_sum = 0, trunc_sum = 0, linear_sum = 0, yarn_sum = 0;
+    const bool full = x > 1 && x <= full_attention_max;
     for (int64_t i = 0; i < windows; ++i) {
       const auto [first, count] = shard.Document(docs[rng() % docs.size()]);
       const int64_t start = first + static_cast<int64_t>(rng() % (count - max_len + 1));
@@ -81,10 +105,19 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
       const double truncated = TailNll(m, {}, text, scored);
       trunc_sum += truncated;
       shared_sum += context.empty() ? truncated : TailNll(m, context, text, scored);
+      if (full) {
+        const double factor = static_cast<double>(all.size()) / w;
+        linear_sum += FullAttentionNll(m, all, scored, RopeType::kLinear, factor);
+        yarn_sum += FullAttentionNll(m, all, scored, RopeType::kYarn, factor);
+      }
       ++p.windows;
     }
     p.sharedllm_ppl = std::exp(shared_sum / p.windows);
     p.truncated_ppl = std::exp(trunc_sum / p.windows);
+    if (full) {
+      p.full_linear_ppl = std::exp(linear_sum / p.windows);
+      p.full_yarn_ppl = std::exp(yarn_sum / p.windows);
+    }
     out.push_back(p);
   }
   return out;

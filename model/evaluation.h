@@ -18,13 +18,19 @@ struct PplPoint {
   int64_t windows = 0;
   double sharedllm_ppl = 0;    // context through the tree, W running tokens
   double truncated_ppl = 0;    // base model, the last W tokens only
+  // Base model with full attention over all L tokens, rotary scaled zero-shot by L / W
+  // (0 when not measured at this length).
+  double full_linear_ppl = 0;  // linear position interpolation (PI)
+  double full_yarn_ppl = 0;    // YaRN
 };
 
 // Perplexity at L = multiple × W for each multiple; windows drawn (seeded) from `shard`'s
 // documents long enough for the longest multiple.
+// `full_attention_max` > 0 also measures the full-attention baselines at multiples up to it
+// (attention over L tokens costs O(L^2) memory).
 std::vector<PplPoint> EvaluatePerplexity(LoadedModel& model, const TokenShard& shard,
                                          const std::vector<double>& multiples, int64_t windows,
-                                         uint64_t seed);
+                                         uint64_t seed, double full_attention_max = 0);
 
 struct PasskeyPoint {
   double length_multiple = 1;

@@ -12,13 +12,16 @@ import tempfile
 
 
 def ppl_table(runs):
-    lines = ["| held-out set | length (× W) | windows | SharedLLM ppl | truncated base ppl | ratio |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| held-out set | length (× W) | windows | SharedLLM ppl | truncated base ppl | "
+             "SharedLLM / truncated | full attention, PI | full attention, YaRN |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in runs:
         for p in r["points"]:
             ratio = p["sharedllm_ppl"] / p["truncated_ppl"]
+            pi = f"{p['full_linear_ppl']:.3f}" if "full_linear_ppl" in p else "—"
+            yarn = f"{p['full_yarn_ppl']:.3f}" if "full_yarn_ppl" in p else "—"
             lines.append(f"| {name} | {p['length_multiple']:g} | {p['windows']} | "
-                         f"{p['sharedllm_ppl']:.3f} | {p['truncated_ppl']:.3f} | {ratio:.3f} |")
+                         f"{p['sharedllm_ppl']:.3f} | {p['truncated_ppl']:.3f} | {ratio:.3f} | {pi} | {yarn} |")
     return "\n".join(lines)
 
 
@@ -66,9 +69,18 @@ def main():
                         f.write(f"{p['length_multiple']} {p['sharedllm_ppl']} {p['truncated_ppl']}\n")
                 plots.append(f"'{dat}' using 1:2 with linespoints title '{name}: SharedLLM'")
                 plots.append(f"'{dat}' using 1:3 with linespoints dashtype 2 title '{name}: truncated base'")
+                full = [p for p in r["points"] if "full_yarn_ppl" in p]
+                if full:
+                    fdat = os.path.join(tmp, name + "-full.dat")
+                    with open(fdat, "w") as f:
+                        for p in full:
+                            f.write(f"{p['length_multiple']} {p['full_linear_ppl']} {p['full_yarn_ppl']}\n")
+                    plots.append(f"'{fdat}' using 1:2 with linespoints dashtype 3 title '{name}: full attn PI'")
+                    plots.append(f"'{fdat}' using 1:3 with linespoints dashtype 4 title '{name}: full attn YaRN'")
             gnuplot(f"""set terminal png size 800,500
 set output '{a.out}/ppl_vs_length.png'
 set logscale x 2
+set logscale y
 set xlabel 'document length (multiples of the window W)'
 set ylabel 'perplexity of the last W/16 tokens'
 set key outside

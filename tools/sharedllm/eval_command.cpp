@@ -39,6 +39,7 @@ int EvalCommand(const Args& args) {
   const std::string task = args[0];
   std::string model_dir, shard_path, lengths = "1,2,4,8,16,32", depths = "0,0.25,0.5,0.75,1", out;
   int64_t windows = 50, trials = 5, seed = 1;
+  double full_max = 0;
   RuntimeFlags runtime;
   FlagSet flags("sharedllm eval " + task + " --model DIR" +
                     (task == "ppl" ? " --shard F [--lengths L] [--windows N]" : " [--lengths L] [--depths D] [--trials N]") +
@@ -54,6 +55,9 @@ int EvalCommand(const Args& args) {
   if (task == "ppl") {
     flags.String("shard", &shard_path, "held-out token shard (tools/corpus/make_shards.py)");
     flags.Int("windows", &windows, "windows per length");
+    flags.Double("full-attention-max", &full_max,
+                 "also score full attention over all L tokens with PI and YaRN rotary scaling, at "
+                 "multiples up to this (O(L^2) memory); 0 = off");
     flags.Require("shard");
   } else {
     flags.String("depths", &depths, "needle depths in [0, 1], comma-separated");
@@ -68,12 +72,17 @@ int EvalCommand(const Args& args) {
   if (task == "ppl") {
     const TokenShard shard = TokenShard::Open(shard_path, model->config.vocab_size);
     j["shard"] = shard_path;
-    for (const auto& p : EvaluatePerplexity(*model, shard, ParseDoubles(lengths), windows, seed)) {
-      j["points"].push_back({{"length_multiple", p.length_multiple}, {"windows", p.windows},
-                             {"sharedllm_ppl", p.sharedllm_ppl}, {"truncated_ppl", p.truncated_ppl}});
-      std::fprintf(stderr, "%5.0fx W: SharedLLM ppl %.3f, truncated %.3f (%lld windows)\n",
-                   p.length_multiple, p.sharedllm_ppl, p.truncated_ppl,
-                   static_cast<long long>(p.windows));
+    for (const auto& p : EvaluatePerplexity(*model, shard, ParseDoubles(lengths), windows, seed, full_max)) {
+      nlohmann::json point = {{"length_multiple", p.length_multiple}, {"windows", p.windows},
+                              {"sharedllm_ppl", p.sharedllm_ppl}, {"truncated_ppl", p.truncated_ppl}};
+      if (p.full_linear_ppl > 0) {
+        point["full_linear_ppl"] = p.full_linear_ppl;
+        point["full_yarn_ppl"] = p.full_yarn_ppl;
+      }
+      j["points"].push_back(point);
+      std::fprintf(stderr, "%5.0fx W: SharedLLM ppl %.3f, truncated %.3f, full PI %.3f, full YaRN %.3f (%lld windows)\n",
+                   p.length_multiple, p.sharedllm_ppl, p.truncated_ppl, p.full_linear_ppl,
+                   p.full_yarn_ppl, static_cast<long long>(p.windows));
     }
   } else {
     for (const auto& p : EvaluatePasskey(*model, ParseDoubles(lengths), ParseDoubles(depths), trials, seed)) {
