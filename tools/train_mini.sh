@@ -30,8 +30,8 @@ cp runs/mini-sft/{config.json,model.safetensors,tokenizer.model,sharedllm.json,s
 cp runs/mini-sft/train_log.jsonl models/mini-passkey/recipe/sft_log.jsonl
 
 # Evaluation and docs/RESULTS.md.
-$bin eval ppl --model models/mini --shard data/shards/heldout-books.bin --windows 30 --out docs/results/ppl-books.json
-$bin eval ppl --model models/mini --shard data/shards/heldout-code.bin --windows 30 --out docs/results/ppl-code.json
+$bin eval ppl --model models/mini --shard data/shards/heldout-books.bin --windows 30 --full-attention-max 16 --out docs/results/ppl-books.json
+$bin eval ppl --model models/mini --shard data/shards/heldout-code.bin --windows 30 --full-attention-max 16 --out docs/results/ppl-code.json
 $bin eval passkey --model models/mini-passkey --trials 4 --out docs/results/passkey.json
 /usr/bin/python3 tools/make_results.py --ppl books=docs/results/ppl-books.json \
   --ppl code=docs/results/ppl-code.json --passkey docs/results/passkey.json --out docs
