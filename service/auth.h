@@ -71,6 +71,11 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
     const std::string& cert, const std::string& key, const std::string& client_ca);
 
 // Status mapping; the codes are numerically the same in absl and gRPC, so it is 1:1.
+// The canonical name of a gRPC status code ("OK", ..., "UNAUTHENTICATED"); "UNKNOWN" when out of
+// range. Codes are 0..kNumStatusCodes-1.
+inline constexpr int kNumStatusCodes = 17;
+const char* StatusCodeName(grpc::StatusCode code);
+
 grpc::Status ToGrpcStatus(const absl::Status& status);
 absl::Status FromGrpcStatus(const grpc::Status& status);
 

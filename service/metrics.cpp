@@ -1,5 +1,7 @@
 #include "service/metrics.h"
 
+#include "service/auth.h"
+
 #include <httplib.h>
 #include <sys/socket.h>
 
@@ -18,18 +20,9 @@
 namespace sharedllm::service {
 namespace {
 
-// The canonical gRPC status code names (grpc/status.h, absl::StatusCodeToString).
-constexpr const char* kCodeNames[] = {
-    "OK",        "CANCELLED",         "UNKNOWN",           "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-    "UNIMPLEMENTED", "INTERNAL",      "UNAVAILABLE",       "DATA_LOSS",
-    "UNAUTHENTICATED",
-};
-
 bool IsCodeName(const std::string& s) {
-  for (const char* name : kCodeNames) {
-    if (s == name) return true;
+  for (int c = 0; c < kNumStatusCodes; ++c) {
+    if (s == StatusCodeName(static_cast<grpc::StatusCode>(c))) return true;
   }
   return false;
 }
@@ -73,7 +66,9 @@ Metrics::Metrics(const std::string& version, const std::string& model_name)
                        .Help("Finished Ask requests by gRPC status code name.")
                        .Register(r);
   // Every code starts at 0, so rate() and absent-series alerts work from the first scrape.
-  for (const char* name : kCodeNames) ask_requests_->Add({{"status", name}});
+  for (int c = 0; c < kNumStatusCodes; ++c) {
+    ask_requests_->Add({{"status", StatusCodeName(static_cast<grpc::StatusCode>(c))}});
+  }
 
   // Buckets in seconds. A token takes milliseconds on a GPU and up to ~1 s for a large model on
   // 2 CPU cores; a whole answer up to minutes.

@@ -152,13 +152,7 @@ Status QueryServiceImpl::Ask(grpc::ServerContext* context, const sharedllm::v1::
                              grpc::ServerWriter<sharedllm::v1::AskResponse>* writer) {
   const auto start = Clock::now();
   Status status = DoAsk(context, request, writer);
-  static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT",
-                                 "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-                                 "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-                                 "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
-                                 "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
-  const int code = static_cast<int>(status.error_code());
-  metrics_.AskFinished(code >= 0 && code <= 16 ? kNames[code] : "UNKNOWN", Since(start));
+  metrics_.AskFinished(StatusCodeName(status.error_code()), Since(start));
   return status;
 }
 

@@ -1,5 +1,7 @@
 #include "service/request_log.h"
 
+#include "service/auth.h"
+
 #include <chrono>
 #include <cstdio>
 
@@ -8,16 +10,6 @@
 
 namespace sharedllm::service {
 namespace {
-
-const char* CodeName(grpc::StatusCode code) {
-  static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT",
-                                 "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-                                 "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-                                 "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
-                                 "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
-  const int c = static_cast<int>(code);
-  return c >= 0 && c <= 16 ? kNames[c] : "UNKNOWN";
-}
 
 class RequestLog : public grpc::experimental::Interceptor {
  public:
@@ -35,7 +27,7 @@ class RequestLog : public grpc::experimental::Interceptor {
                              std::chrono::system_clock::now().time_since_epoch()).count()},
           {"rpc", info_->method()},
           {"peer", info_->server_context() ? info_->server_context()->peer() : ""},
-          {"code", CodeName(status.error_code())},
+          {"code", StatusCodeName(status.error_code())},
           {"seconds", seconds}};
       if (!status.ok()) line["message"] = status.error_message();
       std::fprintf(stderr, "%s\n", line.dump().c_str());

@@ -3,6 +3,7 @@
 // the fly with spm_train.
 #pragma once
 
+#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
@@ -12,6 +13,7 @@
 
 #include "model/config.h"
 #include "model/llama.h"
+#include "model/token_shards.h"
 #include "tests/test_util.h"
 
 #ifndef SHAREDLLM_SPM_TRAIN
@@ -55,6 +57,31 @@ inline std::vector<int64_t> SeededIds(int64_t n, int64_t vocab, uint64_t seed) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   auto t = at::randint(vocab, {n}, gen, at::TensorOptions().dtype(at::kLong));
   return std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + n);
+}
+
+// Writes a token shard in the SLTOKv1 format (model/token_shards.h) with uint16 tokens.
+inline void WriteTokenShard(const std::string& path, uint32_t vocab,
+                            const std::vector<std::vector<int64_t>>& docs) {
+  std::string out = std::string("SLTOKv1", 7) + '\0';
+  auto put = [&](uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  };
+  uint64_t n = 0;
+  for (const auto& d : docs) n += d.size();
+  put(vocab, 4);
+  put(2, 4);
+  put(n, 8);
+  put(docs.size(), 8);
+  uint64_t at = 0;
+  for (const auto& d : docs) {
+    put(at, 8);
+    at += d.size();
+  }
+  for (const auto& d : docs) {
+    for (int64_t t : d) put(static_cast<uint64_t>(t), 2);
+  }
+  put(Crc32(out.data(), out.size()), 4);
+  std::ofstream(path, std::ios::binary) << out;
 }
 
 inline double MaxAbsDiff(const at::Tensor& a, const at::Tensor& b) {

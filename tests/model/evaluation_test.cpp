@@ -33,26 +33,10 @@ std::shared_ptr<LoadedModel> TinySharedLLM(const test::TempDir& dir) {
   return tiny;
 }
 
-void WriteShard(const std::string& path, uint32_t vocab, int64_t tokens, uint64_t seed) {
-  const auto ids = test::SeededIds(tokens, vocab, seed);
-  std::string out = std::string("SLTOKv1", 7) + '\0';
-  auto put = [&](uint64_t v, int bytes) {
-    for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-  };
-  put(vocab, 4);
-  put(2, 4);
-  put(ids.size(), 8);
-  put(1, 8);
-  put(0, 8);
-  for (int64_t t : ids) put(static_cast<uint64_t>(t), 2);
-  put(Crc32(out.data(), out.size()), 4);
-  std::ofstream(path, std::ios::binary) << out;
-}
-
 TEST(EvaluationTest, UntrainedSharedLLMPerplexityEqualsTruncated) {
   test::TempDir dir;
   auto model = TinySharedLLM(dir);
-  WriteShard(dir / "heldout.bin", 1000, 4 * 256 + 10, 3);
+  test::WriteTokenShard(dir / "heldout.bin", 1000, {test::SeededIds(4 * 256 + 10, 1000, 3)});
   const TokenShard shard = TokenShard::Open(dir / "heldout.bin");
   const auto points = EvaluatePerplexity(*model, shard, {1, 2, 4}, 3, 1);
   ASSERT_EQ(points.size(), 3u);

@@ -15,30 +15,6 @@
 namespace sharedllm {
 namespace {
 
-// Writes a shard in the SLTOKv1 format (model/token_shards.h) with uint16 tokens.
-void WriteShard(const std::string& path, uint32_t vocab, const std::vector<std::vector<int64_t>>& docs) {
-  std::string out = std::string("SLTOKv1", 7) + '\0';
-  auto put = [&](uint64_t v, int bytes) {
-    for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-  };
-  uint64_t n = 0;
-  for (const auto& d : docs) n += d.size();
-  put(vocab, 4);
-  put(2, 4);
-  put(n, 8);
-  put(docs.size(), 8);
-  uint64_t at = 0;
-  for (const auto& d : docs) {
-    put(at, 8);
-    at += d.size();
-  }
-  for (const auto& d : docs) {
-    for (int64_t t : d) put(static_cast<uint64_t>(t), 2);
-  }
-  put(Crc32(out.data(), out.size()), 4);
-  std::ofstream(path, std::ios::binary) << out;
-}
-
 // Documents of a learnable pattern: counting sequences modulo `vocab` from random starts.
 std::vector<std::vector<int64_t>> PatternDocs(int64_t vocab, int docs, int length, uint64_t seed) {
   std::vector<std::vector<int64_t>> out;
@@ -58,8 +34,8 @@ std::string WriteTinyConfig(const test::TempDir& dir) {
 }
 
 TrainConfig BaseConfig(const test::TempDir& dir, const std::string& out) {
-  WriteShard(dir / "train.bin", 61, PatternDocs(61, 20, 200, 1));
-  WriteShard(dir / "eval.bin", 61, PatternDocs(61, 5, 200, 2));
+  test::WriteTokenShard(dir / "train.bin", 61, PatternDocs(61, 20, 200, 1));
+  test::WriteTokenShard(dir / "eval.bin", 61, PatternDocs(61, 5, 200, 2));
   TrainConfig c;
   c.mode = "base";
   c.model_config = WriteTinyConfig(dir);
@@ -177,7 +153,7 @@ TEST(TrainerTest, InstructionTuningScoresOnlyTheAnswer) {
   std::ofstream(init + "/tokenizer.model", std::ios::binary)
       << std::ifstream(std::string(SHAREDLLM_SOURCE_DIR) + "/models/tiny/tokenizer.model",
                        std::ios::binary).rdbuf();
-  WriteShard(dir / "filler.bin", 1000, PatternDocs(1000, 10, 400, 5));
+  test::WriteTokenShard(dir / "filler.bin", 1000, PatternDocs(1000, 10, 400, 5));
   TrainConfig c;
   c.mode = "sft";
   c.init = init;
