@@ -11,6 +11,7 @@
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 #include <nlohmann/json.hpp>
+#include <torch/version.h>
 
 #include "model/adamw.h"
 #include "model/errors.h"
@@ -78,6 +79,24 @@ double LearningRate(const TrainConfig& c, int64_t step) {
   return floor + 0.5 * (c.lr - floor) * (1 + std::cos(M_PI * std::min(1.0, progress)));
 }
 
+// bf16 autocast on the training device. The per-device API replaced set_cpu_enabled/set_enabled
+// in libtorch 2.4; Debian ships 1.13, a GPU machine's PyTorch a 2.x.
+void SetAutocast(const at::Device& device, bool on) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  at::autocast::set_autocast_enabled(device.type(), on);
+  if (on) at::autocast::set_autocast_dtype(device.type(), at::kBFloat16);
+#else
+  if (device.is_cpu()) {
+    at::autocast::set_cpu_enabled(on);
+    if (on) at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+  } else {
+    at::autocast::set_enabled(on);
+    if (on) at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+  }
+#endif
+  if (!on) at::autocast::clear_cache();
+}
+
 at::Tensor IdsTensor(const std::vector<std::vector<int64_t>>& rows, int64_t pad) {
   size_t width = 0;
   for (const auto& r : rows) width = std::max(width, r.size());
@@ -101,16 +120,21 @@ struct Batch {
 
 class Run {
  public:
-  explicit Run(const TrainConfig& c) : c_(c) {
+  explicit Run(const TrainConfig& c) : c_(c), device_(c.device) {
     Check(c.mode == "base" || c.mode == "lm" || c.mode == "sft",
           "mode must be base, lm or sft, not '" + c.mode + "'");
     Check(!c.out.empty(), "the training config needs \"out\"");
     Check(!c.train_shards.empty(), "the training config needs \"train_shards\"");
     Check(c.batch_size > 0 && c.grad_accum > 0 && c.steps > 0 && c.seq_len > 1,
           "batch_size, grad_accum, steps must be positive and seq_len > 1");
+    Check(c.lm_mix >= 0 && c.lm_mix <= 1, "lm_mix must be in [0, 1]");
+    Check(c.lm_mix == 0 || c.mode == "sft", "lm_mix mixes language modelling into sft only");
     RuntimeOptions runtime;
     runtime.threads = c.threads;
+    runtime.device = c.device;
     InitRuntime(runtime);
+    // TF32 matmuls on a GPU (fp32 storage, 10-bit mantissa products), as PyTorch's "high".
+    if (!device_.is_cpu()) at::globalContext().setFloat32MatmulPrecision("high");
     train_ = std::make_unique<TokenPool>(c.train_shards);
     eval_ = std::make_unique<TokenPool>(c.eval_shards);
     if (c.mode == "base") {
@@ -122,6 +146,7 @@ class Run {
         model_->config = ModelConfig::FromJsonText(ReadTextFile(c.model_config));
         model_->lm = CausalLM(model_->config, at::TensorOptions().dtype(at::kFloat));
         model_->lm->InitRandom(c.seed, 0.02);
+        model_->lm->to(device_);
       }
       if (!c.tokenizer.empty()) model_->tokenizer = LoadSentencePieceTokenizer(c.tokenizer);
       for (auto& p : model_->lm->parameters()) p.set_requires_grad(true);
@@ -245,17 +270,19 @@ class Run {
     } else {
       SharedLLM& s = *model_->shared;
       const int64_t chunk = s.config().chunk_size;
-      // sft varies the context length per step (1..n chunks) so retrieval generalises over lengths.
       auto step_rng = SampleRng(c_.seed, step, micro, stream + 100);
-      const int64_t n = c_.mode == "sft"
-                            ? std::uniform_int_distribution<int64_t>(1, c_.context_chunks)(step_rng)
+      // sft may mix in language-modelling micro-batches (lm_mix).
+      const bool lm = c_.mode == "lm" ||
+                      (c_.lm_mix > 0 && std::uniform_real_distribution<double>(0, 1)(step_rng) < c_.lm_mix);
+      // sft varies the context length per step (1..n chunks) so retrieval generalises over lengths.
+      const int64_t n = !lm ? std::uniform_int_distribution<int64_t>(1, c_.context_chunks)(step_rng)
                             : c_.context_chunks;
       b.num_chunks = n;
       for (int64_t i = 0; i < c_.batch_size; ++i) {
         auto rng = SampleRng(c_.seed, step, micro * c_.batch_size + i, stream);
         std::vector<int64_t> context;
         at::Tensor query;
-        if (c_.mode == "lm") {
+        if (lm) {
           auto w = pool.Window(rng, n * chunk + c_.seq_len + 1);
           context.assign(w.begin(), w.begin() + n * chunk);
           inputs.emplace_back(w.begin() + n * chunk, w.end() - 1);
@@ -281,8 +308,8 @@ class Run {
         b.trees.push_back(s.BuildDynamicTree(context, query, &rng));
       }
     }
-    b.inputs = IdsTensor(inputs, 0);
-    b.targets = IdsTensor(targets, -100);
+    b.inputs = IdsTensor(inputs, 0).to(device_);
+    b.targets = IdsTensor(targets, -100).to(device_);
     return b;
   }
 
@@ -299,15 +326,10 @@ class Run {
           per_sample, std::vector<int64_t>(b.trees.size(), b.num_chunks));
       ctx_ptr = &ctx;
     }
-    if (c_.bf16_autocast) {
-      at::autocast::set_cpu_enabled(true);
-      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-    }
+    if (c_.bf16_autocast) SetAutocast(device_, true);
     at::Tensor logits = model_->lm->forward(b.inputs, nullptr, ctx_ptr);  // [B, T, V] float32
-    if (c_.bf16_autocast) {
-      at::autocast::set_cpu_enabled(false);
-      at::autocast::clear_cache();
-    }
+    if (c_.bf16_autocast) SetAutocast(device_, false);
+    logits = logits.to(at::kFloat);
     return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), b.targets.reshape({-1}),
                                   {}, at::Reduction::Mean, -100);
   }
@@ -345,6 +367,7 @@ class Run {
   }
 
   TrainConfig c_;
+  at::Device device_;
   std::shared_ptr<LoadedModel> model_;
   std::unique_ptr<TokenPool> train_, eval_;
   std::unique_ptr<AdamW> optimizer_;
@@ -366,7 +389,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
       "context_chunks", "batch_size", "grad_accum", "steps", "warmup_steps", "lr", "min_lr_ratio",
       "new_params_lr_scale", "weight_decay", "grad_clip", "bf16_autocast", "lower_trainable",
       "seed", "log_every", "eval_every", "eval_batches", "checkpoint_every", "threads", "sft_tasks",
-      "stop_after"};
+      "stop_after", "device", "lm_mix"};
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (std::find(known.begin(), known.end(), it.key()) == known.end()) {
       throw ModelError("training config: unknown field '" + it.key() + "'");
@@ -379,7 +402,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
     GET(steps); GET(warmup_steps); GET(lr); GET(min_lr_ratio); GET(new_params_lr_scale);
     GET(weight_decay); GET(grad_clip); GET(bf16_autocast); GET(lower_trainable); GET(seed);
     GET(log_every); GET(eval_every); GET(eval_batches); GET(checkpoint_every); GET(threads);
-    GET(sft_tasks); GET(stop_after);
+    GET(sft_tasks); GET(stop_after); GET(device); GET(lm_mix);
 #undef GET
   } catch (const json::exception& e) {
     throw ModelError(std::string("training config has a field of the wrong type: ") + e.what());
@@ -406,7 +429,7 @@ std::string TrainConfig::ToJsonText() const {
             {"lower_trainable", lower_trainable}, {"seed", seed}, {"log_every", log_every},
             {"eval_every", eval_every}, {"eval_batches", eval_batches},
             {"checkpoint_every", checkpoint_every}, {"threads", threads}, {"sft_tasks", sft_tasks},
-            {"stop_after", stop_after}};
+            {"stop_after", stop_after}, {"device", device}, {"lm_mix", lm_mix}};
   return j.dump(2) + "\n";
 }
 

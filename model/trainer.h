@@ -37,6 +37,9 @@ struct TrainConfig {
   int64_t eval_batches = 4;          // micro-batches per eval
   int64_t checkpoint_every = 200;    // steps between checkpoints; 0: only at the end
   int threads = 0;                   // intra-op threads; 0: all cores
+  std::string device = "cpu";        // cpu | cuda | cuda:N (checkpoints stay device-independent)
+  double lm_mix = 0;                 // sft: probability that a micro-batch is language modelling
+                                     // (keeps the model's perplexity while it learns retrieval)
   int64_t stop_after = 0;            // end this run (with a checkpoint) after this many steps;
                                      // 0: run to `steps`. For time-sliced runs.
   // sft: generated tasks (see sft_data.h), by name; empty: all.

@@ -178,6 +178,14 @@ TEST(TrainerTest, InstructionTuningScoresOnlyTheAnswer) {
   auto before = CheckpointReader(init), after = CheckpointReader(c.out);
   EXPECT_FALSE(at::equal(before.tensor("model.layers.0.mlp.up_proj.weight"),
                          after.tensor("model.layers.0.mlp.up_proj.weight")));
+
+  // lm_mix = 1: every micro-batch is language modelling, so every running token is scored.
+  c.out = dir / "sft-mixed";
+  c.lm_mix = 1.0;
+  c.seq_len = 16;
+  const TrainResult mixed = Train(c);
+  EXPECT_TRUE(std::isfinite(mixed.final_loss));
+  EXPECT_EQ(mixed.tokens, 3 * 2 * 16);
 }
 
 TEST(SftDataTest, SamplesHaveTheAnswerInTheContext) {
@@ -220,6 +228,9 @@ TEST(TrainerTest, RejectsBadConfigs) {
   EXPECT_THROW(Train(c), ModelError);
   c = BaseConfig(dir, "bad2");
   c.mode = "lm";  // lm needs a SharedLLM init directory
+  EXPECT_THROW(Train(c), ModelError);
+  c = BaseConfig(dir, "bad-mix");
+  c.lm_mix = 0.5;  // mixing is an sft option
   EXPECT_THROW(Train(c), ModelError);
   c = BaseConfig(dir, "bad3");
   c.train_shards = {dir / "missing.bin"};

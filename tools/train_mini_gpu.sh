@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The GPU route to models/mini: the same C++ trainer, built against the CUDA libtorch of a GPU
+# machine's PyTorch (SHAREDLLM_MODEL_ONLY: model/ + the sharedllm tool, no service libraries),
+# on the same corpus shards as tools/train_mini.sh. Recipes: models/mini/recipe/gpu/*.json.
+#
+#   tools/train_mini_gpu.sh STAGE...      stages, in order: data build base init sft eval
+#
+# data:  unpacks data/gpu/*.xz (the shards and tokenizer, xz-packed by `tools/train_mini_gpu.sh
+#        pack` on the CPU machine that built them) into data/shards and data/tokenizer.
+# build: configures and builds build-cuda/bin/sharedllm (needs nlohmann/json.hpp: the system's, or
+#        a copy in data/gpu/include).
+# base:  calibrates the time per step over 40 steps (the first 10 not counted), then trains the base model for BASE_SECONDS (default
+#        300) worth of steps at that rate; the steps used are written to runs/gpu-base.steps.
+# init:  `sharedllm init` of the SharedLLM layout on the base model (M=2, C=64, h=3, alphas 4,2,1).
+# sft:   likewise calibrated, SFT_SECONDS (default 360) of retrieval instruction tuning mixed with
+#        language modelling (lm_mix), the lower model trainable.
+# eval:  pass-key and perplexity evaluations on the GPU into runs/gpu-eval/*.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=build-cuda/bin/sharedllm
+recipes=models/mini/recipe/gpu
+py=${PYTHON:-python3}
+
+# Runs `train MODE` for SECONDS at the throughput of a 40-step calibration run.
+timed_train() {
+  local mode=$1 config=$2 seconds=$3 out=$4
+  if [ ! -f "$out.steps" ]; then
+    rm -rf "$out-cal"
+    $bin train "$mode" --config "$config" --steps 40 --log-every 10 --out "$out-cal"
+    $py - "$config" "$out-cal/train_log.jsonl" "$seconds" "$out.steps" <<'EOF'
+import json, sys
+config = json.load(open(sys.argv[1]))
+rows = [json.loads(l) for l in open(sys.argv[2]) if '"tokens_per_second"' in l]
+secs_per_step = (rows[-1]["seconds"] - rows[0]["seconds"]) / (rows[-1]["step"] - rows[0]["step"])
+steps = int(float(sys.argv[3]) / secs_per_step)
+print(f"calibration: {secs_per_step*1000:.1f} ms/step -> {steps} steps in {sys.argv[3]} s")
+open(sys.argv[4], "w").write(f"{steps}\n")
+EOF
+  fi
+  $bin train "$mode" --config "$config" --steps "$(cat "$out.steps")"
+}
+
+for stage in "$@"; do
+  echo "=== $stage ($(date -u +%H:%M:%S))"
+  case $stage in
+    pack)
+      mkdir -p data/gpu/include
+      for f in train-0000 heldout-books heldout-code; do
+        xz -T0 -6 -c "data/shards/$f.bin" >"data/gpu/$f.bin.xz"
+      done
+      cp data/shards/INDEX.json data/tokenizer/tokenizer.model data/gpu/
+      cp -r /usr/include/nlohmann data/gpu/include/
+      ;;
+    data)
+      mkdir -p data/shards data/tokenizer
+      for f in data/gpu/*.bin.xz; do
+        dst=data/shards/$(basename "${f%.xz}")
+        [ -f "$dst" ] || $py -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" "$f" "$dst"
+      done
+      cp data/gpu/tokenizer.model data/tokenizer/
+      ;;
+    build)
+      torch_prefix=$($py -c 'import torch; print(torch.utils.cmake_prefix_path)')
+      cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DSHAREDLLM_MODEL_ONLY=ON \
+        -DSHAREDLLM_BUILD_TESTS=OFF -DCMAKE_CXX_STANDARD="${CXX_STANDARD:-17}" \
+        -DCMAKE_PREFIX_PATH="$torch_prefix" -DNLOHMANN_JSON_INCLUDE_DIR="$PWD/data/gpu/include" \
+        -DCMAKE_CUDA_ARCHITECTURES=90
+      cmake --build build-cuda --target sharedllm
+      ;;
+    base)
+      timed_train base "$recipes/base.json" "${BASE_SECONDS:-300}" runs/gpu-base
+      ;;
+    init)
+      rm -rf runs/gpu-init
+      $bin init --base runs/gpu-base --out runs/gpu-init --layers 2 --chunk-size 64 --depth 3 \
+        --alphas 4,2,1 --selection last
+      ;;
+    sft)
+      timed_train sft "$recipes/sft.json" "${SFT_SECONDS:-360}" runs/gpu-sft
+      ;;
+    eval)
+      mkdir -p runs/gpu-eval
+      $bin eval passkey --model runs/gpu-sft --device cuda --trials "${TRIALS:-10}" \
+        --out runs/gpu-eval/passkey.json
+      for doc in books code; do
+        $bin eval ppl --model runs/gpu-sft --device cuda --shard "data/shards/heldout-$doc.bin" \
+          --windows "${WINDOWS:-50}" --full-attention-max 32 --out "runs/gpu-eval/ppl-$doc.json"
+      done
+      ;;
+    *)
+      echo "unknown stage '$stage' (data build base init sft eval, or pack)" >&2
+      exit 2
+      ;;
+  esac
+done
