@@ -93,11 +93,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
     return absl::FailedPreconditionError(options.model_dir + " has no tokenizer.model");
   }
   engine->fingerprint_ = Fingerprint(options.model_dir);
-  engine->model_name_ = std::filesystem::path(options.model_dir).filename().string();
-  if (engine->model_name_.empty()) {
-    engine->model_name_ = std::filesystem::path(options.model_dir).parent_path().filename().string();
-  }
+  engine->model_name_ = ModelName(options.model_dir);
   return engine;
+}
+
+std::string Engine::ModelName(const std::string& model_dir) {
+  std::string name = std::filesystem::path(model_dir).filename().string();
+  if (name.empty()) name = std::filesystem::path(model_dir).parent_path().filename().string();
+  return name;
 }
 
 int64_t Engine::window() const { return model_->config.max_position_embeddings; }

@@ -59,6 +59,8 @@ struct AnswerResult {
 class Engine {
  public:
   static absl::StatusOr<std::unique_ptr<Engine>> Load(const EngineOptions& options);
+  // The name a model directory is known by (its last path component), known before loading.
+  static std::string ModelName(const std::string& model_dir);
   ~Engine();
 
   // Identifies the compressor: trees built by another model are refused.

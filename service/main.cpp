@@ -8,14 +8,15 @@
 int main(int argc, char** argv) {
   sharedllm::service::ServerOptions o;
   int64_t threads = 0, index_workers = 1, index_queue = 16, max_running = 1, max_waiting = 16;
-  int64_t max_document_mb = 64;
+  int64_t max_document_mb = 64, block_cache_mb = 256;
   bool no_sync = false;
   sharedllm::cli::FlagSet flags(
       "sharedllm-server --model DIR --data-dir DIR [--listen HOST:PORT] [--metrics-listen HOST:PORT]"
       " [--api-keys FILE] [--tls-cert F --tls-key F [--tls-client-ca F]]",
       "Serves DocumentService (upload documents; their context trees are built once and\n"
       "persisted in RocksDB) and QueryService (streamed answers) over gRPC, with standard health\n"
-      "checking and reflection, and Prometheus metrics on --metrics-listen. SIGTERM drains.");
+      "checking and reflection, and Prometheus metrics on --metrics-listen. The ports open before\n"
+      "the model loads (health NOT_SERVING until ready). SIGTERM drains.");
   flags.String("model", &o.model_dir, "SharedLLM model directory");
   flags.String("data-dir", &o.data_dir, "tree store and pending uploads");
   flags.String("listen", &o.listen, "gRPC address (port 0: any free port)");
@@ -34,6 +35,10 @@ int main(int argc, char** argv) {
   flags.Int("max-document-mb", &max_document_mb, "largest accepted upload, MiB");
   flags.Double("drain-seconds", &o.drain_seconds, "grace period for in-flight requests on SIGTERM");
   flags.Bool("no-sync", &no_sync, "do not fsync tree-store writes (faster; tests)");
+  flags.Int("block-cache-mb", &block_cache_mb, "tree-store (RocksDB) block cache, MiB");
+  flags.String("testing-hold-until-file", &o.testing_hold_until_file,
+               "testing only: wait for this file to exist before loading the model (health "
+               "NOT_SERVING meanwhile)");
   flags.Require("model");
   flags.Require("data-dir");
   std::vector<std::string> args(argv + 1, argv + argc);
@@ -45,6 +50,11 @@ int main(int argc, char** argv) {
   o.max_waiting = static_cast<int>(max_waiting);
   o.max_document_bytes = max_document_mb << 20;
   o.sync_writes = !no_sync;
+  if (block_cache_mb < 1) {
+    std::cerr << "sharedllm-server: --block-cache-mb must be >= 1\n";
+    return 2;
+  }
+  o.block_cache_mb = block_cache_mb;
   absl::Status s = sharedllm::service::RunServer(o);
   if (!s.ok()) {
     std::cerr << "sharedllm-server: " << s << "\n";

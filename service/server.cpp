@@ -1,7 +1,6 @@
 #include "service/server.h"
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
-#include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
 
@@ -13,10 +12,12 @@
 #include "service/auth.h"
 #include "service/document_service.h"
 #include "service/engine.h"
+#include "service/health.h"
 #include "service/indexer.h"
 #include "service/metrics.h"
 #include "service/query_service.h"
 #include "service/request_log.h"
+#include "service/startup_gate.h"
 #include "treestore/rocksdb_tree_store.h"
 
 namespace sharedllm::service {
@@ -44,6 +45,65 @@ absl::Status RunServer(const ServerOptions& o) {
   auto credentials = MakeServerCredentials(o.tls_cert, o.tls_key, o.tls_client_ca);
   if (!credentials.ok()) return credentials.status();
 
+  // From here on SIGTERM stops the start or drains, instead of killing the process with the
+  // store open.
+  std::signal(SIGTERM, OnSignal);
+  std::signal(SIGINT, OnSignal);
+
+  // 1. The ports open first, so that probes get an answer (NOT_SERVING) while loading.
+  Metrics metrics(SHAREDLLM_VERSION, Engine::ModelName(o.model_dir));
+  std::unique_ptr<MetricsServer> metrics_server;
+  if (!o.metrics_listen.empty()) {
+    auto started = MetricsServer::Start(metrics, o.metrics_listen);
+    if (!started.ok()) return started.status();
+    metrics_server = std::move(*started);
+  }
+
+  HealthService health({sharedllm::v1::DocumentService::service_full_name(),
+                        sharedllm::v1::QueryService::service_full_name()});
+  GatedDocumentService documents_gate;
+  GatedQueryService queries_gate;
+  grpc::EnableDefaultHealthCheckService(false);  // `health` replaces it (service/health.h)
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(o.listen, *credentials, &port);
+  builder.RegisterService(&health);
+  builder.RegisterService(&documents_gate);
+  builder.RegisterService(&queries_gate);
+  builder.SetMaxReceiveMessageSize(2 << 20);  // upload chunks are at most 1 MiB
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(MakeRequestLogFactory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) return absl::UnavailableError("cannot listen on " + o.listen);
+  // Ends every call (each handler below returns promptly or is bounded) before the objects it
+  // uses go out of scope, whichever way this function returns.
+  struct StopServer {
+    grpc::Server* server;
+    HealthService* health;
+    ~StopServer() {
+      health->Shutdown();
+      server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+      server->Wait();
+    }
+  } stop_server{server.get(), &health};
+  const std::string host = o.listen.substr(0, o.listen.rfind(':'));
+  std::printf("starting: gRPC on %s:%d (health NOT_SERVING until the model and store are loaded)\n",
+              host.c_str(), port);
+  if (metrics_server) std::printf("metrics on port %d\n", metrics_server->port());
+  std::fflush(stdout);
+
+  // 2. The model and the store.
+  if (!o.testing_hold_until_file.empty()) {
+    while (!g_signalled && !std::filesystem::exists(o.testing_hold_until_file)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  if (g_signalled) {
+    std::printf("stopped while starting\n");
+    return absl::OkStatus();
+  }
   EngineOptions eo;
   eo.model_dir = o.model_dir;
   eo.threads = o.threads;
@@ -54,21 +114,9 @@ absl::Status RunServer(const ServerOptions& o) {
   RocksDbTreeStoreOptions so;
   so.path = o.data_dir + "/trees";
   so.sync_writes = o.sync_writes;
+  so.block_cache_mb = o.block_cache_mb;
   auto store = RocksDbTreeStore::Open(so);
   if (!store.ok()) return store.status();
-
-  // From here on SIGTERM drains (a signal during the start drains as soon as serving began)
-  // instead of killing the process with the store open.
-  std::signal(SIGTERM, OnSignal);
-  std::signal(SIGINT, OnSignal);
-
-  Metrics metrics(SHAREDLLM_VERSION, (*engine)->model_name());
-  std::unique_ptr<MetricsServer> metrics_server;
-  if (!o.metrics_listen.empty()) {
-    auto started = MetricsServer::Start(metrics, o.metrics_listen);
-    if (!started.ok()) return started.status();
-    metrics_server = std::move(*started);
-  }
 
   IndexerOptions io;
   io.uploads_dir = o.data_dir + "/uploads";
@@ -85,33 +133,22 @@ absl::Status RunServer(const ServerOptions& o) {
   DocumentServiceImpl documents(keys, indexer, **store, limits, draining);
   QueryServiceImpl queries(keys, **engine, **store, scheduler, metrics, limits, draining);
 
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(o.listen, *credentials, &port);
-  builder.RegisterService(&documents);
-  builder.RegisterService(&queries);
-  builder.SetMaxReceiveMessageSize(2 << 20);  // upload chunks are at most 1 MiB
-  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
-  interceptors.push_back(MakeRequestLogFactory());
-  builder.experimental().SetInterceptorCreators(std::move(interceptors));
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server || port == 0) return absl::UnavailableError("cannot listen on " + o.listen);
-  server->GetHealthCheckService()->SetServingStatus(true);
-  const std::string host = o.listen.substr(0, o.listen.rfind(':'));
+  // 3. Serving. No return until the drain below, whose server->Wait() ends every call before
+  // `documents`, `queries` and what they use go out of scope.
+  documents_gate.Attach(&documents);
+  queries_gate.Attach(&queries);
+  health.SetServing(true);
   std::printf("listening on %s:%d (model %s, fingerprint %.12s)\n", host.c_str(), port,
               (*engine)->model_name().c_str(), (*engine)->fingerprint().c_str());
-  if (metrics_server) std::printf("metrics on port %d\n", metrics_server->port());
   std::fflush(stdout);
 
   while (!g_signalled) std::this_thread::sleep_for(std::chrono::milliseconds(100));
 
   std::printf("draining (up to %.0f s)\n", o.drain_seconds);
   std::fflush(stdout);
+  health.Shutdown();  // NOT_SERVING from now on; open health watches end
   draining = true;
   indexer.Drain();
-  server->GetHealthCheckService()->SetServingStatus(false);
   server->Shutdown(std::chrono::system_clock::now() +
                    std::chrono::milliseconds(static_cast<int64_t>(o.drain_seconds * 1000)));
   server->Wait();

@@ -29,11 +29,18 @@ struct ServerOptions {
   int64_t max_document_bytes = 64ll << 20;
   double drain_seconds = 30;        // on SIGTERM: how long in-flight requests may finish
   bool sync_writes = true;          // fsync each tree-store batch
+  int64_t block_cache_mb = 256;     // tree-store (RocksDB) block cache
+  // Testing only: before loading the model, wait until this file exists (or a signal arrives),
+  // so that a test can observe the server while it is starting. Empty: no wait.
+  std::string testing_hold_until_file;
 };
 
-// Runs until SIGTERM/SIGINT, then drains: health NOT_SERVING, new work UNAVAILABLE, in-flight
-// requests get `drain_seconds`, index jobs stop after their current chunk (they resume on the
-// next start). Prints "listening on HOST:PORT" once serving.
+// Opens the gRPC and metrics ports first: while the model and the tree store load, health says
+// NOT_SERVING and DocumentService/QueryService calls are UNAVAILABLE ("the server is starting").
+// Prints "starting: gRPC on HOST:PORT" and "metrics on port P" then, and "listening on HOST:PORT"
+// once serving (health SERVING). Runs until SIGTERM/SIGINT, then drains: health NOT_SERVING, new
+// work UNAVAILABLE, in-flight requests get `drain_seconds`, index jobs stop after their current
+// chunk (they resume on the next start). A signal while starting stops the start and exits.
 absl::Status RunServer(const ServerOptions& options);
 
 }  // namespace sharedllm::service

@@ -25,10 +25,12 @@
 #include <cctype>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <future>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
@@ -279,10 +281,12 @@ class Child {
 // A sharedllm-server process.
 class Server {
  public:
-  // Starts the server on 127.0.0.1 port 0 and waits (up to 90 s) for its "listening on" and
-  // "metrics on port" lines. Returns "" or an error with the server's log.
+  // Starts the server on 127.0.0.1 port 0 and waits (up to 90 s) for its "metrics on port" line
+  // and, with `until_ready`, its "listening on" line (serving), else its "starting: gRPC on" line
+  // (ports open, model still loading). Returns "" or an error with the server's log.
   std::string Start(const std::string& model_dir, const std::string& data_dir,
-                    const std::string& log_dir, const std::vector<std::string>& extra) {
+                    const std::string& log_dir, const std::vector<std::string>& extra,
+                    bool until_ready = true) {
     static int counter = 0;
     const std::string base = log_dir + "/server" + std::to_string(counter++);
     std::vector<std::string> argv = {SHAREDLLM_SERVER_BIN,
@@ -299,27 +303,28 @@ class Server {
                                      "--no-sync"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     if (!child_.Start(argv, base + ".out", base + ".err")) return "fork failed";
+    const std::string line = until_ready ? "listening on " : "starting: gRPC on ";
     const auto start = Clock::now();
     for (int i = 0; i < 10000 && SecondsSince(start) < 90; ++i) {
       const std::string out = child_.Out();
       int a = 0, b = 0, c = 0, d = 0, p = 0, m = 0;
-      const size_t l = out.find("listening on ");
+      const size_t l = out.find(line);
       const size_t mp = out.find("metrics on port ");
       if (l != std::string::npos && mp != std::string::npos &&
-          std::sscanf(out.c_str() + l, "listening on %d.%d.%d.%d:%d", &a, &b, &c, &d, &p) == 5 &&
+          std::sscanf(out.c_str() + l + line.size(), "%d.%d.%d.%d:%d", &a, &b, &c, &d, &p) == 5 &&
           std::sscanf(out.c_str() + mp, "metrics on port %d", &m) == 1 &&
-          out.find('\n', mp) != std::string::npos) {
+          out.find('\n', mp) != std::string::npos && out.find('\n', l) != std::string::npos) {
         port_ = p;
         metrics_port_ = m;
         return "";
       }
       if (!child_.running()) {
-        return "the server exited (" + std::to_string(child_.ExitCode()) + ") before listening\n" +
-               child_.Log();
+        return "the server exited (" + std::to_string(child_.ExitCode()) + ") before '" + line +
+               "'\n" + child_.Log();
       }
       SleepMs(20);
     }
-    return "the server did not print 'listening on' within 90 s\n" + child_.Log();
+    return "the server did not print '" + line + "' within 90 s\n" + child_.Log();
   }
 
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
@@ -569,6 +574,88 @@ grpc::Status HealthCheck(const Conn& c, const std::string& service, int* serving
   return status;
 }
 
+// grpc.health.v1.Health/Watch through the generic stub (a server-streaming call made as a
+// bidirectional one: one request, then half-close), collecting every status it streams.
+class HealthWatch : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  HealthWatch(const Conn& c, const std::string& service, double seconds)
+      : stub_(c.channel) {
+    c.Prepare(&ctx_, seconds);
+    std::string bytes;
+    if (!service.empty()) {
+      bytes += '\x0a';
+      bytes += static_cast<char>(service.size());  // < 128 bytes in these tests
+      bytes += service;
+    }
+    grpc::Slice slice(bytes);
+    request_ = grpc::ByteBuffer(&slice, 1);
+    stub_.PrepareBidiStreamingCall(&ctx_, "/grpc.health.v1.Health/Watch", grpc::StubOptions(), this);
+    StartWrite(&request_);
+    StartRead(&response_);
+    StartCall();
+  }
+  ~HealthWatch() override {
+    ctx_.TryCancel();
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return done_; });  // the reactor must not outlive the call
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (ok) StartWritesDone();
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) return;
+    std::vector<grpc::Slice> slices;
+    std::string bytes;
+    if (response_.Dump(&slices).ok()) {
+      for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    }
+    int status = -1;
+    if (bytes.empty()) status = 0;
+    if (bytes.size() == 2 && bytes[0] == '\x08') status = static_cast<unsigned char>(bytes[1]);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      statuses_.push_back(status);
+    }
+    cv_.notify_all();
+    StartRead(&response_);
+  }
+  void OnDone(const grpc::Status& s) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      status_ = s;
+      done_ = true;
+    }
+    cv_.notify_all();
+  }
+
+  // Waits up to `seconds` until `count` statuses have arrived or the call ended; returns them.
+  std::vector<int> WaitFor(size_t count, double seconds) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)),
+                 [&] { return statuses_.size() >= count || done_; });
+    return statuses_;
+  }
+  // Waits up to `seconds` for the call to end; false if it has not.
+  bool WaitDone(double seconds, grpc::Status* status) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)),
+                 [&] { return done_; });
+    *status = status_;
+    return done_;
+  }
+
+ private:
+  grpc::GenericStub stub_;
+  grpc::ClientContext ctx_;
+  grpc::ByteBuffer request_, response_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<int> statuses_;  // UNKNOWN 0, SERVING 1, NOT_SERVING 2, SERVICE_UNKNOWN 3; -1 unreadable
+  bool done_ = false;
+  grpc::Status status_;
+};
+
 // ---------------------------------------------------------------------------------------------
 // Metrics.
 
@@ -638,11 +725,13 @@ class ServiceTest : public ::testing::Test {
 
   // Starts a server (kept in servers_, stopped in teardown) and fails the test if it cannot.
   // `data_dir` defaults to a fresh directory.
-  Server& StartServer(const std::vector<std::string>& extra = {}, std::string data_dir = "") {
+  // `until_ready` false: returns once the ports are open (see Server::Start).
+  Server& StartServer(const std::vector<std::string>& extra = {}, std::string data_dir = "",
+                      bool until_ready = true) {
     if (data_dir.empty()) data_dir = dir_.Mkdir("data" + std::to_string(servers_.size()));
     servers_.push_back(std::make_unique<Server>());
     Server& s = *servers_.back();
-    const std::string error = s.Start(model_dir_, data_dir, dir_.path(), extra);
+    const std::string error = s.Start(model_dir_, data_dir, dir_.path(), extra, until_ready);
     EXPECT_EQ(error, "");
     return s;
   }
@@ -1526,6 +1615,93 @@ TEST_F(ServiceTest, HealthCheckServing) {
   s = HealthCheck(anonymous, "", &serving);
   ASSERT_TRUE(s.ok()) << Describe(s);
   EXPECT_EQ(serving, 1);
+}
+
+
+// 14. The ports open before the model loads: health NOT_SERVING (overall and per service) and
+// service calls UNAVAILABLE until ready, then SERVING; NOT_SERVING again once draining. The
+// server holds its start until a file exists (--testing-hold-until-file), so the test decides
+// when loading begins instead of racing it.
+
+TEST_F(ServiceTest, HealthNotServingUntilLoadedThenServingThenDraining) {
+  const std::string hold = dir_ / "release-start";
+  Server& server = StartServer({"--testing-hold-until-file", hold}, "", /*until_ready=*/false);
+  ASSERT_FALSE(HasFailure());
+  Conn c(server.address());
+  const std::vector<std::string> names = {"", "sharedllm.v1.DocumentService",
+                                          "sharedllm.v1.QueryService"};
+  for (const auto& name : names) {
+    int serving = -1;
+    grpc::Status s = HealthCheck(c, name, &serving);
+    ASSERT_TRUE(s.ok()) << "'" << name << "': " << Describe(s) << server.Log();
+    EXPECT_EQ(serving, 2) << "'" << name << "': expected NOT_SERVING while starting";
+  }
+  int serving = -1;
+  EXPECT_EQ(HealthCheck(c, "no.such.Service", &serving).error_code(), grpc::StatusCode::NOT_FOUND);
+  HealthWatch watch(c, "", 60);
+  EXPECT_EQ(watch.WaitFor(1, 10), std::vector<int>{2});
+
+  // Every service call is answered at once, UNAVAILABLE with the reason; none reaches a handler.
+  pb::IndexJob job;
+  grpc::Status s = Upload(c, "early", Text(2000, 40), &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << Describe(s);
+  EXPECT_NE(s.error_message().find("starting"), std::string::npos) << s.error_message();
+  AskResult early = Ask(c, AskFor({"early"}, "Anyone there?", 4));
+  EXPECT_EQ(early.status.error_code(), grpc::StatusCode::UNAVAILABLE) << Describe(early.status);
+  EXPECT_NE(early.status.error_message().find("starting"), std::string::npos);
+  EXPECT_FALSE(early.has_started);
+  pb::Document doc;
+  EXPECT_EQ(GetDocument(c, "early", &doc).error_code(), grpc::StatusCode::UNAVAILABLE);
+  std::vector<pb::Document> all;
+  EXPECT_EQ(ListAll(c, &all).error_code(), grpc::StatusCode::UNAVAILABLE);
+  pb::RetrieveRequest retrieve;
+  retrieve.add_document_ids("early");
+  retrieve.set_question("Anyone?");
+  pb::RetrieveResponse retrieved;
+  EXPECT_EQ(Retrieve(c, retrieve, &retrieved).error_code(), grpc::StatusCode::UNAVAILABLE);
+  // The metrics port is open too.
+  EXPECT_NE(Scrape(server.metrics_port()).find("sharedllm_build_info"), std::string::npos);
+  EXPECT_EQ(server.child().Out().find("listening on"), std::string::npos) << "ready too early";
+
+  // Let it load; health turns SERVING (polled, with a deadline).
+  WriteFile(hold, "");
+  const auto start = Clock::now();
+  for (int i = 0; i < 10000 && SecondsSince(start) < 90; ++i) {
+    ASSERT_TRUE(HealthCheck(c, "", &serving).ok());
+    if (serving != 2) break;
+    SleepMs(50);
+  }
+  ASSERT_EQ(serving, 1) << "expected SERVING after loading\n" << server.Log();
+  for (const auto& name : names) {
+    ASSERT_TRUE(HealthCheck(c, name, &serving).ok());
+    EXPECT_EQ(serving, 1) << "'" << name << "'";
+  }
+  EXPECT_EQ(watch.WaitFor(2, 10), (std::vector<int>{2, 1}));
+  ASSERT_NO_FATAL_FAILURE(UploadReady(c, "doc", Text(2000, 41)));
+  EXPECT_TRUE(Ask(c, AskFor({"doc"}, "Ready now?", 4)).status.ok());
+
+  // SIGTERM: the watch sees NOT_SERVING and ends (it does not hold up the drain); exit 0.
+  server.child().Signal(SIGTERM);
+  EXPECT_EQ(watch.WaitFor(3, 30), (std::vector<int>{2, 1, 2}));
+  grpc::Status watch_status;
+  ASSERT_TRUE(watch.WaitDone(30, &watch_status));
+  EXPECT_TRUE(watch_status.ok()) << Describe(watch_status);
+  ASSERT_TRUE(server.child().Wait(60)) << server.Log();
+  EXPECT_EQ(server.child().ExitCode(), 0) << server.Log();
+}
+
+TEST_F(ServiceTest, SignalWhileStartingExitsWithoutLoading) {
+  Server& server = StartServer({"--testing-hold-until-file", dir_ / "never"}, "",
+                               /*until_ready=*/false);
+  ASSERT_FALSE(HasFailure());
+  Conn c(server.address());
+  int serving = -1;
+  ASSERT_TRUE(HealthCheck(c, "", &serving).ok());
+  EXPECT_EQ(serving, 2);
+  server.child().Signal(SIGTERM);
+  ASSERT_TRUE(server.child().Wait(30)) << server.Log();
+  EXPECT_EQ(server.child().ExitCode(), 0) << server.Log();
+  EXPECT_NE(server.child().Out().find("stopped while starting"), std::string::npos) << server.Log();
 }
 
 }  // namespace
