@@ -9,6 +9,7 @@
 #include "model/decoder.h"
 #include "model/errors.h"
 #include "model/scoring.h"
+#include "model/streaming_llm.h"
 
 namespace sharedllm {
 namespace {
@@ -93,7 +94,7 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
     const int64_t length = static_cast<int64_t>(x * w);
     const int64_t context_len = (length - w) / chunk * chunk;  // n × C
     std::mt19937_64 rng(seed);
-    double shared_sum = 0, trunc_sum = 0, linear_sum = 0, yarn_sum = 0;
+    double shared_sum = 0, trunc_sum = 0, linear_sum = 0, yarn_sum = 0, stream_sum = 0;
     const bool full = x > 1 && x <= full_attention_max;
     for (int64_t i = 0; i < windows; ++i) {
       const auto [first, count] = shard.Document(docs[rng() % docs.size()]);
@@ -105,6 +106,7 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
       const double truncated = TailNll(m, {}, text, scored);
       trunc_sum += truncated;
       shared_sum += context.empty() ? truncated : TailNll(m, context, text, scored);
+      stream_sum += StreamingNll(m.lm, all, scored);
       if (full) {
         const double factor = static_cast<double>(all.size()) / w;
         linear_sum += FullAttentionNll(m, all, scored, RopeType::kLinear, factor);
@@ -114,6 +116,7 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
     }
     p.sharedllm_ppl = std::exp(shared_sum / p.windows);
     p.truncated_ppl = std::exp(trunc_sum / p.windows);
+    p.streaming_ppl = std::exp(stream_sum / p.windows);
     if (full) {
       p.full_linear_ppl = std::exp(linear_sum / p.windows);
       p.full_yarn_ppl = std::exp(yarn_sum / p.windows);

@@ -22,10 +22,12 @@ struct PplPoint {
   // (0 when not measured at this length).
   double full_linear_ppl = 0;  // linear position interpolation (PI)
   double full_yarn_ppl = 0;    // YaRN
+  double streaming_ppl = 0;    // StreamingLLM: 4 attention sinks + recent tokens, cache <= W
 };
 
 // Perplexity at L = multiple × W for each multiple; windows drawn (seeded) from `shard`'s
-// documents long enough for the longest multiple.
+// documents long enough for the longest multiple. StreamingLLM (model/streaming_llm.h) reads all
+// L tokens at every length (O(L W)).
 // `full_attention_max` > 0 also measures the full-attention baselines at multiples up to it
 // (attention over L tokens costs O(L^2) memory).
 std::vector<PplPoint> EvaluatePerplexity(LoadedModel& model, const TokenShard& shard,

@@ -19,6 +19,8 @@ int InitCommand(const Args& args);
 int AskCommand(const Args& args);
 int TrainCommand(const Args& args);
 int EvalCommand(const Args& args);
+// `eval ruler | mathfind` (eval_tasks_command.cpp), dispatched by EvalCommand.
+int EvalTasksCommand(const Args& args);
 
 // --threads, --dtype, --device, shared by every command that runs a model.
 struct RuntimeFlags {

@@ -8,6 +8,7 @@
 #include "model/errors.h"
 #include "model/evaluation.h"
 #include "tools/sharedllm/commands.h"
+#include "tools/sharedllm/eval_ablation.h"
 
 namespace sharedllm::cli {
 namespace {
@@ -29,15 +30,19 @@ void Emit(const nlohmann::json& j, const std::string& out) {
 }  // namespace
 
 int EvalCommand(const Args& args) {
+  if (!args.empty() && (args[0] == "ruler" || args[0] == "mathfind")) return EvalTasksCommand(args);
   if (args.empty() || (args[0] != "ppl" && args[0] != "passkey")) {
-    std::cout << "usage: sharedllm eval (ppl | passkey) --model DIR [flags]   (--help per task)\n\n"
-                 "ppl:     CEPE/SharedLLM perplexity at multiples of the window, vs the base model\n"
-                 "         truncated to its window (EVALUATION.md).\n"
-                 "passkey: pass-key retrieval over lengths x depths, vs the truncated base model.\n";
+    std::cout << "usage: sharedllm eval (ppl | passkey | ruler | mathfind) --model DIR [flags]   (--help per task)\n\n"
+                 "ppl:      CEPE/SharedLLM perplexity at multiples of the window, vs the base model\n"
+                 "          truncated to its window, full attention (PI, YaRN) and StreamingLLM.\n"
+                 "passkey:  pass-key retrieval over lengths x depths, vs the truncated base model.\n"
+                 "ruler:    RULER niah_single_1, niah_multikey_2/3, vt, cwe, fwe (string_match_all).\n"
+                 "mathfind: InfiniteBench Math.Find, scaled (largest / smallest / median of a list).\n"
+                 "Every task takes --ablate K=V,... (evaluation-time SharedLLM ablations).\n";
     return args.empty() ? 2 : (args[0] == "--help" || args[0] == "-h" ? 0 : 2);
   }
   const std::string task = args[0];
-  std::string model_dir, shard_path, lengths = "1,2,4,8,16,32", depths = "0,0.25,0.5,0.75,1", out;
+  std::string model_dir, shard_path, lengths = "1,2,4,8,16,32", depths = "0,0.25,0.5,0.75,1", out, ablate;
   int64_t windows = 50, trials = 5, seed = 1;
   double full_max = 0;
   RuntimeFlags runtime;
@@ -52,6 +57,7 @@ int EvalCommand(const Args& args) {
   flags.String("lengths", &lengths, "length multiples of the window, comma-separated");
   flags.String("out", &out, "also write the JSON here");
   flags.Int("seed", &seed, "sampling of windows / keys");
+  flags.String("ablate", &ablate, kAblateHelp);
   if (task == "ppl") {
     flags.String("shard", &shard_path, "held-out token shard (tools/corpus/make_shards.py)");
     flags.Int("windows", &windows, "windows per length");
@@ -66,22 +72,25 @@ int EvalCommand(const Args& args) {
   runtime.Register(flags);
   flags.Require("model");
   if (int rc = flags.Parse(Args(args.begin() + 1, args.end())); rc >= 0) return rc;
+  const Ablation ablation = ParseAblation(ablate);
   auto model = LoadModel(model_dir, runtime.Get());
   nlohmann::json j = {{"task", task}, {"model", model_dir},
                       {"window", model->config.max_position_embeddings}};
+  ApplyAblationFlag(*model, ablation, j);
   if (task == "ppl") {
     const TokenShard shard = TokenShard::Open(shard_path, model->config.vocab_size);
     j["shard"] = shard_path;
     for (const auto& p : EvaluatePerplexity(*model, shard, ParseDoubles(lengths), windows, seed, full_max)) {
       nlohmann::json point = {{"length_multiple", p.length_multiple}, {"windows", p.windows},
-                              {"sharedllm_ppl", p.sharedllm_ppl}, {"truncated_ppl", p.truncated_ppl}};
+                              {"sharedllm_ppl", p.sharedllm_ppl}, {"truncated_ppl", p.truncated_ppl},
+                              {"streaming_ppl", p.streaming_ppl}};
       if (p.full_linear_ppl > 0) {
         point["full_linear_ppl"] = p.full_linear_ppl;
         point["full_yarn_ppl"] = p.full_yarn_ppl;
       }
       j["points"].push_back(point);
-      std::fprintf(stderr, "%5.0fx W: SharedLLM ppl %.3f, truncated %.3f, full PI %.3f, full YaRN %.3f (%lld windows)\n",
-                   p.length_multiple, p.sharedllm_ppl, p.truncated_ppl, p.full_linear_ppl,
+      std::fprintf(stderr, "%5.0fx W: SharedLLM ppl %.3f, truncated %.3f, StreamingLLM %.3f, full PI %.3f, full YaRN %.3f (%lld windows)\n",
+                   p.length_multiple, p.sharedllm_ppl, p.truncated_ppl, p.streaming_ppl, p.full_linear_ppl,
                    p.full_yarn_ppl, static_cast<long long>(p.windows));
     }
   } else {

@@ -20,7 +20,7 @@ const Command kCommands[] = {
     {"init", "turn a base model into an untrained SharedLLM", sharedllm::cli::InitCommand},
     {"ask", "answer a question about a long document", sharedllm::cli::AskCommand},
     {"train", "train a base model or SharedLLM (base | lm | sft)", sharedllm::cli::TrainCommand},
-    {"eval", "perplexity and pass-key evaluations (ppl | passkey)", sharedllm::cli::EvalCommand},
+    {"eval", "evaluations (ppl | passkey | ruler | mathfind)", sharedllm::cli::EvalCommand},
 };
 
 void Usage(std::ostream& out) {

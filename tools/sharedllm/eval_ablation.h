@@ -1,0 +1,23 @@
+// `--ablate k=v,...` of the eval commands: evaluation-time overrides of sharedllm.json
+// (model/ablation.h), recorded in the results JSON so that tools/make_results.py can tabulate them.
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "model/ablation.h"
+#include "model/runtime.h"
+
+namespace sharedllm::cli {
+
+inline constexpr const char* kAblateHelp =
+    "evaluation-time ablation, e.g. search=off,chunk_positions=off,selection=mean,depth=2 "
+    "(keys: search, chunk_positions, selection, depth, alphas=A/B/C, beta); switches that need "
+    "retraining are refused";
+
+// Rebuilds model.shared with `ablation` applied (same weights) and records "ablation" (the
+// canonical string, "" for none) and "sharedllm_config" (what was evaluated) in `j`.
+void ApplyAblationFlag(LoadedModel& model, const Ablation& ablation, nlohmann::json& j);
+
+}  // namespace sharedllm::cli
