@@ -240,10 +240,7 @@ Status DocumentServiceImpl::DeleteDocument(grpc::ServerContext* context,
   auto tenant = Tenant(keys_, context);
   if (!tenant.ok()) return ToGrpcStatus(tenant.status());
   if (Status s = CheckId(request->document_id(), "document_id"); !s.ok()) return s;
-  indexer_.Forget(*tenant, request->document_id());
-  absl::Status s = store_.DeleteDocument(*tenant, request->document_id());
-  store_.DeleteJob(*tenant, request->document_id()).IgnoreError();
-  return ToGrpcStatus(s);
+  return ToGrpcStatus(indexer_.Delete(*tenant, request->document_id()));
 }
 
 }  // namespace sharedllm::service

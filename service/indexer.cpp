@@ -103,24 +103,50 @@ void Indexer::ResumeInterrupted() {
   work_.notify_all();
 }
 
+std::mutex& Indexer::DocumentLock(const Key& key) {
+  return document_locks_[std::hash<std::string>{}(key.first + '\0' + key.second) %
+                         document_locks_.size()];
+}
+
+bool Indexer::WriteIfOwner(const std::shared_ptr<Job>& job, const std::function<void()>& write) {
+  const Key key{job->snap.tenant, job->snap.document_id};
+  std::lock_guard<std::mutex> document(DocumentLock(key));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = jobs_.find(key);
+    if (it == jobs_.end() || it->second != job) return false;
+  }
+  write();
+  return true;
+}
+
 absl::StatusOr<JobSnapshot> Indexer::Submit(DocumentMeta meta, std::string text) {
-  std::shared_ptr<Job> job;
+  const Key key{meta.tenant, meta.document_id};
+  // Admission: every check and the reservation under one lock, so that concurrent submits can
+  // neither overfill the queue nor both take the same id.
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (draining_) return absl::UnavailableError("the server is draining; retry on another replica");
-    if (static_cast<int>(queue_.size()) >= options_.queue_capacity) {
+    if (static_cast<int>(queue_.size() + admitting_.size()) >= options_.queue_capacity) {
       return absl::ResourceExhaustedError("the index queue is full (" +
                                           std::to_string(options_.queue_capacity) + " jobs)");
     }
-    auto it = jobs_.find({meta.tenant, meta.document_id});
-    if (it != jobs_.end() && !Terminal(it->second->snap.state)) {
+    auto it = jobs_.find(key);
+    if (admitting_.count(key) || (it != jobs_.end() && !Terminal(it->second->snap.state))) {
       return absl::AlreadyExistsError("document " + meta.document_id + " is being indexed");
     }
+    admitting_.insert(key);
   }
-  if (store_.GetDocument(meta.tenant, meta.document_id).ok()) {
-    return absl::AlreadyExistsError("document " + meta.document_id + " exists; delete it first");
-  }
-  {
+  if (options_.testing_after_admission) options_.testing_after_admission(meta.document_id);
+  auto job = std::make_shared<Job>();
+  JobSnapshot snap;
+  absl::Status status = [&]() -> absl::Status {
+    // Under the document's lock: a job of an earlier document with this id (cancelled, still
+    // cleaning up) cannot remove this upload or data (WriteIfOwner).
+    std::lock_guard<std::mutex> document(DocumentLock(key));
+    if (store_.GetDocument(meta.tenant, meta.document_id).ok()) {
+      return absl::AlreadyExistsError("document " + meta.document_id + " exists; delete it first");
+    }
     const std::string path = UploadPath(meta.tenant, meta.document_id);
     std::ofstream out(path + ".tmp", std::ios::binary | std::ios::trunc);
     out.write(text.data(), static_cast<std::streamsize>(text.size()));
@@ -128,26 +154,31 @@ absl::StatusOr<JobSnapshot> Indexer::Submit(DocumentMeta meta, std::string text)
     if (!out || std::rename((path + ".tmp").c_str(), path.c_str()) != 0) {
       return absl::UnavailableError("cannot store the upload in " + options_.uploads_dir);
     }
-  }
-  meta.state = kDocumentIndexing;
-  meta.created_unix_ms = meta.updated_unix_ms = NowMs();
-  meta.model_fingerprint = engine_.fingerprint();
-  meta.chunks_done = 0;
-  if (absl::Status s = store_.PutDocument(meta); !s.ok()) {
-    std::filesystem::remove(UploadPath(meta.tenant, meta.document_id));
-    return s;
-  }
-  job = std::make_shared<Job>();
-  job->snap = {meta.tenant, meta.document_id, JobState::kQueued, 0, 0, 0, "", "",
-               meta.created_unix_ms, meta.created_unix_ms, 1};
-  JobSnapshot snap;
-  {
+    meta.state = kDocumentIndexing;
+    meta.created_unix_ms = meta.updated_unix_ms = NowMs();
+    meta.model_fingerprint = engine_.fingerprint();
+    meta.chunks_done = 0;
+    if (absl::Status s = store_.PutDocument(meta); !s.ok()) {
+      std::filesystem::remove(path);
+      return s;
+    }
+    job->snap = {meta.tenant, meta.document_id, JobState::kQueued, 0, 0, 0, "", "",
+                 meta.created_unix_ms, meta.created_unix_ms, 1};
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      admitting_.erase(key);
+      jobs_[key] = job;  // the new owner: an earlier job of this id writes nothing from now on
+      queue_.push_back(job);
+      snap = job->snap;
+    }
+    store_.PutJob(meta.tenant, meta.document_id, ToJson(snap).dump()).IgnoreError();
+    return absl::OkStatus();
+  }();
+  if (!status.ok()) {
     std::lock_guard<std::mutex> lock(mu_);
-    jobs_[{meta.tenant, meta.document_id}] = job;
-    queue_.push_back(job);
-    snap = job->snap;
+    admitting_.erase(key);
+    return status;
   }
-  store_.PutJob(meta.tenant, meta.document_id, ToJson(snap).dump()).IgnoreError();
   metrics_.SetIndexQueueDepth(queue_depth());
   work_.notify_one();
   return snap;
@@ -224,8 +255,10 @@ absl::StatusOr<JobSnapshot> Indexer::Cancel(const std::string& tenant, const std
   }
   if (queued) {
     // Never started: clean up here. A running job cleans up after its current chunk.
-    store_.DeleteDocument(tenant, doc).IgnoreError();
-    std::filesystem::remove(UploadPath(tenant, doc));
+    WriteIfOwner(job, [&] {
+      store_.DeleteDocument(tenant, doc).IgnoreError();
+      std::filesystem::remove(UploadPath(tenant, doc));
+    });
   }
   Update(job, JobState::kCancelled);
   metrics_.SetIndexQueueDepth(queue_depth());
@@ -233,23 +266,31 @@ absl::StatusOr<JobSnapshot> Indexer::Cancel(const std::string& tenant, const std
   return job->snap;
 }
 
-void Indexer::Forget(const std::string& tenant, const std::string& doc) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = jobs_.find({tenant, doc});
-  if (it != jobs_.end()) {
-    it->second->cancel = true;
-    // A queued job of a deleted document must not run: its upload is gone, and it would fail
-    // (upload_lost) or index a later document uploaded under the same id.
-    for (auto q = queue_.begin(); q != queue_.end(); ++q) {
-      if (*q == it->second) {
-        queue_.erase(q);
-        break;
+absl::Status Indexer::Delete(const std::string& tenant, const std::string& doc) {
+  const Key key{tenant, doc};
+  std::lock_guard<std::mutex> document(DocumentLock(key));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = jobs_.find(key);
+    if (it != jobs_.end()) {
+      it->second->cancel = true;
+      // A queued job of a deleted document must not run: its upload is gone, and it would fail
+      // (upload_lost) or index a later document uploaded under the same id. A running one loses
+      // ownership here, so it writes nothing more (WriteIfOwner).
+      for (auto q = queue_.begin(); q != queue_.end(); ++q) {
+        if (*q == it->second) {
+          queue_.erase(q);
+          break;
+        }
       }
+      jobs_.erase(it);
     }
-    jobs_.erase(it);
+    metrics_.SetIndexQueueDepth(static_cast<int64_t>(queue_.size()));
   }
   std::filesystem::remove(UploadPath(tenant, doc));
-  metrics_.SetIndexQueueDepth(static_cast<int64_t>(queue_.size()));
+  absl::Status s = store_.DeleteDocument(tenant, doc);
+  store_.DeleteJob(tenant, doc).IgnoreError();
+  return s;
 }
 
 void Indexer::Drain() {
@@ -282,7 +323,11 @@ void Indexer::Update(const std::shared_ptr<Job>& job, JobState state, int64_t ch
   }
   changed_.notify_all();
   if (Terminal(state) || state == JobState::kQueued) {
-    store_.PutJob(snap.tenant, snap.document_id, ToJson(snap).dump()).IgnoreError();
+    // Only the document's current job records it: a superseded one would overwrite the record
+    // of a newer upload under the same id.
+    WriteIfOwner(job, [&] {
+      store_.PutJob(snap.tenant, snap.document_id, ToJson(snap).dump()).IgnoreError();
+    });
   }
 }
 
@@ -324,39 +369,47 @@ void Indexer::Watchdog() {
 
 void Indexer::RunJob(const std::shared_ptr<Job>& job) {
   const std::string tenant = job->snap.tenant, doc = job->snap.document_id;
+  // Every change to the document goes through WriteIfOwner: once the document is deleted or
+  // re-uploaded, this job stops without writing (whoever took it over has cleaned up).
   auto fail = [&](const absl::Status& status, const std::string& reason) {
     Update(job, JobState::kFailed, -1, CodeName(status.code()), std::string(status.message()));
     metrics_.IndexJobFailed(reason);
-    if (auto meta = store_.GetDocument(tenant, doc); meta.ok()) {
-      meta->state = kDocumentFailed;
-      meta->error = std::string(status.message());
-      store_.PutDocument(*meta).IgnoreError();
-    }
-    std::filesystem::remove(UploadPath(tenant, doc));
+    WriteIfOwner(job, [&] {
+      if (auto meta = store_.GetDocument(tenant, doc); meta.ok()) {
+        meta->state = kDocumentFailed;
+        meta->error = std::string(status.message());
+        store_.PutDocument(*meta).IgnoreError();
+      }
+      std::filesystem::remove(UploadPath(tenant, doc));
+    });
   };
-  auto stopped = [&] {
-    if (!job->cancel) return false;
-    std::lock_guard<std::mutex> lock(mu_);
-    return true;
-  };
+  auto stopped = [&] { return job->cancel.load(); };
   auto finish_cancelled = [&] {
     JobState s;
+    std::string message;
     {
       std::lock_guard<std::mutex> lock(mu_);
       s = job->snap.state;
+      message = job->snap.error_message;
     }
     if (s == JobState::kCancelled) {
-      store_.DeleteDocument(tenant, doc).IgnoreError();
-      std::filesystem::remove(UploadPath(tenant, doc));
+      WriteIfOwner(job, [&] {
+        store_.DeleteDocument(tenant, doc).IgnoreError();
+        std::filesystem::remove(UploadPath(tenant, doc));
+      });
     } else if (s == JobState::kFailed) {
-      fail(absl::DeadlineExceededError(job->snap.error_message), "stalled");
+      fail(absl::DeadlineExceededError(message), "stalled");
     }
-    // Otherwise the server is stopping: the document stays INDEXING and resumes at restart.
+    // Otherwise the server is stopping, or the document was deleted (the job no longer owns it):
+    // nothing to do. A stopping server's document stays INDEXING and resumes at restart.
   };
 
   Update(job, JobState::kTokenizing);
   std::ifstream in(UploadPath(tenant, doc), std::ios::binary);
-  if (!in) return fail(absl::DataLossError("the upload of " + doc + " is missing"), "upload_lost");
+  if (!in) {
+    if (stopped()) return finish_cancelled();
+    return fail(absl::DataLossError("the upload of " + doc + " is missing"), "upload_lost");
+  }
   std::stringstream text;
   text << in.rdbuf();
   auto tokens = engine_.Tokenize(text.str());
@@ -367,11 +420,19 @@ void Indexer::RunJob(const std::shared_ptr<Job>& job) {
                                            " tokens, too few for one context tree"),
                 "too_short");
   }
-  auto meta = store_.GetDocument(tenant, doc);
+  absl::StatusOr<DocumentMeta> meta = absl::UnknownError("not read");
+  absl::Status put;
+  if (!WriteIfOwner(job, [&] {
+        meta = store_.GetDocument(tenant, doc);
+        if (!meta.ok()) return;
+        meta->num_tokens = static_cast<int64_t>(tokens->size());
+        meta->num_chunks = static_cast<int64_t>(spans.size());
+        put = store_.PutDocument(*meta);
+      })) {
+    return finish_cancelled();
+  }
   if (!meta.ok()) return stopped() ? finish_cancelled() : fail(meta.status(), "store");
-  meta->num_tokens = static_cast<int64_t>(tokens->size());
-  meta->num_chunks = static_cast<int64_t>(spans.size());
-  if (absl::Status s = store_.PutDocument(*meta); !s.ok()) return fail(s, "store");
+  if (!put.ok()) return fail(put, "store");
   {
     std::lock_guard<std::mutex> lock(mu_);
     job->snap.num_tokens = meta->num_tokens;
@@ -386,13 +447,22 @@ void Indexer::RunJob(const std::shared_ptr<Job>& job) {
     metrics_.AddCompressorTokens(static_cast<int64_t>(chunk.size()));
     if (stopped()) return finish_cancelled();
     Update(job, JobState::kPersisting, c);
-    if (absl::Status s = store_.PutChunk(tenant, doc, c, chunk, *records); !s.ok()) {
-      return stopped() ? finish_cancelled() : fail(s, "store");
+    if (options_.testing_before_persist) options_.testing_before_persist(doc, c);
+    absl::Status s;
+    if (!WriteIfOwner(job, [&] { s = store_.PutChunk(tenant, doc, c, chunk, *records); })) {
+      return finish_cancelled();
     }
+    if (!s.ok()) return stopped() ? finish_cancelled() : fail(s, "store");
   }
   if (stopped()) return finish_cancelled();
-  if (absl::Status s = store_.MarkReady(tenant, doc); !s.ok()) return fail(s, "store");
-  std::filesystem::remove(UploadPath(tenant, doc));
+  absl::Status ready;
+  if (!WriteIfOwner(job, [&] {
+        ready = store_.MarkReady(tenant, doc);
+        if (ready.ok()) std::filesystem::remove(UploadPath(tenant, doc));
+      })) {
+    return finish_cancelled();
+  }
+  if (!ready.ok()) return fail(ready, "store");
   Update(job, JobState::kReady, meta->num_chunks);
 }
 

@@ -4,13 +4,16 @@
 // the document is READY, and an INDEXING document resumes from its last persisted chunk.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -40,6 +43,11 @@ struct IndexerOptions {
   int workers = 1;               // concurrent index jobs
   int queue_capacity = 16;       // queued jobs beyond which Submit is RESOURCE_EXHAUSTED
   double stall_seconds = 600;    // a job with no progress for this long fails (DEADLINE_EXCEEDED)
+  // Testing hooks (unset in production), to hold a thread at a race window: called in Submit once
+  // the job is admitted, before its upload is stored; and on the worker once a chunk is encoded,
+  // just before it is persisted.
+  std::function<void(const std::string& document_id)> testing_after_admission;
+  std::function<void(const std::string& document_id, int64_t chunk)> testing_before_persist;
 };
 
 class Indexer {
@@ -49,7 +57,9 @@ class Indexer {
 
   // Re-queues documents whose jobs were interrupted (found in uploads_dir). Call once at start.
   void ResumeInterrupted();
-  // Persists `text` and the document's INDEXING metadata, then queues the job.
+  // Persists `text` and the document's INDEXING metadata, then queues the job. Admission is
+  // atomic: UNAVAILABLE when draining, RESOURCE_EXHAUSTED when queued plus being-admitted jobs
+  // reach queue_capacity, ALREADY_EXISTS when the document is being indexed or admitted, or exists.
   absl::StatusOr<JobSnapshot> Submit(DocumentMeta meta, std::string text);
   // NOT_FOUND for unknown documents (finished jobs are answered from the store).
   absl::StatusOr<JobSnapshot> Get(const std::string& tenant, const std::string& document_id) const;
@@ -59,8 +69,9 @@ class Indexer {
                                             std::chrono::system_clock::time_point deadline) const;
   // Cancels a queued or running job and deletes the document. FAILED_PRECONDITION when finished.
   absl::StatusOr<JobSnapshot> Cancel(const std::string& tenant, const std::string& document_id);
-  // Forgets the in-memory job of a deleted document (the caller deletes the store data).
-  void Forget(const std::string& tenant, const std::string& document_id);
+  // Deletes the document: cancels its job (a running one writes nothing more: a later upload under
+  // the same id is never touched by it), removes its upload and its store data. NOT_FOUND if absent.
+  absl::Status Delete(const std::string& tenant, const std::string& document_id);
   // Stops taking jobs (draining); running jobs stop after their current chunk and stay resumable.
   void Drain();
   int64_t queue_depth() const;
@@ -72,6 +83,14 @@ class Indexer {
     std::chrono::steady_clock::time_point heartbeat;
   };
   using Key = std::pair<std::string, std::string>;  // tenant, document
+
+  // Runs `write` (a change to the job's document in the store or its upload file) while holding
+  // the document's lock, only if `job` still owns the document: it was not deleted, nor replaced
+  // by a newer upload under the same id. False (nothing run) otherwise. Every change to a
+  // document's store data or upload goes through the document's lock, so ownership cannot change
+  // between the check and the write.
+  bool WriteIfOwner(const std::shared_ptr<Job>& job, const std::function<void()>& write);
+  std::mutex& DocumentLock(const Key& key);
 
   void WorkerLoop();
   void Watchdog();
@@ -88,7 +107,9 @@ class Indexer {
   mutable std::condition_variable changed_;
   std::condition_variable work_;
   std::deque<std::shared_ptr<Job>> queue_;
-  std::map<Key, std::shared_ptr<Job>> jobs_;
+  std::map<Key, std::shared_ptr<Job>> jobs_;  // a document's current job: its owner
+  std::set<Key> admitting_;  // admitted by Submit, not yet queued (they count against capacity)
+  std::array<std::mutex, 64> document_locks_;  // striped by document; taken before mu_, never after
   bool stopping_ = false;
   bool draining_ = false;
   std::vector<std::thread> threads_;

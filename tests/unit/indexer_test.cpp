@@ -1,0 +1,325 @@
+// Indexer (service/indexer.h) races, made deterministic with its testing hooks: a thread is held
+// exactly where the race window is, the competing operation runs, then the thread is let go.
+// Real tiny SharedLLM (made once from models/tiny) and a real RocksDB tree store in a temp dir.
+#include "service/indexer.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "service/engine.h"
+#include "service/metrics.h"
+#include "tests/test_util.h"
+#include "treestore/rocksdb_tree_store.h"
+
+namespace sharedllm::service {
+namespace {
+
+using sharedllm::test::TempDir;
+using Clock = std::chrono::steady_clock;
+
+// Deterministic text of about `words` words.
+std::string Text(int words, uint32_t seed) {
+  static const char* kWords[] = {"the", "river", "north", "summer", "engine", "tree", "chunk",
+                                 "memory", "licence", "source", "code", "mountain", "winter"};
+  uint32_t state = seed * 2654435761u + 1u;
+  std::string out;
+  for (int i = 0; i < words; ++i) {
+    state = state * 1664525u + 1013904223u;
+    out += kWords[(state >> 8) % (sizeof(kWords) / sizeof(kWords[0]))];
+    out += i % 9 == 8 ? ". " : " ";
+  }
+  return out;
+}
+
+// A one-shot gate: Wait() blocks (up to 30 s) until Open(); Reached() reports a thread waiting.
+class Gate {
+ public:
+  void Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    reached_ = true;
+    cv_.notify_all();
+    cv_.wait_for(lock, std::chrono::seconds(30), [&] { return open_; });
+  }
+  bool WaitReached() {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(30), [&] { return reached_; });
+  }
+  void Open() {
+    std::lock_guard<std::mutex> lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool reached_ = false, open_ = false;
+};
+
+// Holds every thread that enters Arrive() until `expected` threads have arrived or Leave()d.
+class Barrier {
+ public:
+  explicit Barrier(int expected) : expected_(expected) {}
+  void Arrive() {
+    std::unique_lock<std::mutex> lock(mu_);
+    ++count_;
+    cv_.notify_all();
+    cv_.wait_for(lock, std::chrono::seconds(30), [&] { return count_ >= expected_; });
+  }
+  void Leave() {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++count_;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int count_ = 0;
+  const int expected_;
+};
+
+class IndexerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    suite_dir_ = new TempDir();
+    model_dir_ = *suite_dir_ / "model";
+    const auto r = sharedllm::test::Run(
+        {SHAREDLLM_BIN, "init", "--base", std::string(SHAREDLLM_SOURCE_DIR) + "/models/tiny",
+         "--out", model_dir_, "--layers", "1", "--chunk-size", "32", "--depth", "2", "--alphas",
+         "4,2"},
+        suite_dir_->path());
+    if (r.exit_code != 0) {
+      error_ = "sharedllm init failed: " + r.out + r.err;
+      return;
+    }
+    EngineOptions eo;
+    eo.model_dir = model_dir_;
+    eo.threads = 1;
+    auto engine = Engine::Load(eo);
+    if (!engine.ok()) {
+      error_ = std::string(engine.status().message());
+      return;
+    }
+    engine_ = engine->release();
+  }
+  static void TearDownTestSuite() {
+    delete engine_;
+    engine_ = nullptr;
+    delete suite_dir_;
+    suite_dir_ = nullptr;
+  }
+
+  void SetUp() override {
+    ASSERT_EQ(error_, "");
+    RocksDbTreeStoreOptions so;
+    so.path = dir_ / "trees";
+    so.sync_writes = false;
+    auto store = RocksDbTreeStore::Open(so);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+  }
+
+  std::unique_ptr<Indexer> MakeIndexer(IndexerOptions o, int workers = 1) {
+    o.uploads_dir = dir_ / "uploads";
+    o.workers = workers;
+    return std::make_unique<Indexer>(*engine_, *store_, metrics_, std::move(o));
+  }
+
+  static DocumentMeta Meta(const std::string& id, const std::string& sha) {
+    DocumentMeta m;
+    m.tenant = "t";
+    m.document_id = id;
+    m.sha256 = sha;
+    return m;
+  }
+
+  // Waits (up to 60 s) for a terminal state of the document's current job.
+  JobSnapshot WaitTerminal(Indexer& indexer, const std::string& id) {
+    const auto start = Clock::now();
+    JobSnapshot last;
+    int64_t version = -1;
+    while (Clock::now() - start < std::chrono::seconds(60)) {
+      auto s = indexer.WaitForChange("t", id, version,
+                                     std::chrono::system_clock::now() + std::chrono::seconds(1));
+      if (!s.ok()) continue;
+      last = *s;
+      version = s->version;
+      if (Terminal(s->state)) break;
+    }
+    return last;
+  }
+
+  // The store holds exactly `text`'s tree: READY, its sha, and every chunk's tokens.
+  void ExpectDocumentIs(const std::string& id, const std::string& text, const std::string& sha) {
+    auto meta = store_->GetDocument("t", id);
+    ASSERT_TRUE(meta.ok()) << meta.status();
+    EXPECT_EQ(meta->state, kDocumentReady) << meta->error;
+    EXPECT_EQ(meta->sha256, sha);
+    auto tokens = engine_->Tokenize(text);
+    ASSERT_TRUE(tokens.ok());
+    const auto spans = engine_->ChunkSpans(static_cast<int64_t>(tokens->size()));
+    EXPECT_EQ(meta->num_tokens, static_cast<int64_t>(tokens->size()));
+    ASSERT_EQ(meta->num_chunks, static_cast<int64_t>(spans.size()));
+    for (size_t c = 0; c < spans.size(); ++c) {
+      auto stored = store_->LoadChunkTokens("t", id, static_cast<int64_t>(c));
+      ASSERT_TRUE(stored.ok()) << stored.status();
+      const std::vector<int64_t> want(tokens->begin() + spans[c].first,
+                                      tokens->begin() + spans[c].second);
+      EXPECT_EQ(*stored, want) << "chunk " << c << " holds another document's tokens";
+    }
+  }
+
+  static TempDir* suite_dir_;
+  static std::string model_dir_, error_;
+  static Engine* engine_;
+  TempDir dir_;
+  Metrics metrics_{"test", "model"};
+  std::unique_ptr<RocksDbTreeStore> store_;
+};
+
+TempDir* IndexerTest::suite_dir_ = nullptr;
+std::string IndexerTest::model_dir_;
+std::string IndexerTest::error_;
+Engine* IndexerTest::engine_ = nullptr;
+
+// The old job has encoded chunk 0 of "d" and is about to persist it when "d" is deleted and
+// uploaded again with other text. A second worker indexes the new document: it persists its
+// chunk 0 and is held before chunk 1. Then the old job is let go: it must not write its chunk 0
+// over the new document's (nor anything else), and the new document ends READY and intact.
+TEST_F(IndexerTest, DeletedJobDoesNotWriteIntoReuploadedDocument) {
+  Gate old_held, new_held;
+  int chunk0_calls = 0;  // calls_mu
+  std::mutex calls_mu;
+  IndexerOptions o;
+  o.testing_before_persist = [&](const std::string& id, int64_t chunk) {
+    if (id != "d") return;
+    int n = 0;
+    {
+      std::lock_guard<std::mutex> lock(calls_mu);
+      if (chunk == 0) n = ++chunk0_calls;
+    }
+    if (chunk == 0 && n == 1) old_held.Wait();  // the old job
+    if (chunk == 1) new_held.Wait();            // the new job (the old one never gets here)
+  };
+  auto indexer = MakeIndexer(o, /*workers=*/2);
+  const std::string old_text = Text(300, 1), new_text = Text(200, 2);
+  ASSERT_TRUE(indexer->Submit(Meta("d", "old"), old_text).ok());
+  ASSERT_TRUE(old_held.WaitReached());
+  ASSERT_TRUE(indexer->Delete("t", "d").ok());
+  auto again = indexer->Submit(Meta("d", "new"), new_text);
+  ASSERT_TRUE(again.ok()) << again.status();
+  ASSERT_TRUE(new_held.WaitReached());  // the new job has persisted its chunk 0
+  old_held.Open();
+  // The old job has finished once its worker is free: the other worker is held by the new job,
+  // so a probe document becomes READY only after the old job returned.
+  ASSERT_TRUE(indexer->Submit(Meta("probe", "p"), Text(40, 9)).ok());
+  const JobSnapshot probe = WaitTerminal(*indexer, "probe");
+  EXPECT_EQ(probe.state, JobState::kReady);
+  new_held.Open();
+  const JobSnapshot done = WaitTerminal(*indexer, "d");
+  EXPECT_EQ(done.state, JobState::kReady) << done.error_code << " " << done.error_message;
+  ExpectDocumentIs("d", new_text, "new");
+}
+
+// Same window, but the old job was cancelled first (its cleanup deletes "its" document): the
+// cleanup must not delete the re-uploaded document or its upload.
+TEST_F(IndexerTest, CancelledJobCleanupSparesReuploadedDocument) {
+  Gate held;
+  bool first = true;
+  IndexerOptions o;
+  o.testing_before_persist = [&](const std::string& id, int64_t chunk) {
+    if (id == "d" && chunk == 0 && first) {
+      first = false;
+      held.Wait();
+    }
+  };
+  auto indexer = MakeIndexer(o);
+  const std::string old_text = Text(300, 3), new_text = Text(200, 4);
+  ASSERT_TRUE(indexer->Submit(Meta("d", "old"), old_text).ok());
+  ASSERT_TRUE(held.WaitReached());
+  auto cancelled = indexer->Cancel("t", "d");
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(cancelled->state, JobState::kCancelled);
+  ASSERT_TRUE(indexer->Delete("t", "d").ok());
+  ASSERT_TRUE(indexer->Submit(Meta("d", "new"), new_text).ok());
+  held.Open();
+  const JobSnapshot done = WaitTerminal(*indexer, "d");
+  EXPECT_EQ(done.state, JobState::kReady) << done.error_code << " " << done.error_message;
+  ExpectDocumentIs("d", new_text, "new");
+}
+
+// 24 concurrent submits of distinct documents, a queue of 4, the worker busy: exactly 4 are
+// admitted. Every admitted submit is held after admission until all 24 have been decided, so
+// none can leave the queue-capacity check before the others made it (the old Submit checked
+// capacity under one lock and queued under another: all 24 passed the check).
+TEST_F(IndexerTest, ConcurrentSubmitsNeverOverfillTheQueue) {
+  constexpr int kSubmits = 24, kCapacity = 4;
+  Gate busy;
+  Barrier decided(kSubmits);
+  IndexerOptions o;
+  o.queue_capacity = kCapacity;
+  o.testing_before_persist = [&](const std::string& id, int64_t) {
+    if (id == "blocker") busy.Wait();
+  };
+  o.testing_after_admission = [&](const std::string& id) {
+    if (id != "blocker") decided.Arrive();
+  };
+  auto indexer = MakeIndexer(o);
+  ASSERT_TRUE(indexer->Submit(Meta("blocker", "b"), Text(100, 5)).ok());
+  ASSERT_TRUE(busy.WaitReached());  // the worker holds the blocker: the queue is empty
+  std::map<absl::StatusCode, int> codes;
+  std::mutex codes_mu;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kSubmits; ++i) {
+    threads.emplace_back([&, i] {
+      auto r = indexer->Submit(Meta("c-" + std::to_string(i), "x"), Text(60, 100 + i));
+      if (!r.ok()) decided.Leave();
+      std::lock_guard<std::mutex> lock(codes_mu);
+      ++codes[r.status().code()];
+    });
+  }
+  for (auto& t : threads) t.join();
+  busy.Open();
+  EXPECT_EQ(codes[absl::StatusCode::kOk], kCapacity);
+  EXPECT_EQ(codes[absl::StatusCode::kResourceExhausted], kSubmits - kCapacity);
+  EXPECT_EQ(codes.size(), 2u);
+}
+
+// 16 concurrent submits of one id, all held after admission until every one is decided: exactly
+// one is admitted, the others are ALREADY_EXISTS (whether refused at admission or, for a document
+// that exists, under its lock).
+TEST_F(IndexerTest, ConcurrentSubmitsOfOneIdAdmitOne) {
+  constexpr int kSubmits = 16;
+  Barrier decided(kSubmits);
+  IndexerOptions o;
+  o.queue_capacity = 64;
+  o.testing_after_admission = [&](const std::string&) { decided.Arrive(); };
+  auto indexer = MakeIndexer(o);
+  std::map<absl::StatusCode, int> codes;
+  std::mutex codes_mu;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kSubmits; ++i) {
+    threads.emplace_back([&, i] {
+      auto r = indexer->Submit(Meta("same", "s" + std::to_string(i)), Text(60, 200 + i));
+      if (!r.ok()) decided.Leave();
+      std::lock_guard<std::mutex> lock(codes_mu);
+      ++codes[r.status().code()];
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(codes[absl::StatusCode::kOk], 1);
+  EXPECT_EQ(codes[absl::StatusCode::kAlreadyExists], kSubmits - 1);
+  const JobSnapshot done = WaitTerminal(*indexer, "same");
+  EXPECT_EQ(done.state, JobState::kReady) << done.error_code << " " << done.error_message;
+}
+
+}  // namespace
+}  // namespace sharedllm::service
