@@ -43,6 +43,78 @@ def passkey_table(r):
     return "\n".join(lines)
 
 
+def efficiency_table(r):
+    """Medians per length from `sharedllm eval efficiency` JSON: time and memory of ingestion, a
+    question over the built tree, rebuilding the tree per question and full attention."""
+    mib = lambda b: b / 2**20
+    lines = ["| length (× W) | tokens | ingest s | ask TTFT s | rebuild TTFT s | full attn TTFT s | "
+             "ask tok/s | full tok/s | ingest peak MiB | ask peak MiB | rebuild peak MiB | full peak MiB | "
+             "full / ask TTFT | ingest util. | full TTFT util. |",
+             "|---:" * 15 + "|"]
+    for p in r["points"]:
+        full = p.get("full_attention")
+        dash = "—"
+        lines.append(
+            f"| {p['length_multiple']:g} | {p['tokens']} | {p['ingest']['seconds']:.3f} | "
+            f"{p['ask']['ttft_seconds']:.3f} | {p['rebuild']['ttft_seconds']:.3f} | "
+            f"{full['ttft_seconds']:.3f} | " if full else
+            f"| {p['length_multiple']:g} | {p['tokens']} | {p['ingest']['seconds']:.3f} | "
+            f"{p['ask']['ttft_seconds']:.3f} | {p['rebuild']['ttft_seconds']:.3f} | {dash} | ")
+        lines[-1] += (f"{p['ask']['decode_tokens_per_second']:.0f} | "
+                      f"{full['decode_tokens_per_second']:.0f} | " if full else
+                      f"{p['ask']['decode_tokens_per_second']:.0f} | {dash} | ")
+        lines[-1] += (f"{mib(p['ingest']['phase_peak_rss_bytes']):.0f} | {mib(p['ask']['phase_peak_rss_bytes']):.0f} | "
+                      f"{mib(p['rebuild']['phase_peak_rss_bytes']):.0f} | "
+                      + (f"{mib(full['phase_peak_rss_bytes']):.0f} | " if full else f"{dash} | "))
+        ratio = p["ratios"].get("full_ttft_over_ask_ttft")
+        lines[-1] += (f"{ratio:.1f}× | " if ratio else f"{dash} | ") + f"{100 * p['ingest']['utilization']:.0f} % | "
+        lines[-1] += (f"{100 * full['ttft_utilization']:.0f} % |" if full else f"{dash} |")
+    return "\n".join(lines)
+
+
+def efficiency_plots(r, out, tmp):
+    """efficiency_time.png and efficiency_memory.png: log-log time and peak RSS vs length."""
+    dat = os.path.join(tmp, "efficiency.dat")
+    nan = "NaN"
+    with open(dat, "w") as f:
+        for p in r["points"]:
+            full = p.get("full_attention", {})
+            f.write(" ".join(str(v) for v in [
+                p["length_multiple"], p["ingest"]["seconds"], p["ask"]["ttft_seconds"],
+                p["rebuild"]["ttft_seconds"], full.get("ttft_seconds", nan),
+                p["ingest"]["phase_peak_rss_bytes"] / 2**20, p["ask"]["phase_peak_rss_bytes"] / 2**20,
+                p["rebuild"]["phase_peak_rss_bytes"] / 2**20, full.get("phase_peak_rss_bytes", float("nan")) / 2**20]) + "\n")
+    common = f"""set terminal png size 800,500
+set logscale xy
+set key left top
+set grid
+set xlabel 'document length (multiples of W = {r['window']})'
+"""
+    gnuplot(common + f"""set output '{out}/efficiency_time.png'
+set ylabel 'seconds (median of {r['runs']} runs)'
+plot '{dat}' using 1:2 with linespoints title 'ingest (static tree, once)', \
+     '{dat}' using 1:3 with linespoints title 'question over the built tree: TTFT', \
+     '{dat}' using 1:4 with linespoints title 'question rebuilding the tree: TTFT', \
+     '{dat}' using 1:5 with linespoints title 'full attention: TTFT'
+""")
+    gnuplot(common + f"""set output '{out}/efficiency_memory.png'
+set ylabel 'peak RSS of the phase (MiB)'
+plot '{dat}' using 1:6 with linespoints title 'ingest', \
+     '{dat}' using 1:7 with linespoints title 'question over the built tree', \
+     '{dat}' using 1:8 with linespoints title 'question rebuilding the tree', \
+     '{dat}' using 1:9 with linespoints title 'full attention'
+""")
+
+
+def efficiency_section(r):
+    return (f"## Efficiency\n\nModel `{r['model']}`, window W = {r['window']}, chunk {r['chunk_size']}, "
+            f"{r['device']} {r['dtype']}, {r['threads']} threads; question {r['question_tokens']} tokens, "
+            f"{r['decode_tokens']} decoded; medians of {r['runs']} runs, each configuration in a fresh "
+            f"process; utilisation against the matmul peak ({r['matmul_peak_source']}).\n\n"
+            + efficiency_table(r) +
+            "\n\n![time vs length](efficiency_time.png)\n![memory vs length](efficiency_memory.png)\n")
+
+
 def gnuplot(script):
     subprocess.run(["gnuplot"], input=script, text=True, check=True)
 
@@ -52,6 +124,7 @@ def main():
     ap.add_argument("--ppl", action="append", default=[], help="NAME=FILE.json")
     ap.add_argument("--passkey", help="FILE.json")
     ap.add_argument("--out", default="docs")
+    ap.add_argument("--efficiency", help="FILE.json from `sharedllm eval efficiency`")
     a = ap.parse_args()
     runs = []
     for spec in a.ppl:
@@ -59,7 +132,10 @@ def main():
         runs.append((name, json.load(open(path))))
     passkey = json.load(open(a.passkey)) if a.passkey else None
     os.makedirs(a.out, exist_ok=True)
+    efficiency = json.load(open(a.efficiency)) if a.efficiency else None
     with tempfile.TemporaryDirectory() as tmp:
+        if efficiency:
+            efficiency_plots(efficiency, a.out, tmp)
         if runs:
             plots = []
             for name, r in runs:
@@ -122,6 +198,8 @@ plot '{dat}' using 1:2:3 with image notitle
             f.write(f"Model `{passkey['model']}`, window W = {passkey['window']}. Cells: SharedLLM "
                     "correct/trials (truncated base model correct).\n\n")
             f.write(passkey_table(passkey) + "\n\n![pass-key heat map](passkey_heatmap.png)\n")
+        if efficiency:
+            f.write("\n" + efficiency_section(efficiency))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ int InitCommand(const Args& args);
 int AskCommand(const Args& args);
 int TrainCommand(const Args& args);
 int EvalCommand(const Args& args);
+// `eval efficiency` (args after "efficiency") and `plan` (efficiency_command.cpp).
+int EfficiencyCommand(const Args& args);
+int PlanCommand(const Args& args);
 // `eval ruler | mathfind` (eval_tasks_command.cpp), dispatched by EvalCommand.
 int EvalTasksCommand(const Args& args);
 

@@ -30,6 +30,7 @@ void Emit(const nlohmann::json& j, const std::string& out) {
 }  // namespace
 
 int EvalCommand(const Args& args) {
+  if (!args.empty() && args[0] == "efficiency") return EfficiencyCommand(Args(args.begin() + 1, args.end()));
   if (!args.empty() && (args[0] == "ruler" || args[0] == "mathfind")) return EvalTasksCommand(args);
   if (args.empty() || (args[0] != "ppl" && args[0] != "passkey")) {
     std::cout << "usage: sharedllm eval (ppl | passkey | ruler | mathfind) --model DIR [flags]   (--help per task)\n\n"
@@ -38,6 +39,8 @@ int EvalCommand(const Args& args) {
                  "passkey:  pass-key retrieval over lengths x depths, vs the truncated base model.\n"
                  "ruler:    RULER niah_single_1, niah_multikey_2/3, vt, cwe, fwe (string_match_all).\n"
                  "mathfind: InfiniteBench Math.Find, scaled (largest / smallest / median of a list).\n"
+                 "efficiency: ingestion, time to first token, tokens/s, peak memory vs full attention\n"
+                 "          and rebuilding the tree per question (eval efficiency --help).\n"
                  "Every task takes --ablate K=V,... (evaluation-time SharedLLM ablations).\n";
     return args.empty() ? 2 : (args[0] == "--help" || args[0] == "-h" ? 0 : 2);
   }

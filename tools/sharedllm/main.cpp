@@ -21,6 +21,7 @@ const Command kCommands[] = {
     {"ask", "answer a question about a long document", sharedllm::cli::AskCommand},
     {"train", "train a base model or SharedLLM (base | lm | sft)", sharedllm::cli::TrainCommand},
     {"eval", "evaluations (ppl | passkey | ruler | mathfind)", sharedllm::cli::EvalCommand},
+    {"plan", "predict memory, tree-store bytes and time for a document length", sharedllm::cli::PlanCommand},
 };
 
 void Usage(std::ostream& out) {
