@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "clients/connection.h"
 #include "sharedllm/v1/documents.grpc.pb.h"
 #include "sharedllm/v1/query.grpc.pb.h"
 #include "tools/sharedllm/flags.h"
@@ -59,31 +60,8 @@ const std::set<std::string> kGlobalValueFlags = {"server",   "api-key", "tls-ca"
                                                  "tls-cert", "tls-key", "timeout"};
 const std::set<std::string> kGlobalBoolFlags = {"tls"};
 
-const char* CodeName(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::StatusCode::OK: return "OK";
-    case grpc::StatusCode::CANCELLED: return "CANCELLED";
-    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
-    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
-    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
-    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case grpc::StatusCode::ABORTED: return "ABORTED";
-    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
-    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
-    case grpc::StatusCode::INTERNAL: return "INTERNAL";
-    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
-    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
-    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
-    default: return "UNKNOWN";
-  }
-}
-
 int RpcError(const grpc::Status& status) {
-  std::cerr << "error: " << CodeName(status.error_code()) << ": " << status.error_message() << "\n";
+  std::cerr << "error: " << sharedllm::client::StatusCodeName(status.error_code()) << ": " << status.error_message() << "\n";
   return 1;
 }
 
@@ -114,32 +92,23 @@ class Client {
       std::cerr << "--timeout must be >= 0\n";
       return nullptr;
     }
-    if (c.tls_cert.empty() != c.tls_key.empty()) {
-      std::cerr << "--tls-cert and --tls-key go together\n";
+    sharedllm::client::ConnectionOptions options;
+    options.target = c.server;
+    options.api_key = c.api_key;
+    options.tls = c.tls;
+    options.tls_ca = c.tls_ca;
+    options.tls_cert = c.tls_cert;
+    options.tls_key = c.tls_key;
+    std::string error;
+    auto channel = sharedllm::client::MakeChannel(options, &error);
+    if (!channel) {
+      std::cerr << error << "\n";
       return nullptr;
     }
-    std::shared_ptr<grpc::ChannelCredentials> creds;
-    if (c.tls || !c.tls_ca.empty() || !c.tls_cert.empty()) {
-      grpc::SslCredentialsOptions options;
-      const std::pair<const std::string*, std::string*> files[] = {
-          {&c.tls_ca, &options.pem_root_certs},
-          {&c.tls_cert, &options.pem_cert_chain},
-          {&c.tls_key, &options.pem_private_key}};
-      for (const auto& [path, out] : files) {
-        if (!path->empty() && !ReadWholeFile(*path, out)) {
-          std::cerr << "cannot read '" << *path << "': " << std::strerror(errno) << "\n";
-          return nullptr;
-        }
-      }
-      creds = grpc::SslCredentials(options);
-    } else {
-      creds = grpc::InsecureChannelCredentials();
-    }
-    grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(64 << 20);
     auto client = std::unique_ptr<Client>(new Client);
     client->conn_ = c;
-    client->channel_ = grpc::CreateCustomChannel(c.server, creds, args);
+    client->options_ = options;
+    client->channel_ = std::move(channel);
     client->documents_ = pb::DocumentService::NewStub(client->channel_);
     client->query_ = pb::QueryService::NewStub(client->channel_);
     return client;
@@ -148,7 +117,7 @@ class Client {
   // A context carrying the API key and the deadline.
   std::unique_ptr<grpc::ClientContext> Context() const {
     auto ctx = std::make_unique<grpc::ClientContext>();
-    if (!conn_.api_key.empty()) ctx->AddMetadata("authorization", "Bearer " + conn_.api_key);
+    sharedllm::client::AddApiKey(options_, ctx.get());
     if (conn_.timeout > 0) {
       ctx->set_deadline(std::chrono::system_clock::now() +
                         std::chrono::microseconds(static_cast<int64_t>(conn_.timeout * 1e6)));
@@ -162,6 +131,7 @@ class Client {
  private:
   Client() = default;
   Connection conn_;
+  sharedllm::client::ConnectionOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<pb::DocumentService::Stub> documents_;
   std::unique_ptr<pb::QueryService::Stub> query_;

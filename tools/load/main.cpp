@@ -38,6 +38,7 @@
 #include <thread>
 #include <vector>
 
+#include "clients/connection.h"
 #include "sharedllm/v1/documents.grpc.pb.h"
 #include "sharedllm/v1/query.grpc.pb.h"
 #include "tools/sharedllm/flags.h"
@@ -56,28 +57,7 @@ constexpr const char* kBaseId = "load-base";
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
-const char* CodeName(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::StatusCode::OK: return "OK";
-    case grpc::StatusCode::CANCELLED: return "CANCELLED";
-    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
-    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
-    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
-    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case grpc::StatusCode::ABORTED: return "ABORTED";
-    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
-    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
-    case grpc::StatusCode::INTERNAL: return "INTERNAL";
-    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
-    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
-    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
-    default: return "UNKNOWN";
-  }
-}
+using sharedllm::client::StatusCodeName;
 
 // True for "localhost", an IPv4 literal in 127.0.0.0/8 or "::1" (optionally bracketed), followed
 // by ":PORT". The tool refuses any other target: it is meant to load a local test server only.
@@ -164,9 +144,10 @@ struct Options {
 class Client {
  public:
   explicit Client(const Options& o) : o_(o) {
-    grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(64 << 20);
-    channel_ = grpc::CreateCustomChannel(o.server, grpc::InsecureChannelCredentials(), args);
+    connection_.target = o.server;
+    connection_.api_key = o.api_key;
+    std::string error;  // plaintext with no certificate files: MakeChannel cannot fail
+    channel_ = sharedllm::client::MakeChannel(connection_, &error);
     documents_ = pb::DocumentService::NewStub(channel_);
     query_ = pb::QueryService::NewStub(channel_);
   }
@@ -178,7 +159,7 @@ class Client {
 
   std::unique_ptr<grpc::ClientContext> Context(std::chrono::system_clock::time_point deadline) const {
     auto ctx = std::make_unique<grpc::ClientContext>();
-    if (!o_.api_key.empty()) ctx->AddMetadata("authorization", "Bearer " + o_.api_key);
+    sharedllm::client::AddApiKey(connection_, ctx.get());
     ctx->set_deadline(deadline);
     return ctx;
   }
@@ -246,6 +227,7 @@ class Client {
 
  private:
   const Options& o_;
+  sharedllm::client::ConnectionOptions connection_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<pb::DocumentService::Stub> documents_;
   std::unique_ptr<pb::QueryService::Stub> query_;
@@ -379,9 +361,9 @@ struct Run {
       } else if (CutByUs(status)) {
         ++st->asks_cut;
       } else {
-        ++st->ask_errors[CodeName(status.error_code())];
-        if (st->ask_errors[CodeName(status.error_code())] <= 3) {
-          std::cerr << "ask error: " << CodeName(status.error_code()) << ": "
+        ++st->ask_errors[StatusCodeName(status.error_code())];
+        if (st->ask_errors[StatusCodeName(status.error_code())] <= 3) {
+          std::cerr << "ask error: " << StatusCodeName(status.error_code()) << ": "
                     << status.error_message() << "\n";
         }
         Backoff();
@@ -403,8 +385,8 @@ struct Run {
     if (d.ok()) {
       ++st->deletes_ok;
     } else {
-      ++st->upload_errors[std::string("DELETE:") + CodeName(d.error_code())];
-      std::cerr << "delete " << id << ": " << CodeName(d.error_code()) << ": "
+      ++st->upload_errors[std::string("DELETE:") + StatusCodeName(d.error_code())];
+      std::cerr << "delete " << id << ": " << StatusCodeName(d.error_code()) << ": "
                 << d.error_message() << "\n";
     }
   }
@@ -424,8 +406,8 @@ struct Run {
           Cleanup(id, false, st);  // it may have been accepted just before the cut
           continue;
         } else {
-          ++st->upload_errors[CodeName(s.error_code())];
-          std::cerr << "upload " << id << ": " << CodeName(s.error_code()) << ": "
+          ++st->upload_errors[StatusCodeName(s.error_code())];
+          std::cerr << "upload " << id << ": " << StatusCodeName(s.error_code()) << ": "
                     << s.error_message() << "\n";
         }
         Backoff();
@@ -445,8 +427,8 @@ struct Run {
         ++st->uploads_cut;
         Cleanup(id, false, st);
       } else if (!s.ok()) {
-        ++st->upload_errors[std::string("WATCH:") + CodeName(s.error_code())];
-        std::cerr << "watch " << id << ": " << CodeName(s.error_code()) << ": " << s.error_message()
+        ++st->upload_errors[std::string("WATCH:") + StatusCodeName(s.error_code())];
+        std::cerr << "watch " << id << ": " << StatusCodeName(s.error_code()) << ": " << s.error_message()
                   << "\n";
         Cleanup(id, false, st);
       } else {
@@ -661,7 +643,7 @@ int main(int argc, char** argv) {
       created_base = s.ok();
     }
     if (!s.ok()) {
-      std::cerr << "uploading " << kBaseId << ": " << CodeName(s.error_code()) << ": "
+      std::cerr << "uploading " << kBaseId << ": " << StatusCodeName(s.error_code()) << ": "
                 << s.error_message() << "\n";
       return 1;
     }
@@ -672,7 +654,7 @@ int main(int argc, char** argv) {
       std::cerr << kBaseId << " did not become READY: "
                 << (s.ok() ? pb::IndexJob::State_Name(last.state()) + " " + last.error_code() + " " +
                                  last.error_message()
-                           : std::string(CodeName(s.error_code())) + ": " + s.error_message())
+                           : std::string(StatusCodeName(s.error_code())) + ": " + s.error_message())
                 << "\n";
       return 1;
     }
@@ -701,7 +683,7 @@ int main(int argc, char** argv) {
   // 3. The base document goes when this run created it.
   if (created_base) {
     const grpc::Status s = client.Delete(kBaseId, WallIn(kCleanupTimeout));
-    if (!s.ok()) std::cerr << "deleting " << kBaseId << ": " << CodeName(s.error_code()) << "\n";
+    if (!s.ok()) std::cerr << "deleting " << kBaseId << ": " << StatusCodeName(s.error_code()) << "\n";
   }
 
   Stats all;
