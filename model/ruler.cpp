@@ -206,7 +206,14 @@ TaskSample VariableTracking(int64_t units, std::mt19937_64& rng) {
   std::vector<std::string> chain = {"VAR " + vars[0] + " = " + value};
   for (int64_t h = 0; h < hops; ++h) chain.push_back("VAR " + vars[h + 1] + " = VAR " + vars[h] + " ");
   std::vector<std::string> sents(units, kNoise);
-  const auto positions = SampleSorted(rng, units, static_cast<int64_t>(chain.size()));
+  // RULER draws distinct gaps of the noise (needs units >= 5); at short lengths gaps may repeat.
+  std::vector<int64_t> positions;
+  if (units >= static_cast<int64_t>(chain.size())) {
+    positions = SampleSorted(rng, units, static_cast<int64_t>(chain.size()));
+  } else {
+    for (size_t i = 0; i < chain.size(); ++i) positions.push_back(Uniform(rng, 0, units));
+    std::sort(positions.begin(), positions.end());
+  }
   for (size_t i = 0; i < chain.size(); ++i) sents.insert(sents.begin() + positions[i] + i, chain[i]);
   TaskSample s;
   s.task = "vt";
@@ -306,16 +313,20 @@ template <class Render>
 TaskSample Fit(const Render& render, const Tokenizer& tok, int64_t target, int64_t lo, int64_t hi,
                const std::string& task, int64_t* units = nullptr) {
   TaskSample best = render(lo);
-  Check(SampleTokens(tok, best) <= target,
-        task + ": even the smallest sample needs more than " + std::to_string(target) + " tokens");
+  if (SampleTokens(tok, best) > target) {
+    throw TooShort(task + ": the smallest sample has " + std::to_string(SampleTokens(tok, best)) +
+                   " tokens, more than " + std::to_string(target));
+  }
   auto fits = [&](int64_t u, TaskSample* keep) {
     TaskSample s = render(u);
     if (SampleTokens(tok, s) > target) return false;
     *keep = std::move(s);
     return true;
   };
-  while (lo < hi && fits(std::min(hi, 2 * lo), &best)) lo = std::min(hi, 2 * lo);
-  hi = std::min(hi, 2 * lo - 1);  // 2 lo did not fit (or is past hi)
+  while (lo < hi && fits(std::min(hi, std::max<int64_t>(1, 2 * lo)), &best)) {
+    lo = std::min(hi, std::max<int64_t>(1, 2 * lo));
+  }
+  hi = std::min(hi, std::max<int64_t>(lo, 2 * lo - 1));  // 2 lo did not fit (or is past hi)
   while (lo < hi) {
     const int64_t mid = lo + (hi - lo + 1) / 2;
     if (fits(mid, &best)) lo = mid;
@@ -371,10 +382,10 @@ TaskSample MakeTaskSample(const std::string& task, const Tokenizer& tok, int64_t
     const std::string type = task == "niah_multikey_3" ? "uuids" : "numbers";
     const std::string type_k = task == "niah_multikey_3" ? "uuids" : "words";
     s = Fit(with_seed([&](int64_t u, std::mt19937_64& rng) { return Niah(task, haystack, type_k, type, u, rng); }),
-            tok, target, 1, int64_t{1} << 24, task);
+            tok, target, haystack == "needle" ? 0 : 1, int64_t{1} << 24, task);
   } else if (task == "vt") {
     s = Fit(with_seed([](int64_t u, std::mt19937_64& rng) { return VariableTracking(u, rng); }), tok,
-            target, 5, int64_t{1} << 24, task);
+            target, 1, int64_t{1} << 24, task);
   } else if (task == "cwe") {
     // Frequencies from the list's size: RULER's 30 / 3 at long lengths; at short ones the common
     // words take ~30 % of the entries, at least twice each.
@@ -466,7 +477,13 @@ std::vector<TaskPoint> EvaluateTasks(LoadedModel& m, const std::vector<std::stri
       double shared_sum = 0, trunc_sum = 0, stream_sum = 0, tokens = 0;
       for (int64_t t = 0; t < trials; ++t) {
         const int64_t target = static_cast<int64_t>(x * w) - budget;
-        const TaskSample s = MakeTaskSample(task, tok, target, TaskSeed(seed, task, x, t));
+        TaskSample s;
+        try {
+          s = MakeTaskSample(task, tok, target, TaskSeed(seed, task, x, t));
+        } catch (const TooShort& e) {  // the task's smallest instance does not fit this length
+          p.skipped = e.what();
+          break;
+        }
         const auto doc = tok.Encode(s.context);
         std::vector<int64_t> question;
         if (tok.bos_id() >= 0) question.push_back(tok.bos_id());
@@ -510,10 +527,12 @@ std::vector<TaskPoint> EvaluateTasks(LoadedModel& m, const std::vector<std::stri
         }
         ++p.trials;
       }
-      p.sharedllm_score = 100 * shared_sum / p.trials;
-      p.truncated_score = 100 * trunc_sum / p.trials;
-      if (streaming) p.streaming_score = 100 * stream_sum / p.trials;
-      p.mean_tokens = tokens / p.trials;
+      if (p.trials > 0) {
+        p.sharedllm_score = 100 * shared_sum / p.trials;
+        p.truncated_score = 100 * trunc_sum / p.trials;
+        if (streaming) p.streaming_score = 100 * stream_sum / p.trials;
+        p.mean_tokens = tokens / p.trials;
+      }
       out.push_back(p);
     }
   }

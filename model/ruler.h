@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "model/errors.h"
 #include "model/runtime.h"
 #include "model/tokenizer.h"
 
@@ -41,6 +42,11 @@ struct TaskSample {
 const std::vector<std::string>& RulerTaskNames();
 // Generation budget of `task` (RULER's, or 8 for math_find) capped at window / 4.
 int64_t TaskMaxTokens(const std::string& task, int64_t window);
+
+// Thrown by MakeTaskSample when the task's smallest instance is longer than the target.
+struct TooShort : ModelError {
+  using ModelError::ModelError;
+};
 
 // A sample of `task` (a RULER name or "math_find") whose context + question (+ BOS) encode to at
 // most `target_tokens` and as close to it as the task's unit allows. Pure function of the seed.
@@ -68,12 +74,14 @@ struct TaskPoint {
   double truncated_score = 0;
   double streaming_score = -1;
   double mean_tokens = 0;  // mean context + question tokens of the samples
+  std::string skipped;     // why there are no trials: the task does not fit this length
 };
 
 // Each task at each length (L = multiple x W tokens of context + question + budget), `trials`
 // samples: SharedLLM (the context through the tree, searched with the question), the base model
 // truncated to its window (the end of the context + the question), and with `streaming` the base
-// model with StreamingLLM over the whole prompt. Greedy decoding. With `log`, every sample's
+// model with StreamingLLM over the whole prompt. A (task, length) whose smallest instance does not
+// fit is reported with 0 trials and `skipped`. Greedy decoding. With `log`, every sample's
 // references and predictions are written there.
 std::vector<TaskPoint> EvaluateTasks(LoadedModel& model, const std::vector<std::string>& tasks,
                                      const std::vector<double>& multiples, int64_t trials,

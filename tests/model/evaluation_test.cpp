@@ -1,5 +1,6 @@
 // Evaluation harness: scorer worked examples and smoke runs of `eval ppl` / `eval passkey` on a
 // tiny model (an untrained SharedLLM must score exactly like its truncated base model).
+#include <cmath>
 #include <fstream>
 
 #include <gtest/gtest.h>
@@ -45,7 +46,11 @@ TEST(EvaluationTest, UntrainedSharedLLMPerplexityEqualsTruncated) {
     EXPECT_GT(p.truncated_ppl, 1.0);
     // o_proj is zero: the context cannot change a score.
     EXPECT_NEAR(p.sharedllm_ppl, p.truncated_ppl, 1e-6 * p.truncated_ppl) << p.length_multiple;
+    EXPECT_GT(p.streaming_ppl, 1.0);
   }
+  // StreamingLLM over L = W tokens evicts nothing: it is the truncated model; beyond, it is not.
+  EXPECT_NEAR(points[0].streaming_ppl, points[0].truncated_ppl, 1e-5 * points[0].truncated_ppl);
+  EXPECT_GT(std::fabs(points[2].streaming_ppl - points[2].truncated_ppl), 1e-4 * points[2].truncated_ppl);
   // Same windows at every length: the truncated column is one number.
   EXPECT_DOUBLE_EQ(points[0].truncated_ppl, points[2].truncated_ppl);
 }

@@ -73,6 +73,12 @@ int EvalTasksCommand(const Args& args) {
                             {"trials", p.trials}, {"mean_tokens", p.mean_tokens},
                             {"sharedllm_score", p.sharedllm_score}, {"truncated_score", p.truncated_score}};
     if (p.streaming_score >= 0) point["streaming_score"] = p.streaming_score;
+    if (!p.skipped.empty()) {
+      point["skipped"] = p.skipped;
+      std::fprintf(stderr, "%-16s %5.0fx W: skipped (%s)\n", p.task.c_str(), p.length_multiple, p.skipped.c_str());
+      j["points"].push_back(point);
+      continue;
+    }
     j["points"].push_back(point);
     std::fprintf(stderr, "%-16s %5.0fx W (%6.0f tokens): SharedLLM %5.1f, truncated %5.1f, StreamingLLM %5.1f (%lld trials)\n",
                  p.task.c_str(), p.length_multiple, p.mean_tokens, p.sharedllm_score, p.truncated_score,
