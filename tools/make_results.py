@@ -1,9 +1,16 @@
 #!/usr/bin/python3
-"""Turns evaluation JSON (from `sharedllm eval ppl|passkey --out F.json`) into docs/RESULTS.md and
-PNG plots (gnuplot, Debian package gnuplot-nox): perplexity vs length and the pass-key
-length x depth heat map. Every number in RESULTS.md is read from the JSON given here.
+"""Turns evaluation JSON (from `sharedllm eval ppl|passkey|ruler|mathfind --out F.json`) into
+docs/RESULTS.md and PNG plots (gnuplot, Debian package gnuplot-nox): perplexity vs length (SharedLLM,
+truncated base, StreamingLLM, full attention PI/YaRN), the pass-key length x depth heat map, the
+RULER / Math.Find table and an ablation table. Every number in RESULTS.md is read from the JSON
+given here.
 
-usage: make_results.py --ppl PPL.json [--ppl ...] --passkey PASSKEY.json --out docs/"""
+usage: make_results.py --ppl NAME=PPL.json [--ppl ...] --passkey PASSKEY.json
+                       [--tasks RULER.json] [--tasks MATHFIND.json]
+                       [--ablation [LABEL=]F.json ...] [--efficiency EFF.json] --out docs/
+--ablation takes any eval JSON (ppl, passkey, ruler, mathfind), typically one per `--ablate`
+setting plus the unablated run of the same command; rows are labelled LABEL or, without one, by
+the JSON's "ablation" field. Runs of the same task (and held-out shard) share a table."""
 import argparse
 import json
 import os
@@ -13,16 +20,105 @@ import tempfile
 
 def ppl_table(runs):
     lines = ["| held-out set | length (× W) | windows | SharedLLM ppl | truncated base ppl | "
-             "SharedLLM / truncated | full attention, PI | full attention, YaRN |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "SharedLLM / truncated | StreamingLLM | full attention, PI | full attention, YaRN |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in runs:
         for p in r["points"]:
             ratio = p["sharedllm_ppl"] / p["truncated_ppl"]
+            stream = f"{p['streaming_ppl']:.3f}" if "streaming_ppl" in p else "—"
             pi = f"{p['full_linear_ppl']:.3f}" if "full_linear_ppl" in p else "—"
             yarn = f"{p['full_yarn_ppl']:.3f}" if "full_yarn_ppl" in p else "—"
             lines.append(f"| {name} | {p['length_multiple']:g} | {p['windows']} | "
-                         f"{p['sharedllm_ppl']:.3f} | {p['truncated_ppl']:.3f} | {ratio:.3f} | {pi} | {yarn} |")
+                         f"{p['sharedllm_ppl']:.3f} | {p['truncated_ppl']:.3f} | {ratio:.3f} | {stream} | "
+                         f"{pi} | {yarn} |")
     return "\n".join(lines)
+
+
+def cell(p, key):
+    """A task score in percent, or — when the point was skipped or not measured."""
+    if p is None or p.get("trials", 0) == 0 or key not in p:
+        return "—"
+    return f"{p[key]:.0f}"
+
+
+def tasks_section(runs):
+    """RULER / Math.Find: one row per task, one column per length; cells SharedLLM / truncated /
+    StreamingLLM in percent; a mean row over the RULER tasks of each run."""
+    out = []
+    for r in runs:
+        lengths = sorted({p["length_multiple"] for p in r["points"]})
+        tasks = list(dict.fromkeys(p["task"] for p in r["points"]))
+        at = {(p["task"], p["length_multiple"]): p for p in r["points"]}
+        trials = max(p["trials"] for p in r["points"])
+        title = "RULER" if r["task"] == "ruler" else "InfiniteBench Math.Find (scaled)"
+        abl = f", ablation `{r['ablation']}`" if r.get("ablation") else ""
+        out.append(f"### {title}\n\nModel `{r['model']}`, window W = {r['window']}, {trials} samples per "
+                   f"cell, seed {r.get('seed', '?')}{abl}. Cells: SharedLLM / truncated base / StreamingLLM, "
+                   "score in percent (RULER: string_match_all; Math.Find: first number); — = the task's "
+                   "smallest instance does not fit that length.\n")
+        lines = ["| task | " + " | ".join(f"{x:g}× W" for x in lengths) + " |",
+                 "|---|" + "---:|" * len(lengths)]
+        for t in tasks:
+            cells = []
+            for x in lengths:
+                p = at.get((t, x))
+                cells.append(" / ".join(cell(p, k) for k in ("sharedllm_score", "truncated_score", "streaming_score")))
+            lines.append(f"| {t} | " + " | ".join(cells) + " |")
+        if len(tasks) > 1:
+            cells = []
+            for x in lengths:
+                ps = [at[(t, x)] for t in tasks if (t, x) in at and at[(t, x)]["trials"] > 0]
+                parts = []
+                for k in ("sharedllm_score", "truncated_score", "streaming_score"):
+                    vals = [p[k] for p in ps if k in p]
+                    parts.append(f"{sum(vals) / len(vals):.0f}" if vals else "—")
+                cells.append(" / ".join(parts) + (f" ({len(ps)} tasks)" if len(ps) < len(tasks) else ""))
+            lines.append("| **mean** | " + " | ".join(cells) + " |")
+        out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
+
+
+def ablation_value(r, x):
+    """One number per (run, length): SharedLLM ppl (with its ratio to the truncated model), pass-key
+    accuracy over all depths, or the mean task score."""
+    ps = [p for p in r["points"] if p["length_multiple"] == x]
+    if not ps:
+        return "—"
+    if r["task"] == "ppl":
+        p = ps[0]
+        return f"{p['sharedllm_ppl']:.3f} ({p['sharedllm_ppl'] / p['truncated_ppl']:.3f})"
+    if r["task"] == "passkey":
+        n = sum(p["trials"] for p in ps)
+        return f"{100 * sum(p['sharedllm_correct'] for p in ps) / n:.0f} %" if n else "—"
+    ps = [p for p in ps if p.get("trials", 0) > 0]
+    return f"{sum(p['sharedllm_score'] for p in ps) / len(ps):.0f}" if ps else "—"
+
+
+def ablation_section(runs):
+    """Ablation tables: runs grouped by task (and shard); one row per run, one column per length."""
+    groups = {}
+    for label, r in runs:
+        groups.setdefault((r["task"], r.get("shard", "")), []).append((label, r))
+    what = {"ppl": "SharedLLM perplexity (ratio to the truncated base model)",
+            "passkey": "SharedLLM pass-key accuracy over all depths",
+            "ruler": "SharedLLM mean RULER score (percent)",
+            "mathfind": "SharedLLM Math.Find score (percent)"}
+    out = []
+    for (task, shard), members in groups.items():
+        lengths = sorted({p["length_multiple"] for _, r in members for p in r["points"]})
+        src = f" on `{shard}`" if shard else ""
+        out.append(f"### {task}{src}\n\n{what.get(task, task)}; model `{members[0][1]['model']}`.\n")
+        lines = ["| setting | configuration | " + " | ".join(f"{x:g}× W" for x in lengths) + " |",
+                 "|---|---|" + "---:|" * len(lengths)]
+        for label, r in members:
+            c = r.get("sharedllm_config", {})
+            conf = (f"h={c.get('tree_depth', '?')}, α={'/'.join(str(a) for a in c.get('alphas', []))}, "
+                    f"search {'on' if c.get('search', True) else 'off'}, chunk positions "
+                    f"{'on' if c.get('chunk_positions', True) else 'off'}, selection {c.get('selection', '?')}"
+                    if c else "?")
+            lines.append(f"| {label} | {conf} | " + " | ".join(ablation_value(r, x) for x in lengths) + " |")
+        out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
 
 
 def passkey_table(r):
@@ -125,7 +221,17 @@ def main():
     ap.add_argument("--passkey", help="FILE.json")
     ap.add_argument("--out", default="docs")
     ap.add_argument("--efficiency", help="FILE.json from `sharedllm eval efficiency`")
+    ap.add_argument("--tasks", action="append", default=[],
+                    help="FILE.json from `sharedllm eval ruler` or `eval mathfind` (repeatable)")
+    ap.add_argument("--ablation", action="append", default=[],
+                    help="[LABEL=]FILE.json from any eval run with or without --ablate (repeatable)")
     a = ap.parse_args()
+    task_runs = [json.load(open(path)) for path in a.tasks]
+    ablations = []
+    for spec in a.ablation:
+        label, path = spec.split("=", 1) if "=" in spec and not os.path.exists(spec) else ("", spec)
+        r = json.load(open(path))
+        ablations.append((label or r.get("ablation") or "as trained", r))
     runs = []
     for spec in a.ppl:
         name, path = spec.split("=", 1)
@@ -142,9 +248,12 @@ def main():
                 dat = os.path.join(tmp, name + ".dat")
                 with open(dat, "w") as f:
                     for p in r["points"]:
-                        f.write(f"{p['length_multiple']} {p['sharedllm_ppl']} {p['truncated_ppl']}\n")
+                        f.write(f"{p['length_multiple']} {p['sharedllm_ppl']} {p['truncated_ppl']} "
+                                f"{p.get('streaming_ppl', 'NaN')}\n")
                 plots.append(f"'{dat}' using 1:2 with linespoints title '{name}: SharedLLM'")
                 plots.append(f"'{dat}' using 1:3 with linespoints dashtype 2 title '{name}: truncated base'")
+                if any("streaming_ppl" in p for p in r["points"]):
+                    plots.append(f"'{dat}' using 1:4 with linespoints dashtype 5 title '{name}: StreamingLLM'")
                 full = [p for p in r["points"] if "full_yarn_ppl" in p]
                 if full:
                     fdat = os.path.join(tmp, name + "-full.dat")
@@ -198,6 +307,14 @@ plot '{dat}' using 1:2:3 with image notitle
             f.write(f"Model `{passkey['model']}`, window W = {passkey['window']}. Cells: SharedLLM "
                     "correct/trials (truncated base model correct).\n\n")
             f.write(passkey_table(passkey) + "\n\n![pass-key heat map](passkey_heatmap.png)\n")
+        if task_runs:
+            f.write("\n## Retrieval and aggregation over long input (RULER, Math.Find)\n\n")
+            f.write(tasks_section(task_runs) + "\n")
+        if ablations:
+            f.write("\n## Ablations (evaluation-time, `--ablate`)\n\n"
+                    "The trained model read with one switch of sharedllm.json changed at evaluation time "
+                    "(no retraining); switches that need retraining are not in these tables.\n\n")
+            f.write(ablation_section(ablations) + "\n")
         if efficiency:
             f.write("\n" + efficiency_section(efficiency))
 
