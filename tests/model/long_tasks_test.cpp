@@ -1,8 +1,10 @@
 // StreamingLLM (against the plain model within the window and a token-by-token rolling cache
 // beyond it), the RULER / Math.Find generators (every task's references recomputed from the
-// generated text), their scorers on worked examples, the --ablate parser, and smoke runs of
-// `eval ruler` / `eval mathfind` on a tiny model.
+// generated text), their scorers on worked examples, the --ablate parser, smoke runs of
+// `eval ruler` / `eval mathfind` on a tiny model, and the CLI (JSON, --ablate, refusals) through
+// tools/make_results.py.
 #include <algorithm>
+#include <filesystem>
 #include <map>
 #include <regex>
 #include <set>
@@ -11,6 +13,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "model/ablation.h"
 #include "model/errors.h"
@@ -441,6 +444,88 @@ TEST(EvalTasksSmokeTest, AblatedModelRuns) {
   const auto points = EvaluateTasks(*model, {"niah_single_1"}, {2}, 1, 3, false);
   ASSERT_EQ(points.size(), 1u);
   EXPECT_EQ(points[0].trials, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The CLI end to end: eval ppl / ruler / mathfind JSON with --ablate, then make_results.py
+
+TEST(EvalCliTest, JsonAblationsAndResultsTables) {
+  test::TempDir dir;
+  const std::string model_dir = dir.Mkdir("model");
+  {
+    auto model = TinySharedLLM();
+    SaveModel(model->lm, model_dir);
+    SaveSharedLLM(*model->shared, model_dir);
+    std::filesystem::copy_file(std::string(SHAREDLLM_SOURCE_DIR) + "/models/tiny/tokenizer.model",
+                               model_dir + "/tokenizer.model");
+  }
+  test::WriteTokenShard(dir / "heldout.bin", 1000, {test::SeededIds(2 * 256 + 10, 1000, 3)});
+  auto run = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), SHAREDLLM_BIN);
+    for (const char* a : {"--model", "", "--threads", "1"}) args.push_back(a);
+    args[args.size() - 3] = model_dir;
+    return test::Run(args, dir.path());
+  };
+  auto ppl = run({"eval", "ppl", "--shard", dir / "heldout.bin", "--lengths", "1,2", "--windows", "2",
+                  "--ablate", "selection=mean", "--out", dir / "ppl.json"});
+  ASSERT_EQ(ppl.exit_code, 0) << ppl.err;
+  const auto pj = nlohmann::json::parse(test::ReadFile(dir / "ppl.json"));
+  EXPECT_EQ(pj.at("ablation"), "selection=mean");
+  EXPECT_EQ(pj.at("sharedllm_config").at("selection"), "mean");
+  ASSERT_EQ(pj.at("points").size(), 2u);
+  EXPECT_NEAR(pj["points"][0].at("streaming_ppl").get<double>(), pj["points"][0].at("truncated_ppl").get<double>(),
+              1e-5 * pj["points"][0].at("truncated_ppl").get<double>());
+  EXPECT_GT(pj["points"][1].at("streaming_ppl").get<double>(), 1.0);
+
+  auto mf = run({"eval", "mathfind", "--lengths", "2", "--trials", "1", "--ablate", "depth=1,search=off",
+                 "--out", dir / "mf.json"});
+  ASSERT_EQ(mf.exit_code, 0) << mf.err;
+  const auto mj = nlohmann::json::parse(test::ReadFile(dir / "mf.json"));
+  EXPECT_EQ(mj.at("ablation"), "depth=1,search=off");
+  EXPECT_EQ(mj.at("sharedllm_config").at("tree_depth"), 1);
+  EXPECT_EQ(mj.at("sharedllm_config").at("search"), false);
+  ASSERT_EQ(mj.at("points").size(), 1u);
+  EXPECT_EQ(mj["points"][0].at("task"), "math_find");
+  EXPECT_TRUE(mj["points"][0].contains("streaming_score"));
+
+  auto ruler = run({"eval", "ruler", "--tasks", "vt,fwe", "--lengths", "2", "--trials", "1",
+                    "--no-streaming", "--out", dir / "ruler.json"});
+  ASSERT_EQ(ruler.exit_code, 0) << ruler.err;
+  const auto rj = nlohmann::json::parse(test::ReadFile(dir / "ruler.json"));
+  EXPECT_EQ(rj.at("ablation"), "");
+  ASSERT_EQ(rj.at("points").size(), 2u);
+  EXPECT_EQ(rj["points"][1].at("task"), "fwe");
+  EXPECT_FALSE(rj["points"][0].contains("streaming_score"));
+
+  // Refusals, before any work.
+  auto retrain = run({"eval", "mathfind", "--ablate", "injection=top"});
+  EXPECT_EQ(retrain.exit_code, 1);
+  EXPECT_NE(retrain.err.find("sharedllm init"), std::string::npos) << retrain.err;
+  auto unknown = run({"eval", "ruler", "--ablate", "depth=2,colour=blue"});
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_NE(unknown.err.find("unknown key 'colour'"), std::string::npos) << unknown.err;
+  auto bad_task = run({"eval", "ruler", "--tasks", "niah_single_7"});
+  EXPECT_EQ(bad_task.exit_code, 1);
+  EXPECT_NE(bad_task.err.find("unknown task"), std::string::npos) << bad_task.err;
+
+  // make_results.py: the perplexity table has StreamingLLM, the task tables and the ablation table
+  // come from these files.
+  if (!test::Exists("/usr/bin/gnuplot")) GTEST_SKIP() << "gnuplot (Debian gnuplot-nox) not installed";
+  const std::string out = dir.Mkdir("results");
+  auto mr = test::Run({"/usr/bin/python3", std::string(SHAREDLLM_SOURCE_DIR) + "/tools/make_results.py",
+                       "--ppl", "tiny=" + (dir / "ppl.json"), "--tasks", dir / "ruler.json", "--tasks",
+                       dir / "mf.json", "--ablation", dir / "ppl.json", "--ablation", "plain=" + (dir / "mf.json"),
+                       "--out", out},
+                      dir.path());
+  ASSERT_EQ(mr.exit_code, 0) << mr.err;
+  const std::string md = test::ReadFile(out + "/RESULTS.md");
+  EXPECT_NE(md.find("| StreamingLLM |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| vt | "), std::string::npos) << md;
+  EXPECT_NE(md.find("| math_find | "), std::string::npos) << md;
+  EXPECT_NE(md.find("| selection=mean | h=2, α=4/2, search on, chunk positions on, selection mean |"),
+            std::string::npos) << md;
+  EXPECT_NE(md.find("| plain | h=1, α=4, search off"), std::string::npos) << md;
+  EXPECT_TRUE(test::Exists(out + "/ppl_vs_length.png"));
 }
 
 }  // namespace
