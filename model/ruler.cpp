@@ -480,9 +480,10 @@ std::vector<TaskPoint> EvaluateTasks(LoadedModel& m, const std::vector<std::stri
         TaskSample s;
         try {
           s = MakeTaskSample(task, tok, target, TaskSeed(seed, task, x, t));
-        } catch (const TooShort& e) {  // the task's smallest instance does not fit this length
+        } catch (const TooShort& e) {  // this sample's smallest instance does not fit the length
           p.skipped = e.what();
-          break;
+          ++p.skipped_trials;
+          continue;
         }
         const auto doc = tok.Encode(s.context);
         std::vector<int64_t> question;
@@ -528,6 +529,7 @@ std::vector<TaskPoint> EvaluateTasks(LoadedModel& m, const std::vector<std::stri
         ++p.trials;
       }
       if (p.trials > 0) {
+        p.skipped.clear();
         p.sharedllm_score = 100 * shared_sum / p.trials;
         p.truncated_score = 100 * trunc_sum / p.trials;
         if (streaming) p.streaming_score = 100 * stream_sum / p.trials;

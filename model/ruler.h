@@ -74,14 +74,16 @@ struct TaskPoint {
   double truncated_score = 0;
   double streaming_score = -1;
   double mean_tokens = 0;  // mean context + question tokens of the samples
-  std::string skipped;     // why there are no trials: the task does not fit this length
+  int64_t skipped_trials = 0;  // samples whose smallest instance did not fit (not in `trials`)
+  std::string skipped;         // when no sample fit: why
 };
 
 // Each task at each length (L = multiple x W tokens of context + question + budget), `trials`
 // samples: SharedLLM (the context through the tree, searched with the question), the base model
 // truncated to its window (the end of the context + the question), and with `streaming` the base
-// model with StreamingLLM over the whole prompt. A (task, length) whose smallest instance does not
-// fit is reported with 0 trials and `skipped`. Greedy decoding. With `log`, every sample's
+// model with StreamingLLM over the whole prompt. Samples whose smallest instance does not fit the
+// length (near 1x W, depending on the seed) are counted in `skipped_trials`; a (task, length) where
+// none fits is reported with 0 trials and `skipped`. Greedy decoding. With `log`, every sample's
 // references and predictions are written there.
 std::vector<TaskPoint> EvaluateTasks(LoadedModel& model, const std::vector<std::string>& tasks,
                                      const std::vector<double>& multiples, int64_t trials,

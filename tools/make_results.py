@@ -62,7 +62,10 @@ def tasks_section(runs):
             cells = []
             for x in lengths:
                 p = at.get((t, x))
-                cells.append(" / ".join(cell(p, k) for k in ("sharedllm_score", "truncated_score", "streaming_score")))
+                c = " / ".join(cell(p, k) for k in ("sharedllm_score", "truncated_score", "streaming_score"))
+                if p and p.get("trials", 0) > 0 and p.get("skipped_trials", 0) > 0:
+                    c += f" ({p['trials']} of {p['trials'] + p['skipped_trials']} fit)"
+                cells.append(c)
             lines.append(f"| {t} | " + " | ".join(cells) + " |")
         if len(tasks) > 1:
             cells = []

@@ -411,10 +411,12 @@ TEST(EvalTasksSmokeTest, RulerAndMathFindRunOnATinyModel) {
     // tasks are reported as skipped at 1 x 256 tokens; at 2x every task runs.
     if (p.length_multiple == 1 && p.trials == 0) {
       EXPECT_NE(p.skipped.find("smallest sample"), std::string::npos) << p.task;
+      EXPECT_EQ(p.skipped_trials, 1);
       continue;
     }
     EXPECT_EQ(p.trials, 1) << p.task << " " << p.length_multiple << " " << p.skipped;
     EXPECT_TRUE(p.skipped.empty());
+    EXPECT_EQ(p.skipped_trials, 0);
     for (double s : {p.sharedllm_score, p.truncated_score, p.streaming_score}) {
       EXPECT_GE(s, 0);
       EXPECT_LE(s, 100);

@@ -73,6 +73,7 @@ int EvalTasksCommand(const Args& args) {
                             {"trials", p.trials}, {"mean_tokens", p.mean_tokens},
                             {"sharedllm_score", p.sharedllm_score}, {"truncated_score", p.truncated_score}};
     if (p.streaming_score >= 0) point["streaming_score"] = p.streaming_score;
+    if (p.skipped_trials > 0) point["skipped_trials"] = p.skipped_trials;
     if (!p.skipped.empty()) {
       point["skipped"] = p.skipped;
       std::fprintf(stderr, "%-16s %5.0fx W: skipped (%s)\n", p.task.c_str(), p.length_multiple, p.skipped.c_str());
@@ -80,9 +81,10 @@ int EvalTasksCommand(const Args& args) {
       continue;
     }
     j["points"].push_back(point);
-    std::fprintf(stderr, "%-16s %5.0fx W (%6.0f tokens): SharedLLM %5.1f, truncated %5.1f, StreamingLLM %5.1f (%lld trials)\n",
+    const std::string streaming = p.streaming_score >= 0 ? std::to_string(p.streaming_score).substr(0, 5) : "-";
+    std::fprintf(stderr, "%-16s %5.0fx W (%6.0f tokens): SharedLLM %5.1f, truncated %5.1f, StreamingLLM %s (%lld trials, %lld did not fit)\n",
                  p.task.c_str(), p.length_multiple, p.mean_tokens, p.sharedllm_score, p.truncated_score,
-                 p.streaming_score, static_cast<long long>(p.trials));
+                 streaming.c_str(), static_cast<long long>(p.trials), static_cast<long long>(p.skipped_trials));
   }
   std::cout << j.dump(2) << std::endl;
   if (!out.empty()) std::ofstream(out) << j.dump(2) << "\n";
