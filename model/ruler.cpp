@@ -343,14 +343,14 @@ uint64_t Mix(uint64_t x) {  // splitmix64
   return x ^ (x >> 31);
 }
 
-uint64_t TaskSeed(uint64_t seed, const std::string& task, double multiple, int64_t trial) {
+}  // namespace
+
+uint64_t TaskSampleSeed(uint64_t seed, const std::string& task, double multiple, int64_t trial) {
   uint64_t h = Mix(seed ^ 0x52554c45522d6576ULL);  // "RULER-ev": evaluation streams of their own
   for (char c : task) h = Mix(h ^ static_cast<unsigned char>(c));
   h = Mix(h ^ static_cast<uint64_t>(std::llround(multiple * 1000)));
   return Mix(h ^ static_cast<uint64_t>(trial));
 }
-
-}  // namespace
 
 const std::vector<std::string>& RulerTaskNames() {
   static const std::vector<std::string> names = {"niah_single_1", "niah_multikey_2", "niah_multikey_3",
@@ -479,7 +479,7 @@ std::vector<TaskPoint> EvaluateTasks(LoadedModel& m, const std::vector<std::stri
         const int64_t target = static_cast<int64_t>(x * w) - budget;
         TaskSample s;
         try {
-          s = MakeTaskSample(task, tok, target, TaskSeed(seed, task, x, t));
+          s = MakeTaskSample(task, tok, target, TaskSampleSeed(seed, task, x, t));
         } catch (const TooShort& e) {  // this sample's smallest instance does not fit the length
           p.skipped = e.what();
           ++p.skipped_trials;

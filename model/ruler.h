@@ -53,6 +53,10 @@ struct TooShort : ModelError {
 TaskSample MakeTaskSample(const std::string& task, const Tokenizer& tokenizer, int64_t target_tokens,
                           uint64_t seed);
 
+// The seed of trial `trial` of `task` at `multiple` x W in EvaluateTasks (evaluation streams of
+// their own, never the training generators').
+uint64_t TaskSampleSeed(uint64_t seed, const std::string& task, double multiple, int64_t trial);
+
 // RULER's postprocessing of a prediction: control characters to newlines, surrounding space stripped.
 std::string PostprocessPrediction(const std::string& prediction);
 // RULER string_match_all for one sample: the fraction of references that occur in the prediction

@@ -439,6 +439,63 @@ TEST(EvalTasksSmokeTest, RulerAndMathFindRunOnATinyModel) {
   EXPECT_LT(no_stream[0].streaming_score, 0);
 }
 
+// A model that answers correctly scores 100 with all three readers: a scripted model (the next
+// token depends only on the current one) continues the question's last token with the answer's
+// tokens and then EOS. Checks the whole path: prompt assembly, generation, decoding, scoring.
+TEST(EvalTasksSmokeTest, AScriptedRightAnswerScoresFullMarks) {
+  auto tok = LoadTokenizer(std::string(SHAREDLLM_SOURCE_DIR) + "/models/tiny");
+  ASSERT_TRUE(tok);
+  for (const std::string task : {"math_find", "niah_single_1"}) {
+    SCOPED_TRACE(task);
+    const int64_t w = 256, budget = TaskMaxTokens(task, w);
+    // The first seed whose answer continues the question with distinct tokens (a scripted chain
+    // cannot repeat a token).
+    for (uint64_t seed = 1;; ++seed) {
+      ASSERT_LT(seed, 200u) << "no scriptable sample";
+      const TaskSample s = MakeTaskSample(task, *tok, 2 * w - budget, TaskSampleSeed(seed, task, 2, 0));
+      const auto q = tok->Encode(s.question);
+      const auto joint = tok->Encode(s.question + " " + s.answers[0]);
+      if (!std::equal(q.begin(), q.end(), joint.begin())) continue;
+      std::vector<int64_t> answer(joint.begin() + q.size(), joint.end());
+      std::set<int64_t> distinct(answer.begin(), answer.end());
+      distinct.insert(q.back());
+      if (distinct.size() != answer.size() + 1 || distinct.count(tok->eos_id())) continue;
+      std::map<int64_t, int64_t> next;
+      int64_t at = q.back();
+      for (int64_t id : answer) next[at] = id, at = id;
+      next[at] = tok->eos_id();
+      auto model = std::make_shared<LoadedModel>();
+      model->lm = test::ScriptedModel(tok->vocab_size(), next, /*fallback=*/5);
+      model->lm->config.max_position_embeddings = w;
+      model->config = model->lm->config;
+      model->tokenizer = std::move(tok);
+      SharedLLMConfig sc;
+      sc.num_injection_layers = 1;
+      sc.chunk_size = 32;
+      sc.tree_depth = 2;
+      sc.alphas = {4, 2};
+      model->shared = std::make_shared<SharedLLM>(model->lm, sc);
+      std::ostringstream log;
+      const auto points = EvaluateTasks(*model, {task}, {2}, 1, seed, true, &log);
+      ASSERT_EQ(points.size(), 1u);
+      EXPECT_EQ(points[0].trials, 1);
+      EXPECT_DOUBLE_EQ(points[0].sharedllm_score, 100) << log.str();
+      EXPECT_DOUBLE_EQ(points[0].truncated_score, 100) << log.str();
+      EXPECT_DOUBLE_EQ(points[0].streaming_score, 100) << log.str();
+      // And a model that answers something else scores 0.
+      next[q.back()] = 5;
+      model->lm = test::ScriptedModel(model->tokenizer->vocab_size(), next, 5);
+      model->lm->config.max_position_embeddings = w;
+      model->shared = std::make_shared<SharedLLM>(model->lm, sc);
+      const auto wrong = EvaluateTasks(*model, {task}, {2}, 1, seed, true);
+      EXPECT_DOUBLE_EQ(wrong[0].sharedllm_score, 0);
+      EXPECT_DOUBLE_EQ(wrong[0].truncated_score, 0);
+      tok = LoadTokenizer(std::string(SHAREDLLM_SOURCE_DIR) + "/models/tiny");
+      break;
+    }
+  }
+}
+
 TEST(EvalTasksSmokeTest, AblatedModelRuns) {
   auto model = TinySharedLLM("search=off,depth=1,selection=mean");
   EXPECT_EQ(model->shared->config().tree_depth, 1);
