@@ -25,7 +25,10 @@ at::Tensor Cat(const at::Tensor& a, const at::Tensor& b, int64_t dim) {
 
 StreamingLLM::StreamingLLM(CausalLM lm, int64_t window, int64_t sinks, int64_t block)
     : lm_(std::move(lm)),
-      window_(window > 0 ? window : lm_->config.max_position_embeddings),
+      window_(window > 0 ? window
+              : lm_->config.sliding_window > 0
+                  ? std::min(lm_->config.sliding_window, lm_->config.max_position_embeddings)
+                  : lm_->config.max_position_embeddings),
       sinks_(sinks),
       block_(block > 0 ? block : window_),
       sink_k_(lm_->config.num_hidden_layers), sink_v_(lm_->config.num_hidden_layers),
@@ -33,7 +36,7 @@ StreamingLLM::StreamingLLM(CausalLM lm, int64_t window, int64_t sinks, int64_t b
   Check(sinks_ >= 0 && sinks_ < window_, "StreamingLLM needs 0 <= sinks < window (" +
                                              std::to_string(sinks_) + ", " + std::to_string(window_) + ")");
   Check(lm_->config.sliding_window <= 0 || lm_->config.sliding_window >= window_,
-        "StreamingLLM over a model with a sliding window narrower than the cache is not supported");
+        "StreamingLLM's cache cannot exceed the model's sliding window");
 }
 
 int64_t StreamingLLM::cache_entries() const {

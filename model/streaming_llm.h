@@ -24,7 +24,8 @@ namespace sharedllm {
 
 class StreamingLLM {
  public:
-  // `window` = the cache size (the base model's window by default: 0), `sinks` = 4 in the paper.
+  // `window` = the cache size (0: the base model's window, or its sliding window if narrower),
+  // `sinks` = 4 in the paper.
   explicit StreamingLLM(CausalLM lm, int64_t window = 0, int64_t sinks = 4, int64_t block = 0);
 
   // Feeds `ids` (any number) after everything fed so far; returns the final-normed hidden states
