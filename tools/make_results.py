@@ -304,6 +304,10 @@ plot '{dat}' using 1:2:3 with image notitle
             f.write("## Perplexity (CEPE/SharedLLM protocol)\n\n")
             f.write("Sources: " + ", ".join(f"`{n}` = {r['shard']}" for n, r in runs) +
                     f"; model `{runs[0][1]['model']}`, window W = {runs[0][1]['window']}.\n\n")
+            if any("streaming_ppl" in p for _, r in runs for p in r["points"]):
+                f.write("StreamingLLM: the base model reading all L tokens with a cache of W entries (the "
+                        "first 4 tokens as attention sinks + the most recent ones, rotary positions within "
+                        "the cache), zero-shot; at 1× W it is the truncated model.\n\n")
             f.write(ppl_table(runs) + "\n\n![perplexity vs length](ppl_vs_length.png)\n\n")
         if passkey:
             f.write("## Pass-key retrieval\n\n")
