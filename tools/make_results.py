@@ -9,7 +9,8 @@ usage: make_results.py --ppl NAME=PPL.json [--ppl ...] --passkey PASSKEY.json
                        [--tasks RULER.json] [--tasks MATHFIND.json]
                        [--ablation [LABEL=]F.json ...] [--efficiency EFF.json] --out docs/
 --ablation takes any eval JSON (ppl, passkey, ruler, mathfind), typically one per `--ablate`
-setting plus the unablated run of the same command; rows are labelled LABEL or, without one, by
+setting plus the unablated run of the same command (and, as LABEL=F.json, runs of separately
+trained variants: injection layers, split noise); rows are labelled LABEL or, without one, by
 the JSON's "ablation" field. Runs of the same task (and held-out shard) share a table."""
 import argparse
 import json
@@ -117,7 +118,9 @@ def ablation_section(runs):
             c = r.get("sharedllm_config", {})
             conf = (f"h={c.get('tree_depth', '?')}, α={'/'.join(str(a) for a in c.get('alphas', []))}, "
                     f"search {'on' if c.get('search', True) else 'off'}, chunk positions "
-                    f"{'on' if c.get('chunk_positions', True) else 'off'}, selection {c.get('selection', '?')}"
+                    f"{'on' if c.get('chunk_positions', True) else 'off'}, selection {c.get('selection', '?')}, "
+                    f"{c.get('injection', '?')} injection ×{c.get('num_injection_layers', '?')}, split noise "
+                    f"{'on' if c.get('split_noise', True) else 'off'}"
                     if c else "?")
             lines.append(f"| {label} | {conf} | " + " | ".join(ablation_value(r, x) for x in lengths) + " |")
         out.append("\n".join(lines) + "\n")
@@ -318,9 +321,11 @@ plot '{dat}' using 1:2:3 with image notitle
             f.write("\n## Retrieval and aggregation over long input (RULER, Math.Find)\n\n")
             f.write(tasks_section(task_runs) + "\n")
         if ablations:
-            f.write("\n## Ablations (evaluation-time, `--ablate`)\n\n"
-                    "The trained model read with one switch of sharedllm.json changed at evaluation time "
-                    "(no retraining); switches that need retraining are not in these tables.\n\n")
+            f.write("\n## Ablations\n\n"
+                    "Rows named by an `--ablate` setting are the trained model read with that switch of "
+                    "sharedllm.json changed at evaluation time (no retraining); switches that need "
+                    "retraining (injection layers, split noise) appear only as separately trained models, "
+                    "named by their own label; the configuration column is what each run evaluated.\n\n")
             f.write(ablation_section(ablations) + "\n")
         if efficiency:
             f.write("\n" + efficiency_section(efficiency))

@@ -581,7 +581,8 @@ TEST(EvalCliTest, JsonAblationsAndResultsTables) {
   EXPECT_NE(md.find("| StreamingLLM |"), std::string::npos) << md;
   EXPECT_NE(md.find("| vt | "), std::string::npos) << md;
   EXPECT_NE(md.find("| math_find | "), std::string::npos) << md;
-  EXPECT_NE(md.find("| selection=mean | h=2, α=4/2, search on, chunk positions on, selection mean |"),
+  EXPECT_NE(md.find("| selection=mean | h=2, α=4/2, search on, chunk positions on, selection mean, bottom "
+                    "injection ×1, split noise on |"),
             std::string::npos) << md;
   EXPECT_NE(md.find("| plain | h=1, α=4, search off"), std::string::npos) << md;
   EXPECT_TRUE(test::Exists(out + "/ppl_vs_length.png"));
