@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 
 #include "model/errors.h"
 
@@ -38,7 +39,7 @@ double AdamW::ClipGradNorm(double max_norm) {
 }
 
 void AdamW::Step(double lr) {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   ++step_;
   const double b1 = options_.beta1, b2 = options_.beta2;
   const double c1 = 1 - std::pow(b1, static_cast<double>(step_));

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "model/errors.h"
@@ -69,7 +70,7 @@ void LlamaDecoderLayerImpl::AddCrossAttention(const ModelConfig& c) {
   cross_attn = register_module(
       "cross_attn", CrossAttention(c.hidden_size, c.num_attention_heads, c.num_key_value_heads,
                                    c.head_dim, c.qkv_bias, c.rms_norm_eps, options));
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   cross_attn->norm->weight.copy_(input_layernorm->weight);
   cross_attn->q_proj->weight.copy_(self_attn->q_proj->weight);
   if (c.qkv_bias) cross_attn->q_proj->bias.copy_(self_attn->q_proj->bias);
@@ -160,7 +161,7 @@ CausalLMImpl::LowerOutput CausalLMImpl::ForwardLower(const at::Tensor& ids, int6
 
 void CausalLMImpl::InitRandom(uint64_t seed, double std) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   for (auto& p : named_parameters()) {
     const bool is_norm = p.key().find("norm") != std::string::npos;
     at::Tensor init = is_norm ? at::ones(p.value().sizes())

@@ -9,6 +9,7 @@
 #include <random>
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <ATen/autocast_mode.h>
 #include <nlohmann/json.hpp>
 #include <torch/version.h>
@@ -301,7 +302,7 @@ class Run {
           inputs.push_back(seq);
           targets.push_back(tgt);
           b.scored += static_cast<int64_t>(sample.answer.size());
-          at::NoGradGuard no_grad;
+          c10::NoGradGuard no_grad;
           query = s.QueryVector(sample.prompt);
         }
         // With a frozen lower model no graph is built through the compressor.
@@ -335,7 +336,7 @@ class Run {
   }
 
   double Evaluate() {
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     model_->lm->eval();
     double sum = 0;
     for (int64_t i = 0; i < c_.eval_batches; ++i) {

@@ -5,6 +5,7 @@
 // because every sample is a pure function of (seed, step, micro-batch).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 

@@ -3,6 +3,7 @@
 #include <set>
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 
 #include "model/errors.h"
 
@@ -52,7 +53,7 @@ void LoadParameters(torch::nn::Module& module, const CheckpointReader& reader,
            "tie_word_embeddings, attention_bias)";
     throw ModelError(msg);
   }
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   for (auto& p : params) {
     if (filter && !filter(p.key())) continue;
     p.value().copy_(reader.tensor(p.key()));

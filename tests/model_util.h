@@ -90,7 +90,7 @@ inline double MaxAbsDiff(const at::Tensor& a, const at::Tensor& b) {
 
 // Full forward logits [T, vocab] of one sequence.
 inline at::Tensor FullLogits(CausalLM& lm, const std::vector<int64_t>& ids) {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   return lm->forward(Ids(ids)).squeeze(0);
 }
 
@@ -109,7 +109,7 @@ inline CausalLM ScriptedModel(int64_t vocab, const std::map<int64_t, int64_t>& n
   c.head_dim = c.hidden_size / 2;
   c.eos_token_ids = {};
   CausalLM lm(c, at::TensorOptions().dtype(at::kFloat));
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   for (auto& p : lm->named_parameters()) {
     if (p.key().find("norm") != std::string::npos) p.value().fill_(1.0);
     else p.value().zero_();

@@ -65,7 +65,7 @@ for stage in "$@"; do
         -DSHAREDLLM_BUILD_TESTS=OFF -DCMAKE_CXX_STANDARD="${CXX_STANDARD:-17}" \
         -DCMAKE_PREFIX_PATH="$torch_prefix" -DNLOHMANN_JSON_INCLUDE_DIR="$PWD/data/gpu/include" \
         -DCMAKE_CUDA_ARCHITECTURES=90
-      cmake --build build-cuda --target sharedllm
+      cmake --build build-cuda --target sharedllm -- -k 0
       ;;
     base)
       timed_train base "$recipes/base.json" "${BASE_SECONDS:-300}" runs/gpu-base

@@ -185,7 +185,7 @@ TEST(ModelTest, CausalMask) {
 TEST(ModelTest, BatchOfTwoEqualsEachRowAlone) {
   CausalLM lm = TinyModel();
   const auto a = SeededIds(9, 61, 9), b = SeededIds(9, 61, 10);
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   const at::Tensor both = lm->forward(at::cat({Ids(a), Ids(b)}, 0));  // [2, 9, V]
   EXPECT_LT(MaxAbsDiff(both[0], FullLogits(lm, a)), kTol);
   EXPECT_LT(MaxAbsDiff(both[1], FullLogits(lm, b)), kTol);
@@ -208,7 +208,7 @@ TEST(ModelTest, GroupedQueryHeadsShareKvHeadsLikeRepeatKv) {
   mha_config.num_key_value_heads = 4;
   CausalLM gqa = TinyModel(gqa_config);
   CausalLM mha(mha_config, at::TensorOptions().dtype(at::kFloat));
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   auto src = gqa->named_parameters();
   for (auto& p : mha->named_parameters()) {
     at::Tensor w = src[p.key()];
@@ -230,7 +230,7 @@ TEST(ModelTest, BiasesTakePartAndCacheStillMatches) {
   const auto ids = SeededIds(10, 61, 12);
   const at::Tensor before = FullLogits(lm, ids);
   {
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
     for (auto& p : lm->named_parameters()) {
       if (p.key().size() > 5 && p.key().substr(p.key().size() - 5) == ".bias") {
@@ -249,7 +249,7 @@ TEST(ModelTest, TiedModelUsesEmbeddingsAsLmHead) {
   CausalLM lm = TinyModel(c);
   EXPECT_TRUE(lm->lm_head.is_empty());
   for (const auto& p : lm->named_parameters()) EXPECT_EQ(p.key().find("lm_head"), std::string::npos);
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   const at::Tensor hidden = lm->ForwardHidden(Ids(SeededIds(5, 61, 13)));
   EXPECT_LT(MaxAbsDiff(lm->Logits(hidden), at::matmul(hidden, lm->model->embed_tokens->weight.t())),
             1e-6);

@@ -38,7 +38,7 @@ SharedLLMConfig SmallShared(int64_t layers = 2) {
 // Gives every cross-attention o_proj random weights, so the context changes the output.
 void RandomizeCrossAttention(CausalLM& lm, uint64_t seed) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   for (auto& p : lm->named_parameters()) {
     if (IsSharedLLMParameter(p.key()) && p.key().find("o_proj") != std::string::npos) {
       p.value().copy_(at::normal(0.0, 0.3, p.value().sizes(), gen));
