@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Every evaluation of docs/RESULTS.md on the shipped model, then the tables and plots:
+#   tools/eval_mini.sh [MODEL_DIR]        (default models/mini; JSON into docs/results/)
+# Needs the held-out shards (tools/train_mini.sh builds them). CPU: about an hour on 2 cores;
+# add --device cuda through SHAREDLLM_EVAL_FLAGS on a GPU machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+model=${1:-models/mini}
+bin=build/bin/sharedllm
+flags=${SHAREDLLM_EVAL_FLAGS:-}
+r=docs/results
+s=data/shards
+mkdir -p "$r"
+export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX} OMP_WAIT_POLICY=PASSIVE
+
+for doc in books code; do
+  $bin eval ppl --model "$model" $flags --shard "$s/heldout-$doc.bin" --windows 30 \
+    --full-attention-max 16 --out "$r/ppl-$doc.json"
+done
+$bin eval passkey --model "$model" $flags --trials 4 --out "$r/passkey.json"
+$bin eval ruler --model "$model" $flags --trials 3 --out "$r/ruler.json"
+$bin eval mathfind --model "$model" $flags --trials 5 --out "$r/mathfind.json"
+
+# Evaluation-time ablations (perplexity on books; search on the retrieval tasks).
+ablations=()
+for a in depth=2 beta=4 beta=16 chunk_positions=off selection=first selection=mean; do
+  name=abl-books-${a//=/-}
+  $bin eval ppl --model "$model" $flags --shard "$s/heldout-books.bin" --windows 10 \
+    --lengths 1,4,16,32 --ablate "$a" --out "$r/$name.json"
+  ablations+=(--ablation "$r/$name.json")
+done
+$bin eval ppl --model "$model" $flags --shard "$s/heldout-books.bin" --windows 10 \
+  --lengths 1,4,16,32 --out "$r/abl-books-none.json"
+$bin eval passkey --model "$model" $flags --trials 2 --ablate search=off \
+  --out "$r/abl-passkey-search-off.json"
+
+/usr/bin/python3 tools/make_results.py --ppl "books=$r/ppl-books.json" --ppl "code=$r/ppl-code.json" \
+  --passkey "$r/passkey.json" --tasks "$r/ruler.json" --tasks "$r/mathfind.json" \
+  --ablation "$r/abl-books-none.json" "${ablations[@]}" \
+  --ablation "$r/passkey.json" --ablation "$r/abl-passkey-search-off.json" \
+  --efficiency docs/efficiency-mini-cpu.json --out docs
