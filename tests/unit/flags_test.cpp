@@ -154,6 +154,15 @@ TEST(FlagsTest, RequiredFlags) {
   EXPECT_EQ(h.Parse({"--help"}).rc, 0);
 }
 
+TEST(FlagsTest, ParseDoubleList) {
+  EXPECT_EQ(ParseDoubleList("1,2.5,32"), std::vector<double>({1, 2.5, 32}));
+  EXPECT_EQ(ParseDoubleList("0.25"), std::vector<double>({0.25}));
+  EXPECT_THROW(ParseDoubleList(""), std::invalid_argument);
+  EXPECT_THROW(ParseDoubleList("1,,2"), std::invalid_argument);
+  EXPECT_THROW(ParseDoubleList("1,2x"), std::invalid_argument);
+  EXPECT_THROW(ParseDoubleList("four"), std::invalid_argument);
+}
+
 TEST(FlagsTest, ParseIdList) {
   EXPECT_EQ(ParseIdList("1,2,3"), std::vector<int64_t>({1, 2, 3}));
   EXPECT_EQ(ParseIdList("42"), std::vector<int64_t>({42}));

@@ -32,15 +32,6 @@ namespace {
 
 using nlohmann::json;
 
-std::vector<double> ParseMultiples(const std::string& text) {
-  std::vector<double> out;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) out.push_back(std::stod(item));
-  Check(!out.empty(), "empty list '" + text + "'");
-  return out;
-}
-
 double Median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -218,7 +209,7 @@ int EfficiencyCommand(const Args& args) {
   j["env"] = {{"OMP_NUM_THREADS", omp ? omp : ""}, {"OPENBLAS_CORETYPE", core ? core : ""}};
 
   try {
-    for (double mult : ParseMultiples(lengths)) {
+    for (double mult : ParseDoubleList(lengths)) {
       const int64_t tokens = static_cast<int64_t>(std::llround(mult * w));
       const bool full = o.full_max > 0 && mult <= o.full_max + 1e-9;
       std::vector<std::string> phases = {"ingest", "ask", "rebuild"};

@@ -13,15 +13,6 @@
 namespace sharedllm::cli {
 namespace {
 
-std::vector<double> ParseDoubles(const std::string& text) {
-  std::vector<double> out;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) out.push_back(std::stod(item));
-  Check(!out.empty(), "empty list '" + text + "'");
-  return out;
-}
-
 void Emit(const nlohmann::json& j, const std::string& out) {
   std::cout << j.dump(2) << std::endl;
   if (!out.empty()) std::ofstream(out) << j.dump(2) << "\n";
@@ -83,7 +74,7 @@ int EvalCommand(const Args& args) {
   if (task == "ppl") {
     const TokenShard shard = TokenShard::Open(shard_path, model->config.vocab_size);
     j["shard"] = shard_path;
-    for (const auto& p : EvaluatePerplexity(*model, shard, ParseDoubles(lengths), windows, seed, full_max)) {
+    for (const auto& p : EvaluatePerplexity(*model, shard, ParseDoubleList(lengths), windows, seed, full_max)) {
       nlohmann::json point = {{"length_multiple", p.length_multiple}, {"windows", p.windows},
                               {"sharedllm_ppl", p.sharedllm_ppl}, {"truncated_ppl", p.truncated_ppl},
                               {"streaming_ppl", p.streaming_ppl}};
@@ -97,7 +88,7 @@ int EvalCommand(const Args& args) {
                    p.full_yarn_ppl, static_cast<long long>(p.windows));
     }
   } else {
-    for (const auto& p : EvaluatePasskey(*model, ParseDoubles(lengths), ParseDoubles(depths), trials, seed)) {
+    for (const auto& p : EvaluatePasskey(*model, ParseDoubleList(lengths), ParseDoubleList(depths), trials, seed)) {
       j["points"].push_back({{"length_multiple", p.length_multiple}, {"depth", p.depth},
                              {"trials", p.trials}, {"sharedllm_correct", p.sharedllm_correct},
                              {"truncated_correct", p.truncated_correct}});

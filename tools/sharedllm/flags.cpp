@@ -149,4 +149,23 @@ std::vector<int64_t> ParseIdList(const std::string& text) {
   return ids;
 }
 
+std::vector<double> ParseDoubleList(const std::string& text) {
+  std::vector<double> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    size_t used = 0;
+    double v = 0;
+    try {
+      v = std::stod(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != item.size()) throw std::invalid_argument("bad number '" + item + "' in '" + text + "'");
+    out.push_back(v);
+  }
+  if (out.empty()) throw std::invalid_argument("empty list '" + text + "'");
+  return out;
+}
+
 }  // namespace sharedllm::cli

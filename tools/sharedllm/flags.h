@@ -41,4 +41,8 @@ class FlagSet {
 // "1,2,3" -> {1, 2, 3}; throws std::invalid_argument with the bad item.
 std::vector<int64_t> ParseIdList(const std::string& text);
 
+// "1,2.5,4" -> {1, 2.5, 4} (e.g. length multiples, depths); throws std::invalid_argument on an
+// empty list or an item that is not a whole number.
+std::vector<double> ParseDoubleList(const std::string& text);
+
 }  // namespace sharedllm::cli
