@@ -34,6 +34,13 @@ $bin eval ppl --model "$model" $flags --shard "$s/heldout-books.bin" --windows 1
 $bin eval passkey --model "$model" $flags --trials 2 --ablate search=off \
   --out "$r/abl-passkey-search-off.json"
 
+# Separately trained variants (tools/train_ablations.sh), where present.
+for f in "$r"/abl-books-trained-*.json; do
+  [ -f "$f" ] || continue
+  label=$(basename "$f" .json)
+  ablations+=(--ablation "trained ${label#abl-books-trained-}=$f")
+done
+
 /usr/bin/python3 tools/make_results.py --ppl "books=$r/ppl-books.json" --ppl "code=$r/ppl-code.json" \
   --passkey "$r/passkey.json" --tasks "$r/ruler.json" --tasks "$r/mathfind.json" \
   --ablation "$r/abl-books-none.json" "${ablations[@]}" \
