@@ -63,11 +63,12 @@ std::vector<TreeNode> PreservedNodes(const ChunkTree& tree, const ChildChooser& 
   return out;
 }
 
-bool CosineExpandsRight(const at::Tensor& left, const at::Tensor& right, const at::Tensor& query) {
-  auto q = query.to(at::kDouble);
-  const double cl = at::cosine_similarity(left.to(at::kDouble), q, 0).item<double>();
-  const double cr = at::cosine_similarity(right.to(at::kDouble), q, 0).item<double>();
-  return cr > cl;
+std::vector<double> CosineToQuery(const std::vector<at::Tensor>& vectors, const at::Tensor& query) {
+  if (vectors.empty()) return {};
+  auto all = at::stack(vectors).to(at::kDouble);                             // [N, hidden]
+  auto q = query.to(all.device()).to(at::kDouble).view({1, -1});
+  auto cos = at::cosine_similarity(all, q, 1).to(at::kCPU).contiguous();   // [N]
+  return std::vector<double>(cos.data_ptr<double>(), cos.data_ptr<double>() + cos.numel());
 }
 
 std::vector<std::pair<int64_t, int64_t>> ChunkSpans(int64_t length, int64_t chunk_size,

@@ -60,8 +60,9 @@ std::vector<TreeNode> PreservedNodes(const ChunkTree& tree, const ChildChooser& 
 inline bool AlwaysRight(const TreeNode&, const TreeNode&) { return true; }
 
 // Query policy: expand the child whose search vector is closer (cosine) to the query's; ties go
-// left. Vectors: [hidden].
-bool CosineExpandsRight(const at::Tensor& left, const at::Tensor& right, const at::Tensor& query);
+// left. This gives the cosine (in double) of every vector ([hidden] each) to the query in one
+// batched operation and one copy to the host, so a search costs no per-node synchronisation.
+std::vector<double> CosineToQuery(const std::vector<at::Tensor>& vectors, const at::Tensor& query);
 
 // Chunk spans [begin, end) of a context of `length` tokens: chunks of `chunk_size`, the last one
 // shorter; a tail shorter than `min_length` (2^depth) joins the previous chunk, so no token is

@@ -1,7 +1,9 @@
 #include "model/sharedllm.h"
 
 #include <algorithm>
-#include <map>
+#include <limits>
+#include <numeric>
+#include <string>
 
 #include <ATen/ATen.h>
 
@@ -34,39 +36,129 @@ std::vector<EncodedNode> SharedLLM::EncodeNodes(const std::vector<int64_t>& chun
   return Encode(jobs);
 }
 
+namespace {
+
+// Where each kept position of a batch's nodes comes from, for one gather per tensor: rows of the
+// lower model's K/V flattened to [n * KVH * width, D], node after node, head after head (so each
+// node's [KVH, kept, D] is one contiguous block of the result). "first"/"last" take one row per kept
+// position; "mean" takes the rows of its block, padded to the largest stride with weight 0.
+struct KeptRows {
+  int64_t per_position = 1;     // rows per kept position
+  std::vector<int64_t> rows;    // [total kept * per_position]
+  std::vector<float> weights;   // "mean" only: 1 for a block's rows, 0 for padding
+  std::vector<float> counts;    // "mean" only: the block's size, per kept position
+  std::vector<int64_t> offset;  // per node: its first kept position (in units of kept rows)
+  std::vector<int64_t> kept;    // per node: kept positions per head
+};
+
+KeptRows PlanKeptRows(const std::vector<int64_t>& lengths, const std::vector<int64_t>& strides,
+                      int64_t heads, int64_t width, const std::string& mode) {
+  Check(mode == "first" || mode == "last" || mode == "mean",
+        "unknown downsampling mode '" + mode + "' (first, last, mean)");
+  KeptRows p;
+  const bool mean = mode == "mean";
+  if (mean) p.per_position = *std::max_element(strides.begin(), strides.end());
+  int64_t total = 0;
+  for (size_t m = 0; m < lengths.size(); ++m) {
+    const int64_t l = lengths[m], alpha = strides[m], kept = KeptLength(l, alpha);
+    p.offset.push_back(total);
+    p.kept.push_back(kept);
+    total += heads * kept;
+    for (int64_t h = 0; h < heads; ++h) {
+      const int64_t base = (static_cast<int64_t>(m) * heads + h) * width;
+      for (int64_t i = 0; i < kept; ++i) {
+        const int64_t begin = i * alpha, end = std::min(begin + alpha, l);
+        if (!mean) {
+          p.rows.push_back(base + (mode == "first" ? begin : end - 1));
+          continue;
+        }
+        for (int64_t t = 0; t < p.per_position; ++t) {
+          const bool inside = begin + t < end;
+          p.rows.push_back(base + (inside ? begin + t : begin));
+          p.weights.push_back(inside ? 1.0f : 0.0f);
+        }
+        p.counts.push_back(static_cast<float>(end - begin));
+      }
+    }
+  }
+  return p;
+}
+
+// x: [n, KVH, width, D] -> the kept positions of every node, [sum of KVH * kept, D].
+at::Tensor GatherKept(const at::Tensor& x, const KeptRows& p, const at::Tensor& rows,
+                      const at::Tensor& weights, const at::Tensor& counts) {
+  const int64_t d = x.size(-1);
+  auto picked = x.reshape({-1, d}).index_select(0, rows);
+  if (!weights.defined()) return picked;
+  // Block means in float32: a weighted sum over the padded block, then / the block's size. A block
+  // of one position is copied exactly (x * 1 + 0).
+  auto blocks = picked.to(at::kFloat).view({-1, p.per_position, d}) * weights.unsqueeze(-1);
+  return (blocks.sum(1) / counts.unsqueeze(-1)).to(x.scalar_type());
+}
+
+}  // namespace
+
 std::vector<EncodedNode> SharedLLM::Encode(const std::vector<NodeJob>& jobs,
                                            int64_t max_batch_tokens) {
   const auto device = lm_->model->embed_tokens->weight.device();
+  const auto longs = at::TensorOptions().dtype(at::kLong);
   std::vector<EncodedNode> out(jobs.size());
-  std::map<int64_t, std::vector<size_t>> by_length;  // equal lengths share one batch
-  for (size_t i = 0; i < jobs.size(); ++i) by_length[jobs[i].node.length()].push_back(i);
-  for (const auto& [length, all] : by_length) {
-    const size_t per_batch = static_cast<size_t>(std::max<int64_t>(1, max_batch_tokens / length));
-    for (size_t first = 0; first < all.size(); first += per_batch) {
-      const std::vector<size_t> members(all.begin() + first,
-                                        all.begin() + std::min(all.size(), first + per_batch));
-      std::vector<int64_t> ids;
-      ids.reserve(members.size() * length);
-      for (size_t i : members) {
-        const int64_t* t = jobs[i].chunk_tokens;
-        ids.insert(ids.end(), t + jobs[i].node.begin, t + jobs[i].node.end);
+  // Longest first; a batch is right-padded to its first (longest) node, and takes nodes down to
+  // 3/4 of that width. The lower model is causal, so padding after a node never reaches the node's
+  // positions: each node is encoded as if alone, at positions 0..l-1.
+  std::vector<size_t> order(jobs.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return jobs[a].node.length() > jobs[b].node.length();
+  });
+  for (size_t first = 0; first < order.size();) {
+    const int64_t width = jobs[order[first]].node.length();
+    const size_t capacity = static_cast<size_t>(std::max<int64_t>(1, max_batch_tokens / width));
+    std::vector<size_t> members;
+    while (first < order.size() && members.size() < capacity &&
+           4 * jobs[order[first]].node.length() >= 3 * width) {
+      members.push_back(order[first++]);
+    }
+    const int64_t n = static_cast<int64_t>(members.size());
+    std::vector<int64_t> ids(static_cast<size_t>(n * width), 0);
+    std::vector<int64_t> lengths, strides, search_rows;
+    for (int64_t m = 0; m < n; ++m) {
+      const NodeJob& job = jobs[members[m]];
+      std::copy(job.chunk_tokens + job.node.begin, job.chunk_tokens + job.node.end,
+                ids.begin() + m * width);
+      lengths.push_back(job.node.length());
+      strides.push_back(config_.alphas[job.node.level - 1]);
+      search_rows.push_back(m * width + job.node.length() - 1);
+    }
+    auto lower = lm_->ForwardLower(at::tensor(ids, longs).view({n, width}).to(device),
+                                   config_.num_injection_layers);
+    const int64_t heads = lower.k[0].size(1), d = lower.k[0].size(3);
+    const KeptRows plan = PlanKeptRows(lengths, strides, heads, width, config_.selection);
+    const auto rows = at::tensor(plan.rows, longs).to(device);
+    at::Tensor weights, counts;
+    if (!plan.weights.empty()) {
+      weights = at::tensor(plan.weights).view({-1, plan.per_position}).to(device);
+      counts = at::tensor(plan.counts).to(device);
+    }
+    std::vector<at::Tensor> k, v;  // per layer: [sum of KVH * kept, D]
+    for (int64_t j = 0; j < config_.num_injection_layers; ++j) {
+      k.push_back(GatherKept(lower.k[j], plan, rows, weights, counts));
+      v.push_back(GatherKept(lower.v[j], plan, rows, weights, counts));
+    }
+    auto search = lower.first_layer.reshape({n * width, -1})
+                      .index_select(0, at::tensor(search_rows, longs).to(device))
+                      .to(at::kFloat);  // [n, hidden]
+    // Each node holds views into its batch's gathered tensors: only kept positions stay alive.
+    for (int64_t m = 0; m < n; ++m) {
+      EncodedNode& e = out[members[m]];
+      e.chunk = jobs[members[m]].chunk;
+      e.node = jobs[members[m]].node;
+      const int64_t kept = plan.kept[m], off = plan.offset[m];
+      for (int64_t j = 0; j < config_.num_injection_layers; ++j) {
+        e.k.push_back(k[j].narrow(0, off, heads * kept).view({heads, kept, d}));
+        e.v.push_back(v[j].narrow(0, off, heads * kept).view({heads, kept, d}));
       }
-      auto batch = at::tensor(ids, at::TensorOptions().dtype(at::kLong))
-                       .view({static_cast<int64_t>(members.size()), length})
-                       .to(device);
-      auto lower = lm_->ForwardLower(batch, config_.num_injection_layers);
-      for (size_t m = 0; m < members.size(); ++m) {
-        EncodedNode& e = out[members[m]];
-        e.chunk = jobs[members[m]].chunk;
-        e.node = jobs[members[m]].node;
-        const int64_t alpha = config_.alphas[e.node.level - 1];
-        for (int64_t j = 0; j < config_.num_injection_layers; ++j) {
-          // clone(): a node must not keep its whole batch alive through a view.
-          e.k.push_back(Downsample(lower.k[j][m], alpha, config_.selection).clone());  // [KVH, kept, D]
-          e.v.push_back(Downsample(lower.v[j][m], alpha, config_.selection).clone());
-        }
-        e.search = lower.first_layer[m][length - 1].to(at::kFloat).clone();
-      }
+      e.search = search[m];
     }
   }
   return out;
@@ -99,16 +191,25 @@ DocumentTree SharedLLM::BuildStaticTree(const std::vector<int64_t>& context_ids)
 std::vector<const EncodedNode*> SharedLLM::Select(const DocumentTree& tree,
                                                   const at::Tensor& query) const {
   const bool use_query = config_.search && query.defined();
+  // With a query: the cosine of every node of the tree at once (one batched op).
+  std::vector<double> cosine;
+  std::vector<size_t> first_of_chunk;
+  if (use_query) {
+    std::vector<at::Tensor> vectors;
+    for (const auto& nodes : tree.nodes) {
+      first_of_chunk.push_back(vectors.size());
+      for (const EncodedNode& e : nodes) vectors.push_back(e.search);
+    }
+    cosine = CosineToQuery(vectors, query);
+  }
   std::vector<const EncodedNode*> out;
   for (int64_t c = 0; c < tree.num_chunks(); ++c) {
     const auto& nodes = tree.nodes[c];
-    auto vector_of = [&](const TreeNode& n) -> const at::Tensor& {
-      return nodes[ChunkTree::FlatIndex(n.level, n.index)].search;
-    };
     ChildChooser chooser = AlwaysRight;
     if (use_query) {
-      chooser = [&](const TreeNode& l, const TreeNode& r) {
-        return CosineExpandsRight(vector_of(l), vector_of(r), query);
+      const double* cos = cosine.data() + first_of_chunk[c];
+      chooser = [cos](const TreeNode& l, const TreeNode& r) {
+        return cos[ChunkTree::FlatIndex(r.level, r.index)] > cos[ChunkTree::FlatIndex(l.level, l.index)];
       };
     }
     for (const TreeNode& n : PreservedNodes(tree.chunks[c], chooser)) {
@@ -143,6 +244,12 @@ std::vector<EncodedNode> SharedLLM::BuildDynamicTree(const std::vector<int64_t>&
       if (both) jobs.push_back({tokens, static_cast<int64_t>(c), trees[c].node(level, 2 * parent[c] + 1)});
     }
     std::vector<EncodedNode> encoded = Encode(jobs);
+    std::vector<double> cosine;  // left, right of every chunk: one batched op per level
+    if (both && !last) {
+      std::vector<at::Tensor> vectors;
+      for (const EncodedNode& e : encoded) vectors.push_back(e.search);
+      cosine = CosineToQuery(vectors, query);
+    }
     for (size_t c = 0; c < trees.size(); ++c) {
       if (!both) {  // right-child policy: the left child is preserved, the right one expanded
         kept[c].push_back(std::move(encoded[c]));
@@ -156,7 +263,7 @@ std::vector<EncodedNode> SharedLLM::BuildDynamicTree(const std::vector<int64_t>&
         kept[c].push_back(std::move(right));
         continue;
       }
-      const bool right_expands = CosineExpandsRight(left.search, right.search, query);
+      const bool right_expands = cosine[2 * c + 1] > cosine[2 * c];  // ties go left
       kept[c].push_back(std::move(right_expands ? left : right));
       parent[c] = 2 * parent[c] + (right_expands ? 1 : 0);
     }
@@ -205,15 +312,12 @@ InjectionContext SharedLLM::MakeBatchContext(
   const auto device = lm_->model->embed_tokens->weight.device();
   const auto dtype = lm_->model->embed_tokens->weight.scalar_type();
   // Chunk index of every kept position (rotary position of its key).
-  auto positions = at::zeros({batch, s}, at::TensorOptions().dtype(at::kLong));
+  std::vector<int64_t> chunk_of(static_cast<size_t>(batch * s), 0);
   for (int64_t b = 0; b < batch; ++b) {
-    int64_t at_pos = 0;
-    for (const EncodedNode* e : per_sample[b]) {
-      const int64_t kept = e->k[0].size(1);
-      positions[b].narrow(0, at_pos, kept).fill_(e->chunk);
-      at_pos += kept;
-    }
+    auto at_pos = chunk_of.begin() + b * s;
+    for (const EncodedNode* e : per_sample[b]) at_pos = std::fill_n(at_pos, e->k[0].size(1), e->chunk);
   }
+  auto positions = at::tensor(chunk_of, at::TensorOptions().dtype(at::kLong)).view({batch, s});
   at::Tensor cos, sin;  // [B, 1, S, D]
   if (config_.chunk_positions) {
     auto cs = lm_->rope.CosSin(positions.view({-1}), ctx.num_chunks + 1);
@@ -243,11 +347,12 @@ InjectionContext SharedLLM::MakeBatchContext(
   bool padded = false;
   for (int64_t len : lengths) padded |= len != s;
   if (padded) {
-    auto mask = at::zeros({batch, 1, 1, s}, at::TensorOptions().dtype(at::kFloat));
+    std::vector<float> mask(static_cast<size_t>(batch * s), 0.0f);
     for (int64_t b = 0; b < batch; ++b) {
-      mask[b].narrow(-1, lengths[b], s - lengths[b]).fill_(-std::numeric_limits<float>::infinity());
+      std::fill(mask.begin() + b * s + lengths[b], mask.begin() + (b + 1) * s,
+                -std::numeric_limits<float>::infinity());
     }
-    ctx.key_mask = mask.to(device);
+    ctx.key_mask = at::tensor(mask).view({batch, 1, 1, s}).to(device);
   }
   return ctx;
 }

@@ -183,6 +183,52 @@ TEST(ContextTreeTest, DownsampleModes) {
   EXPECT_THROW(Downsample(x, 4, "median"), ModelError);
 }
 
+// Encode batches nodes of different lengths (right-padded, one gather per layer); each node must
+// come out as the lower model and Downsample give it for that node alone, in every mode.
+TEST(SharedLLMTest, BatchedEncodingEqualsEachNodeAlone) {
+  CausalLM lm = test::TinyModel(Config());
+  c10::InferenceMode guard;
+  const auto doc = SeededIds(150, 61, 33);
+  std::mt19937_64 rng(5);
+  for (const std::string mode : {"first", "last", "mean"}) {
+    SharedLLMConfig sc = SmallShared();
+    sc.selection = mode;
+    sc.alphas = {8, 3, 1};  // strides that do not divide the (jittered) node lengths
+    SharedLLM s(lm, sc);
+    std::vector<SharedLLM::NodeJob> jobs;
+    const auto spans = s.Chunks(static_cast<int64_t>(doc.size()));
+    for (size_t c = 0; c < spans.size(); ++c) {
+      const auto tree = ChunkTree::Build(spans[c].second - spans[c].first, 3, &rng, 3.0);
+      for (const TreeNode& n : tree.AllNodes()) {
+        jobs.push_back({doc.data() + spans[c].first, static_cast<int64_t>(c), n});
+      }
+    }
+    // A small budget: several batches, each mixing lengths.
+    const auto encoded = s.Encode(jobs, /*max_batch_tokens=*/100);
+    ASSERT_EQ(encoded.size(), jobs.size());
+    std::set<int64_t> lengths;
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      const TreeNode& n = jobs[i].node;
+      lengths.insert(n.length());
+      EXPECT_EQ(encoded[i].node, n);
+      EXPECT_EQ(encoded[i].chunk, jobs[i].chunk);
+      std::vector<int64_t> ids(jobs[i].chunk_tokens + n.begin, jobs[i].chunk_tokens + n.end);
+      auto alone = lm->ForwardLower(at::tensor(ids).view({1, -1}), 2);
+      const int64_t alpha = sc.alphas[n.level - 1];
+      for (int64_t j = 0; j < 2; ++j) {
+        auto k = Downsample(alone.k[j][0], alpha, mode);
+        auto v = Downsample(alone.v[j][0], alpha, mode);
+        ASSERT_EQ(encoded[i].k[j].sizes(), k.sizes()) << mode << " node " << i;
+        EXPECT_TRUE(encoded[i].k[j].is_contiguous());
+        EXPECT_LT(MaxAbsDiff(encoded[i].k[j], k), 1e-5) << mode << " node " << i;
+        EXPECT_LT(MaxAbsDiff(encoded[i].v[j], v), 1e-5) << mode << " node " << i;
+      }
+      EXPECT_LT(MaxAbsDiff(encoded[i].search, alone.first_layer[0][n.length() - 1]), 1e-5);
+    }
+    EXPECT_GT(lengths.size(), 6u) << "the jittered tree should mix many lengths";
+  }
+}
+
 TEST(SearchTest, PicksTheChildThatHoldsThePlantedMatch) {
   CausalLM lm = test::TinyModel(Config());
   SharedLLM s(lm, SmallShared());
