@@ -71,11 +71,13 @@ std::mt19937_64 SampleRng(uint64_t seed, int64_t step, int64_t micro, uint64_t s
   return std::mt19937_64(seq);
 }
 
-double LearningRate(const TrainConfig& c, int64_t step) {
+// `elapsed`: seconds trained so far; with a time budget the schedule also runs by time.
+double LearningRate(const TrainConfig& c, int64_t step, double elapsed) {
   if (step < c.warmup_steps) return c.lr * (step + 1) / c.warmup_steps;
-  const double progress = c.steps > c.warmup_steps
-                              ? double(step - c.warmup_steps) / double(c.steps - c.warmup_steps)
-                              : 1.0;
+  double progress = c.steps > c.warmup_steps
+                        ? double(step - c.warmup_steps) / double(c.steps - c.warmup_steps)
+                        : 1.0;
+  if (c.time_budget > 0) progress = std::max(progress, elapsed / c.time_budget);
   const double floor = c.lr * c.min_lr_ratio;
   return floor + 0.5 * (c.lr - floor) * (1 + std::cos(M_PI * std::min(1.0, progress)));
 }
@@ -129,6 +131,7 @@ class Run {
     Check(c.batch_size > 0 && c.grad_accum > 0 && c.steps > 0 && c.seq_len > 1,
           "batch_size, grad_accum, steps must be positive and seq_len > 1");
     Check(c.lm_mix >= 0 && c.lm_mix <= 1, "lm_mix must be in [0, 1]");
+    Check(c.time_budget >= 0, "time_budget must be >= 0 seconds");
     Check(c.lm_mix == 0 || c.mode == "sft", "lm_mix mixes language modelling into sft only");
     RuntimeOptions runtime;
     runtime.threads = c.threads;
@@ -205,7 +208,8 @@ class Run {
         SaveCheckpoint(ckpt, step, result.tokens, result.seconds);
         return result;  // interrupted on purpose: resume with the same config
       }
-      const double lr = LearningRate(c_, step);
+      const double lr =
+          LearningRate(c_, step, elapsed_before + std::chrono::duration<double>(Clock::now() - start).count());
       double step_loss = 0;
       for (int64_t micro = 0; micro < c_.grad_accum; ++micro) {
         Batch batch = MakeBatch(*train_, step, micro, /*stream=*/1);
@@ -220,12 +224,16 @@ class Run {
       optimizer_->ZeroGrad();
       window_loss += step_loss;
       ++window_steps;
-      const bool last = step + 1 == c_.steps;
+      const bool out_of_time =
+          c_.time_budget > 0 &&
+          elapsed_before + std::chrono::duration<double>(Clock::now() - start).count() >= c_.time_budget;
+      const bool last = step + 1 == c_.steps || out_of_time;
       if ((step + 1) % c_.log_every == 0 || last) {
         const double secs = std::chrono::duration<double>(Clock::now() - window_start).count();
         const double total = elapsed_before + std::chrono::duration<double>(Clock::now() - start).count();
         const double tps = window_tokens / std::max(secs, 1e-9);
-        const double eta = secs / window_steps * (c_.steps - step - 1);
+        double eta = secs / window_steps * (c_.steps - step - 1);
+        if (c_.time_budget > 0) eta = std::min(eta, std::max(0.0, c_.time_budget - total));
         result.final_loss = window_loss / window_steps;
         std::fprintf(stderr, "step %lld/%lld loss %.4f lr %.2e grad %.2f %.0f tok/s elapsed %.0fs eta %.0fs\n",
                      static_cast<long long>(step + 1), static_cast<long long>(c_.steps),
@@ -249,8 +257,14 @@ class Run {
         const double total = elapsed_before + std::chrono::duration<double>(Clock::now() - start).count();
         SaveCheckpoint(ckpt, step + 1, result.tokens, total);
       }
+      if (out_of_time) {
+        std::fprintf(stderr, "time budget of %.0f s spent after %lld steps\n", c_.time_budget,
+                     static_cast<long long>(step + 1));
+        ++step;
+        break;
+      }
     }
-    result.steps = c_.steps;
+    result.steps = step;
     result.seconds = elapsed_before + std::chrono::duration<double>(Clock::now() - start).count();
     SaveFinal();
     return result;
@@ -390,7 +404,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
       "context_chunks", "batch_size", "grad_accum", "steps", "warmup_steps", "lr", "min_lr_ratio",
       "new_params_lr_scale", "weight_decay", "grad_clip", "bf16_autocast", "lower_trainable",
       "seed", "log_every", "eval_every", "eval_batches", "checkpoint_every", "threads", "sft_tasks",
-      "stop_after", "device", "lm_mix"};
+      "stop_after", "device", "lm_mix", "time_budget"};
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (std::find(known.begin(), known.end(), it.key()) == known.end()) {
       throw ModelError("training config: unknown field '" + it.key() + "'");
@@ -403,7 +417,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
     GET(steps); GET(warmup_steps); GET(lr); GET(min_lr_ratio); GET(new_params_lr_scale);
     GET(weight_decay); GET(grad_clip); GET(bf16_autocast); GET(lower_trainable); GET(seed);
     GET(log_every); GET(eval_every); GET(eval_batches); GET(checkpoint_every); GET(threads);
-    GET(sft_tasks); GET(stop_after); GET(device); GET(lm_mix);
+    GET(sft_tasks); GET(stop_after); GET(device); GET(lm_mix); GET(time_budget);
 #undef GET
   } catch (const json::exception& e) {
     throw ModelError(std::string("training config has a field of the wrong type: ") + e.what());
@@ -430,7 +444,8 @@ std::string TrainConfig::ToJsonText() const {
             {"lower_trainable", lower_trainable}, {"seed", seed}, {"log_every", log_every},
             {"eval_every", eval_every}, {"eval_batches", eval_batches},
             {"checkpoint_every", checkpoint_every}, {"threads", threads}, {"sft_tasks", sft_tasks},
-            {"stop_after", stop_after}, {"device", device}, {"lm_mix", lm_mix}};
+            {"stop_after", stop_after}, {"device", device}, {"lm_mix", lm_mix},
+            {"time_budget", time_budget}};
   return j.dump(2) + "\n";
 }
 

@@ -43,6 +43,9 @@ struct TrainConfig {
                                      // (keeps the model's perplexity while it learns retrieval)
   int64_t stop_after = 0;            // end this run (with a checkpoint) after this many steps;
                                      // 0: run to `steps`. For time-sliced runs.
+  double time_budget = 0;            // seconds: end (saving the model as at `steps`) at the first
+                                     // step boundary past it, the cosine decaying over
+                                     // max(step / steps, elapsed / time_budget). 0: no limit.
   // sft: generated tasks (see sft_data.h), by name; empty: all.
   std::vector<std::string> sft_tasks;
 

@@ -12,8 +12,10 @@
 # base:  calibrates the time per step over 40 steps (the first 10 not counted), then trains the base model for BASE_SECONDS (default
 #        300) worth of steps at that rate; the steps used are written to runs/gpu-base.steps.
 # init:  `sharedllm init` of the SharedLLM layout on the base model (M=2, C=64, h=3, alphas 4,2,1).
-# sft:   likewise calibrated, SFT_SECONDS (default 360) of retrieval instruction tuning mixed with
-#        language modelling (lm_mix), the lower model trainable.
+# sft:   SFT_SECONDS (default 360) of retrieval instruction tuning mixed with language modelling
+#        (lm_mix), the lower model trainable, the learning rate decaying over that time budget
+#        (`train --time-budget`). Recipe SFT_RECIPE, default recipe/gpu/sft-passkey.json: pass-key
+#        tuning of the shipped models/mini (recipe/gpu/sft.json: all tasks, from `init`).
 # eval:  pass-key and perplexity evaluations on the GPU into runs/gpu-eval/*.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,7 +78,7 @@ for stage in "$@"; do
         --alphas 4,2,1 --selection last
       ;;
     sft)
-      timed_train sft "$recipes/sft.json" "${SFT_SECONDS:-360}" runs/gpu-sft
+      $bin train sft --config "${SFT_RECIPE:-$recipes/sft-passkey.json}" --time-budget "${SFT_SECONDS:-360}"
       ;;
     eval)
       mkdir -p runs/gpu-eval

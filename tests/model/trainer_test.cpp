@@ -2,6 +2,8 @@
 // and sft modes run end to end, and bad configs are refused.
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include <gtest/gtest.h>
 
 #include "model/errors.h"
@@ -94,6 +96,28 @@ TEST(TrainerTest, ResumeReproducesTheUninterruptedRunBitForBit) {
   for (const auto& name : a.names()) {
     EXPECT_TRUE(at::equal(a.tensor(name), b.tensor(name))) << name;
   }
+}
+
+TEST(TrainerTest, TimeBudgetEndsTheRunWithASavedModelAndADecayedRate) {
+  test::TempDir dir;
+  TrainConfig c = BaseConfig(dir, "timed");
+  c.warmup_steps = 0;
+  c.min_lr_ratio = 0.1;
+  c.time_budget = 1e-9;  // spent before the first step is done
+  const TrainResult r = Train(c);
+  EXPECT_EQ(r.steps, 1);
+  RuntimeOptions o;
+  o.threads = 1;
+  EXPECT_EQ(LoadModel(c.out, o)->config.vocab_size, 61);  // the final model was written
+  // The schedule ran by time: the one step already used the floor of the cosine.
+  std::ifstream log(c.out + "/train_log.jsonl");
+  std::string first;
+  std::getline(log, first);
+  EXPECT_NE(first.find("\"step\":1"), std::string::npos) << first;
+  EXPECT_NEAR(nlohmann::json::parse(first).at("lr").get<double>(), c.lr * 0.1, 1e-12) << first;
+  TrainConfig bad = BaseConfig(dir, "bad");
+  bad.time_budget = -1;
+  EXPECT_THROW(Train(bad), ModelError);
 }
 
 // A SharedLLM directory from the tiny test model (chunk 16, depth 2).

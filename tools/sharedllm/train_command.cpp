@@ -9,7 +9,8 @@ namespace sharedllm::cli {
 
 int TrainCommand(const Args& args) {
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
-    std::cout << "usage: sharedllm train (base|lm|sft) --config FILE [--steps N] [--out DIR] [--log-every N]\n\n"
+    std::cout << "usage: sharedllm train (base|lm|sft) --config FILE [--steps N] [--out DIR] [--log-every N]\n"
+                 "       [--time-budget SECONDS]\n\n"
                  "Trains with the settings of a JSON config (model/trainer.h documents every\n"
                  "field): base = causal LM pre-training; lm = SharedLLM continual training on n\n"
                  "chunks of context + W running tokens; sft = SharedLLM on generated retrieval\n"
@@ -20,12 +21,16 @@ int TrainCommand(const Args& args) {
   const std::string mode = args[0];
   std::string config_path, out;
   int64_t steps = 0, log_every = 0;
+  double time_budget = -1;
   FlagSet flags("sharedllm train " + mode + " --config FILE [--steps N] [--out DIR]",
                 "Runs " + mode + " training from a JSON config.");
   flags.String("config", &config_path, "training config (JSON)");
   flags.Int("steps", &steps, "override the config's steps");
   flags.String("out", &out, "override the config's output directory");
   flags.Int("log-every", &log_every, "override the config's log_every");
+  flags.Double("time-budget", &time_budget,
+               "stop (saving the model) after this many seconds, the learning rate decaying over "
+               "them; 0: none");
   flags.Require("config");
   if (int rc = flags.Parse(Args(args.begin() + 1, args.end())); rc >= 0) return rc;
   TrainConfig config = TrainConfig::Load(config_path);
@@ -33,6 +38,7 @@ int TrainCommand(const Args& args) {
   if (steps > 0) config.steps = steps;
   if (!out.empty()) config.out = out;
   if (log_every > 0) config.log_every = log_every;
+  if (time_budget >= 0) config.time_budget = time_budget;
   const TrainResult r = Train(config);
   std::fprintf(stderr, "done: %lld steps, %lld scored tokens, %.0f s, final loss %.4f, eval loss %.4f\n",
                static_cast<long long>(r.steps), static_cast<long long>(r.tokens), r.seconds,
