@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 
 #include "model/errors.h"
 
@@ -65,6 +66,7 @@ std::vector<TreeNode> PreservedNodes(const ChunkTree& tree, const ChildChooser& 
 
 std::vector<double> CosineToQuery(const std::vector<at::Tensor>& vectors, const at::Tensor& query) {
   if (vectors.empty()) return {};
+  c10::NoGradGuard no_grad;  // a decision, not part of the loss
   auto all = at::stack(vectors).to(at::kDouble);                             // [N, hidden]
   auto q = query.to(all.device()).to(at::kDouble).view({1, -1});
   auto cos = at::cosine_similarity(all, q, 1).to(at::kCPU).contiguous();   // [N]

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <map>
 #include <numeric>
 #include <string>
 
@@ -140,11 +141,13 @@ std::vector<EncodedNode> SharedLLM::Encode(const std::vector<NodeJob>& jobs,
       weights = at::tensor(plan.weights).view({-1, plan.per_position}).to(device);
       counts = at::tensor(plan.counts).to(device);
     }
-    std::vector<at::Tensor> k, v;  // per layer: [sum of KVH * kept, D]
+    auto kept_kv = std::make_shared<EncodedBatch>();  // per layer: [sum of KVH * kept, D]
     for (int64_t j = 0; j < config_.num_injection_layers; ++j) {
-      k.push_back(GatherKept(lower.k[j], plan, rows, weights, counts));
-      v.push_back(GatherKept(lower.v[j], plan, rows, weights, counts));
+      kept_kv->k.push_back(GatherKept(lower.k[j], plan, rows, weights, counts));
+      kept_kv->v.push_back(GatherKept(lower.v[j], plan, rows, weights, counts));
     }
+    const auto& k = kept_kv->k;
+    const auto& v = kept_kv->v;
     auto search = lower.first_layer.reshape({n * width, -1})
                       .index_select(0, at::tensor(search_rows, longs).to(device))
                       .to(at::kFloat);  // [n, hidden]
@@ -159,6 +162,8 @@ std::vector<EncodedNode> SharedLLM::Encode(const std::vector<NodeJob>& jobs,
         e.v.push_back(v[j].narrow(0, off, heads * kept).view({heads, kept, d}));
       }
       e.search = search[m];
+      e.batch = kept_kv;
+      e.first_row = off;
     }
   }
   return out;
@@ -328,21 +333,58 @@ InjectionContext SharedLLM::MakeBatchContext(
     ctx.query_cos = q.first.to(device);
     ctx.query_sin = q.second.to(device);
   }
-  for (int64_t j = 0; j < config_.num_injection_layers; ++j) {
-    auto k = at::zeros({batch, like.size(0), s, like.size(2)}, at::TensorOptions().dtype(dtype).device(device));
-    auto v = at::zeros_like(k);
-    for (int64_t b = 0; b < batch; ++b) {
-      std::vector<at::Tensor> ks, vs;
-      for (const EncodedNode* e : per_sample[b]) {
-        ks.push_back(e->k[j]);
-        vs.push_back(e->v[j]);
-      }
-      k[b].narrow(1, 0, lengths[b]).copy_(at::cat(ks, 1));
-      v[b].narrow(1, 0, lengths[b]).copy_(at::cat(vs, 1));
+  // Every kept row comes from a source: a node's Encode batch (EncodedNode::batch) or, for a
+  // decoded node, its own tensor. Per layer the distinct sources are concatenated (with a zero row
+  // for padding) and the context is one index_select: [B, KVH, S, D].
+  const int64_t heads = like.size(0), d = like.size(2);
+  std::vector<const EncodedNode*> sources;  // first node of each distinct source
+  std::map<const void*, size_t> source_of;
+  std::vector<int64_t> source_start = {0};   // row of each source in the concatenation
+  auto source_index = [&](const EncodedNode* e) {
+    const void* key = e->batch ? static_cast<const void*>(e->batch.get()) : static_cast<const void*>(e);
+    auto [it, added] = source_of.emplace(key, sources.size());
+    if (added) {
+      sources.push_back(e);
+      source_start.push_back(source_start.back() +
+                             (e->batch ? e->batch->k[0].size(0) : heads * e->k[0].size(1)));
     }
+    return it->second;
+  };
+  for (const auto& nodes : per_sample) {
+    for (const EncodedNode* e : nodes) source_index(e);
+  }
+  const int64_t zero_row = source_start.back();
+  std::vector<int64_t> dest(static_cast<size_t>(batch * heads * s), zero_row);  // padding: zeros
+  for (int64_t b = 0; b < batch; ++b) {
+    int64_t pos = 0;
+    for (const EncodedNode* e : per_sample[b]) {
+      const int64_t kept = e->k[0].size(1);
+      const int64_t first = source_start[source_index(e)] + (e->batch ? e->first_row : 0);
+      for (int64_t h = 0; h < heads; ++h) {
+        std::iota(dest.begin() + (b * heads + h) * s + pos,
+                  dest.begin() + (b * heads + h) * s + pos + kept, first + h * kept);
+      }
+      pos += kept;
+    }
+  }
+  const auto index = at::tensor(dest, at::TensorOptions().dtype(at::kLong)).to(device);
+  auto gather = [&](int64_t j, bool keys) {
+    std::vector<at::Tensor> parts;
+    for (const EncodedNode* e : sources) {
+      if (e->batch) {
+        parts.push_back((keys ? e->batch->k : e->batch->v)[j]);
+      } else {
+        parts.push_back((keys ? e->k : e->v)[j].reshape({-1, d}));
+      }
+    }
+    parts.push_back(at::zeros({1, d}, parts[0].options()));
+    return at::cat(parts, 0).to(dtype).index_select(0, index).view({batch, heads, s, d});
+  };
+  for (int64_t j = 0; j < config_.num_injection_layers; ++j) {
+    auto k = gather(j, true);
     if (cos.defined()) k = ApplyRotary(k, cos, sin);
     ctx.k[injection_layers_[j]] = k;
-    ctx.v[injection_layers_[j]] = v;
+    ctx.v[injection_layers_[j]] = gather(j, false);
   }
   bool padded = false;
   for (int64_t len : lengths) padded |= len != s;

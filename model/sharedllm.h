@@ -15,6 +15,12 @@
 
 namespace sharedllm {
 
+// The kept K/V of every node of one lower-model batch, per layer [rows, D] (node after node, head
+// after head).
+struct EncodedBatch {
+  std::vector<at::Tensor> k, v;
+};
+
 // One encoded tree node: the lower model's downsampled keys (before rotary) and values per lower
 // layer, and its search vector.
 struct EncodedNode {
@@ -22,6 +28,11 @@ struct EncodedNode {
   TreeNode node;
   std::vector<at::Tensor> k, v;  // [num_injection_layers] of [KVH, kept, D]
   at::Tensor search;             // float32 [hidden]: final-normed layer-0 output at the last token
+  // Set by Encode: k/v are rows [first_row, first_row + KVH * kept) of batch->k/v. A context is
+  // then gathered from the few batch tensors in one operation, so backpropagation costs one
+  // scatter per batch instead of a full-size gradient per node view. Null for a decoded node.
+  std::shared_ptr<const EncodedBatch> batch;
+  int64_t first_row = 0;
 };
 
 // The static tree of a context (what ingestion persists): every node of every level of every
