@@ -15,7 +15,7 @@ export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX} OMP_WAIT_POLICY=PASSIVE
 
 for doc in books code; do
   $bin eval ppl --model "$model" $flags --shard "$s/heldout-$doc.bin" --windows 30 \
-    --full-attention-max 16 --out "$r/ppl-$doc.json"
+    --full-attention-max 32 --out "$r/ppl-$doc.json"
 done
 $bin eval passkey --model "$model" $flags --trials 4 --out "$r/passkey.json"
 $bin eval ruler --model "$model" $flags --trials 3 --out "$r/ruler.json"
