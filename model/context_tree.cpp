@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
@@ -71,6 +72,25 @@ std::vector<double> CosineToQuery(const std::vector<at::Tensor>& vectors, const 
   auto q = query.to(all.device()).to(at::kDouble).view({1, -1});
   auto cos = at::cosine_similarity(all, q, 1).to(at::kCPU).contiguous();   // [N]
   return std::vector<double>(cos.data_ptr<double>(), cos.data_ptr<double>() + cos.numel());
+}
+
+std::vector<std::vector<size_t>> EncodeBatches(const std::vector<int64_t>& lengths,
+                                               int64_t max_batch_tokens) {
+  std::vector<size_t> order(lengths.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return lengths[a] > lengths[b]; });
+  std::vector<std::vector<size_t>> batches;
+  for (size_t first = 0; first < order.size();) {
+    const int64_t width = lengths[order[first]];
+    const size_t capacity = static_cast<size_t>(std::max<int64_t>(1, max_batch_tokens / width));
+    batches.emplace_back();
+    while (first < order.size() && batches.back().size() < capacity &&
+           4 * lengths[order[first]] >= 3 * width) {
+      batches.back().push_back(order[first++]);
+    }
+  }
+  return batches;
 }
 
 std::vector<std::pair<int64_t, int64_t>> ChunkSpans(int64_t length, int64_t chunk_size,

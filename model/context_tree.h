@@ -75,6 +75,12 @@ std::vector<std::pair<int64_t, int64_t>> ChunkSpans(int64_t length, int64_t chun
 // "last" its last (which has seen the whole block), "mean" averages the block.
 at::Tensor Downsample(const at::Tensor& x, int64_t alpha, const std::string& mode);
 
+// How SharedLLM::Encode batches nodes of these lengths for the lower model: longest first, each
+// batch right-padded to its first (longest) node, taking nodes down to 3/4 of that width and at
+// most max_batch_tokens / width of them. Indices into `lengths`, per batch.
+std::vector<std::vector<size_t>> EncodeBatches(const std::vector<int64_t>& lengths,
+                                               int64_t max_batch_tokens);
+
 // Kept positions of a node of `length` tokens with stride `alpha`.
 inline int64_t KeptLength(int64_t length, int64_t alpha) { return (length + alpha - 1) / alpha; }
 

@@ -6,7 +6,6 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
-#include <map>
 #include <random>
 #include <sstream>
 
@@ -423,16 +422,17 @@ double MeasureAttentionElementSeconds(const ModelConfig& c, const std::string& d
 double MeasureNodeSeconds(const ModelConfig& c, const SharedLLMConfig& s, const std::string& device,
                           int repeats) {
   c10::InferenceMode guard;
-  const int64_t l = std::max<int64_t>(1, s.chunk_size / 2);
-  auto k = at::randn({16, c.num_key_value_heads, l, c.head_dim}).to(at::Device(device));
-  const int64_t n = 16;
+  // What Encode does per node and layer once a batch is gathered: a view of its K and V rows.
+  const int64_t kept = std::max<int64_t>(1, s.chunk_size / 2 / s.alphas[0]);
+  const int64_t n = 256, rows = c.num_key_value_heads * kept;
+  auto k = at::randn({n * rows, c.head_dim}).to(at::Device(device));
+  auto v = at::randn({n * rows, c.head_dim}).to(at::Device(device));
+  std::vector<at::Tensor> out(2 * n);
   const double sec = MedianSeconds(repeats, [&] {
-    at::Tensor last;
     for (int64_t i = 0; i < n; ++i) {
-      last = Downsample(k[i], s.alphas[0], s.selection).clone();
-      last = Downsample(k[i], s.alphas[0], s.selection).clone();
+      out[2 * i] = k.narrow(0, i * rows, rows).view({c.num_key_value_heads, kept, c.head_dim});
+      out[2 * i + 1] = v.narrow(0, i * rows, rows).view({c.num_key_value_heads, kept, c.head_dim});
     }
-    Sync(last);
   });
   return sec / n;
 }
@@ -489,24 +489,24 @@ PlanPrediction PredictPlan(const ModelConfig& c, const SharedLLMConfig& s, int64
   };
   auto cache_bytes = [&](int64_t positions) { return 2 * n * kvh * d * positions * e; };
 
-  // Ingestion: every node of every chunk, equal lengths batched up to 16K tokens per pass.
+  // Ingestion: every node of every chunk, batched as Encode batches them (up to 16K tokens per
+  // pass, right-padded to the batch's longest node).
   const auto lengths = shape.NodeLengths();
-  int64_t stored = 0, passes = 0, working = 0;
-  std::map<int64_t, int64_t> by_length;
+  int64_t stored = 0, working = 0;
   for (size_t ci = 0; ci < shape.nodes.size(); ++ci) {
-    for (const TreeNode& node : shape.nodes[ci]) {
-      ++by_length[node.length()];
-      stored += 2 * m * kvh * KeptPositions(s, node) * d * e + hid * 4;
-    }
+    for (const TreeNode& node : shape.nodes[ci]) stored += 2 * m * kvh * KeptPositions(s, node) * d * e + hid * 4;
   }
-  for (const auto& [l, count] : by_length) {
-    const int64_t per_batch = std::max<int64_t>(1, 16384 / l);
-    passes += (count + per_batch - 1) / per_batch;
-    const int64_t batch_tokens = std::min(count, per_batch) * l;
+  const auto batches = EncodeBatches(lengths, 16384);
+  const int64_t passes = static_cast<int64_t>(batches.size());
+  std::vector<int64_t> padded;  // what the lower model runs: every node at its batch's width
+  for (const auto& batch : batches) {
+    const int64_t l = lengths[batch[0]];
+    const int64_t batch_tokens = static_cast<int64_t>(batch.size()) * l;
+    padded.insert(padded.end(), batch.size(), l);
     // + the captured K/V of every lower layer and the final-normed first layer of the batch.
     working = std::max(working, activations(batch_tokens, l, l) + batch_tokens * (2 * m * kvh * d + hid) * e);
   }
-  p.ingest.flops = LowerModelFlops(c, m, lengths);
+  p.ingest.flops = LowerModelFlops(c, m, padded);
   p.ingest.seconds = time(p.ingest.flops, static_cast<double>(passes * m)) +
                      static_cast<double>(lengths.size() * m) * rates.node_seconds;
   p.ingest.memory_bytes = p.weight_bytes + stored + working + length * 8;

@@ -121,7 +121,7 @@ struct MachineRates {
   double layer_overhead_seconds = 0;   // fixed cost of one decoder layer's forward (dispatch)
   double memory_bytes_per_second = 0;  // streaming bandwidth (elementwise add of 64 MiB tensors)
   double attention_element_seconds = 0;  // one element of a dense causal score matrix, all passes
-  double node_seconds = 0;  // ingestion's per-node bookkeeping for one layer (downsample K and V)
+  double node_seconds = 0;  // ingestion's per-node bookkeeping for one layer (views of K and V)
 };
 // Median of `repeats` n x n x n matmuls in `dtype` on `device` (after a warm-up).
 double MeasureMatmulPeak(int64_t n, const std::string& dtype, const std::string& device, int repeats);
@@ -132,7 +132,7 @@ double MeasureModelMatmulRate(const ModelConfig& c, const std::string& dtype, co
 // scores, softmax, weighted sum: the kernel of model/layers.h), per head and query-key pair.
 double MeasureAttentionElementSeconds(const ModelConfig& c, const std::string& dtype,
                                       const std::string& device, int64_t tokens, int repeats);
-// Seconds to downsample and copy out one node's K and V of one layer (what Encode does per node).
+// Seconds to cut one node's K and V of one layer out of its batch (what Encode does per node).
 double MeasureNodeSeconds(const ModelConfig& c, const SharedLLMConfig& s, const std::string& device,
                           int repeats);
 // Bytes per second of a large elementwise add (two reads and a write per element).

@@ -104,22 +104,13 @@ std::vector<EncodedNode> SharedLLM::Encode(const std::vector<NodeJob>& jobs,
   const auto device = lm_->model->embed_tokens->weight.device();
   const auto longs = at::TensorOptions().dtype(at::kLong);
   std::vector<EncodedNode> out(jobs.size());
-  // Longest first; a batch is right-padded to its first (longest) node, and takes nodes down to
-  // 3/4 of that width. The lower model is causal, so padding after a node never reaches the node's
-  // positions: each node is encoded as if alone, at positions 0..l-1.
-  std::vector<size_t> order(jobs.size());
-  std::iota(order.begin(), order.end(), size_t{0});
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return jobs[a].node.length() > jobs[b].node.length();
-  });
-  for (size_t first = 0; first < order.size();) {
-    const int64_t width = jobs[order[first]].node.length();
-    const size_t capacity = static_cast<size_t>(std::max<int64_t>(1, max_batch_tokens / width));
-    std::vector<size_t> members;
-    while (first < order.size() && members.size() < capacity &&
-           4 * jobs[order[first]].node.length() >= 3 * width) {
-      members.push_back(order[first++]);
-    }
+  // Nodes of different lengths share a pass, right-padded to the batch's longest (EncodeBatches).
+  // The lower model is causal, so padding after a node never reaches the node's positions: each
+  // node is encoded as if alone, at positions 0..l-1.
+  std::vector<int64_t> node_lengths;
+  for (const NodeJob& job : jobs) node_lengths.push_back(job.node.length());
+  for (const std::vector<size_t>& members : EncodeBatches(node_lengths, max_batch_tokens)) {
+    const int64_t width = node_lengths[members[0]];
     const int64_t n = static_cast<int64_t>(members.size());
     std::vector<int64_t> ids(static_cast<size_t>(n * width), 0);
     std::vector<int64_t> lengths, strides, search_rows;

@@ -172,6 +172,17 @@ TEST(ContextTreeTest, ChunkSpansKeepEveryToken) {
   EXPECT_TRUE(ChunkSpans(5, 32, 8).empty());
 }
 
+TEST(ContextTreeTest, EncodeBatchesLongestFirstWithinThreeQuartersAndTheTokenBudget) {
+  //                      0   1   2   3  4   5   6   7
+  std::vector<int64_t> l = {32, 30, 16, 25, 8, 31, 24, 12};
+  using B = std::vector<std::vector<size_t>>;
+  // 32 fits 100 / 32 = 3 nodes: 32, 31, 30; then width 25 (3 nodes of >= 18.75): 25, 24; ...
+  EXPECT_EQ(EncodeBatches(l, 100), (B{{0, 5, 1}, {3, 6}, {2, 7}, {4}}));
+  EXPECT_EQ(EncodeBatches(l, 1000), (B{{0, 5, 1, 3, 6}, {2, 7}, {4}}));
+  EXPECT_EQ(EncodeBatches(l, 1), (B{{0}, {5}, {1}, {3}, {6}, {2}, {7}, {4}}));  // at least one each
+  EXPECT_TRUE(EncodeBatches({}, 100).empty());
+}
+
 TEST(ContextTreeTest, DownsampleModes) {
   auto x = at::arange(10, at::TensorOptions().dtype(at::kFloat)).view({1, 10, 1});
   auto first = Downsample(x, 4, "first").view({-1});
