@@ -66,11 +66,19 @@ std::vector<TreeNode> PreservedNodes(const ChunkTree& tree, const ChildChooser& 
 }
 
 std::vector<double> CosineToQuery(const std::vector<at::Tensor>& vectors, const at::Tensor& query) {
+  return CosineToQueries(vectors, {query}, std::vector<int64_t>(vectors.size(), 0));
+}
+
+std::vector<double> CosineToQueries(const std::vector<at::Tensor>& vectors,
+                                    const std::vector<at::Tensor>& queries,
+                                    const std::vector<int64_t>& which) {
+  Check(which.size() == vectors.size(), "one query index per vector");
   if (vectors.empty()) return {};
   c10::NoGradGuard no_grad;  // a decision, not part of the loss
-  auto all = at::stack(vectors).to(at::kDouble);                             // [N, hidden]
-  auto q = query.to(all.device()).to(at::kDouble).view({1, -1});
-  auto cos = at::cosine_similarity(all, q, 1).to(at::kCPU).contiguous();   // [N]
+  auto all = at::stack(vectors).to(at::kDouble);                              // [N, hidden]
+  auto q = at::stack(queries).to(all.device()).to(at::kDouble).view({static_cast<int64_t>(queries.size()), -1});
+  auto index = at::tensor(which, at::TensorOptions().dtype(at::kLong)).to(all.device());
+  auto cos = at::cosine_similarity(all, q.index_select(0, index), 1).to(at::kCPU).contiguous();
   return std::vector<double>(cos.data_ptr<double>(), cos.data_ptr<double>() + cos.numel());
 }
 

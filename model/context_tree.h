@@ -63,6 +63,10 @@ inline bool AlwaysRight(const TreeNode&, const TreeNode&) { return true; }
 // left. This gives the cosine (in double) of every vector ([hidden] each) to the query in one
 // batched operation and one copy to the host, so a search costs no per-node synchronisation.
 std::vector<double> CosineToQuery(const std::vector<at::Tensor>& vectors, const at::Tensor& query);
+// The same with a query per vector: the cosine of vectors[i] to queries[which[i]].
+std::vector<double> CosineToQueries(const std::vector<at::Tensor>& vectors,
+                                    const std::vector<at::Tensor>& queries,
+                                    const std::vector<int64_t>& which);
 
 // Chunk spans [begin, end) of a context of `length` tokens: chunks of `chunk_size`, the last one
 // shorter; a tail shorter than `min_length` (2^depth) joins the previous chunk, so no token is

@@ -217,58 +217,91 @@ std::vector<const EncodedNode*> SharedLLM::Select(const DocumentTree& tree,
 
 std::vector<EncodedNode> SharedLLM::BuildDynamicTree(const std::vector<int64_t>& context_ids,
                                                      const at::Tensor& query, std::mt19937_64* rng) {
-  const bool use_query = config_.search && query.defined();
-  const auto spans = Chunks(static_cast<int64_t>(context_ids.size()));
-  Check(!spans.empty(), "the context is shorter than one tree");
-  std::vector<ChunkTree> trees;
-  for (const auto& [begin, end] : spans) {
-    trees.push_back(ChunkTree::Build(end - begin, config_.tree_depth,
-                                     config_.split_noise ? rng : nullptr, config_.noise_divisor));
+  return std::move(BuildDynamicTrees({&context_ids}, {query}, {rng})[0]);
+}
+
+std::vector<std::vector<EncodedNode>> SharedLLM::BuildDynamicTrees(
+    const std::vector<const std::vector<int64_t>*>& contexts, const std::vector<at::Tensor>& queries,
+    const std::vector<std::mt19937_64*>& rngs) {
+  Check(queries.size() == contexts.size() && rngs.size() == contexts.size(), "bad tree batch");
+  // Every chunk of every context, walked down together: one Encode (a few lower-model passes) and
+  // one search per level for the whole batch. Splits are drawn per context in chunk order, as
+  // for a context alone.
+  struct Walk {
+    size_t sample;
+    int64_t chunk;
+    const int64_t* tokens;
+    ChunkTree tree;
+    int64_t parent = 0;
+    size_t first_job = 0;
+  };
+  std::vector<Walk> walks;
+  std::vector<at::Tensor> query_list;  // the defined queries of samples that search
+  std::vector<int64_t> query_of(contexts.size(), -1);
+  for (size_t b = 0; b < contexts.size(); ++b) {
+    if (config_.search && queries[b].defined()) {
+      query_of[b] = static_cast<int64_t>(query_list.size());
+      query_list.push_back(queries[b]);
+    }
+    const auto spans = Chunks(static_cast<int64_t>(contexts[b]->size()));
+    Check(!spans.empty(), "the context is shorter than one tree");
+    for (size_t c = 0; c < spans.size(); ++c) {
+      walks.push_back({b, static_cast<int64_t>(c), contexts[b]->data() + spans[c].first,
+                       ChunkTree::Build(spans[c].second - spans[c].first, config_.tree_depth,
+                                        config_.split_noise ? rngs[b] : nullptr, config_.noise_divisor)});
+    }
   }
-  // Walk all chunks down together, one lower-model pass per level. With a query both children
-  // are encoded (their search vectors decide); without, only the preserved (left) one is, until
-  // the last level, where both children are preserved.
-  std::vector<std::vector<EncodedNode>> kept(trees.size());
-  std::vector<int64_t> parent(trees.size(), 0);
+  // With a query both children are encoded (their search vectors decide); without, only the
+  // preserved (left) one is, until the last level, where both children are preserved.
+  std::vector<std::vector<EncodedNode>> kept(walks.size());
   for (int64_t level = 1; level <= config_.tree_depth; ++level) {
     const bool last = level == config_.tree_depth;
-    const bool both = use_query || last;
     std::vector<NodeJob> jobs;
-    for (size_t c = 0; c < trees.size(); ++c) {
-      const int64_t* tokens = context_ids.data() + spans[c].first;
-      jobs.push_back({tokens, static_cast<int64_t>(c), trees[c].node(level, 2 * parent[c])});
-      if (both) jobs.push_back({tokens, static_cast<int64_t>(c), trees[c].node(level, 2 * parent[c] + 1)});
+    for (Walk& w : walks) {
+      w.first_job = jobs.size();
+      jobs.push_back({w.tokens, w.chunk, w.tree.node(level, 2 * w.parent)});
+      if (last || query_of[w.sample] >= 0) jobs.push_back({w.tokens, w.chunk, w.tree.node(level, 2 * w.parent + 1)});
     }
     std::vector<EncodedNode> encoded = Encode(jobs);
-    std::vector<double> cosine;  // left, right of every chunk: one batched op per level
-    if (both && !last) {
+    std::vector<double> cosine(jobs.size(), 0.0);  // of each searched child to its sample's query
+    if (!last && !query_list.empty()) {
       std::vector<at::Tensor> vectors;
-      for (const EncodedNode& e : encoded) vectors.push_back(e.search);
-      cosine = CosineToQuery(vectors, query);
+      std::vector<int64_t> which;
+      std::vector<size_t> at;
+      for (const Walk& w : walks) {
+        if (query_of[w.sample] < 0) continue;
+        for (size_t j = w.first_job; j < w.first_job + 2; ++j) {
+          vectors.push_back(encoded[j].search);
+          which.push_back(query_of[w.sample]);
+          at.push_back(j);
+        }
+      }
+      const std::vector<double> cos = CosineToQueries(vectors, query_list, which);
+      for (size_t i = 0; i < at.size(); ++i) cosine[at[i]] = cos[i];
     }
-    for (size_t c = 0; c < trees.size(); ++c) {
-      if (!both) {  // right-child policy: the left child is preserved, the right one expanded
-        kept[c].push_back(std::move(encoded[c]));
-        parent[c] = 2 * parent[c] + 1;
-        continue;
-      }
-      EncodedNode& left = encoded[2 * c];
-      EncodedNode& right = encoded[2 * c + 1];
+    for (size_t i = 0; i < walks.size(); ++i) {
+      Walk& w = walks[i];
+      EncodedNode& left = encoded[w.first_job];
       if (last) {
-        kept[c].push_back(std::move(left));
-        kept[c].push_back(std::move(right));
-        continue;
+        kept[i].push_back(std::move(left));
+        kept[i].push_back(std::move(encoded[w.first_job + 1]));
+      } else if (query_of[w.sample] < 0) {  // right-child policy: the left child is preserved
+        kept[i].push_back(std::move(left));
+        w.parent = 2 * w.parent + 1;
+      } else {
+        EncodedNode& right = encoded[w.first_job + 1];
+        const bool right_expands = cosine[w.first_job + 1] > cosine[w.first_job];  // ties go left
+        kept[i].push_back(std::move(right_expands ? left : right));
+        w.parent = 2 * w.parent + (right_expands ? 1 : 0);
       }
-      const bool right_expands = cosine[2 * c + 1] > cosine[2 * c];  // ties go left
-      kept[c].push_back(std::move(right_expands ? left : right));
-      parent[c] = 2 * parent[c] + (right_expands ? 1 : 0);
     }
   }
-  std::vector<EncodedNode> out;
-  for (auto& chunk_nodes : kept) {
+  std::vector<std::vector<EncodedNode>> out(contexts.size());
+  for (size_t i = 0; i < walks.size(); ++i) {
+    auto& chunk_nodes = kept[i];
     std::sort(chunk_nodes.begin(), chunk_nodes.end(),
               [](const EncodedNode& a, const EncodedNode& b) { return a.node.begin < b.node.begin; });
-    for (auto& e : chunk_nodes) out.push_back(std::move(e));
+    for (auto& e : chunk_nodes) out[walks[i].sample].push_back(std::move(e));
   }
   return out;
 }

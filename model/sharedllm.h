@@ -77,6 +77,12 @@ class SharedLLM {
   // needs. With `rng`, splits are jittered (training noise, if the config enables it).
   std::vector<EncodedNode> BuildDynamicTree(const std::vector<int64_t>& context_ids,
                                             const at::Tensor& query, std::mt19937_64* rng = nullptr);
+  // The same for a batch of contexts (what a training step does): their chunks are walked down
+  // together, so a level costs one Encode and one search for the whole batch. queries[b] may be
+  // undefined; rngs[b] may be null. Equal to BuildDynamicTree per context, up to float rounding.
+  std::vector<std::vector<EncodedNode>> BuildDynamicTrees(
+      const std::vector<const std::vector<int64_t>*>& contexts, const std::vector<at::Tensor>& queries,
+      const std::vector<std::mt19937_64*>& rngs);
   // Search vector of a question: float32 [hidden].
   at::Tensor QueryVector(const std::vector<int64_t>& query_ids);
   // Cross-attention context of one sequence from selected nodes (chunk order as given).

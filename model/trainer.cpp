@@ -293,10 +293,17 @@ class Run {
       const int64_t n = !lm ? std::uniform_int_distribution<int64_t>(1, c_.context_chunks)(step_rng)
                             : c_.context_chunks;
       b.num_chunks = n;
+      // Each sample keeps its own generator (its split noise is drawn after its data); the trees
+      // of all samples are then built together.
+      std::vector<std::mt19937_64> rngs;
+      rngs.reserve(c_.batch_size);
+      std::vector<std::vector<int64_t>> contexts(c_.batch_size);
+      std::vector<at::Tensor> queries(c_.batch_size);
       for (int64_t i = 0; i < c_.batch_size; ++i) {
-        auto rng = SampleRng(c_.seed, step, micro * c_.batch_size + i, stream);
-        std::vector<int64_t> context;
-        at::Tensor query;
+        rngs.push_back(SampleRng(c_.seed, step, micro * c_.batch_size + i, stream));
+        auto& rng = rngs.back();
+        std::vector<int64_t>& context = contexts[i];
+        at::Tensor& query = queries[i];
         if (lm) {
           auto w = pool.Window(rng, n * chunk + c_.seq_len + 1);
           context.assign(w.begin(), w.begin() + n * chunk);
@@ -319,9 +326,15 @@ class Run {
           c10::NoGradGuard no_grad;
           query = s.QueryVector(sample.prompt);
         }
-        // With a frozen lower model no graph is built through the compressor.
-        b.trees.push_back(s.BuildDynamicTree(context, query, &rng));
       }
+      std::vector<const std::vector<int64_t>*> context_ptrs;
+      std::vector<std::mt19937_64*> rng_ptrs;
+      for (int64_t i = 0; i < c_.batch_size; ++i) {
+        context_ptrs.push_back(&contexts[i]);
+        rng_ptrs.push_back(&rngs[i]);
+      }
+      // With a frozen lower model no graph is built through the compressor.
+      b.trees = s.BuildDynamicTrees(context_ptrs, queries, rng_ptrs);
     }
     b.inputs = IdsTensor(inputs, 0).to(device_);
     b.targets = IdsTensor(targets, -100).to(device_);

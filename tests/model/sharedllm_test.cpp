@@ -288,6 +288,36 @@ TEST(SearchTest, StaticTreeSelectionEqualsDynamicConstruction) {
   }
 }
 
+TEST(SearchTest, TreesOfABatchEqualEachTreeBuiltAlone) {
+  CausalLM lm = test::TinyModel(Config());
+  SharedLLMConfig sc = SmallShared();
+  sc.split_noise = true;
+  SharedLLM s(lm, sc);
+  c10::InferenceMode guard;
+  const std::vector<std::vector<int64_t>> docs = {SeededIds(150, 61, 50), SeededIds(64, 61, 51),
+                                                  SeededIds(97, 61, 52)};
+  const std::vector<at::Tensor> queries = {s.QueryVector(SeededIds(12, 61, 53)), at::Tensor(),
+                                           s.QueryVector(SeededIds(7, 61, 54))};
+  std::vector<std::mt19937_64> batch_rngs = {std::mt19937_64(1), std::mt19937_64(2), std::mt19937_64(3)};
+  const auto trees = s.BuildDynamicTrees({&docs[0], &docs[1], &docs[2]}, queries,
+                                         {&batch_rngs[0], &batch_rngs[1], &batch_rngs[2]});
+  ASSERT_EQ(trees.size(), 3u);
+  for (size_t b = 0; b < docs.size(); ++b) {
+    std::mt19937_64 rng(b + 1);
+    const auto alone = s.BuildDynamicTree(docs[b], queries[b], &rng);
+    ASSERT_EQ(trees[b].size(), alone.size()) << "context " << b;
+    for (size_t i = 0; i < alone.size(); ++i) {
+      EXPECT_EQ(trees[b][i].chunk, alone[i].chunk);
+      EXPECT_EQ(trees[b][i].node, alone[i].node) << "context " << b << " node " << i;
+      for (size_t j = 0; j < alone[i].k.size(); ++j) {
+        EXPECT_LT(MaxAbsDiff(trees[b][i].k[j], alone[i].k[j]), 1e-5);
+        EXPECT_LT(MaxAbsDiff(trees[b][i].v[j], alone[i].v[j]), 1e-5);
+      }
+    }
+    EXPECT_EQ(batch_rngs[b](), rng()) << "the same noise was drawn for context " << b;
+  }
+}
+
 TEST(SharedLLMTest, CachedDecodingWithContextEqualsFullForward) {
   CausalLM lm = test::TinyModel(Config());
   SharedLLM s(lm, SmallShared());
