@@ -13,7 +13,7 @@ s=data/shards
 mkdir -p "$r"
 export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX} OMP_WAIT_POLICY=PASSIVE
 
-for doc in books code; do
+for doc in books code proofs; do
   $bin eval ppl --model "$model" $flags --shard "$s/heldout-$doc.bin" --windows 30 \
     --full-attention-max 32 --out "$r/ppl-$doc.json"
 done
@@ -42,6 +42,7 @@ for f in "$r"/abl-books-trained-*.json; do
 done
 
 /usr/bin/python3 tools/make_results.py --ppl "books=$r/ppl-books.json" --ppl "code=$r/ppl-code.json" \
+  --ppl "proofs=$r/ppl-proofs.json" \
   --passkey "$r/passkey.json" --tasks "$r/ruler.json" --tasks "$r/mathfind.json" \
   --ablation "$r/abl-books-none.json" "${ablations[@]}" \
   --ablation "$r/passkey.json" --ablation "$r/abl-passkey-search-off.json" \
