@@ -374,16 +374,18 @@ InjectionContext SharedLLM::MakeBatchContext(
     }
     return it->second;
   };
+  std::vector<size_t> node_source;  // per node of per_sample, in order
   for (const auto& nodes : per_sample) {
-    for (const EncodedNode* e : nodes) source_index(e);
+    for (const EncodedNode* e : nodes) node_source.push_back(source_index(e));
   }
   const int64_t zero_row = source_start.back();
   std::vector<int64_t> dest(static_cast<size_t>(batch * heads * s), zero_row);  // padding: zeros
+  auto next_source = node_source.begin();
   for (int64_t b = 0; b < batch; ++b) {
     int64_t pos = 0;
     for (const EncodedNode* e : per_sample[b]) {
       const int64_t kept = e->k[0].size(1);
-      const int64_t first = source_start[source_index(e)] + (e->batch ? e->first_row : 0);
+      const int64_t first = source_start[*next_source++] + (e->batch ? e->first_row : 0);
       for (int64_t h = 0; h < heads; ++h) {
         std::iota(dest.begin() + (b * heads + h) * s + pos,
                   dest.begin() + (b * heads + h) * s + pos + kept, first + h * kept);

@@ -197,6 +197,8 @@ class Run {
     }
     std::ofstream log(JoinPath(c_.out, "train_log.jsonl"), std::ios::app);
     const auto start = Clock::now();
+    // Seconds trained, this run and any run resumed from.
+    auto elapsed = [&] { return elapsed_before + std::chrono::duration<double>(Clock::now() - start).count(); };
     double window_loss = 0;
     int64_t window_steps = 0, window_tokens = 0;
     auto window_start = Clock::now();
@@ -204,12 +206,11 @@ class Run {
     for (; step < c_.steps; ++step) {
       if (c_.stop_after > 0 && step - first_step == c_.stop_after) {
         result.steps = step;
-        result.seconds = elapsed_before + std::chrono::duration<double>(Clock::now() - start).count();
+        result.seconds = elapsed();
         SaveCheckpoint(ckpt, step, result.tokens, result.seconds);
         return result;  // interrupted on purpose: resume with the same config
       }
-      const double lr =
-          LearningRate(c_, step, elapsed_before + std::chrono::duration<double>(Clock::now() - start).count());
+      const double lr = LearningRate(c_, step, elapsed());
       double step_loss = 0;
       for (int64_t micro = 0; micro < c_.grad_accum; ++micro) {
         Batch batch = MakeBatch(*train_, step, micro, /*stream=*/1);
@@ -224,13 +225,11 @@ class Run {
       optimizer_->ZeroGrad();
       window_loss += step_loss;
       ++window_steps;
-      const bool out_of_time =
-          c_.time_budget > 0 &&
-          elapsed_before + std::chrono::duration<double>(Clock::now() - start).count() >= c_.time_budget;
+      const bool out_of_time = c_.time_budget > 0 && elapsed() >= c_.time_budget;
       const bool last = step + 1 == c_.steps || out_of_time;
       if ((step + 1) % c_.log_every == 0 || last) {
         const double secs = std::chrono::duration<double>(Clock::now() - window_start).count();
-        const double total = elapsed_before + std::chrono::duration<double>(Clock::now() - start).count();
+        const double total = elapsed();
         const double tps = window_tokens / std::max(secs, 1e-9);
         double eta = secs / window_steps * (c_.steps - step - 1);
         if (c_.time_budget > 0) eta = std::min(eta, std::max(0.0, c_.time_budget - total));
@@ -254,7 +253,7 @@ class Run {
         log.flush();
       }
       if ((c_.checkpoint_every > 0 && (step + 1) % c_.checkpoint_every == 0) || last) {
-        const double total = elapsed_before + std::chrono::duration<double>(Clock::now() - start).count();
+        const double total = elapsed();
         SaveCheckpoint(ckpt, step + 1, result.tokens, total);
       }
       if (out_of_time) {
@@ -265,7 +264,7 @@ class Run {
       }
     }
     result.steps = step;
-    result.seconds = elapsed_before + std::chrono::duration<double>(Clock::now() - start).count();
+    result.seconds = elapsed();
     SaveFinal();
     return result;
   }
