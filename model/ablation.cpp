@@ -25,6 +25,7 @@ std::string RetrainReason(const std::string& key) {
     return "split noise is a training switch (inference always splits at the middle)";
   }
   if (key == "lower_trainable") return "it decides which weights train";
+  if (key == "compressor") return "a separate compressor has its own trained weights";
   if (key == "chunk_size" || key == "chunk") {
     return "the chunk size fixes the protocol (C = W/4) the model was trained with";
   }

@@ -139,17 +139,19 @@ at::Tensor CausalLMImpl::forward(const at::Tensor& ids, KVCache* cache,
   return Logits(ForwardHidden(ids, cache, context));
 }
 
-CausalLMImpl::LowerOutput CausalLMImpl::ForwardLower(const at::Tensor& ids, int64_t num_layers) {
+CausalLMImpl::LowerOutput CausalLMImpl::ForwardLower(const at::Tensor& ids, int64_t num_layers,
+                                                     const torch::nn::ModuleList& layers) {
   Check(ids.dim() == 2, "input ids must be [batch, tokens]");
-  Check(num_layers >= 1 && num_layers <= config.num_hidden_layers,
-        "the lower model needs 1.." + std::to_string(config.num_hidden_layers) + " layers");
+  const int64_t available = layers ? static_cast<int64_t>(layers->size()) : config.num_hidden_layers;
+  Check(num_layers >= 1 && num_layers <= available,
+        "the lower model needs 1.." + std::to_string(available) + " layers");
   std::vector<std::pair<at::Tensor, at::Tensor>> captured;
   LayerInputs in = MakeLayerInputs(0, ids.size(1), ids.device());
   in.capture = &captured;
   LowerOutput out;
   auto h = model->embed_tokens(ids);
   for (int64_t i = 0; i < num_layers; ++i) {
-    h = model->layer(i).forward(h, in);
+    h = layers ? layers->ptr<LlamaDecoderLayerImpl>(i)->forward(h, in) : model->layer(i).forward(h, in);
     if (i == 0) out.first_layer = model->norm(h);
   }
   for (auto& [k, v] : captured) {

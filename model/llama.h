@@ -92,12 +92,15 @@ class CausalLMImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& ids, KVCache* cache = nullptr,
                      const InjectionContext* context = nullptr);
 
-  // The lower model: the bottom `num_layers` layers run on ids [B, L] at positions 0..L-1.
+  // The lower model: the bottom `num_layers` layers run on ids [B, L] at positions 0..L-1 — this
+  // model's own, or those of `layers` (decoder layers shaped like this model's, e.g. a separate
+  // compressor) over this model's embeddings and final norm.
   struct LowerOutput {
     std::vector<at::Tensor> k, v;  // per layer: keys before rotary and values [B, KVH, L, D]
     at::Tensor first_layer;        // final-normed output of layer 0: [B, L, hidden]
   };
-  LowerOutput ForwardLower(const at::Tensor& ids, int64_t num_layers);
+  LowerOutput ForwardLower(const at::Tensor& ids, int64_t num_layers,
+                           const torch::nn::ModuleList& layers = nullptr);
 
   // Rotary tables and mask for T new positions after `past` cached ones (shared by all layers).
   LayerInputs MakeLayerInputs(int64_t past, int64_t t, const at::Device& device) const;

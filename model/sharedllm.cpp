@@ -12,8 +12,12 @@
 
 namespace sharedllm {
 
-bool IsSharedLLMParameter(const std::string& name) {
+bool IsCrossAttentionParameter(const std::string& name) {
   return name.find(".cross_attn.") != std::string::npos;
+}
+
+bool IsSharedLLMParameter(const std::string& name) {
+  return IsCrossAttentionParameter(name) || name.rfind("compressor.", 0) == 0;
 }
 
 SharedLLM::SharedLLM(CausalLM lm, SharedLLMConfig config)
@@ -24,6 +28,24 @@ SharedLLM::SharedLLM(CausalLM lm, SharedLLMConfig config)
             std::to_string(lm_->config.max_position_embeddings));
   injection_layers_ = config_.InjectionLayers(lm_->config.num_hidden_layers);
   for (int64_t layer : injection_layers_) lm_->model->layer(layer).AddCrossAttention(lm_->config);
+  if (config_.compressor == "separate") SeparateCompressor();
+}
+
+void SharedLLM::SeparateCompressor() {
+  if (compressor_) return;
+  const auto& weight = lm_->model->embed_tokens->weight;
+  const auto options = at::TensorOptions().dtype(weight.scalar_type()).device(weight.device());
+  torch::nn::ModuleList layers;
+  c10::NoGradGuard no_grad;
+  for (int64_t i = 0; i < config_.num_injection_layers; ++i) {
+    LlamaDecoderLayer copy(lm_->config, i, options);
+    // Only the base layer's own weights: an injection layer's cross_attn.* stays in the upper model.
+    const auto source = lm_->model->layer(i).named_parameters();
+    for (auto& p : copy->named_parameters()) p.value().copy_(source[p.key()]);
+    layers->push_back(copy);
+  }
+  compressor_ = lm_->register_module("compressor", layers);
+  config_.compressor = "separate";
 }
 
 std::vector<std::pair<int64_t, int64_t>> SharedLLM::Chunks(int64_t length) const {
@@ -123,7 +145,7 @@ std::vector<EncodedNode> SharedLLM::Encode(const std::vector<NodeJob>& jobs,
       search_rows.push_back(m * width + job.node.length() - 1);
     }
     auto lower = lm_->ForwardLower(at::tensor(ids, longs).view({n, width}).to(device),
-                                   config_.num_injection_layers);
+                                   config_.num_injection_layers, compressor_);
     const int64_t heads = lower.k[0].size(1), d = lower.k[0].size(3);
     const KeptRows plan = PlanKeptRows(lengths, strides, heads, width, config_.selection);
     const auto rows = at::tensor(plan.rows, longs).to(device);
@@ -425,19 +447,21 @@ InjectionContext SharedLLM::MakeBatchContext(
   return ctx;
 }
 
-void SharedLLM::SetTrainable(bool lower_trainable) {
+void SharedLLM::SetTrainable(bool lower_trainable, bool upper_trainable) {
   const int64_t m = config_.num_injection_layers;
+  // With shared weights, training the lower model trains the base model's weights, all of them.
+  const bool everything = lower_trainable && !compressor_;
   for (auto& p : lm_->named_parameters()) {
     const std::string& name = p.key();
-    bool train = lower_trainable || IsSharedLLMParameter(name) || name == "lm_head.weight" ||
-                 name == "model.norm.weight";
-    if (!train && name.rfind("model.layers.", 0) == 0) {
-      const int64_t layer = std::stoll(name.substr(13));
-      train = layer >= m;  // above the lower model: the upper model's own layers
-    }
-    if (name == "model.embed_tokens.weight" && !lower_trainable) {
-      // Shared by the lower model; with tied embeddings also the output layer.
-      train = false;
+    bool train = everything || IsCrossAttentionParameter(name);
+    if (name.rfind("compressor.", 0) == 0) {
+      train = lower_trainable;
+    } else if (!train && upper_trainable) {
+      train = name == "lm_head.weight" || name == "model.norm.weight";
+      if (name.rfind("model.layers.", 0) == 0) {
+        train = std::stoll(name.substr(13)) >= m;  // above the lower model: the upper's own layers
+      }
+      // model.embed_tokens.weight stays frozen: the lower model reads it (and, tied, the output).
     }
     p.value().set_requires_grad(train);
   }

@@ -1,7 +1,8 @@
 // SharedLLM (arXiv 2410.19318): a base CausalLM whose bottom M layers double as the lower model
 // (compressor) and whose injection layers cross-attend to the compressed context tree.
-// Weights are shared with the CausalLM handle (no second copy); per-request state is explicit
-// (DocumentTree, InjectionContext, KVCache).
+// Weights are shared with the CausalLM handle: by default the compressor is the base model's own
+// bottom layers (no second copy); with compressor "separate" it is a copy registered on the same
+// module as `compressor.*`. Per-request state is explicit (DocumentTree, InjectionContext, KVCache).
 #pragma once
 
 #include <memory>
@@ -91,18 +92,28 @@ class SharedLLM {
   InjectionContext MakeBatchContext(const std::vector<std::vector<const EncodedNode*>>& per_sample,
                                     const std::vector<int64_t>& num_chunks) const;
 
+  // Gives the lower model its own weights: copies the base model's bottom M layers into
+  // `compressor.*` (config compressor = "separate"). Scores do not change; training the copy
+  // then leaves the base model alone. No-op when already separate.
+  void SeparateCompressor();
+
   // Marks which parameters train (requires_grad): cross_attn.* always; the layers above the lower
-  // model, the final norm and lm_head (language-modelling default); everything when
-  // lower_trainable (with shared weights the lower model is the upper's bottom layers).
-  void SetTrainable(bool lower_trainable);
+  // model, the final norm and lm_head when `upper_trainable` (the language-modelling default);
+  // the lower model when `lower_trainable`: a separate compressor's copy, or else (weights
+  // shared) every base-model weight, its bottom layers and embeddings included.
+  void SetTrainable(bool lower_trainable, bool upper_trainable = true);
 
  private:
   CausalLM lm_;
   SharedLLMConfig config_;
   std::vector<int64_t> injection_layers_;
+  torch::nn::ModuleList compressor_{nullptr};  // separate compressor layers, else null
 };
 
-// Name filter for the parameters SharedLLM adds (saved in sharedllm.safetensors).
+// Name filter for the parameters SharedLLM adds (saved in sharedllm.safetensors): cross_attn.*
+// and a separate compressor's compressor.*.
 bool IsSharedLLMParameter(const std::string& name);
+// The cross-attention parameters only (those the trainer's new_params_lr_scale applies to).
+bool IsCrossAttentionParameter(const std::string& name);
 
 }  // namespace sharedllm

@@ -27,6 +27,7 @@ SharedLLMConfig SharedLLMConfig::FromJsonText(const std::string& text) {
     c.noise_divisor = j.value("noise_divisor", c.noise_divisor);
     c.chunk_positions = j.value("chunk_positions", c.chunk_positions);
     c.lower_trainable = j.value("lower_trainable", c.lower_trainable);
+    c.compressor = j.value("compressor", c.compressor);
   } catch (const nlohmann::json::exception& e) {
     throw ModelError(std::string("sharedllm.json has a field of the wrong type: ") + e.what());
   }
@@ -53,7 +54,8 @@ std::string SharedLLMConfig::ToJsonText() const {
                       {"split_noise", split_noise},
                       {"noise_divisor", noise_divisor},
                       {"chunk_positions", chunk_positions},
-                      {"lower_trainable", lower_trainable}};
+                      {"lower_trainable", lower_trainable},
+                      {"compressor", compressor}};
   return j.dump(2) + "\n";
 }
 
@@ -80,6 +82,9 @@ void SharedLLMConfig::Validate(int64_t num_layers) const {
     p.push_back("selection must be first, last or mean, not '" + selection + "'");
   }
   if (noise_divisor <= 0) p.push_back("noise_divisor must be positive");
+  if (compressor != "shared" && compressor != "separate") {
+    p.push_back("compressor must be shared or separate, not '" + compressor + "'");
+  }
   if (!p.empty()) {
     std::string msg = "invalid SharedLLM configuration:";
     for (const auto& s : p) msg += "\n  - " + s;

@@ -19,7 +19,11 @@ struct SharedLLMConfig {
   bool split_noise = true;           // training: split at floor(l/2 - eps), eps ~ N(0, (l/d)^2)
   double noise_divisor = 5.0;        // d: 5 for language modelling, 10 for instruction tuning
   bool chunk_positions = true;       // rotary positions in cross-attention: chunk i -> i, query -> n
-  bool lower_trainable = false;      // training: the lower model (shared bottom layers) trains too
+  bool lower_trainable = false;      // training: the lower model trains too
+  // shared: the lower model is the base model's own bottom M layers (no copy). separate: it is a
+  // copy of them (`compressor.*` in sharedllm.safetensors), so training the compressor leaves the
+  // base model, and with it the model truncated to its window, unchanged.
+  std::string compressor = "shared";
 
   static SharedLLMConfig FromJsonText(const std::string& text);
   // `<dir>/sharedllm.json`; throws ModelError.

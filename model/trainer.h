@@ -32,6 +32,10 @@ struct TrainConfig {
   double grad_clip = 1.0;            // max global gradient norm; 0: none
   bool bf16_autocast = false;        // matmuls in bfloat16 (weights and optimizer stay float32)
   bool lower_trainable = false;      // lm/sft: the lower model (shared bottom layers) trains too
+  // lm/sft: give the lower model its own copy of the bottom layers first (SharedLLM compressor
+  // "separate"), so that lower_trainable trains the copy and the base model stays as it was.
+  bool separate_compressor = false;
+  bool upper_trainable = true;       // lm/sft: the layers above the lower model, final norm, lm_head
   uint64_t seed = 0;
   int64_t log_every = 10;            // steps between progress lines
   int64_t eval_every = 200;          // steps between eval losses; 0: only at the end

@@ -10,8 +10,10 @@
 #include "model/decoder.h"
 #include "model/errors.h"
 #include "model/runtime.h"
+#include "model/safetensors.h"
 #include "model/scoring.h"
 #include "model/sharedllm.h"
+#include "model/weights.h"
 #include "tests/model_util.h"
 
 namespace sharedllm {
@@ -389,6 +391,70 @@ void CheckGradients(bool lower_trainable) {
 
 TEST(SharedLLMTest, GradientsReachExactlyTheTrainableSet) { CheckGradients(false); }
 TEST(SharedLLMTest, TrainableLowerModelGetsGradientsToo) { CheckGradients(true); }
+
+// A separate compressor starts as the base model's bottom layers (scores unchanged); training it
+// changes what the context says but never the base model, and it round-trips through
+// sharedllm.safetensors, which must hold it.
+TEST(SharedLLMTest, SeparateCompressorTrainsWithoutTouchingTheBaseModel) {
+  test::TempDir dir;
+  CausalLM lm = test::TinyModel(Config());
+  for (auto& p : lm->parameters()) p.set_requires_grad(false);
+  SaveModel(lm, dir.path());
+  SharedLLM s(lm, SmallShared(2));
+  RandomizeCrossAttention(lm, 8);
+  const auto context = SeededIds(100, 61, 90), text = SeededIds(20, 61, 91);
+  const auto shared_scores = ScoreWithContext(s, context, text);
+  const auto truncated = TokenNll(lm, text, nullptr);
+  s.SeparateCompressor();
+  EXPECT_EQ(s.config().compressor, "separate");
+  EXPECT_LT(MaxDiff(ScoreWithContext(s, context, text), shared_scores), 1e-6);
+
+  // Trainable: the copy and the cross-attention; with the upper model frozen, nothing else.
+  s.SetTrainable(/*lower_trainable=*/true, /*upper_trainable=*/false);
+  auto nodes = s.BuildDynamicTree(context, at::Tensor());
+  auto ctx = s.MakeContext(Pointers(nodes), s.Chunks(context.size()).size());
+  lm->forward(test::Ids(text), nullptr, &ctx).pow(2).mean().backward();
+  int copies = 0;
+  for (auto& p : lm->named_parameters()) {
+    const bool copy = p.key().rfind("compressor.", 0) == 0;
+    copies += copy;
+    EXPECT_EQ(p.value().requires_grad(), copy || IsCrossAttentionParameter(p.key())) << p.key();
+    // Of the top lower layer only the key/value path reaches the context.
+    const bool live = p.key().rfind("compressor.0.", 0) == 0 ||
+                      p.key().find("k_proj") != std::string::npos ||
+                      p.key().find("v_proj") != std::string::npos ||
+                      p.key().find("input_layernorm") != std::string::npos;
+    if (copy && live) {
+      ASSERT_TRUE(p.value().grad().defined()) << p.key();
+      EXPECT_GT(p.value().grad().abs().sum().item<double>(), 0.0) << p.key();
+    }
+  }
+  EXPECT_EQ(copies, 2 * 9);  // two layers: 2 norms, q/k/v/o, gate/up/down
+
+  // "Train" the copy: the context's effect moves, the base model (truncated scores) does not.
+  {
+    c10::NoGradGuard no_grad;
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(9);
+    for (auto& p : lm->named_parameters()) {
+      if (p.key().rfind("compressor.", 0) == 0) p.value().add_(at::normal(0.0, 0.05, p.value().sizes(), gen));
+    }
+  }
+  const auto trained = ScoreWithContext(s, context, text);
+  EXPECT_GT(MaxDiff(trained, shared_scores), 1e-3);
+  EXPECT_EQ(TokenNll(lm, text, nullptr), truncated);
+
+  SaveSharedLLM(s, dir.path());
+  RuntimeOptions options;
+  options.threads = 1;
+  auto loaded = LoadModel(dir.path(), options);
+  EXPECT_EQ(loaded->shared->config().compressor, "separate");
+  EXPECT_LT(MaxDiff(ScoreWithContext(*loaded->shared, context, text), trained), 1e-6);
+  EXPECT_EQ(TokenNll(loaded->lm, text, nullptr), truncated);
+  // A separate compressor without its weights in sharedllm.safetensors is refused.
+  WriteSafetensors(dir / "sharedllm.safetensors", CollectParameters(*lm, IsCrossAttentionParameter),
+                   {{"format", "pt"}});
+  EXPECT_THROW(LoadModel(dir.path(), options), ModelError);
+}
 
 TEST(SharedLLMTest, SaveAndLoadRoundTrip) {
   test::TempDir dir;

@@ -159,6 +159,33 @@ TEST(TrainerTest, SharedLLMLanguageModellingTrainsTheCrossAttention) {
                          base_after.tensor("model.layers.1.mlp.up_proj.weight")));
 }
 
+TEST(TrainerTest, SeparateCompressorTrainsTheCopyAndLeavesTheBaseModel) {
+  test::TempDir dir;
+  TrainConfig c = BaseConfig(dir, "separate");
+  c.mode = "lm";
+  c.model_config.clear();
+  c.init = MakeSharedLLMDir(dir);
+  c.context_chunks = 3;
+  c.seq_len = 16;
+  c.steps = 4;
+  c.lower_trainable = true;
+  c.separate_compressor = true;
+  c.upper_trainable = false;
+  Train(c);
+  // Every base-model tensor is bit for bit the init's; the copy moved away from layer 0.
+  auto base_before = CheckpointReader(c.init), base_after = CheckpointReader(c.out);
+  for (const std::string& name : base_before.names()) {
+    EXPECT_TRUE(at::equal(base_before.tensor(name), base_after.tensor(name))) << name;
+  }
+  auto shared = CheckpointReader::FromFile(c.out + "/sharedllm.safetensors");
+  EXPECT_FALSE(at::equal(shared.tensor("compressor.0.self_attn.k_proj.weight"),
+                         base_before.tensor("model.layers.0.self_attn.k_proj.weight")));
+  EXPECT_GT(shared.tensor("model.layers.0.cross_attn.o_proj.weight").abs().sum().item<double>(), 0.0);
+  RuntimeOptions o;
+  o.threads = 1;
+  EXPECT_EQ(LoadModel(c.out, o)->shared->config().compressor, "separate");
+}
+
 TEST(TrainerTest, InstructionTuningScoresOnlyTheAnswer) {
   // The bundled tiny model has a real tokenizer, which the generated tasks need.
   test::TempDir dir;
