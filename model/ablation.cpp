@@ -10,8 +10,8 @@ namespace sharedllm {
 namespace {
 
 const std::set<std::string>& EvalKeys() {
-  static const std::set<std::string> keys = {"search", "chunk_positions", "selection",
-                                             "depth", "alphas", "beta"};
+  static const std::set<std::string> keys = {"search", "search_vector", "chunk_positions",
+                                             "selection", "depth", "alphas", "beta"};
   return keys;
 }
 
@@ -86,6 +86,11 @@ Ablation ParseAblation(const std::string& spec) {
         throw ModelError("--ablate selection=" + value + ": expected first, last or mean");
       }
       out.emplace_back(key, value);
+    } else if (key == "search_vector") {
+      if (value != "last" && value != "mean") {
+        throw ModelError("--ablate search_vector=" + value + ": expected last or mean");
+      }
+      out.emplace_back(key, value);
     } else if (key == "alphas") {
       std::stringstream a(value);
       std::string part, canon;
@@ -108,6 +113,7 @@ SharedLLMConfig ApplyAblation(const SharedLLMConfig& base, const Ablation& ablat
     if (key == "search") c.search = value == "on";
     else if (key == "chunk_positions") c.chunk_positions = value == "on";
     else if (key == "selection") c.selection = value;
+    else if (key == "search_vector") c.search_vector = value;
     else if (key == "alphas") alphas = value;
     else if (key == "beta") beta = value;
     else if (key == "depth") {

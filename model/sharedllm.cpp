@@ -161,9 +161,19 @@ std::vector<EncodedNode> SharedLLM::Encode(const std::vector<NodeJob>& jobs,
     }
     const auto& k = kept_kv->k;
     const auto& v = kept_kv->v;
-    auto search = lower.first_layer.reshape({n * width, -1})
-                      .index_select(0, at::tensor(search_rows, longs).to(device))
-                      .to(at::kFloat);  // [n, hidden]
+    at::Tensor search;  // [n, hidden]
+    if (config_.search_vector == "mean") {
+      // Mean over each node's own positions (the padding after a node is weighted 0).
+      std::vector<float> w(static_cast<size_t>(n * width), 0.0f);
+      for (int64_t m = 0; m < n; ++m) {
+        std::fill(w.begin() + m * width, w.begin() + m * width + lengths[m], 1.0f / lengths[m]);
+      }
+      search = (lower.first_layer.to(at::kFloat) * at::tensor(w).view({n, width, 1}).to(device)).sum(1);
+    } else {
+      search = lower.first_layer.reshape({n * width, -1})
+                   .index_select(0, at::tensor(search_rows, longs).to(device))
+                   .to(at::kFloat);
+    }
     // Each node holds views into its batch's gathered tensors: only kept positions stay alive.
     for (int64_t m = 0; m < n; ++m) {
       EncodedNode& e = out[members[m]];
@@ -333,6 +343,7 @@ at::Tensor SharedLLM::QueryVector(const std::vector<int64_t>& query_ids) {
   const auto device = lm_->model->embed_tokens->weight.device();
   auto ids = at::tensor(query_ids, at::TensorOptions().dtype(at::kLong)).view({1, -1}).to(device);
   auto lower = lm_->ForwardLower(ids, 1);
+  if (config_.search_vector == "mean") return lower.first_layer[0].to(at::kFloat).mean(0);
   return lower.first_layer[0][ids.size(1) - 1].to(at::kFloat);
 }
 

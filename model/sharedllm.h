@@ -29,6 +29,7 @@ struct EncodedNode {
   TreeNode node;
   std::vector<at::Tensor> k, v;  // [num_injection_layers] of [KVH, kept, D]
   at::Tensor search;             // float32 [hidden]: final-normed layer-0 output at the last token
+                                 // (search_vector "mean": averaged over the node)
   // Set by Encode: k/v are rows [first_row, first_row + KVH * kept) of batch->k/v. A context is
   // then gathered from the few batch tensors in one operation, so backpropagation costs one
   // scatter per batch instead of a full-size gradient per node view. Null for a decoded node.

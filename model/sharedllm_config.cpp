@@ -23,6 +23,7 @@ SharedLLMConfig SharedLLMConfig::FromJsonText(const std::string& text) {
     c.alphas = j.value("alphas", c.alphas);
     c.selection = j.value("selection", c.selection);
     c.search = j.value("search", c.search);
+    c.search_vector = j.value("search_vector", c.search_vector);
     c.split_noise = j.value("split_noise", c.split_noise);
     c.noise_divisor = j.value("noise_divisor", c.noise_divisor);
     c.chunk_positions = j.value("chunk_positions", c.chunk_positions);
@@ -51,6 +52,7 @@ std::string SharedLLMConfig::ToJsonText() const {
                       {"alphas", alphas},
                       {"selection", selection},
                       {"search", search},
+                      {"search_vector", search_vector},
                       {"split_noise", split_noise},
                       {"noise_divisor", noise_divisor},
                       {"chunk_positions", chunk_positions},
@@ -82,6 +84,9 @@ void SharedLLMConfig::Validate(int64_t num_layers) const {
     p.push_back("selection must be first, last or mean, not '" + selection + "'");
   }
   if (noise_divisor <= 0) p.push_back("noise_divisor must be positive");
+  if (search_vector != "last" && search_vector != "mean") {
+    p.push_back("search_vector must be last or mean, not '" + search_vector + "'");
+  }
   if (compressor != "shared" && compressor != "separate") {
     p.push_back("compressor must be shared or separate, not '" + compressor + "'");
   }

@@ -16,6 +16,9 @@ struct SharedLLMConfig {
   std::vector<int64_t> alphas = {16, 8, 4};  // downsampling stride per level 1..h (β = 8 for h=3)
   std::string selection = "first";   // which position of each stride block is kept: first|last|mean
   bool search = true;                // query-aware child choice; off: always the right child
+  // The vectors the search compares (final-normed layer-1 outputs): "last" — at the node's and the
+  // question's last token (the paper); "mean" — averaged over all their tokens.
+  std::string search_vector = "last";
   bool split_noise = true;           // training: split at floor(l/2 - eps), eps ~ N(0, (l/d)^2)
   double noise_divisor = 5.0;        // d: 5 for language modelling, 10 for instruction tuning
   bool chunk_positions = true;       // rotary positions in cross-attention: chunk i -> i, query -> n

@@ -346,7 +346,7 @@ TEST(AblationTest, ParserRejectsUnknownAndRetrainingKeys) {
     EXPECT_NE(std::string(e.what()).find("unknown key 'foo'"), std::string::npos) << e.what();
   }
   for (const std::string spec : {"injection=top", "num_injection_layers=2", "split_noise=off",
-                                 "lower_trainable=on", "chunk_size=32"}) {
+                                 "lower_trainable=on", "compressor=separate", "chunk_size=32"}) {
     try {
       ParseAblation(spec);
       FAIL() << spec << " accepted";
@@ -355,7 +355,8 @@ TEST(AblationTest, ParserRejectsUnknownAndRetrainingKeys) {
     }
   }
   for (const std::string bad : {"search", "search=maybe", "depth=0", "depth=two", "selection=max",
-                                "search=on,search=off", "alphas=4/2,beta=2", "=1", "alphas=4/x"}) {
+                                "search=on,search=off", "alphas=4/2,beta=2", "=1", "alphas=4/x",
+                                "search_vector=first"}) {
     EXPECT_THROW(ParseAblation(bad), ModelError) << bad;
   }
   EXPECT_TRUE(ParseAblation("").empty());
@@ -368,6 +369,7 @@ TEST(AblationTest, AppliesOverTheLoadedConfiguration) {
   base.chunk_size = 64;
   auto apply = [&](const std::string& spec) { return ApplyAblation(base, ParseAblation(spec), 4); };
   auto c = apply("search=off,chunk_positions=off,selection=mean");
+  EXPECT_EQ(apply("search_vector=mean").search_vector, "mean");
   EXPECT_FALSE(c.search);
   EXPECT_FALSE(c.chunk_positions);
   EXPECT_EQ(c.selection, "mean");

@@ -206,6 +206,7 @@ TEST(SharedLLMTest, BatchedEncodingEqualsEachNodeAlone) {
   for (const std::string mode : {"first", "last", "mean"}) {
     SharedLLMConfig sc = SmallShared();
     sc.selection = mode;
+    sc.search_vector = mode == "mean" ? "mean" : "last";  // both search vectors, padded batches
     sc.alphas = {8, 3, 1};  // strides that do not divide the (jittered) node lengths
     SharedLLM s(lm, sc);
     std::vector<SharedLLM::NodeJob> jobs;
@@ -236,7 +237,9 @@ TEST(SharedLLMTest, BatchedEncodingEqualsEachNodeAlone) {
         EXPECT_LT(MaxAbsDiff(encoded[i].k[j], k), 1e-5) << mode << " node " << i;
         EXPECT_LT(MaxAbsDiff(encoded[i].v[j], v), 1e-5) << mode << " node " << i;
       }
-      EXPECT_LT(MaxAbsDiff(encoded[i].search, alone.first_layer[0][n.length() - 1]), 1e-5);
+      const auto search = sc.search_vector == "mean" ? alone.first_layer[0].mean(0)
+                                                     : alone.first_layer[0][n.length() - 1];
+      EXPECT_LT(MaxAbsDiff(encoded[i].search, search), 1e-5) << mode << " node " << i;
     }
     EXPECT_GT(lengths.size(), 6u) << "the jittered tree should mix many lengths";
   }
@@ -246,13 +249,14 @@ TEST(SearchTest, PicksTheChildThatHoldsThePlantedMatch) {
   CausalLM lm = test::TinyModel(Config());
   SharedLLM s(lm, SmallShared());
   c10::InferenceMode guard;
-  for (int side = 0; side < 2; ++side) {
+  for (int side = 0; side < 4; ++side) {
     // One chunk of 64 tokens; the query is exactly one of its level-1 halves, so that half's
-    // search vector equals the query's (cosine 1).
+    // search vector equals the query's (cosine 1), with either kind of search vector.
     auto chunk = SeededIds(64, 61, 20 + side);
-    std::vector<int64_t> query(chunk.begin() + 32 * side, chunk.begin() + 32 * (side + 1));
+    std::vector<int64_t> query(chunk.begin() + 32 * (side % 2), chunk.begin() + 32 * (side % 2 + 1));
     auto sc = SmallShared();
     sc.chunk_size = 64;
+    sc.search_vector = side < 2 ? "last" : "mean";
     SharedLLM s64(lm, sc);
     DocumentTree tree = s64.BuildStaticTree(chunk);
     auto selected = s64.Select(tree, s64.QueryVector(query));
@@ -263,7 +267,8 @@ TEST(SearchTest, PicksTheChildThatHoldsThePlantedMatch) {
       if (n->node.level == 1) level1 = n;
     }
     ASSERT_NE(level1, nullptr);
-    EXPECT_EQ(level1->node.index, 1 - side) << "query matched half " << side;
+    EXPECT_EQ(level1->node.index, 1 - side % 2) << "query matched half " << side % 2 << ", "
+                                                << sc.search_vector;
   }
 }
 

@@ -13,8 +13,8 @@ namespace sharedllm::cli {
 
 inline constexpr const char* kAblateHelp =
     "evaluation-time ablation, e.g. search=off,chunk_positions=off,selection=mean,depth=2 "
-    "(keys: search, chunk_positions, selection, depth, alphas=A/B/C, beta); switches that need "
-    "retraining are refused";
+    "(keys: search, search_vector=last|mean, chunk_positions, selection, depth, alphas=A/B/C, "
+    "beta); switches that need retraining are refused";
 
 // Rebuilds model.shared with `ablation` applied (same weights) and records "ablation" (the
 // canonical string, "" for none) and "sharedllm_config" (what was evaluated) in `j`.
