@@ -136,15 +136,21 @@ std::string MakeSharedLLMDir(const test::TempDir& dir) {
   return path;
 }
 
-TEST(TrainerTest, SharedLLMLanguageModellingTrainsTheCrossAttention) {
-  test::TempDir dir;
-  TrainConfig c = BaseConfig(dir, "lm");
+// SharedLLM language modelling from MakeSharedLLMDir: 3 chunks of context, 16 running tokens.
+TrainConfig SharedLLMLanguageModelling(const test::TempDir& dir, const std::string& name, int64_t steps) {
+  TrainConfig c = BaseConfig(dir, name);
   c.mode = "lm";
   c.model_config.clear();
   c.init = MakeSharedLLMDir(dir);
   c.context_chunks = 3;
   c.seq_len = 16;
-  c.steps = 6;
+  c.steps = steps;
+  return c;
+}
+
+TEST(TrainerTest, SharedLLMLanguageModellingTrainsTheCrossAttention) {
+  test::TempDir dir;
+  TrainConfig c = SharedLLMLanguageModelling(dir, "lm", 6);
   const TrainResult r = Train(c);
   EXPECT_TRUE(std::isfinite(r.final_loss));
   // The cross-attention left its zero initialisation; the frozen lower layer did not move.
@@ -161,13 +167,7 @@ TEST(TrainerTest, SharedLLMLanguageModellingTrainsTheCrossAttention) {
 
 TEST(TrainerTest, SeparateCompressorTrainsTheCopyAndLeavesTheBaseModel) {
   test::TempDir dir;
-  TrainConfig c = BaseConfig(dir, "separate");
-  c.mode = "lm";
-  c.model_config.clear();
-  c.init = MakeSharedLLMDir(dir);
-  c.context_chunks = 3;
-  c.seq_len = 16;
-  c.steps = 4;
+  TrainConfig c = SharedLLMLanguageModelling(dir, "separate", 4);
   c.lower_trainable = true;
   c.separate_compressor = true;
   c.upper_trainable = false;
