@@ -13,10 +13,25 @@
 # faster machine trains more steps. Needs the shards of tools/train_mini.sh. About 2.5 hours on
 # 2 cores.
 #   tools/train_passkey.sh
+#   tools/train_passkey.sh separate   the variant with a separate compressor and the upper model
+#                                     frozen (models/mini/recipe/passkey-separate, stages 1-4, about
+#                                     25 minutes): the base model, and so the truncated model, stay
+#                                     exactly models/mini's -> runs/passkey-sep-4, evaluated into
+#                                     runs/passkey-sep-4-*.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY=PASSIVE OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
 bin=build/bin/sharedllm
+if [ "${1:-}" = separate ]; then
+  for stage in 1 2 3 4; do
+    [ -f runs/passkey-sep-$stage/sharedllm.json ] ||
+      $bin train sft --config models/mini/recipe/passkey-separate/stage$stage.json
+  done
+  $bin eval passkey --model runs/passkey-sep-4 --trials 4 --out runs/passkey-sep-4-passkey.json
+  $bin eval ppl --model runs/passkey-sep-4 --shard data/shards/heldout-books.bin --windows 10 \
+    --lengths 1,4,16,32 --out runs/passkey-sep-4-ppl-books.json
+  exit 0
+fi
 for stage in 1 2 3 4 5 6; do
   config=models/mini/recipe/passkey/stage$stage.json
   out=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['out'])" "$config")
