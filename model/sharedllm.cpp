@@ -119,6 +119,28 @@ at::Tensor GatherKept(const at::Tensor& x, const KeptRows& p, const at::Tensor& 
   return (blocks.sum(1) / counts.unsqueeze(-1)).to(x.scalar_type());
 }
 
+// Search vectors of right-padded sequences (`first_layer`: final-normed layer-1 outputs
+// [n, width, hidden], sequence m `lengths[m]` tokens long), float32 [n, hidden]: the output at each
+// sequence's last token, or with "mean" its average over the sequence. One definition for the
+// nodes and the question, so the two stay comparable.
+at::Tensor SearchVectors(const at::Tensor& first_layer, const std::vector<int64_t>& lengths,
+                         const std::string& mode) {
+  const int64_t n = first_layer.size(0), width = first_layer.size(1);
+  const auto device = first_layer.device();
+  if (mode == "mean") {
+    std::vector<float> w(static_cast<size_t>(n * width), 0.0f);  // padding weighs 0
+    for (int64_t m = 0; m < n; ++m) {
+      std::fill(w.begin() + m * width, w.begin() + m * width + lengths[m], 1.0f / lengths[m]);
+    }
+    return (first_layer.to(at::kFloat) * at::tensor(w).view({n, width, 1}).to(device)).sum(1);
+  }
+  std::vector<int64_t> rows;
+  for (int64_t m = 0; m < n; ++m) rows.push_back(m * width + lengths[m] - 1);
+  return first_layer.reshape({n * width, -1})
+      .index_select(0, at::tensor(rows, at::TensorOptions().dtype(at::kLong)).to(device))
+      .to(at::kFloat);
+}
+
 }  // namespace
 
 std::vector<EncodedNode> SharedLLM::Encode(const std::vector<NodeJob>& jobs,
@@ -135,14 +157,13 @@ std::vector<EncodedNode> SharedLLM::Encode(const std::vector<NodeJob>& jobs,
     const int64_t width = node_lengths[members[0]];
     const int64_t n = static_cast<int64_t>(members.size());
     std::vector<int64_t> ids(static_cast<size_t>(n * width), 0);
-    std::vector<int64_t> lengths, strides, search_rows;
+    std::vector<int64_t> lengths, strides;
     for (int64_t m = 0; m < n; ++m) {
       const NodeJob& job = jobs[members[m]];
       std::copy(job.chunk_tokens + job.node.begin, job.chunk_tokens + job.node.end,
                 ids.begin() + m * width);
       lengths.push_back(job.node.length());
       strides.push_back(config_.alphas[job.node.level - 1]);
-      search_rows.push_back(m * width + job.node.length() - 1);
     }
     auto lower = lm_->ForwardLower(at::tensor(ids, longs).view({n, width}).to(device),
                                    config_.num_injection_layers, compressor_);
@@ -161,19 +182,7 @@ std::vector<EncodedNode> SharedLLM::Encode(const std::vector<NodeJob>& jobs,
     }
     const auto& k = kept_kv->k;
     const auto& v = kept_kv->v;
-    at::Tensor search;  // [n, hidden]
-    if (config_.search_vector == "mean") {
-      // Mean over each node's own positions (the padding after a node is weighted 0).
-      std::vector<float> w(static_cast<size_t>(n * width), 0.0f);
-      for (int64_t m = 0; m < n; ++m) {
-        std::fill(w.begin() + m * width, w.begin() + m * width + lengths[m], 1.0f / lengths[m]);
-      }
-      search = (lower.first_layer.to(at::kFloat) * at::tensor(w).view({n, width, 1}).to(device)).sum(1);
-    } else {
-      search = lower.first_layer.reshape({n * width, -1})
-                   .index_select(0, at::tensor(search_rows, longs).to(device))
-                   .to(at::kFloat);
-    }
+    const at::Tensor search = SearchVectors(lower.first_layer, lengths, config_.search_vector);
     // Each node holds views into its batch's gathered tensors: only kept positions stay alive.
     for (int64_t m = 0; m < n; ++m) {
       EncodedNode& e = out[members[m]];
@@ -343,8 +352,7 @@ at::Tensor SharedLLM::QueryVector(const std::vector<int64_t>& query_ids) {
   const auto device = lm_->model->embed_tokens->weight.device();
   auto ids = at::tensor(query_ids, at::TensorOptions().dtype(at::kLong)).view({1, -1}).to(device);
   auto lower = lm_->ForwardLower(ids, 1);
-  if (config_.search_vector == "mean") return lower.first_layer[0].to(at::kFloat).mean(0);
-  return lower.first_layer[0][ids.size(1) - 1].to(at::kFloat);
+  return SearchVectors(lower.first_layer, {ids.size(1)}, config_.search_vector)[0];
 }
 
 InjectionContext SharedLLM::MakeContext(const std::vector<const EncodedNode*>& nodes,

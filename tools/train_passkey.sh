@@ -24,21 +24,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY=PASSIVE OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
 bin=build/bin/sharedllm
-if [ "${1:-}" = separate ]; then
-  for stage in 1 2 3 4; do
-    [ -f runs/passkey-sep-$stage/sharedllm.json ] ||
-      $bin train sft --config models/mini/recipe/passkey-separate/stage$stage.json
+# train_stages RECIPE_DIR N: stages 1..N of RECIPE_DIR, each skipped once its "out" holds a model.
+train_stages() {
+  local stage config out
+  for stage in $(seq 1 "$2"); do
+    config=$1/stage$stage.json
+    out=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['out'])" "$config")
+    [ -f "$out/sharedllm.json" ] || $bin train sft --config "$config"
   done
+}
+if [ "${1:-}" = separate ]; then
+  train_stages models/mini/recipe/passkey-separate 4
   $bin eval passkey --model runs/passkey-sep-4 --trials 4 --out runs/passkey-sep-4-passkey.json
   $bin eval ppl --model runs/passkey-sep-4 --shard data/shards/heldout-books.bin --windows 10 \
     --lengths 1,4,16,32 --out runs/passkey-sep-4-ppl-books.json
   exit 0
 fi
-for stage in 1 2 3 4 5; do
-  config=models/mini/recipe/passkey/stage$stage.json
-  out=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['out'])" "$config")
-  [ -f "$out/sharedllm.json" ] || $bin train sft --config "$config"
-done
+train_stages models/mini/recipe/passkey 5
 mkdir -p models/mini-passkey
 cp runs/passkey-5/{config.json,model.safetensors,tokenizer.model,sharedllm.json,sharedllm.safetensors} \
   models/mini-passkey/
