@@ -33,6 +33,15 @@ SharedLLM::SharedLLM(CausalLM lm, SharedLLMConfig config)
 
 void SharedLLM::SeparateCompressor() {
   if (compressor_) return;
+  // A second SharedLLM over the same CausalLM (an evaluation-time ablation) adopts the trained copy
+  // the model already holds instead of registering another one.
+  if (const auto* held = lm_->named_children().find("compressor")) {
+    auto list = std::dynamic_pointer_cast<torch::nn::ModuleListImpl>(*held);
+    Check(list != nullptr, "the model's 'compressor' submodule is not a layer list");
+    compressor_ = torch::nn::ModuleList(list);
+    config_.compressor = "separate";
+    return;
+  }
   const auto& weight = lm_->model->embed_tokens->weight;
   const auto options = at::TensorOptions().dtype(weight.scalar_type()).device(weight.device());
   torch::nn::ModuleList layers;

@@ -455,6 +455,13 @@ TEST(SharedLLMTest, SeparateCompressorTrainsWithoutTouchingTheBaseModel) {
   EXPECT_EQ(loaded->shared->config().compressor, "separate");
   EXPECT_LT(MaxDiff(ScoreWithContext(*loaded->shared, context, text), trained), 1e-6);
   EXPECT_EQ(TokenNll(loaded->lm, text, nullptr), truncated);
+  // A second SharedLLM over the loaded model (what `--ablate` builds) reads the same trained copy.
+  SharedLLMConfig ablated = loaded->shared->config();
+  ablated.search = false;
+  SharedLLM again(loaded->lm, ablated);
+  EXPECT_EQ(again.config().compressor, "separate");
+  EXPECT_EQ(loaded->lm->named_parameters().size(), lm->named_parameters().size());
+  EXPECT_LT(MaxDiff(ScoreWithContext(again, context, text), trained), 1e-6);
   // A separate compressor without its weights in sharedllm.safetensors is refused.
   WriteSafetensors(dir / "sharedllm.safetensors", CollectParameters(*lm, IsCrossAttentionParameter),
                    {{"format", "pt"}});
