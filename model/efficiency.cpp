@@ -91,8 +91,12 @@ double LmHeadFlops(const ModelConfig& c, int64_t rows) {
 }
 
 double LowerModelFlops(const ModelConfig& c, int64_t layers, const std::vector<int64_t>& lengths) {
+  // ForwardLower runs the layers below the top one in full; the top one only projects its keys and
+  // values (its output feeds nothing), unless it is the only one (its output is the search vector).
+  const int64_t full = layers > 1 ? layers - 1 : layers;
+  const double top_kv = layers > 1 ? 2.0 * 2 * c.hidden_size * c.num_key_value_heads * c.head_dim : 0;
   double f = 0;
-  for (int64_t l : lengths) f += layers * (LayerMatmulFlopsPerToken(c) * l + SelfAttentionFlops(c, l, 0));
+  for (int64_t l : lengths) f += full * (LayerMatmulFlopsPerToken(c) * l + SelfAttentionFlops(c, l, 0)) + top_kv * l;
   return f;
 }
 

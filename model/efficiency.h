@@ -32,7 +32,8 @@ double SelfAttentionFlops(const ModelConfig& c, int64_t tokens, int64_t past);
 // Cross-attention of one injection layer: q_proj and o_proj of `tokens`, attention to `context`.
 double CrossAttentionFlops(const ModelConfig& c, int64_t tokens, int64_t context);
 double LmHeadFlops(const ModelConfig& c, int64_t rows);
-// The lower model (`layers` bottom layers) run over each sequence alone (positions 0..l-1).
+// The lower model (`layers` bottom layers) run over each sequence alone (positions 0..l-1); above
+// one layer, the top layer costs only its key/value projections (CausalLMImpl::ForwardLower).
 double LowerModelFlops(const ModelConfig& c, int64_t layers, const std::vector<int64_t>& lengths);
 // One upper-model forward of `tokens` after `past` cached ones, cross-attending to `context`
 // positions in `injection_layers` layers, logits of the last position only (Decoder::Prefill).

@@ -21,6 +21,13 @@ LlamaAttentionImpl::LlamaAttentionImpl(const ModelConfig& c, int64_t layer_,
   o_proj = register_module("o_proj", Linear(heads * head_dim, c.hidden_size, c.o_bias, options));
 }
 
+void LlamaAttentionImpl::CaptureKV(const at::Tensor& x, const LayerInputs& in) {
+  Check(in.capture != nullptr, "CaptureKV needs somewhere to put the keys and values");
+  const int64_t b = x.size(0), t = x.size(1);
+  in.capture->emplace_back(k_proj(x).view({b, t, kv_heads, head_dim}).transpose(1, 2),
+                           v_proj(x).view({b, t, kv_heads, head_dim}).transpose(1, 2));
+}
+
 at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const LayerInputs& in) {
   const int64_t b = x.size(0), t = x.size(1);
   auto q = q_proj(x).view({b, t, heads, head_dim}).transpose(1, 2);     // [B, H, T, D]
@@ -151,7 +158,14 @@ CausalLMImpl::LowerOutput CausalLMImpl::ForwardLower(const at::Tensor& ids, int6
   LowerOutput out;
   auto h = model->embed_tokens(ids);
   for (int64_t i = 0; i < num_layers; ++i) {
-    h = layers ? layers->ptr<LlamaDecoderLayerImpl>(i)->forward(h, in) : model->layer(i).forward(h, in);
+    LlamaDecoderLayerImpl& layer = layers ? *layers->ptr<LlamaDecoderLayerImpl>(i) : model->layer(i);
+    // The top layer's output feeds nothing (only its K/V are kept), unless it is layer 0, whose
+    // output is the search vector.
+    if (i > 0 && i == num_layers - 1) {
+      layer.CaptureKV(h, in);
+      break;
+    }
+    h = layer.forward(h, in);
     if (i == 0) out.first_layer = model->norm(h);
   }
   for (auto& [k, v] : captured) {

@@ -34,6 +34,9 @@ class LlamaAttentionImpl : public torch::nn::Module {
   LlamaAttentionImpl(const ModelConfig& c, int64_t layer, const at::TensorOptions& options);
   // x: [B, T, hidden] -> [B, T, hidden]
   at::Tensor forward(const at::Tensor& x, const LayerInputs& in);
+  // The keys (before rotary) and values forward() would capture, appended to *in.capture, and
+  // nothing else: for a lower model's top layer, whose output feeds nothing.
+  void CaptureKV(const at::Tensor& x, const LayerInputs& in);
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   int64_t layer, heads, kv_heads, head_dim;
 };
@@ -54,6 +57,8 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
   // h: [B, T, hidden] -> [B, T, hidden]. With cross-attention and a context, the injected
   // update comes after the self-attention residual and before the MLP (DESIGN.md §2).
   at::Tensor forward(const at::Tensor& h, const LayerInputs& in);
+  // Only this layer's keys and values for h (see LlamaAttentionImpl::CaptureKV).
+  void CaptureKV(const at::Tensor& h, const LayerInputs& in) { self_attn->CaptureKV(input_layernorm(h), in); }
   // Adds `cross_attn` (norm and q_proj copied from this layer's input_layernorm and
   // self_attn.q_proj, o_proj zero), so the layer still computes exactly what it did before.
   void AddCrossAttention(const ModelConfig& c);

@@ -63,6 +63,8 @@ TEST(FlopCountTest, WorkedExample) {
                    UpperForwardFlops(c, 0, 1, 3, 0) + UpperForwardFlops(c, 0, 1, 4, 0));
   // A 4-token node through one lower layer: 288 x 4 + 4 x 2 x 2 x (1+2+3+4).
   EXPECT_DOUBLE_EQ(LowerModelFlops(c, 1, {4}), 1152 + 160);
+  // Two lower layers: the first in full, the top one only its k and v (2 x 4x2 per token).
+  EXPECT_DOUBLE_EQ(LowerModelFlops(c, 2, {4}), 1152 + 160 + 2.0 * 16 * 4);
 
   // 40 tokens, chunks of 16: 16 + 16 + 8 (the 8-token tail is a chunk of its own: 2^3 = 8).
   const SharedLLMConfig s = WorkedShared();

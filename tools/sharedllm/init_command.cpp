@@ -52,7 +52,7 @@ int InitCommand(const Args& args) {
     const std::string name = entry.path().filename().string();
     const bool wanted = name == "config.json" || name == "tokenizer.model" ||
                         name == "generation_config.json" || name == "tokenizer_config.json" ||
-                        name.size() > 12 && name.substr(name.size() - 12) == ".safetensors" ||
+                        (name.size() > 12 && name.substr(name.size() - 12) == ".safetensors") ||
                         name == "model.safetensors.index.json";
     if (wanted && name != "sharedllm.safetensors") {
       fs::copy_file(entry.path(), fs::path(out) / name, fs::copy_options::overwrite_existing);
