@@ -7,13 +7,17 @@
 #   stage 3: 1-4 chunks, 400 steps
 #   stage 4: 1-16 chunks, 600 steps
 #   stage 5: 1-128 chunks (up to 32x the window), 8 samples/step, lower model frozen, 40 minutes
-#            -> runs/passkey-5
-# then copies runs/passkey-5 to models/mini-passkey and evaluates it (pass-key 1x-32x with and
-# without the search, books perplexity) into docs/results/mini-passkey-*.json. Stage 5 ends on a
-# time budget, so a faster machine trains more steps. stage6.json (45 more minutes with the lower
-# model trainable) was tried and not shipped: it lowered the training-format loss and the 16x-32x
-# pass-key scores (models/mini-passkey/README.md); it is not run here. Needs the shards of
-# tools/train_mini.sh. About 1.5 hours on 2 cores.
+#            -> runs/passkey-5 (tree depth 3, alphas 16/8/4, beta 8)
+#   retile:  runs/passkey-5 with tree depth 2, alphas 8/1 (beta 1.8: a chunk keeps 4 positions of
+#            its coarse half and every position of the half the search expands) -> runs/passkey-7-init
+#   stage 7: 1-128 chunks, lr 5e-4, 40 minutes
+#   stage 8: 1-160 chunks, lr 3e-4, 40 minutes                          -> runs/passkey-8
+# then copies runs/passkey-8 to models/mini-passkey and evaluates it (pass-key 1x-32x with and
+# without the search, books perplexity) into docs/results/mini-passkey-*.json. Stages 5, 7 and 8
+# end on a time budget, so a faster machine trains more steps. stage6.json (45 more minutes at
+# depth 3 with the lower model trainable) was tried and not shipped: it lowered the
+# training-format loss and the 16x-32x pass-key scores (models/mini-passkey/README.md); it is not
+# run here. Needs the shards of tools/train_mini.sh. About 3 hours on 2 cores.
 #   tools/train_passkey.sh
 #   tools/train_passkey.sh separate   the variant with a separate compressor and the upper model
 #                                     frozen (models/mini/recipe/passkey-separate, stages 1-4, about
@@ -24,14 +28,26 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY=PASSIVE OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
 bin=build/bin/sharedllm
-# train_stages RECIPE_DIR N: stages 1..N of RECIPE_DIR, each skipped once its "out" holds a model.
+# train_stages RECIPE_DIR N [FIRST]: stages FIRST (1)..N of RECIPE_DIR, each skipped once its "out"
+# holds a model.
 train_stages() {
   local stage config out
-  for stage in $(seq 1 "$2"); do
+  for stage in $(seq "${3:-1}" "$2"); do
     config=$1/stage$stage.json
     out=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['out'])" "$config")
     [ -f "$out/sharedllm.json" ] || $bin train sft --config "$config"
   done
+}
+# retile SRC DST DEPTH ALPHAS: a copy of the SharedLLM model SRC whose context tree has another
+# depth and strides (the weights do not depend on them), e.g. retile A B 2 8,1.
+retile() {
+  [ -f "$2/sharedllm.json" ] && return 0
+  mkdir -p "$2"
+  cp "$1"/{config.json,model.safetensors,tokenizer.model,sharedllm.json,sharedllm.safetensors} "$2"/
+  /usr/bin/python3 -c "import json,sys
+p = sys.argv[1]; j = json.load(open(p))
+j['tree_depth'] = int(sys.argv[2]); j['alphas'] = [int(a) for a in sys.argv[3].split(',')]
+json.dump(j, open(p, 'w'), indent=2)" "$2/sharedllm.json" "$3" "$4"
 }
 if [ "${1:-}" = separate ]; then
   train_stages models/mini/recipe/passkey-separate 4
@@ -41,10 +57,12 @@ if [ "${1:-}" = separate ]; then
   exit 0
 fi
 train_stages models/mini/recipe/passkey 5
+retile runs/passkey-5 runs/passkey-7-init 2 8,1
+train_stages models/mini/recipe/passkey 8 7
 mkdir -p models/mini-passkey
-cp runs/passkey-5/{config.json,model.safetensors,tokenizer.model,sharedllm.json,sharedllm.safetensors} \
+cp runs/passkey-8/{config.json,model.safetensors,tokenizer.model,sharedllm.json,sharedllm.safetensors} \
   models/mini-passkey/
-for stage in 1 2 3 4 5; do
+for stage in 1 2 3 4 5 7 8; do
   cp runs/passkey-$stage/train_log.jsonl models/mini/recipe/passkey/stage${stage}_log.jsonl
 done
 $bin eval passkey --model models/mini-passkey --trials 4 --out docs/results/mini-passkey-passkey.json
