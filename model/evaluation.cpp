@@ -170,7 +170,8 @@ std::vector<PasskeyPoint> EvaluatePasskey(LoadedModel& m, const std::vector<doub
           auto selected = m.shared->Select(tree, m.shared->QueryVector(question));
           InjectionContext ctx = m.shared->MakeContext(selected, tree.num_chunks());
           Decoder decoder(m.lm, &ctx);
-          if (FirstInteger(decoder.Generate(question, sampling, &tok).text) == key) ++p.sharedllm_correct;
+          p.sharedllm_answers.push_back(FirstInteger(decoder.Generate(question, sampling, &tok).text));
+          if (p.sharedllm_answers.back() == key) ++p.sharedllm_correct;
         }
         // Baseline: the base model with as much of the document's end as fits its window.
         {
@@ -181,8 +182,10 @@ std::vector<PasskeyPoint> EvaluatePasskey(LoadedModel& m, const std::vector<doub
           prompt.insert(prompt.end(), doc.end() - keep, doc.end());
           prompt.insert(prompt.end(), question.begin() + (tok.bos_id() >= 0 ? 1 : 0), question.end());
           Decoder decoder(m.lm);  // no context: cross-attention is skipped
-          if (FirstInteger(decoder.Generate(prompt, sampling, &tok).text) == key) ++p.truncated_correct;
+          p.truncated_answers.push_back(FirstInteger(decoder.Generate(prompt, sampling, &tok).text));
+          if (p.truncated_answers.back() == key) ++p.truncated_correct;
         }
+        p.keys.push_back(key);
         ++p.trials;
       }
       out.push_back(p);

@@ -40,6 +40,8 @@ struct PasskeyPoint {
   int64_t trials = 0;
   int64_t sharedllm_correct = 0;
   int64_t truncated_correct = 0;
+  // Per trial: the key and the first integer each model generated (-1: none), to read failures.
+  std::vector<int64_t> keys, sharedllm_answers, truncated_answers;
 };
 
 // Passkey retrieval with the evaluation filler ("The grass is green. ..."), seeded 5-digit keys.

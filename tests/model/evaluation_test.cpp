@@ -64,6 +64,13 @@ TEST(EvaluationTest, PasskeySmokeRun) {
     EXPECT_EQ(p.trials, 1);
     EXPECT_LE(p.sharedllm_correct, 1);
     EXPECT_LE(p.truncated_correct, 1);
+    ASSERT_EQ(p.keys.size(), 1u);
+    ASSERT_EQ(p.sharedllm_answers.size(), 1u);
+    ASSERT_EQ(p.truncated_answers.size(), 1u);
+    EXPECT_GE(p.keys[0], 10000);
+    EXPECT_LT(p.keys[0], 100000);
+    EXPECT_EQ(p.sharedllm_correct, p.sharedllm_answers[0] == p.keys[0] ? 1 : 0);
+    EXPECT_EQ(p.truncated_correct, p.truncated_answers[0] == p.keys[0] ? 1 : 0);
   }
 }
 

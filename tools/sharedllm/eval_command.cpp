@@ -91,7 +91,9 @@ int EvalCommand(const Args& args) {
     for (const auto& p : EvaluatePasskey(*model, ParseDoubleList(lengths), ParseDoubleList(depths), trials, seed)) {
       j["points"].push_back({{"length_multiple", p.length_multiple}, {"depth", p.depth},
                              {"trials", p.trials}, {"sharedllm_correct", p.sharedllm_correct},
-                             {"truncated_correct", p.truncated_correct}});
+                             {"truncated_correct", p.truncated_correct}, {"keys", p.keys},
+                             {"sharedllm_answers", p.sharedllm_answers},
+                             {"truncated_answers", p.truncated_answers}});
       std::fprintf(stderr, "%5.0fx W depth %.2f: SharedLLM %lld/%lld, truncated %lld/%lld\n",
                    p.length_multiple, p.depth, static_cast<long long>(p.sharedllm_correct),
                    static_cast<long long>(p.trials), static_cast<long long>(p.truncated_correct),
