@@ -15,10 +15,10 @@
 # without the search, books/code/proofs perplexity, pass keys through `sharedllm ask`) into
 # docs/results/mini-passkey-*.json. Stages 5 and 7 end on a time budget, so a faster machine trains
 # more steps. Tried and not shipped, not run here (models/mini-passkey/README.md): stage6.json
-# (45 more minutes at depth 3 with the lower model trainable: lower 16x-32x pass-key scores) and
+# (45 more minutes at depth 3 with the lower model trainable: lower 16x-32x pass-key scores),
 # stage8.json (40 more minutes after stage 7 at 1-160 chunks) and stage9.json (25 minutes after
-# stage 7 with the lower model trainable): no gain. Needs the shards of
-# tools/train_mini.sh. About 2.5 hours on 2 cores.
+# stage 7 with the lower model trainable): no gain. Needs the shards of tools/train_mini.sh.
+# About 2.5 hours on 2 cores.
 #   tools/train_passkey.sh
 #   tools/train_passkey.sh separate   the variant with a separate compressor and the upper model
 #                                     frozen (models/mini/recipe/passkey-separate): the base model,
