@@ -21,18 +21,21 @@ LlamaAttentionImpl::LlamaAttentionImpl(const ModelConfig& c, int64_t layer_,
   o_proj = register_module("o_proj", Linear(heads * head_dim, c.hidden_size, c.o_bias, options));
 }
 
+std::pair<at::Tensor, at::Tensor> LlamaAttentionImpl::KeysValues(const at::Tensor& x) {
+  const int64_t b = x.size(0), t = x.size(1);
+  return {k_proj(x).view({b, t, kv_heads, head_dim}).transpose(1, 2),
+          v_proj(x).view({b, t, kv_heads, head_dim}).transpose(1, 2)};
+}
+
 void LlamaAttentionImpl::CaptureKV(const at::Tensor& x, const LayerInputs& in) {
   Check(in.capture != nullptr, "CaptureKV needs somewhere to put the keys and values");
-  const int64_t b = x.size(0), t = x.size(1);
-  in.capture->emplace_back(k_proj(x).view({b, t, kv_heads, head_dim}).transpose(1, 2),
-                           v_proj(x).view({b, t, kv_heads, head_dim}).transpose(1, 2));
+  in.capture->push_back(KeysValues(x));
 }
 
 at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const LayerInputs& in) {
   const int64_t b = x.size(0), t = x.size(1);
-  auto q = q_proj(x).view({b, t, heads, head_dim}).transpose(1, 2);     // [B, H, T, D]
-  auto k = k_proj(x).view({b, t, kv_heads, head_dim}).transpose(1, 2);  // [B, KVH, T, D]
-  auto v = v_proj(x).view({b, t, kv_heads, head_dim}).transpose(1, 2);  // [B, KVH, T, D]
+  auto q = q_proj(x).view({b, t, heads, head_dim}).transpose(1, 2);  // [B, H, T, D]
+  auto [k, v] = KeysValues(x);                                       // [B, KVH, T, D]
   if (in.capture) in.capture->emplace_back(k, v);  // the compressor stores keys before rotary
   q = ApplyRotary(q, in.cos, in.sin);
   k = ApplyRotary(k, in.cos, in.sin);

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <optional>
+#include <utility>
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
@@ -37,6 +38,8 @@ class LlamaAttentionImpl : public torch::nn::Module {
   // The keys (before rotary) and values forward() would capture, appended to *in.capture, and
   // nothing else: for a lower model's top layer, whose output feeds nothing.
   void CaptureKV(const at::Tensor& x, const LayerInputs& in);
+  // k_proj(x) and v_proj(x) as [B, KVH, T, D], before rotary (forward and CaptureKV).
+  std::pair<at::Tensor, at::Tensor> KeysValues(const at::Tensor& x);
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   int64_t layer, heads, kv_heads, head_dim;
 };
