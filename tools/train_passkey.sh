@@ -41,45 +41,46 @@ train_stages() {
     [ -f "$out/sharedllm.json" ] || $bin train sft --config "$config"
   done
 }
+# copy_model SRC DST: the files of a SharedLLM model directory.
+copy_model() {
+  mkdir -p "$2"
+  cp "$1"/{config.json,model.safetensors,tokenizer.model,sharedllm.json,sharedllm.safetensors} "$2"/
+}
 # retile SRC DST DEPTH ALPHAS: a copy of the SharedLLM model SRC whose context tree has another
 # depth and strides (the weights do not depend on them), e.g. retile A B 2 8,1.
 retile() {
   [ -f "$2/sharedllm.json" ] && return 0
-  mkdir -p "$2"
-  cp "$1"/{config.json,model.safetensors,tokenizer.model,sharedllm.json,sharedllm.safetensors} "$2"/
+  copy_model "$1" "$2"
   /usr/bin/python3 -c "import json,sys
 p = sys.argv[1]; j = json.load(open(p))
 j['tree_depth'] = int(sys.argv[2]); j['alphas'] = [int(a) for a in sys.argv[3].split(',')]
 json.dump(j, open(p, 'w'), indent=2)" "$2/sharedllm.json" "$3" "$4"
 }
+# evaluate MODEL PREFIX: pass keys 1x-32x with and without the search, books perplexity and pass
+# keys through `sharedllm ask`, into PREFIX-{passkey,passkey-search-off,ppl-books,ask}.json.
+evaluate() {
+  $bin eval passkey --model "$1" --trials 4 --out "$2-passkey.json"
+  $bin eval passkey --model "$1" --trials 4 --ablate search=off --out "$2-passkey-search-off.json"
+  $bin eval ppl --model "$1" --shard data/shards/heldout-books.bin --windows 10 \
+    --lengths 1,4,16,32 --out "$2-ppl-books.json"
+  tools/check_ask_passkey.py --model "$1" --docs 20 --out "$2-ask.json"
+}
 if [ "${1:-}" = separate ]; then
   train_stages models/mini/recipe/passkey-separate 4
   retile runs/passkey-sep-4 runs/passkey-sep-6-init 2 8,1
   train_stages models/mini/recipe/passkey-separate 6 6
-  m=runs/passkey-sep-6
-  $bin eval passkey --model $m --trials 4 --out $m-passkey.json
-  $bin eval passkey --model $m --trials 4 --ablate search=off --out $m-passkey-search-off.json
-  $bin eval ppl --model $m --shard data/shards/heldout-books.bin --windows 10 \
-    --lengths 1,4,16,32 --out $m-ppl-books.json
-  tools/check_ask_passkey.py --model $m --docs 20 --out $m-ask.json
+  evaluate runs/passkey-sep-6 runs/passkey-sep-6
   exit 0
 fi
 train_stages models/mini/recipe/passkey 5
 retile runs/passkey-5 runs/passkey-7-init 2 8,1
 train_stages models/mini/recipe/passkey 7 7
-mkdir -p models/mini-passkey
-cp runs/passkey-7/{config.json,model.safetensors,tokenizer.model,sharedllm.json,sharedllm.safetensors} \
-  models/mini-passkey/
+copy_model runs/passkey-7 models/mini-passkey
 for stage in 1 2 3 4 5 7; do
   cp runs/passkey-$stage/train_log.jsonl models/mini/recipe/passkey/stage${stage}_log.jsonl
 done
-$bin eval passkey --model models/mini-passkey --trials 4 --out docs/results/mini-passkey-passkey.json
-$bin eval passkey --model models/mini-passkey --trials 4 --ablate search=off \
-  --out docs/results/mini-passkey-passkey-search-off.json
-$bin eval ppl --model models/mini-passkey --shard data/shards/heldout-books.bin --windows 10 \
-  --lengths 1,4,16,32 --out docs/results/mini-passkey-ppl-books.json
+evaluate models/mini-passkey docs/results/mini-passkey
 for doc in code proofs; do
   $bin eval ppl --model models/mini-passkey --shard data/shards/heldout-$doc.bin --windows 10 \
     --lengths 2,4,16,32 --out docs/results/mini-passkey-ppl-$doc.json
 done
-tools/check_ask_passkey.py --model models/mini-passkey --docs 20 --out docs/results/mini-passkey-ask.json
