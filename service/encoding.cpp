@@ -1,6 +1,8 @@
 #include "service/encoding.h"
 
-#include <openssl/sha.h>
+#include <stdexcept>
+
+#include <openssl/evp.h>
 
 namespace sharedllm::service {
 
@@ -29,9 +31,33 @@ std::string HexDecode(std::string_view hex) {
 }
 
 std::string Sha256Hex(std::string_view data) {
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
-  return HexEncode(std::string_view(reinterpret_cast<const char*>(digest), sizeof(digest)));
+  Sha256Hasher hasher;
+  hasher.Update(data.data(), data.size());
+  return hasher.HexDigest();
+}
+
+struct Sha256Hasher::Context {
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  ~Context() { EVP_MD_CTX_free(ctx); }
+};
+
+Sha256Hasher::Sha256Hasher() : context_(std::make_unique<Context>()) {
+  if (context_->ctx == nullptr || EVP_DigestInit_ex(context_->ctx, EVP_sha256(), nullptr) != 1) {
+    throw std::runtime_error("OpenSSL: cannot initialise SHA-256");
+  }
+}
+
+Sha256Hasher::~Sha256Hasher() = default;
+
+void Sha256Hasher::Update(const void* data, size_t size) {
+  if (EVP_DigestUpdate(context_->ctx, data, size) != 1) throw std::runtime_error("OpenSSL: SHA-256 update failed");
+}
+
+std::string Sha256Hasher::HexDigest() {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  if (EVP_DigestFinal_ex(context_->ctx, digest, &size) != 1) throw std::runtime_error("OpenSSL: SHA-256 final failed");
+  return HexEncode(std::string_view(reinterpret_cast<const char*>(digest), size));
 }
 
 }  // namespace sharedllm::service

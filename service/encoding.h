@@ -1,6 +1,7 @@
 // Byte encodings shared by the service: lowercase hex and SHA-256 (OpenSSL).
 #pragma once
 
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -12,5 +13,21 @@ std::string HexEncode(std::string_view bytes);
 std::string HexDecode(std::string_view hex);
 // Lowercase hex SHA-256 of `data`.
 std::string Sha256Hex(std::string_view data);
+
+// Incremental SHA-256 (OpenSSL EVP): Update with the pieces in order, then HexDigest once.
+class Sha256Hasher {
+ public:
+  Sha256Hasher();
+  ~Sha256Hasher();
+  Sha256Hasher(const Sha256Hasher&) = delete;
+  Sha256Hasher& operator=(const Sha256Hasher&) = delete;
+  void Update(const void* data, size_t size);
+  // Lowercase hex of the digest; the hasher is spent afterwards.
+  std::string HexDigest();
+
+ private:
+  struct Context;
+  std::unique_ptr<Context> context_;
+};
 
 }  // namespace sharedllm::service

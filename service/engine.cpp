@@ -2,7 +2,6 @@
 
 #include "service/encoding.h"
 
-#include <openssl/sha.h>
 
 #include <chrono>
 #include <filesystem>
@@ -37,8 +36,7 @@ auto Guard(F&& fn) -> absl::StatusOr<decltype(fn())> {
 // checkpoint is not hashed whole at every start).
 std::string Fingerprint(const std::string& dir) {
   namespace fs = std::filesystem;
-  SHA256_CTX ctx;
-  SHA256_Init(&ctx);
+  Sha256Hasher hasher;
   std::vector<fs::path> files;
   for (const auto& e : fs::directory_iterator(dir)) files.push_back(e.path());
   std::sort(files.begin(), files.end());
@@ -48,16 +46,16 @@ std::string Fingerprint(const std::string& dir) {
                        name == "tokenizer.model" || name == "sharedllm.safetensors";
     const bool weights = name.size() > 12 && name.substr(name.size() - 12) == ".safetensors";
     if (!whole && !weights) continue;
-    SHA256_Update(&ctx, name.data(), name.size());
+    hasher.Update(name.data(), name.size());
     std::ifstream in(p, std::ios::binary);
     const uint64_t size = fs::file_size(p);
-    SHA256_Update(&ctx, &size, sizeof(size));
+    hasher.Update(&size, sizeof(size));
     std::vector<char> buf(1 << 20);
     auto hash_block = [&](uint64_t offset) {
       in.clear();
       in.seekg(static_cast<std::streamoff>(offset));
       in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-      SHA256_Update(&ctx, buf.data(), static_cast<size_t>(in.gcount()));
+      hasher.Update(buf.data(), static_cast<size_t>(in.gcount()));
     };
     if (whole || size <= 8 * buf.size()) {
       for (uint64_t off = 0; off < size; off += buf.size()) hash_block(off);
@@ -65,9 +63,7 @@ std::string Fingerprint(const std::string& dir) {
       for (uint64_t off : {uint64_t{0}, size / 4, size / 2, 3 * size / 4, size - buf.size()}) hash_block(off);
     }
   }
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256_Final(digest, &ctx);
-  return HexEncode(std::string_view(reinterpret_cast<const char*>(digest), sizeof(digest)));
+  return hasher.HexDigest();
 }
 
 }  // namespace

@@ -1,0 +1,42 @@
+// service/encoding.h: hex and SHA-256 against published test vectors (FIPS 180-2 examples).
+#include "service/encoding.h"
+
+#include <string>
+
+#include <gtest/gtest.h>
+
+namespace sharedllm::service {
+namespace {
+
+constexpr char kAbc[] = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+constexpr char kEmpty[] = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+constexpr char kTwoBlocks[] = "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1";
+constexpr char kTwoBlocksText[] = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+
+TEST(Encoding, Sha256HexMatchesPublishedVectors) {
+  EXPECT_EQ(Sha256Hex("abc"), kAbc);
+  EXPECT_EQ(Sha256Hex(""), kEmpty);
+  EXPECT_EQ(Sha256Hex(kTwoBlocksText), kTwoBlocks);
+}
+
+TEST(Encoding, IncrementalHashEqualsOneShot) {
+  const std::string text = kTwoBlocksText;
+  for (size_t cut : {size_t{0}, size_t{1}, size_t{7}, text.size()}) {
+    Sha256Hasher hasher;
+    hasher.Update(text.data(), cut);
+    hasher.Update(text.data() + cut, text.size() - cut);
+    EXPECT_EQ(hasher.HexDigest(), kTwoBlocks) << "split at " << cut;
+  }
+  Sha256Hasher nothing;
+  EXPECT_EQ(nothing.HexDigest(), kEmpty);
+}
+
+TEST(Encoding, HexRoundTripsAndStopsAtNonHex) {
+  const std::string bytes("ab\x01\xff\0z", 6);
+  EXPECT_EQ(HexEncode(bytes), "616201ff007a");
+  EXPECT_EQ(HexDecode(HexEncode(bytes)), bytes);
+  EXPECT_EQ(HexDecode("6162zz63"), "ab");
+}
+
+}  // namespace
+}  // namespace sharedllm::service
