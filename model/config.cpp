@@ -239,16 +239,19 @@ std::string ModelConfig::ToJsonText() const {
   return j.dump(2) + "\n";
 }
 
-int64_t ModelConfig::NumParameters() const {
+int64_t ModelConfig::LayerParameters() const {
   const int64_t q = num_attention_heads * head_dim, kv = num_key_value_heads * head_dim;
   int64_t attn = hidden_size * q * 2 + hidden_size * kv * 2;
   if (qkv_bias) attn += q + 2 * kv;
   if (o_bias) attn += hidden_size;
   int64_t mlp = 3 * hidden_size * intermediate_size;
   if (mlp_bias) mlp += 2 * intermediate_size + hidden_size;
-  const int64_t layer = attn + mlp + 2 * hidden_size;
+  return attn + mlp + 2 * hidden_size;
+}
+
+int64_t ModelConfig::NumParameters() const {
   const int64_t emb = vocab_size * hidden_size;
-  return num_hidden_layers * layer + hidden_size + emb * (tie_word_embeddings ? 1 : 2);
+  return num_hidden_layers * LayerParameters() + hidden_size + emb * (tie_word_embeddings ? 1 : 2);
 }
 
 }  // namespace sharedllm

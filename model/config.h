@@ -58,6 +58,8 @@ struct ModelConfig {
   int64_t kv_groups() const { return num_attention_heads / num_key_value_heads; }
   // Parameter count, embeddings and lm_head included (tied counted once).
   int64_t NumParameters() const;
+  // Parameters of one decoder layer (attention, MLP, its two norms).
+  int64_t LayerParameters() const;
 };
 
 }  // namespace sharedllm

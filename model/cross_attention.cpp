@@ -1,6 +1,9 @@
 #include "model/cross_attention.h"
 
+#include <cmath>
+
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 
 #include "model/rope.h"
 
@@ -18,11 +21,23 @@ CrossAttentionImpl::CrossAttentionImpl(int64_t hidden, int64_t heads_, int64_t k
 at::Tensor CrossAttentionImpl::forward(const at::Tensor& h, const at::Tensor& k,
                                        const at::Tensor& v, const InjectionContext& context) {
   const int64_t b = h.size(0), t = h.size(1);
-  auto q = q_proj(norm(h)).view({b, t, heads, head_dim}).transpose(1, 2);  // [B, H, T, D]
+  const auto x = norm(h);
+  auto q = q_proj(x).view({b, t, heads, head_dim}).transpose(1, 2);        // [B, H, T, D]
   // Every query token sits at chunk position n, in training, prefill and each decode step alike.
   if (context.query_cos.defined()) q = ApplyRotary(q, context.query_cos, context.query_sin);
-  auto out = Attention(q, k, v, context.key_mask);                          // [B, H, T, D]
-  return o_proj(out.transpose(1, 2).reshape({b, t, heads * head_dim}));
+  auto out = Attention(q, k, v, context.key_mask).transpose(1, 2);          // [B, T, H, D]
+  if (gate_proj) out = out * at::sigmoid(gate_proj(x)).unsqueeze(-1);
+  return o_proj(out.reshape({b, t, heads * head_dim}));
+}
+
+void CrossAttentionImpl::AddGate(double open_bias) {
+  if (gate_proj) return;
+  const auto options = q_proj->weight.options();
+  gate_proj = register_module("gate_proj", Linear(norm->weight.size(0), heads, true, options));
+  c10::NoGradGuard no_grad;
+  gate_proj->weight.zero_();
+  gate_proj->bias.fill_(open_bias);
+  o_proj->weight.div_(1.0 / (1.0 + std::exp(-open_bias)));
 }
 
 }  // namespace sharedllm

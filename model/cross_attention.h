@@ -27,12 +27,17 @@ class CrossAttentionImpl : public torch::nn::Module {
   CrossAttentionImpl(int64_t hidden, int64_t heads, int64_t kv_heads, int64_t head_dim,
                      bool q_bias, double eps, const at::TensorOptions& options);
   // h: [B, T, hidden], k/v: [B, KVH, S, D] -> the residual update [B, T, hidden]:
-  // o_proj(Attn(rope_n(q_proj(norm(h))), K_ctx, V_ctx)).
+  // o_proj(Attn(rope_n(q_proj(norm(h))), K_ctx, V_ctx)), each head's attention output scaled by
+  // sigmoid(gate_proj(norm(h))) when the gate is on.
   at::Tensor forward(const at::Tensor& h, const at::Tensor& k, const at::Tensor& v,
                      const InjectionContext& context);
+  // Adds gate_proj with zero weights and bias `open_bias` (every head passes sigmoid(open_bias))
+  // and divides o_proj by that, so the layer computes exactly what it did before. No-op if gated.
+  void AddGate(double open_bias);
 
   RMSNorm norm{nullptr};
   Linear q_proj{nullptr}, o_proj{nullptr};
+  Linear gate_proj{nullptr};  // [heads] logits, only with the gate
   int64_t heads, kv_heads, head_dim;
 };
 TORCH_MODULE(CrossAttention);

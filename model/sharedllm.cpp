@@ -29,6 +29,15 @@ SharedLLM::SharedLLM(CausalLM lm, SharedLLMConfig config)
   injection_layers_ = config_.InjectionLayers(lm_->config.num_hidden_layers);
   for (int64_t layer : injection_layers_) lm_->model->layer(layer).AddCrossAttention(lm_->config);
   if (config_.compressor == "separate") SeparateCompressor();
+  if (config_.gate) AddGate();
+}
+
+void SharedLLM::AddGate() {
+  // Half open (logit 0): the gate's gradient is largest there, so a gate added to a trained model
+  // learns to close on tokens that the context does not help within a short run.
+  constexpr double kOpenBias = 0.0;
+  for (int64_t layer : injection_layers_) lm_->model->layer(layer).cross_attn->AddGate(kOpenBias);
+  config_.gate = true;
 }
 
 void SharedLLM::SeparateCompressor() {

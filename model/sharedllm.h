@@ -97,6 +97,9 @@ class SharedLLM {
   // `compressor.*` (config compressor = "separate"). Scores do not change; training the copy
   // then leaves the base model alone. No-op when already separate.
   void SeparateCompressor();
+  // Gates every cross-attention (config gate = true): zero-weight gate_proj, o_proj rescaled, so
+  // scores do not change until it trains. No-op when already gated.
+  void AddGate();
 
   // Marks which parameters train (requires_grad): cross_attn.* always; the layers above the lower
   // model, the final norm and lm_head when `upper_trainable` (the language-modelling default);

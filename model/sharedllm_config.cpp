@@ -29,6 +29,7 @@ SharedLLMConfig SharedLLMConfig::FromJsonText(const std::string& text) {
     c.chunk_positions = j.value("chunk_positions", c.chunk_positions);
     c.lower_trainable = j.value("lower_trainable", c.lower_trainable);
     c.compressor = j.value("compressor", c.compressor);
+    c.gate = j.value("gate", c.gate);
   } catch (const nlohmann::json::exception& e) {
     throw ModelError(std::string("sharedllm.json has a field of the wrong type: ") + e.what());
   }
@@ -57,7 +58,8 @@ std::string SharedLLMConfig::ToJsonText() const {
                       {"noise_divisor", noise_divisor},
                       {"chunk_positions", chunk_positions},
                       {"lower_trainable", lower_trainable},
-                      {"compressor", compressor}};
+                      {"compressor", compressor},
+                      {"gate", gate}};
   return j.dump(2) + "\n";
 }
 

@@ -27,6 +27,9 @@ struct SharedLLMConfig {
   // copy of them (`compressor.*` in sharedllm.safetensors), so training the compressor leaves the
   // base model, and with it the model truncated to its window, unchanged.
   std::string compressor = "shared";
+  // A per-head gate on each cross-attention's output, sigmoid(gate_proj(norm(h))): lets a token
+  // take nothing from the context (softmax attention alone always injects a mix of values).
+  bool gate = false;
 
   static SharedLLMConfig FromJsonText(const std::string& text);
   // `<dir>/sharedllm.json`; throws ModelError.

@@ -36,6 +36,7 @@ struct TrainConfig {
   // "separate"), so that lower_trainable trains the copy and the base model stays as it was.
   bool separate_compressor = false;
   bool upper_trainable = true;       // lm/sft: the layers above the lower model, final norm, lm_head
+  bool gate = false;                 // lm/sft: gate the cross-attentions first (SharedLLM::AddGate)
   uint64_t seed = 0;
   int64_t log_every = 10;            // steps between progress lines
   int64_t eval_every = 200;          // steps between eval losses; 0: only at the end

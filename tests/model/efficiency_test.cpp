@@ -168,6 +168,28 @@ TEST(EfficiencyCliTest, SmokeRunWritesEveryConfiguration) {
   }
 }
 
+// The plan's weight bytes are the bytes of every parameter the model holds: the base model, the
+// cross-attentions, a gate, a separate compressor.
+TEST(PlanTest, WeightBytesCountEveryParameter) {
+  MachineRates rates;
+  rates.matmul_flops_per_second = 1e9;
+  for (const bool separate : {false, true}) {
+    for (const bool gate : {false, true}) {
+      CausalLM lm = test::TinyModel();
+      SharedLLMConfig sc;
+      sc.num_injection_layers = 2;
+      sc.chunk_size = 32;
+      sc.compressor = separate ? "separate" : "shared";
+      sc.gate = gate;
+      SharedLLM s(lm, sc);
+      int64_t bytes = 0;
+      for (const auto& p : lm->parameters()) bytes += p.numel() * 4;
+      EXPECT_EQ(PredictPlan(lm->config, s.config(), 4, 256, 8, 4, rates).weight_bytes, bytes)
+          << "separate " << separate << " gate " << gate;
+    }
+  }
+}
+
 // The cost model against a measurement where its dominant terms are large: full attention over
 // 2048 tokens (score tensors of [4 heads, 2048, 2048] float32) and ingesting 2048 tokens.
 // Memory within a factor of 2 (allocator slack and temporaries the model does not list), time

@@ -468,6 +468,59 @@ TEST(SharedLLMTest, SeparateCompressorTrainsWithoutTouchingTheBaseModel) {
   EXPECT_THROW(LoadModel(dir.path(), options), ModelError);
 }
 
+// A gate added to a trained cross-attention leaves the scores as they were (o_proj rescaled); a
+// closed gate shuts the context out (scores equal the model truncated to the window) and an open
+// one passes it; the gate round-trips through sharedllm.json and sharedllm.safetensors.
+TEST(SharedLLMTest, GateStartsNeutralClosesToTheTruncatedModelAndRoundTrips) {
+  test::TempDir dir;
+  CausalLM lm = test::TinyModel(Config());
+  SaveModel(lm, dir.path());
+  SharedLLM s(lm, SmallShared(2));
+  RandomizeCrossAttention(lm, 11);
+  const auto context = SeededIds(100, 61, 92), text = SeededIds(20, 61, 93);
+  const auto ungated = ScoreWithContext(s, context, text);
+  const auto truncated = TokenNll(lm, text, nullptr);
+  ASSERT_GT(MaxDiff(ungated, truncated), 1e-3);
+  const size_t before = lm->named_parameters().size();
+  s.AddGate();
+  s.AddGate();  // no-op the second time
+  EXPECT_TRUE(s.config().gate);
+  EXPECT_EQ(lm->named_parameters().size(), before + 2 * 2);  // gate_proj weight + bias, 2 layers
+  for (auto& p : lm->named_parameters()) {
+    if (p.key().find("gate_proj") != std::string::npos && p.key().find("cross_attn") != std::string::npos) {
+      EXPECT_TRUE(IsCrossAttentionParameter(p.key())) << p.key();
+    }
+  }
+  EXPECT_LT(MaxDiff(ScoreWithContext(s, context, text), ungated), 1e-5);
+
+  auto set_gate = [&](double bias) {
+    c10::NoGradGuard no_grad;
+    for (auto& p : lm->named_parameters()) {
+      if (p.key().find("cross_attn.gate_proj.bias") != std::string::npos) p.value().fill_(bias);
+    }
+  };
+  set_gate(-60.0);  // every head closed: nothing of the context reaches the upper model
+  EXPECT_LT(MaxDiff(ScoreWithContext(s, context, text), truncated), 1e-5);
+  set_gate(1.5);
+  const auto gated = ScoreWithContext(s, context, text);
+  EXPECT_GT(MaxDiff(gated, ungated), 1e-4);
+  EXPECT_GT(MaxDiff(gated, truncated), 1e-3);
+
+  SaveSharedLLM(s, dir.path());
+  RuntimeOptions options;
+  options.threads = 1;
+  auto loaded = LoadModel(dir.path(), options);
+  EXPECT_TRUE(loaded->shared->config().gate);
+  EXPECT_LT(MaxDiff(ScoreWithContext(*loaded->shared, context, text), gated), 1e-6);
+  // sharedllm.json says gated but the weights hold no gate: refused.
+  WriteSafetensors(dir / "sharedllm.safetensors",
+                   CollectParameters(*lm, [](const std::string& n) {
+                     return IsCrossAttentionParameter(n) && n.find("gate_proj") == std::string::npos;
+                   }),
+                   {{"format", "pt"}});
+  EXPECT_THROW(LoadModel(dir.path(), options), ModelError);
+}
+
 TEST(SharedLLMTest, SaveAndLoadRoundTrip) {
   test::TempDir dir;
   CausalLM lm = test::TinyModel(Config());
