@@ -29,8 +29,10 @@
 #                                     and so the truncated model, stay exactly models/mini's. Stages
 #                                     1-4 (about 25 minutes) -> runs/passkey-sep-4, retiled to depth
 #                                     2, alphas 8/1, then stage 6 (1-128 chunks, 30 % language
-#                                     modelling, 35 minutes) -> runs/passkey-sep-6, evaluated into
-#                                     runs/passkey-sep-6-*.json (not shipped: the card says why)
+#                                     modelling, 35 minutes) -> runs/passkey-sep-6, retiled to
+#                                     alphas 2/1, then stage 7 (the gate added, 50 % language
+#                                     modelling, 30 minutes) -> runs/passkey-sep-7, each evaluated
+#                                     into runs/passkey-sep-N-*.json (not shipped: the card says why)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY=PASSIVE OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
@@ -79,6 +81,10 @@ if [ "${1:-}" = separate ]; then
   retile runs/passkey-sep-4 runs/passkey-sep-6-init 2 8,1
   train_stages models/mini/recipe/passkey-separate 6 6
   evaluate runs/passkey-sep-6 runs/passkey-sep-6
+  # stage 7: the cross-attention gate added, 50 % language modelling, at alphas 2/1, 30 minutes
+  retile runs/passkey-sep-6 runs/passkey-sep-7-init 2 2,1
+  train_stages models/mini/recipe/passkey-separate 7 7
+  evaluate runs/passkey-sep-7 runs/passkey-sep-7
   exit 0
 fi
 train_stages models/mini/recipe/passkey 5
