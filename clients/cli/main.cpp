@@ -65,15 +65,6 @@ int RpcError(const grpc::Status& status) {
   return 1;
 }
 
-bool ReadWholeFile(const std::string& path, std::string* out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  std::ostringstream s;
-  s << in.rdbuf();
-  *out = s.str();
-  return static_cast<bool>(in) || in.eof();
-}
-
 // A connected client; nullptr after printing the reason (a usage error, exit 2).
 class Client {
  public:
