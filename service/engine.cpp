@@ -2,7 +2,6 @@
 
 #include "service/encoding.h"
 
-
 #include <chrono>
 #include <filesystem>
 #include <fstream>

@@ -67,13 +67,18 @@ retile() {
   set_tree "$2" "$3" "$4"
 }
 # evaluate MODEL PREFIX: pass keys 1x-32x with and without the search (4 per length and depth),
-# books perplexity and pass keys through `sharedllm ask`, into
-# PREFIX-{passkey,passkey-search-off,ppl-books,ask}.json.
+# books/code/proofs perplexity and pass keys through `sharedllm ask`, into
+# PREFIX-{passkey,passkey-search-off,ppl-books,ppl-code,ppl-proofs,ask}.json.
 evaluate() {
+  local doc
   $bin eval passkey --model "$1" --trials 4 --out "$2-passkey.json"
   $bin eval passkey --model "$1" --trials 4 --ablate search=off --out "$2-passkey-search-off.json"
   $bin eval ppl --model "$1" --shard data/shards/heldout-books.bin --windows 10 \
     --lengths 1,4,16,32 --out "$2-ppl-books.json"
+  for doc in code proofs; do
+    $bin eval ppl --model "$1" --shard data/shards/heldout-$doc.bin --windows 10 \
+      --lengths 2,4,16,32 --out "$2-ppl-$doc.json"
+  done
   tools/check_ask_passkey.py --model "$1" --docs 20 --out "$2-ask.json"
 }
 if [ "${1:-}" = separate ]; then
@@ -104,8 +109,4 @@ tools/check_ask_passkey.py --model models/mini-passkey --seed 2 --out docs/resul
 for seed in 2 3; do
   $bin eval passkey --model models/mini-passkey --trials 10 --seed $seed \
     --out docs/results/mini-passkey-passkey-seed$seed-10trials.json
-done
-for doc in code proofs; do
-  $bin eval ppl --model models/mini-passkey --shard data/shards/heldout-$doc.bin --windows 10 \
-    --lengths 2,4,16,32 --out docs/results/mini-passkey-ppl-$doc.json
 done

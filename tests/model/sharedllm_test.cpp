@@ -485,12 +485,17 @@ TEST(SharedLLMTest, GateStartsNeutralClosesToTheTruncatedModelAndRoundTrips) {
   s.AddGate();
   s.AddGate();  // no-op the second time
   EXPECT_TRUE(s.config().gate);
-  EXPECT_EQ(lm->named_parameters().size(), before + 2 * 2);  // gate_proj weight + bias, 2 layers
+  // gate_proj weight + bias in each of the 2 injection layers, all inside cross_attn (so they are
+  // saved in sharedllm.safetensors and get the new parameters' learning rate).
+  EXPECT_EQ(lm->named_parameters().size(), before + 2 * 2);
+  int gate_params = 0;
   for (auto& p : lm->named_parameters()) {
-    if (p.key().find("gate_proj") != std::string::npos && p.key().find("cross_attn") != std::string::npos) {
+    if (p.key().find(".cross_attn.gate_proj.") != std::string::npos) {
+      ++gate_params;
       EXPECT_TRUE(IsCrossAttentionParameter(p.key())) << p.key();
     }
   }
+  EXPECT_EQ(gate_params, 2 * 2);
   EXPECT_LT(MaxDiff(ScoreWithContext(s, context, text), ungated), 1e-5);
 
   auto set_gate = [&](double bias) {
