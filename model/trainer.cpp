@@ -1,5 +1,6 @@
 #include "model/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -133,6 +134,8 @@ class Run {
     Check(c.lm_mix >= 0 && c.lm_mix <= 1, "lm_mix must be in [0, 1]");
     Check(c.time_budget >= 0, "time_budget must be >= 0 seconds");
     Check(c.lm_mix == 0 || c.mode == "sft", "lm_mix mixes language modelling into sft only");
+    Check(c.lm_chunks_min >= 0 && c.lm_chunks_min <= c.context_chunks,
+          "lm_chunks_min must be in [0, context_chunks]");
     RuntimeOptions runtime;
     runtime.threads = c.threads;
     runtime.device = c.device;
@@ -291,8 +294,12 @@ class Run {
       const bool lm = c_.mode == "lm" ||
                       (c_.lm_mix > 0 && std::uniform_real_distribution<double>(0, 1)(step_rng) < c_.lm_mix);
       // sft varies the context length per step (1..n chunks) so retrieval generalises over lengths.
-      const int64_t n = !lm ? std::uniform_int_distribution<int64_t>(1, c_.context_chunks)(step_rng)
-                            : c_.context_chunks;
+      int64_t n = c_.context_chunks;
+      if (!lm) {
+        n = std::uniform_int_distribution<int64_t>(1, c_.context_chunks)(step_rng);
+      } else if (c_.lm_chunks_min > 0) {
+        n = DrawLogUniform(step_rng, c_.lm_chunks_min, c_.context_chunks);
+      }
       b.num_chunks = n;
       // Each sample keeps its own generator (its split noise is drawn after its data); the trees
       // of all samples are then built together.
@@ -415,7 +422,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
   TrainConfig c;
   static const std::vector<std::string> known = {
       "mode", "init", "model_config", "tokenizer", "out", "train_shards", "eval_shards", "seq_len",
-      "context_chunks", "batch_size", "grad_accum", "steps", "warmup_steps", "lr", "min_lr_ratio",
+      "context_chunks", "lm_chunks_min", "batch_size", "grad_accum", "steps", "warmup_steps", "lr", "min_lr_ratio",
       "new_params_lr_scale", "weight_decay", "grad_clip", "bf16_autocast", "lower_trainable",
       "separate_compressor", "upper_trainable", "gate", "seed", "log_every", "eval_every", "eval_batches",
       "checkpoint_every", "threads", "sft_tasks",
@@ -428,7 +435,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
   try {
 #define GET(field) c.field = j.value(#field, c.field)
     GET(mode); GET(init); GET(model_config); GET(tokenizer); GET(out); GET(train_shards);
-    GET(eval_shards); GET(seq_len); GET(context_chunks); GET(batch_size); GET(grad_accum);
+    GET(eval_shards); GET(seq_len); GET(context_chunks); GET(lm_chunks_min); GET(batch_size); GET(grad_accum);
     GET(steps); GET(warmup_steps); GET(lr); GET(min_lr_ratio); GET(new_params_lr_scale);
     GET(weight_decay); GET(grad_clip); GET(bf16_autocast); GET(lower_trainable); GET(seed);
     GET(separate_compressor); GET(upper_trainable); GET(gate);
@@ -453,7 +460,7 @@ std::string TrainConfig::ToJsonText() const {
   json j = {{"mode", mode}, {"init", init}, {"model_config", model_config},
             {"tokenizer", tokenizer}, {"out", out}, {"train_shards", train_shards},
             {"eval_shards", eval_shards}, {"seq_len", seq_len}, {"context_chunks", context_chunks},
-            {"batch_size", batch_size}, {"grad_accum", grad_accum}, {"steps", steps},
+            {"lm_chunks_min", lm_chunks_min}, {"batch_size", batch_size}, {"grad_accum", grad_accum}, {"steps", steps},
             {"warmup_steps", warmup_steps}, {"lr", lr}, {"min_lr_ratio", min_lr_ratio},
             {"new_params_lr_scale", new_params_lr_scale}, {"weight_decay", weight_decay},
             {"grad_clip", grad_clip}, {"bf16_autocast", bf16_autocast},
@@ -464,6 +471,14 @@ std::string TrainConfig::ToJsonText() const {
             {"stop_after", stop_after}, {"device", device}, {"lm_mix", lm_mix},
             {"time_budget", time_budget}};
   return j.dump(2) + "\n";
+}
+
+int64_t DrawLogUniform(std::mt19937_64& rng, int64_t lo, int64_t hi) {
+  Check(lo >= 1 && lo <= hi, "DrawLogUniform needs 1 <= lo <= hi");
+  // Uniform in [log lo, log(hi + 1)), floored: n has probability log((n + 1) / n) / log((hi + 1) / lo).
+  const double x = std::uniform_real_distribution<double>(
+      std::log(static_cast<double>(lo)), std::log(static_cast<double>(hi) + 1))(rng);
+  return std::clamp<int64_t>(static_cast<int64_t>(std::exp(x)), lo, hi);
 }
 
 TrainResult Train(const TrainConfig& config) { return Run(config).Go(); }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,9 @@ struct TrainConfig {
   std::vector<std::string> eval_shards;   // held-out shards for the eval loss
   int64_t seq_len = 256;             // W: running-text tokens per sample
   int64_t context_chunks = 4;        // lm/sft: n chunks of chunk_size context before the text
+  // lm/sft: language-modelling samples draw n log-uniformly from [lm_chunks_min, context_chunks]
+  // (every length of the perplexity evaluation, 2x..32x, equally often); 0: n = context_chunks.
+  int64_t lm_chunks_min = 0;
   int64_t batch_size = 8;            // samples per micro-batch
   int64_t grad_accum = 1;            // micro-batches per optimizer step
   int64_t steps = 1000;              // optimizer steps in all
@@ -66,6 +70,9 @@ struct TrainResult {
   double seconds = 0;
   int64_t tokens = 0;        // scored tokens processed
 };
+
+// An integer in [lo, hi] drawn log-uniformly: every octave of lengths equally often (lm_chunks_min).
+int64_t DrawLogUniform(std::mt19937_64& rng, int64_t lo, int64_t hi);
 
 // Runs (or resumes, when `out`/checkpoint exists) training; throws ModelError.
 TrainResult Train(const TrainConfig& config);

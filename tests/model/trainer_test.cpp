@@ -1,6 +1,7 @@
 // Training: loss goes down, a resumed run equals the uninterrupted one bit for bit, SharedLLM lm
 // and sft modes run end to end, and bad configs are refused.
 #include <fstream>
+#include <random>
 
 #include <nlohmann/json.hpp>
 
@@ -163,6 +164,51 @@ TEST(TrainerTest, SharedLLMLanguageModellingTrainsTheCrossAttention) {
                         base_after.tensor("model.layers.0.mlp.up_proj.weight")));
   EXPECT_FALSE(at::equal(base_before.tensor("model.layers.1.mlp.up_proj.weight"),
                          base_after.tensor("model.layers.1.mlp.up_proj.weight")));
+}
+
+TEST(TrainerTest, LogUniformDrawsCoverTheRangeWithEveryOctaveEquallyOften) {
+  std::mt19937_64 rng(5);
+  std::vector<int> count(129, 0);
+  for (int i = 0; i < 70000; ++i) {
+    const int64_t n = DrawLogUniform(rng, 8, 128);
+    ASSERT_GE(n, 8);
+    ASSERT_LE(n, 128);
+    ++count[n];
+  }
+  EXPECT_GT(count[8], 0);
+  EXPECT_GT(count[128], 0);
+  // Octaves [8, 16), [16, 32), [32, 64), [64, 128) each take log 2 / log(129 / 8) = 24.9 %.
+  for (int lo = 8; lo < 128; lo *= 2) {
+    int octave = 0;
+    for (int n = lo; n < 2 * lo; ++n) octave += count[n];
+    EXPECT_NEAR(octave / 70000.0, 0.249, 0.01) << "octave from " << lo;
+  }
+  EXPECT_EQ(DrawLogUniform(rng, 4, 4), 4);
+  EXPECT_THROW(DrawLogUniform(rng, 0, 4), ModelError);
+  EXPECT_THROW(DrawLogUniform(rng, 5, 4), ModelError);
+}
+
+TEST(TrainerTest, LanguageModellingLengthsVaryOnlyWhenAsked) {
+  test::TempDir dir;
+  // lm_chunks_min = context_chunks draws n = context_chunks every time: the fixed run, bit for bit.
+  TrainConfig fixed = SharedLLMLanguageModelling(dir, "fixed", 3);
+  TrainConfig same = SharedLLMLanguageModelling(dir, "same", 3);
+  same.lm_chunks_min = same.context_chunks;
+  TrainConfig varied = SharedLLMLanguageModelling(dir, "varied", 3);
+  varied.lm_chunks_min = 1;
+  const TrainResult a = Train(fixed), b = Train(same), v = Train(varied);
+  EXPECT_EQ(a.final_loss, b.final_loss);
+  auto wa = CheckpointReader::FromFile(fixed.out + "/sharedllm.safetensors");
+  auto wb = CheckpointReader::FromFile(same.out + "/sharedllm.safetensors");
+  auto wv = CheckpointReader::FromFile(varied.out + "/sharedllm.safetensors");
+  const std::string name = "model.layers.0.cross_attn.o_proj.weight";
+  EXPECT_TRUE(at::equal(wa.tensor(name), wb.tensor(name)));
+  // Shorter contexts in some steps: other trees, other gradients.
+  EXPECT_NE(a.final_loss, v.final_loss);
+  EXPECT_FALSE(at::equal(wa.tensor(name), wv.tensor(name)));
+  TrainConfig bad = SharedLLMLanguageModelling(dir, "bad", 3);
+  bad.lm_chunks_min = bad.context_chunks + 1;
+  EXPECT_THROW(Train(bad), ModelError);
 }
 
 TEST(TrainerTest, SeparateCompressorTrainsTheCopyAndLeavesTheBaseModel) {
