@@ -136,6 +136,8 @@ class Run {
     Check(c.lm_mix == 0 || c.mode == "sft", "lm_mix mixes language modelling into sft only");
     Check(c.lm_chunks_min >= 0 && c.lm_chunks_min <= c.context_chunks,
           "lm_chunks_min must be in [0, context_chunks]");
+    Check(c.lm_scored_tokens >= 0 && c.lm_scored_tokens <= c.seq_len,
+          "lm_scored_tokens must be in [0, seq_len]");
     RuntimeOptions runtime;
     runtime.threads = c.threads;
     runtime.device = c.device;
@@ -317,7 +319,9 @@ class Run {
           context.assign(w.begin(), w.begin() + n * chunk);
           inputs.emplace_back(w.begin() + n * chunk, w.end() - 1);
           targets.emplace_back(w.begin() + n * chunk + 1, w.end());
-          b.scored += c_.seq_len;
+          const int64_t scored = c_.lm_scored_tokens > 0 ? c_.lm_scored_tokens : c_.seq_len;
+          std::fill(targets.back().begin(), targets.back().end() - scored, int64_t{-100});
+          b.scored += scored;
         } else {
           const std::string& task = tasks_[std::uniform_int_distribution<size_t>(0, tasks_.size() - 1)(rng)];
           FillerSource filler = [&pool](std::mt19937_64& r, int64_t count) { return pool.Window(r, count); };
@@ -422,7 +426,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
   TrainConfig c;
   static const std::vector<std::string> known = {
       "mode", "init", "model_config", "tokenizer", "out", "train_shards", "eval_shards", "seq_len",
-      "context_chunks", "lm_chunks_min", "batch_size", "grad_accum", "steps", "warmup_steps", "lr", "min_lr_ratio",
+      "context_chunks", "lm_chunks_min", "lm_scored_tokens", "batch_size", "grad_accum", "steps", "warmup_steps", "lr", "min_lr_ratio",
       "new_params_lr_scale", "weight_decay", "grad_clip", "bf16_autocast", "lower_trainable",
       "separate_compressor", "upper_trainable", "gate", "seed", "log_every", "eval_every", "eval_batches",
       "checkpoint_every", "threads", "sft_tasks",
@@ -435,7 +439,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
   try {
 #define GET(field) c.field = j.value(#field, c.field)
     GET(mode); GET(init); GET(model_config); GET(tokenizer); GET(out); GET(train_shards);
-    GET(eval_shards); GET(seq_len); GET(context_chunks); GET(lm_chunks_min); GET(batch_size); GET(grad_accum);
+    GET(eval_shards); GET(seq_len); GET(context_chunks); GET(lm_chunks_min); GET(lm_scored_tokens); GET(batch_size); GET(grad_accum);
     GET(steps); GET(warmup_steps); GET(lr); GET(min_lr_ratio); GET(new_params_lr_scale);
     GET(weight_decay); GET(grad_clip); GET(bf16_autocast); GET(lower_trainable); GET(seed);
     GET(separate_compressor); GET(upper_trainable); GET(gate);
@@ -460,7 +464,7 @@ std::string TrainConfig::ToJsonText() const {
   json j = {{"mode", mode}, {"init", init}, {"model_config", model_config},
             {"tokenizer", tokenizer}, {"out", out}, {"train_shards", train_shards},
             {"eval_shards", eval_shards}, {"seq_len", seq_len}, {"context_chunks", context_chunks},
-            {"lm_chunks_min", lm_chunks_min}, {"batch_size", batch_size}, {"grad_accum", grad_accum}, {"steps", steps},
+            {"lm_chunks_min", lm_chunks_min}, {"lm_scored_tokens", lm_scored_tokens}, {"batch_size", batch_size}, {"grad_accum", grad_accum}, {"steps", steps},
             {"warmup_steps", warmup_steps}, {"lr", lr}, {"min_lr_ratio", min_lr_ratio},
             {"new_params_lr_scale", new_params_lr_scale}, {"weight_decay", weight_decay},
             {"grad_clip", grad_clip}, {"bf16_autocast", bf16_autocast},

@@ -25,6 +25,9 @@ struct TrainConfig {
   // lm/sft: language-modelling samples draw n log-uniformly from [lm_chunks_min, context_chunks]
   // (every length of the perplexity evaluation, 2x..32x, equally often); 0: n = context_chunks.
   int64_t lm_chunks_min = 0;
+  // lm/sft: language-modelling samples score only their last lm_scored_tokens running tokens, those
+  // with a full window of local context, as the perplexity evaluation does; 0: all seq_len.
+  int64_t lm_scored_tokens = 0;
   int64_t batch_size = 8;            // samples per micro-batch
   int64_t grad_accum = 1;            // micro-batches per optimizer step
   int64_t steps = 1000;              // optimizer steps in all

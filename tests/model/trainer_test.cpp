@@ -211,6 +211,23 @@ TEST(TrainerTest, LanguageModellingLengthsVaryOnlyWhenAsked) {
   EXPECT_THROW(Train(bad), ModelError);
 }
 
+TEST(TrainerTest, LanguageModellingCanScoreOnlyTheLastTokens) {
+  test::TempDir dir;
+  TrainConfig all = SharedLLMLanguageModelling(dir, "all", 3);
+  TrainConfig full = SharedLLMLanguageModelling(dir, "full", 3);
+  full.lm_scored_tokens = full.seq_len;  // the whole window: the default, bit for bit
+  TrainConfig tail = SharedLLMLanguageModelling(dir, "tail", 3);
+  tail.lm_scored_tokens = 4;
+  const TrainResult a = Train(all), f = Train(full), t = Train(tail);
+  EXPECT_EQ(a.final_loss, f.final_loss);
+  EXPECT_EQ(a.tokens, 3 * 4 * 16);  // steps x batch x seq_len
+  EXPECT_EQ(t.tokens, 3 * 4 * 4);
+  EXPECT_NE(a.final_loss, t.final_loss);
+  TrainConfig bad = SharedLLMLanguageModelling(dir, "bad", 3);
+  bad.lm_scored_tokens = bad.seq_len + 1;
+  EXPECT_THROW(Train(bad), ModelError);
+}
+
 TEST(TrainerTest, SeparateCompressorTrainsTheCopyAndLeavesTheBaseModel) {
   test::TempDir dir;
   TrainConfig c = SharedLLMLanguageModelling(dir, "separate", 4);

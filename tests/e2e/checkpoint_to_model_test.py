@@ -1,0 +1,82 @@
+#!/usr/bin/python3
+"""tools/checkpoint_to_model.py against the trainer: a tiny SharedLLM (models/tiny) trains 3 steps
+of `sharedllm train lm`; its final checkpoint, converted, must equal the model directory the trainer
+itself saved, tensor for tensor and file for file in how the names split; the converted directory
+loads in `sharedllm score`; bad inputs are refused. Usage: checkpoint_to_model_test.py SOURCE_DIR
+SHAREDLLM_BIN"""
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+
+src, binary = sys.argv[1], sys.argv[2]
+sys.path.insert(0, os.path.join(src, "tools"))
+sys.path.insert(0, os.path.join(src, "tools", "corpus"))
+from checkpoint_to_model import read_safetensors  # noqa: E402
+from shards import write_shard  # noqa: E402
+
+script = os.path.join(src, "tools", "checkpoint_to_model.py")
+failed = 0
+
+
+def check(cond, what):
+    global failed
+    print(("ok   " if cond else "FAIL ") + what)
+    failed += not cond
+
+
+def tensors(path):
+    header, data = read_safetensors(path)
+    return {n: (t["dtype"], t["shape"], data[t["data_offsets"][0]:t["data_offsets"][1]])
+            for n, t in header.items()}
+
+
+with tempfile.TemporaryDirectory() as tmp:
+    init = os.path.join(tmp, "init")
+    subprocess.run([binary, "init", "--base", os.path.join(src, "models", "tiny"), "--out", init,
+                    "--layers", "1", "--chunk-size", "16", "--depth", "2", "--alphas", "2,1"],
+                   check=True, capture_output=True)
+    rng = random.Random(4)
+    shard = os.path.join(tmp, "train.bin")
+    write_shard(shard, 1000, [[rng.randrange(3, 1000) for _ in range(400)] for _ in range(5)])
+    run = os.path.join(tmp, "run")
+    config = {"mode": "lm", "init": init, "out": run, "train_shards": [shard], "eval_shards": [],
+              "seq_len": 16, "context_chunks": 2, "batch_size": 2, "steps": 3, "warmup_steps": 1,
+              "lr": 1e-2, "new_params_lr_scale": 2.0, "checkpoint_every": 0, "eval_every": 0,
+              "threads": 1, "seed": 1}
+    with open(os.path.join(tmp, "train.json"), "w") as f:
+        json.dump(config, f)
+    r = subprocess.run([binary, "train", "lm", "--config", os.path.join(tmp, "train.json")],
+                       capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    check(r.returncode == 0, "the tiny run trains: " + r.stderr.strip()[-300:])
+    out = os.path.join(tmp, "converted")
+    c = subprocess.run([sys.executable, script, run, init, out], capture_output=True, text=True)
+    check(c.returncode == 0 and c.stdout.strip() == "3", "converts, printing the step: " + c.stdout + c.stderr)
+    for name in ("model.safetensors", "sharedllm.safetensors"):
+        if c.returncode != 0:
+            break
+        want, got = tensors(os.path.join(run, name)), tensors(os.path.join(out, name))
+        check(sorted(want) == sorted(got), f"{name}: the trainer's tensor names")
+        check(all(want[n] == got.get(n) for n in want), f"{name}: every tensor byte for byte")
+    moved = c.returncode == 0 and \
+        tensors(os.path.join(out, "sharedllm.safetensors")) != tensors(os.path.join(init, "sharedllm.safetensors"))
+    check(moved, "the converted cross-attention is the trained one, not the init's")
+    s = subprocess.run([binary, "score", "--model", out, "--token-ids", "5,6,7,8", "--threads", "1"],
+                       capture_output=True, text=True)
+    check(s.returncode == 0, "sharedllm score loads the converted directory: " + s.stderr.strip()[-300:])
+    bad = subprocess.run([sys.executable, script, init, init, os.path.join(tmp, "x")],
+                         capture_output=True, text=True)
+    check(bad.returncode != 0 and "no complete checkpoint" in bad.stderr, "refuses a run without a checkpoint")
+    bad = subprocess.run([sys.executable, script, run, tmp, os.path.join(tmp, "y")],
+                         capture_output=True, text=True)
+    check(bad.returncode != 0 and "INIT_DIR" in bad.stderr, "refuses an init that is not a model")
+    with open(os.path.join(run, "checkpoint", "model.safetensors"), "r+b") as f:
+        f.write(b"\xff" * 8)
+    bad = subprocess.run([sys.executable, script, run, init, os.path.join(tmp, "z")],
+                         capture_output=True, text=True)
+    check(bad.returncode != 0 and "header length" in bad.stderr, "refuses a malformed checkpoint")
+
+print(f"checkpoint_to_model: {failed} failed")
+sys.exit(1 if failed else 0)
