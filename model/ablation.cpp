@@ -27,6 +27,7 @@ std::string RetrainReason(const std::string& key) {
   if (key == "lower_trainable") return "it decides which weights train";
   if (key == "compressor") return "a separate compressor has its own trained weights";
   if (key == "gate") return "the gate has its own trained weights";
+  if (key == "sink") return "the attention sink has its own trained weights";
   if (key == "chunk_size" || key == "chunk") {
     return "the chunk size fixes the protocol (C = W/4) the model was trained with";
   }

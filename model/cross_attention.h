@@ -28,16 +28,20 @@ class CrossAttentionImpl : public torch::nn::Module {
                      bool q_bias, double eps, const at::TensorOptions& options);
   // h: [B, T, hidden], k/v: [B, KVH, S, D] -> the residual update [B, T, hidden]:
   // o_proj(Attn(rope_n(q_proj(norm(h))), K_ctx, V_ctx)), each head's attention output scaled by
-  // sigmoid(gate_proj(norm(h))) when the gate is on.
+  // sigmoid(gate_proj(norm(h))) when the gate is on; with the sink, each head can attend to nothing.
   at::Tensor forward(const at::Tensor& h, const at::Tensor& k, const at::Tensor& v,
                      const InjectionContext& context);
   // Adds gate_proj with zero weights and bias `open_bias` (every head passes sigmoid(open_bias))
   // and divides o_proj by that, so the layer computes exactly what it did before. No-op if gated.
   void AddGate(double open_bias);
+  // Adds the attention sink: per head a zero-value key of logit `logit` (Attention's `sink`).
+  // No-op if present.
+  void AddSink(double logit);
 
   RMSNorm norm{nullptr};
   Linear q_proj{nullptr}, o_proj{nullptr};
   Linear gate_proj{nullptr};  // [heads] logits, only with the gate
+  at::Tensor sink;            // [heads] logits, only with the sink
   int64_t heads, kv_heads, head_dim;
 };
 TORCH_MODULE(CrossAttention);

@@ -32,7 +32,7 @@ at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
 }
 
 at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                     const at::Tensor& mask) {
+                     const at::Tensor& mask, const at::Tensor& sink) {
   const int64_t b = q.size(0), h = q.size(1), t = q.size(2), d = q.size(3);
   const int64_t kvh = k.size(1);
   const int64_t groups = h / kvh;
@@ -45,7 +45,17 @@ at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     // broadcasts as it is.
     scores = scores + (groups > 1 && mask.dim() == 2 ? mask.repeat({groups, 1}) : mask);
   }
-  auto probs = at::softmax(scores, -1).to(v.scalar_type());
+  at::Tensor probs;
+  if (sink.defined()) {
+    // Query head kvh * groups + g is row block g of key/value head kvh (the folding above).
+    const auto s = sink.to(at::kFloat).view({1, kvh, groups, 1, 1})
+                       .expand({b, kvh, groups, t, 1}).reshape({b, kvh, groups * t, 1});
+    const auto top = at::maximum(std::get<0>(scores.max(-1, true)), s).detach();
+    const auto e = at::exp(scores - top);
+    probs = (e / (e.sum(-1, true) + at::exp(s - top))).to(v.scalar_type());
+  } else {
+    probs = at::softmax(scores, -1).to(v.scalar_type());
+  }
   return at::matmul(probs, v).view({b, h, t, d});  // [B, KVH, G*T, D] -> [B, H, T, D]
 }
 

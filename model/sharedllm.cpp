@@ -30,6 +30,12 @@ SharedLLM::SharedLLM(CausalLM lm, SharedLLMConfig config)
   for (int64_t layer : injection_layers_) lm_->model->layer(layer).AddCrossAttention(lm_->config);
   if (config_.compressor == "separate") SeparateCompressor();
   if (config_.gate) AddGate();
+  if (config_.sink) AddSink();
+}
+
+void SharedLLM::AddSink(double logit) {
+  for (int64_t layer : injection_layers_) lm_->model->layer(layer).cross_attn->AddSink(logit);
+  config_.sink = true;
 }
 
 void SharedLLM::AddGate() {

@@ -100,6 +100,10 @@ class SharedLLM {
   // Gates every cross-attention (config gate = true): zero-weight gate_proj, o_proj rescaled, so
   // scores do not change until it trains. No-op when already gated.
   void AddGate();
+  // Adds an attention sink to every cross-attention (config sink = true) at `logit`. Unlike the
+  // gate it changes scores from the start (each head's softmax gains one more key, which takes
+  // e^logit / (e^logit + sum of e^score) of the attention). No-op when present.
+  void AddSink(double logit = 0.0);
 
   // Marks which parameters train (requires_grad): cross_attn.* always; the layers above the lower
   // model, the final norm and lm_head when `upper_trainable` (the language-modelling default);

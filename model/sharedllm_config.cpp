@@ -30,6 +30,7 @@ SharedLLMConfig SharedLLMConfig::FromJsonText(const std::string& text) {
     c.lower_trainable = j.value("lower_trainable", c.lower_trainable);
     c.compressor = j.value("compressor", c.compressor);
     c.gate = j.value("gate", c.gate);
+    c.sink = j.value("sink", c.sink);
   } catch (const nlohmann::json::exception& e) {
     throw ModelError(std::string("sharedllm.json has a field of the wrong type: ") + e.what());
   }
@@ -59,7 +60,7 @@ std::string SharedLLMConfig::ToJsonText() const {
                       {"chunk_positions", chunk_positions},
                       {"lower_trainable", lower_trainable},
                       {"compressor", compressor},
-                      {"gate", gate}};
+                      {"gate", gate}, {"sink", sink}};
   return j.dump(2) + "\n";
 }
 

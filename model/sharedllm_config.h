@@ -30,6 +30,9 @@ struct SharedLLMConfig {
   // A per-head gate on each cross-attention's output, sigmoid(gate_proj(norm(h))): lets a token
   // take nothing from the context (softmax attention alone always injects a mix of values).
   bool gate = false;
+  // A per-head attention sink in each cross-attention: a learned logit for a key of zero value, so
+  // that a head whose context keys all score low injects (almost) nothing.
+  bool sink = false;
 
   static SharedLLMConfig FromJsonText(const std::string& text);
   // `<dir>/sharedllm.json`; throws ModelError.

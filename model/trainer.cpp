@@ -165,6 +165,7 @@ class Run {
       Check(model_->shared != nullptr, c.init + " is not a SharedLLM directory (run sharedllm init)");
       if (c.separate_compressor) model_->shared->SeparateCompressor();
       if (c.gate) model_->shared->AddGate();
+      if (c.sink) model_->shared->AddSink(c.sink_logit);
       model_->shared->SetTrainable(c.lower_trainable, c.upper_trainable);
       Check(c.mode != "sft" || model_->tokenizer, "sft needs the model's tokenizer.model");
     }
@@ -428,7 +429,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
       "mode", "init", "model_config", "tokenizer", "out", "train_shards", "eval_shards", "seq_len",
       "context_chunks", "lm_chunks_min", "lm_scored_tokens", "batch_size", "grad_accum", "steps", "warmup_steps", "lr", "min_lr_ratio",
       "new_params_lr_scale", "weight_decay", "grad_clip", "bf16_autocast", "lower_trainable",
-      "separate_compressor", "upper_trainable", "gate", "seed", "log_every", "eval_every", "eval_batches",
+      "separate_compressor", "upper_trainable", "gate", "sink", "sink_logit", "seed", "log_every", "eval_every", "eval_batches",
       "checkpoint_every", "threads", "sft_tasks",
       "stop_after", "device", "lm_mix", "time_budget"};
   for (auto it = j.begin(); it != j.end(); ++it) {
@@ -442,7 +443,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
     GET(eval_shards); GET(seq_len); GET(context_chunks); GET(lm_chunks_min); GET(lm_scored_tokens); GET(batch_size); GET(grad_accum);
     GET(steps); GET(warmup_steps); GET(lr); GET(min_lr_ratio); GET(new_params_lr_scale);
     GET(weight_decay); GET(grad_clip); GET(bf16_autocast); GET(lower_trainable); GET(seed);
-    GET(separate_compressor); GET(upper_trainable); GET(gate);
+    GET(separate_compressor); GET(upper_trainable); GET(gate); GET(sink); GET(sink_logit);
     GET(log_every); GET(eval_every); GET(eval_batches); GET(checkpoint_every); GET(threads);
     GET(sft_tasks); GET(stop_after); GET(device); GET(lm_mix); GET(time_budget);
 #undef GET
@@ -469,7 +470,7 @@ std::string TrainConfig::ToJsonText() const {
             {"new_params_lr_scale", new_params_lr_scale}, {"weight_decay", weight_decay},
             {"grad_clip", grad_clip}, {"bf16_autocast", bf16_autocast},
             {"lower_trainable", lower_trainable}, {"separate_compressor", separate_compressor},
-            {"upper_trainable", upper_trainable}, {"gate", gate}, {"seed", seed}, {"log_every", log_every},
+            {"upper_trainable", upper_trainable}, {"gate", gate}, {"sink", sink}, {"sink_logit", sink_logit}, {"seed", seed}, {"log_every", log_every},
             {"eval_every", eval_every}, {"eval_batches", eval_batches},
             {"checkpoint_every", checkpoint_every}, {"threads", threads}, {"sft_tasks", sft_tasks},
             {"stop_after", stop_after}, {"device", device}, {"lm_mix", lm_mix},

@@ -44,6 +44,8 @@ struct TrainConfig {
   bool separate_compressor = false;
   bool upper_trainable = true;       // lm/sft: the layers above the lower model, final norm, lm_head
   bool gate = false;                 // lm/sft: gate the cross-attentions first (SharedLLM::AddGate)
+  bool sink = false;                 // lm/sft: add attention sinks first (SharedLLM::AddSink)
+  double sink_logit = 0;             // their starting logit
   uint64_t seed = 0;
   int64_t log_every = 10;            // steps between progress lines
   int64_t eval_every = 200;          // steps between eval losses; 0: only at the end

@@ -175,17 +175,20 @@ TEST(PlanTest, WeightBytesCountEveryParameter) {
   rates.matmul_flops_per_second = 1e9;
   for (const bool separate : {false, true}) {
     for (const bool gate : {false, true}) {
+     for (const bool sink : {false, true}) {
       CausalLM lm = test::TinyModel();
       SharedLLMConfig sc;
       sc.num_injection_layers = 2;
       sc.chunk_size = 32;
       sc.compressor = separate ? "separate" : "shared";
       sc.gate = gate;
+      sc.sink = sink;
       SharedLLM s(lm, sc);
       int64_t bytes = 0;
       for (const auto& p : lm->parameters()) bytes += p.numel() * 4;
       EXPECT_EQ(PredictPlan(lm->config, s.config(), 4, 256, 8, 4, rates).weight_bytes, bytes)
-          << "separate " << separate << " gate " << gate;
+          << "separate " << separate << " gate " << gate << " sink " << sink;
+     }
     }
   }
 }

@@ -88,6 +88,27 @@ void ExpectCachedMatchesFull(CausalLM lm, const std::vector<int64_t>& ids,
 
 // ---- forward pass and KV cache -----------------------------------------------------------------
 
+// Attention's sink against the definition: per query head, softmax over its scores and its own sink
+// logit, the sink's value zero. Grouped heads (4 query heads read 2 key/value heads), a key mask.
+TEST(ModelTest, AttentionSinkIsAZeroValueKeyPerQueryHead) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  const auto q = at::randn({2, 4, 3, 8}, gen), k = at::randn({2, 2, 5, 8}, gen), v = at::randn({2, 2, 5, 8}, gen);
+  const auto sink = at::tensor({-1.0f, 0.5f, 2.0f, 8.0f});
+  auto mask = at::zeros({2, 1, 1, 5});
+  mask.index_put_({1, 0, 0, 4}, -1e9);  // sample 1 has 4 keys
+  const auto out = Attention(q, k, v, mask, sink);
+  for (int64_t b = 0; b < 2; ++b) {
+    for (int64_t h = 0; h < 4; ++h) {
+      const auto scores = at::matmul(q[b][h], k[b][h / 2].t()) / std::sqrt(8.0) + mask[b][0];
+      const auto all = at::cat({scores, at::full({3, 1}, sink[h].item<float>())}, 1);
+      const auto p = at::softmax(all, -1).narrow(1, 0, 5);
+      EXPECT_TRUE(at::allclose(out[b][h], at::matmul(p, v[b][h / 2]), 1e-5, 1e-6)) << b << " " << h;
+    }
+  }
+  // No sink: the plain softmax.
+  EXPECT_FALSE(at::allclose(Attention(q, k, v, mask), out, 1e-3, 1e-3));
+}
+
 TEST(ModelTest, LogitsShapeDtypeAndDeterminism) {
   CausalLM lm = TinyModel();
   const auto ids = SeededIds(7, 61, 1);

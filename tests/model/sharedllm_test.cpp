@@ -526,6 +526,68 @@ TEST(SharedLLMTest, GateStartsNeutralClosesToTheTruncatedModelAndRoundTrips) {
   EXPECT_THROW(LoadModel(dir.path(), options), ModelError);
 }
 
+// The attention sink: far below the scores it changes nothing, far above them it shuts the context
+// out (the truncated model's scores), in between it takes a share; it trains, round-trips, and a
+// sharedllm.json with a sink but weights without one is refused.
+TEST(SharedLLMTest, SinkSpansUngatedToTruncatedAndRoundTrips) {
+  test::TempDir dir;
+  CausalLM lm = test::TinyModel(Config());
+  SaveModel(lm, dir.path());
+  SharedLLM s(lm, SmallShared(2));
+  RandomizeCrossAttention(lm, 12);
+  const auto context = SeededIds(100, 61, 94), text = SeededIds(20, 61, 95);
+  const auto plain = ScoreWithContext(s, context, text);
+  const auto truncated = TokenNll(lm, text, nullptr);
+  ASSERT_GT(MaxDiff(plain, truncated), 1e-3);
+  const size_t before = lm->named_parameters().size();
+  s.AddSink(-60.0);
+  s.AddSink(5.0);  // no-op the second time
+  EXPECT_TRUE(s.config().sink);
+  EXPECT_EQ(lm->named_parameters().size(), before + 2);  // one [heads] logit per injection layer
+  auto set_sink = [&](double logit) {
+    c10::NoGradGuard no_grad;
+    for (auto& p : lm->named_parameters()) {
+      if (p.key().find(".cross_attn.sink") != std::string::npos) {
+        EXPECT_TRUE(IsCrossAttentionParameter(p.key()));
+        EXPECT_EQ(p.value().numel(), Config().num_attention_heads);
+        p.value().fill_(logit);
+      }
+    }
+  };
+  EXPECT_LT(MaxDiff(ScoreWithContext(s, context, text), plain), 1e-5);  // logit -60: no share
+  set_sink(60.0);  // the sink takes all the attention: nothing of the context reaches the model
+  EXPECT_LT(MaxDiff(ScoreWithContext(s, context, text), truncated), 1e-5);
+  set_sink(1.0);
+  const auto sunk = ScoreWithContext(s, context, text);
+  EXPECT_GT(MaxDiff(sunk, plain), 1e-4);
+  EXPECT_GT(MaxDiff(sunk, truncated), 1e-4);
+  // The logit gets a gradient (it trains as a cross-attention parameter).
+  {
+    auto ids = at::tensor(std::vector<int64_t>(text.begin(), text.end()), at::kLong).unsqueeze(0);
+    auto nodes = s.BuildDynamicTree(context, at::Tensor());
+    auto ctx = s.MakeContext(Pointers(nodes), s.Chunks(context.size()).size());
+    lm->forward(ids, nullptr, &ctx).logsumexp(-1).sum().backward();
+    for (auto& p : lm->named_parameters()) {
+      if (p.key().find(".cross_attn.sink") != std::string::npos) {
+        ASSERT_TRUE(p.value().grad().defined()) << p.key();
+        EXPECT_GT(p.value().grad().abs().sum().item<double>(), 0.0) << p.key();
+      }
+    }
+  }
+  SaveSharedLLM(s, dir.path());
+  RuntimeOptions options;
+  options.threads = 1;
+  auto loaded = LoadModel(dir.path(), options);
+  EXPECT_TRUE(loaded->shared->config().sink);
+  EXPECT_LT(MaxDiff(ScoreWithContext(*loaded->shared, context, text), sunk), 1e-6);
+  WriteSafetensors(dir / "sharedllm.safetensors",
+                   CollectParameters(*lm, [](const std::string& n) {
+                     return IsCrossAttentionParameter(n) && n.find(".sink") == std::string::npos;
+                   }),
+                   {{"format", "pt"}});
+  EXPECT_THROW(LoadModel(dir.path(), options), ModelError);
+}
+
 TEST(SharedLLMTest, SaveAndLoadRoundTrip) {
   test::TempDir dir;
   CausalLM lm = test::TinyModel(Config());
