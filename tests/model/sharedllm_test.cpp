@@ -468,6 +468,35 @@ TEST(SharedLLMTest, SeparateCompressorTrainsWithoutTouchingTheBaseModel) {
   EXPECT_THROW(LoadModel(dir.path(), options), ModelError);
 }
 
+// Sets every parameter whose name contains `part` to `value`.
+void FillParameters(CausalLM& lm, const std::string& part, double value) {
+  c10::NoGradGuard no_grad;
+  for (auto& p : lm->named_parameters()) {
+    if (p.key().find(part) != std::string::npos) p.value().fill_(value);
+  }
+}
+
+// Saves `s` into `dir` (which holds its base model), reloads it and expects the same scores and
+// `flag` set; then a sharedllm.safetensors without the tensors named `part` must be refused.
+void ExpectReloadsAndNeedsItsWeights(CausalLM& lm, SharedLLM& s, const test::TempDir& dir,
+                                     const std::vector<int64_t>& context,
+                                     const std::vector<int64_t>& text, bool SharedLLMConfig::*flag,
+                                     const std::string& part) {
+  const auto scores = ScoreWithContext(s, context, text);
+  SaveSharedLLM(s, dir.path());
+  RuntimeOptions options;
+  options.threads = 1;
+  auto loaded = LoadModel(dir.path(), options);
+  EXPECT_TRUE(loaded->shared->config().*flag);
+  EXPECT_LT(MaxDiff(ScoreWithContext(*loaded->shared, context, text), scores), 1e-6);
+  WriteSafetensors(dir / "sharedllm.safetensors",
+                   CollectParameters(*lm, [&](const std::string& n) {
+                     return IsCrossAttentionParameter(n) && n.find(part) == std::string::npos;
+                   }),
+                   {{"format", "pt"}});
+  EXPECT_THROW(LoadModel(dir.path(), options), ModelError) << part;
+}
+
 // A gate added to a trained cross-attention leaves the scores as they were (o_proj rescaled); a
 // closed gate shuts the context out (scores equal the model truncated to the window) and an open
 // one passes it; the gate round-trips through sharedllm.json and sharedllm.safetensors.
@@ -498,32 +527,15 @@ TEST(SharedLLMTest, GateStartsNeutralClosesToTheTruncatedModelAndRoundTrips) {
   EXPECT_EQ(gate_params, 2 * 2);
   EXPECT_LT(MaxDiff(ScoreWithContext(s, context, text), ungated), 1e-5);
 
-  auto set_gate = [&](double bias) {
-    c10::NoGradGuard no_grad;
-    for (auto& p : lm->named_parameters()) {
-      if (p.key().find("cross_attn.gate_proj.bias") != std::string::npos) p.value().fill_(bias);
-    }
-  };
+  auto set_gate = [&](double bias) { FillParameters(lm, "cross_attn.gate_proj.bias", bias); };
   set_gate(-60.0);  // every head closed: nothing of the context reaches the upper model
   EXPECT_LT(MaxDiff(ScoreWithContext(s, context, text), truncated), 1e-5);
   set_gate(1.5);
   const auto gated = ScoreWithContext(s, context, text);
   EXPECT_GT(MaxDiff(gated, ungated), 1e-4);
   EXPECT_GT(MaxDiff(gated, truncated), 1e-3);
-
-  SaveSharedLLM(s, dir.path());
-  RuntimeOptions options;
-  options.threads = 1;
-  auto loaded = LoadModel(dir.path(), options);
-  EXPECT_TRUE(loaded->shared->config().gate);
-  EXPECT_LT(MaxDiff(ScoreWithContext(*loaded->shared, context, text), gated), 1e-6);
-  // sharedllm.json says gated but the weights hold no gate: refused.
-  WriteSafetensors(dir / "sharedllm.safetensors",
-                   CollectParameters(*lm, [](const std::string& n) {
-                     return IsCrossAttentionParameter(n) && n.find("gate_proj") == std::string::npos;
-                   }),
-                   {{"format", "pt"}});
-  EXPECT_THROW(LoadModel(dir.path(), options), ModelError);
+  // Round trip; sharedllm.json says gated but the weights hold no gate: refused.
+  ExpectReloadsAndNeedsItsWeights(lm, s, dir, context, text, &SharedLLMConfig::gate, "gate_proj");
 }
 
 // The attention sink: far below the scores it changes nothing, far above them it shuts the context
@@ -544,16 +556,13 @@ TEST(SharedLLMTest, SinkSpansUngatedToTruncatedAndRoundTrips) {
   s.AddSink(5.0);  // no-op the second time
   EXPECT_TRUE(s.config().sink);
   EXPECT_EQ(lm->named_parameters().size(), before + 2);  // one [heads] logit per injection layer
-  auto set_sink = [&](double logit) {
-    c10::NoGradGuard no_grad;
-    for (auto& p : lm->named_parameters()) {
-      if (p.key().find(".cross_attn.sink") != std::string::npos) {
-        EXPECT_TRUE(IsCrossAttentionParameter(p.key()));
-        EXPECT_EQ(p.value().numel(), Config().num_attention_heads);
-        p.value().fill_(logit);
-      }
+  for (auto& p : lm->named_parameters()) {
+    if (p.key().find(".cross_attn.sink") != std::string::npos) {
+      EXPECT_TRUE(IsCrossAttentionParameter(p.key()));
+      EXPECT_EQ(p.value().numel(), Config().num_attention_heads);
     }
-  };
+  }
+  auto set_sink = [&](double logit) { FillParameters(lm, ".cross_attn.sink", logit); };
   EXPECT_LT(MaxDiff(ScoreWithContext(s, context, text), plain), 1e-5);  // logit -60: no share
   set_sink(60.0);  // the sink takes all the attention: nothing of the context reaches the model
   EXPECT_LT(MaxDiff(ScoreWithContext(s, context, text), truncated), 1e-5);
@@ -574,18 +583,7 @@ TEST(SharedLLMTest, SinkSpansUngatedToTruncatedAndRoundTrips) {
       }
     }
   }
-  SaveSharedLLM(s, dir.path());
-  RuntimeOptions options;
-  options.threads = 1;
-  auto loaded = LoadModel(dir.path(), options);
-  EXPECT_TRUE(loaded->shared->config().sink);
-  EXPECT_LT(MaxDiff(ScoreWithContext(*loaded->shared, context, text), sunk), 1e-6);
-  WriteSafetensors(dir / "sharedllm.safetensors",
-                   CollectParameters(*lm, [](const std::string& n) {
-                     return IsCrossAttentionParameter(n) && n.find(".sink") == std::string::npos;
-                   }),
-                   {{"format", "pt"}});
-  EXPECT_THROW(LoadModel(dir.path(), options), ModelError);
+  ExpectReloadsAndNeedsItsWeights(lm, s, dir, context, text, &SharedLLMConfig::sink, ".sink");
 }
 
 TEST(SharedLLMTest, SaveAndLoadRoundTrip) {
