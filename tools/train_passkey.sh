@@ -31,8 +31,12 @@
 #                                     2, alphas 8/1, then stage 6 (1-128 chunks, 30 % language
 #                                     modelling, 35 minutes) -> runs/passkey-sep-6, retiled to
 #                                     alphas 2/1, then stage 7 (the gate added, 50 % language
-#                                     modelling, 30 minutes) -> runs/passkey-sep-7, each evaluated
-#                                     into runs/passkey-sep-N-*.json (not shipped: the card says why)
+#                                     modelling, 30 minutes) -> runs/passkey-sep-7; then 75 %
+#                                     language modelling at 8-128 chunks with the compressor
+#                                     frozen: stage 8 (600 steps), stage 9 (800 steps, only the
+#                                     last 64 tokens scored), stage 10 (the attention sink added at
+#                                     logit 8, 35 minutes); each evaluated into
+#                                     runs/passkey-sep-N-*.json (not shipped: the card says why)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY=PASSIVE OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
@@ -46,6 +50,16 @@ train_stages() {
     out=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['out'])" "$config")
     [ -f "$out/sharedllm.json" ] || $bin train sft --config "$config"
   done
+}
+# stopped_stage RECIPE_DIR N INIT: stage N ends on "stop_after" (a checkpoint, no final model); its
+# checkpoint becomes the model directory.
+stopped_stage() {
+  local out
+  out=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['out'])" "$1/stage$2.json")
+  [ -f "$out/sharedllm.json" ] && return 0
+  # (a resumed run would not stop again: stop_after counts the steps of one invocation)
+  [ -f "$out/checkpoint/state.json" ] || $bin train sft --config "$1/stage$2.json"
+  /usr/bin/python3 tools/checkpoint_to_model.py "$out" "$3" "$out"
 }
 # copy_model SRC DST: the files of a SharedLLM model directory.
 copy_model() {
@@ -90,6 +104,11 @@ if [ "${1:-}" = separate ]; then
   retile runs/passkey-sep-6 runs/passkey-sep-7-init 2 2,1
   train_stages models/mini/recipe/passkey-separate 7 7
   evaluate runs/passkey-sep-7 runs/passkey-sep-7
+  # stages 8-10: language modelling at every length, the compressor frozen
+  stopped_stage models/mini/recipe/passkey-separate 8 runs/passkey-sep-7
+  stopped_stage models/mini/recipe/passkey-separate 9 runs/passkey-sep-8
+  train_stages models/mini/recipe/passkey-separate 10 10
+  evaluate runs/passkey-sep-10 runs/passkey-sep-10
   exit 0
 fi
 train_stages models/mini/recipe/passkey 5
