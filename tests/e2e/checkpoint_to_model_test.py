@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """tools/checkpoint_to_model.py against the trainer: a tiny SharedLLM (models/tiny) trains 3 steps
 of `sharedllm train lm`; its final checkpoint, converted, must equal the model directory the trainer
-itself saved, tensor for tensor and file for file in how the names split; the converted directory
-loads in `sharedllm score`; bad inputs are refused. Usage: checkpoint_to_model_test.py SOURCE_DIR
+itself saved, tensor for tensor and file for file in how the names split (read with the
+independent reader of tests/reference, not the tool's own); the converted directory loads in
+`sharedllm score`; bad inputs are refused. Usage: checkpoint_to_model_test.py SOURCE_DIR
 SHAREDLLM_BIN"""
 import json
 import os
@@ -12,9 +13,9 @@ import sys
 import tempfile
 
 src, binary = sys.argv[1], sys.argv[2]
-sys.path.insert(0, os.path.join(src, "tools"))
+sys.path.insert(0, os.path.join(src, "tests", "reference"))
 sys.path.insert(0, os.path.join(src, "tools", "corpus"))
-from checkpoint_to_model import read_safetensors  # noqa: E402
+import safetensors_io  # noqa: E402
 from shards import write_shard  # noqa: E402
 
 script = os.path.join(src, "tools", "checkpoint_to_model.py")
@@ -28,9 +29,10 @@ def check(cond, what):
 
 
 def tensors(path):
-    header, data = read_safetensors(path)
-    return {n: (t["dtype"], t["shape"], data[t["data_offsets"][0]:t["data_offsets"][1]])
-            for n, t in header.items()}
+    """name -> (safetensors dtype, shape, the values' bytes)."""
+    arrays, _ = safetensors_io.load_file(path)
+    dtypes = safetensors_io.tensor_dtypes(path)
+    return {n: (dtypes[n], list(a.shape), a.tobytes()) for n, a in arrays.items()}
 
 
 with tempfile.TemporaryDirectory() as tmp:
