@@ -18,6 +18,10 @@ import struct
 import sys
 
 
+# What a model directory takes from the run's init unchanged.
+INIT_FILES = ("config.json", "sharedllm.json", "tokenizer.model")
+
+
 def is_sharedllm_parameter(name):
     """As model/sharedllm.cpp's IsSharedLLMParameter: cross-attention and compressor tensors."""
     return ".cross_attn." in name or name.startswith("compressor.")
@@ -70,7 +74,7 @@ def convert(run_dir, init_dir, out_dir):
     state_path = os.path.join(ckpt, "state.json")
     if not os.path.isfile(state_path):
         raise ValueError(f"{ckpt} holds no complete checkpoint (state.json missing)")
-    for f in ("config.json", "sharedllm.json", "tokenizer.model"):
+    for f in INIT_FILES:
         if not os.path.isfile(os.path.join(init_dir, f)):
             raise ValueError(f"{init_dir} has no {f}: INIT_DIR must be the run's SharedLLM init")
     header, data = read_safetensors(os.path.join(ckpt, "model.safetensors"))
@@ -82,8 +86,8 @@ def convert(run_dir, init_dir, out_dir):
     write_safetensors(os.path.join(out_dir, "model.safetensors"), header, data,
                       [n for n in names if not is_sharedllm_parameter(n)])
     write_safetensors(os.path.join(out_dir, "sharedllm.safetensors"), header, data, shared)
-    for f in ("config.json", "sharedllm.json", "tokenizer.model"):
-        if os.path.abspath(init_dir) != os.path.abspath(out_dir):
+    if os.path.abspath(init_dir) != os.path.abspath(out_dir):
+        for f in INIT_FILES:
             shutil.copy(os.path.join(init_dir, f), out_dir)
     with open(state_path) as f:
         return json.load(f)["step"]

@@ -44,13 +44,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY=PASSIVE OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
 bin=build/bin/sharedllm
+# recipe_out CONFIG: the "out" directory of a training config.
+recipe_out() {
+  /usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['out'])" "$1"
+}
 # train_stages RECIPE_DIR N [FIRST]: stages FIRST (1)..N of RECIPE_DIR, each skipped once its "out"
 # holds a model.
 train_stages() {
   local stage config out
   for stage in $(seq "${3:-1}" "$2"); do
     config=$1/stage$stage.json
-    out=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['out'])" "$config")
+    out=$(recipe_out "$config")
     [ -f "$out/sharedllm.json" ] || $bin train sft --config "$config"
   done
 }
@@ -58,7 +62,7 @@ train_stages() {
 # checkpoint becomes the model directory.
 stopped_stage() {
   local out
-  out=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['out'])" "$1/stage$2.json")
+  out=$(recipe_out "$1/stage$2.json")
   [ -f "$out/sharedllm.json" ] && return 0
   # (a resumed run would not stop again: stop_after counts the steps of one invocation)
   [ -f "$out/checkpoint/state.json" ] || $bin train sft --config "$1/stage$2.json"
@@ -98,6 +102,16 @@ evaluate() {
   done
   tools/check_ask_passkey.py --model "$1" --docs 20 --out "$2-ask.json"
 }
+# evaluate_more MODEL PREFIX: pass keys through `sharedllm ask` with seed 2, and 10 keys per length
+# and depth with seeds 2 and 3, into PREFIX-{ask-seed2,passkey-seed2-10trials,
+# passkey-seed3-10trials}.json.
+evaluate_more() {
+  local seed
+  tools/check_ask_passkey.py --model "$1" --seed 2 --out "$2-ask-seed2.json"
+  for seed in 2 3; do
+    $bin eval passkey --model "$1" --trials 10 --seed $seed --out "$2-passkey-seed$seed-10trials.json"
+  done
+}
 if [ "${1:-}" = separate ]; then
   train_stages models/mini/recipe/passkey-separate 4
   retile runs/passkey-sep-4 runs/passkey-sep-6-init 2 8,1
@@ -115,15 +129,11 @@ if [ "${1:-}" = separate ]; then
   $bin eval passkey --model runs/passkey-sep-10 --trials 4 --out $r-passkey.json
   $bin eval passkey --model runs/passkey-sep-10 --trials 4 --ablate search=off --out $r-passkey-search-off.json
   tools/check_ask_passkey.py --model runs/passkey-sep-10 --docs 20 --out $r-ask.json
-  tools/check_ask_passkey.py --model runs/passkey-sep-10 --seed 2 --out $r-ask-seed2.json
-  # the protocol of docs/RESULTS.md: 30 windows at 1x-32x; 10 keys per length and depth, seeds 2, 3
+  evaluate_more runs/passkey-sep-10 $r
+  # the perplexity protocol of docs/RESULTS.md: 30 windows at 1x-32x
   for doc in books code proofs; do
     $bin eval ppl --model runs/passkey-sep-10 --shard data/shards/heldout-$doc.bin --windows 30 \
       --out $r-ppl-$doc-30w.json
-  done
-  for seed in 2 3; do
-    $bin eval passkey --model runs/passkey-sep-10 --trials 10 --seed $seed \
-      --out $r-passkey-seed$seed-10trials.json
   done
   exit 0
 fi
@@ -139,9 +149,5 @@ for stage in 1 2 3 4 5 7 10 11; do
   cp runs/passkey-$stage/train_log.jsonl models/mini/recipe/passkey/stage${stage}_log.jsonl
 done
 evaluate models/mini-passkey docs/results/mini-passkey
-tools/check_ask_passkey.py --model models/mini-passkey --seed 2 --out docs/results/mini-passkey-ask-seed2.json
 # 10 keys per length and depth: seed 2 chose the tree shape among five, seed 3 confirmed it.
-for seed in 2 3; do
-  $bin eval passkey --model models/mini-passkey --trials 10 --seed $seed \
-    --out docs/results/mini-passkey-passkey-seed$seed-10trials.json
-done
+evaluate_more models/mini-passkey docs/results/mini-passkey
