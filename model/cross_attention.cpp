@@ -25,7 +25,7 @@ at::Tensor CrossAttentionImpl::forward(const at::Tensor& h, const at::Tensor& k,
   auto q = q_proj(x).view({b, t, heads, head_dim}).transpose(1, 2);        // [B, H, T, D]
   // Every query token sits at chunk position n, in training, prefill and each decode step alike.
   if (context.query_cos.defined()) q = ApplyRotary(q, context.query_cos, context.query_sin);
-  auto out = Attention(q, k, v, context.key_mask, sink).transpose(1, 2);          // [B, T, H, D]
+  auto out = Attention(q, k, v, context.key_mask, sink).transpose(1, 2);    // [B, T, H, D]
   if (gate_proj) out = out * at::sigmoid(gate_proj(x)).unsqueeze(-1);
   return o_proj(out.reshape({b, t, heads * head_dim}));
 }
@@ -42,8 +42,7 @@ void CrossAttentionImpl::AddGate(double open_bias) {
 
 void CrossAttentionImpl::AddSink(double logit) {
   if (sink.defined()) return;
-  sink = register_parameter(
-      "sink", at::full({heads}, logit, q_proj->weight.options()));
+  sink = register_parameter("sink", at::full({heads}, logit, q_proj->weight.options()));
 }
 
 }  // namespace sharedllm

@@ -28,7 +28,8 @@ class CrossAttentionImpl : public torch::nn::Module {
                      bool q_bias, double eps, const at::TensorOptions& options);
   // h: [B, T, hidden], k/v: [B, KVH, S, D] -> the residual update [B, T, hidden]:
   // o_proj(Attn(rope_n(q_proj(norm(h))), K_ctx, V_ctx)), each head's attention output scaled by
-  // sigmoid(gate_proj(norm(h))) when the gate is on; with the sink, each head can attend to nothing.
+  // sigmoid(gate_proj(norm(h))) when the gate is on; with the sink, each head can attend to
+  // nothing.
   at::Tensor forward(const at::Tensor& h, const at::Tensor& k, const at::Tensor& v,
                      const InjectionContext& context);
   // Adds gate_proj with zero weights and bias `open_bias` (every head passes sigmoid(open_bias))

@@ -480,8 +480,8 @@ PlanPrediction PredictPlan(const ModelConfig& c, const SharedLLMConfig& s, int64
   p.length = length;
   p.chunks = static_cast<int64_t>(shape.spans.size());
   p.context_positions = PreservedContextPositions(s, shape);
-  // Base model + per injection layer the cross-attention's norm, q_proj, o_proj (+ the gate, the sink), + a
-  // separate compressor's copy of the bottom M layers.
+  // Base model + per injection layer the cross-attention's norm, q_proj, o_proj (+ the gate, the
+  // sink), + a separate compressor's copy of the bottom M layers.
   p.weight_bytes = (c.NumParameters() + m * (hid + 2 * hid * qd) +
                     (s.gate ? m * (hid + 1) * heads : 0) + (s.sink ? m * heads : 0) +
                     (s.compressor == "separate" ? m * c.LayerParameters() : 0)) * e;

@@ -296,7 +296,8 @@ class Run {
       // sft may mix in language-modelling micro-batches (lm_mix).
       const bool lm = c_.mode == "lm" ||
                       (c_.lm_mix > 0 && std::uniform_real_distribution<double>(0, 1)(step_rng) < c_.lm_mix);
-      // sft varies the context length per step (1..n chunks) so retrieval generalises over lengths.
+      // sft varies the context length per step (1..n chunks) so retrieval generalises over lengths;
+      // language modelling takes n, or with lm_chunks_min a log-uniform draw up to it.
       int64_t n = c_.context_chunks;
       if (!lm) {
         n = std::uniform_int_distribution<int64_t>(1, c_.context_chunks)(step_rng);
@@ -427,9 +428,10 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
   TrainConfig c;
   static const std::vector<std::string> known = {
       "mode", "init", "model_config", "tokenizer", "out", "train_shards", "eval_shards", "seq_len",
-      "context_chunks", "lm_chunks_min", "lm_scored_tokens", "batch_size", "grad_accum", "steps", "warmup_steps", "lr", "min_lr_ratio",
-      "new_params_lr_scale", "weight_decay", "grad_clip", "bf16_autocast", "lower_trainable",
-      "separate_compressor", "upper_trainable", "gate", "sink", "sink_logit", "seed", "log_every", "eval_every", "eval_batches",
+      "context_chunks", "lm_chunks_min", "lm_scored_tokens", "batch_size", "grad_accum", "steps",
+      "warmup_steps", "lr", "min_lr_ratio", "new_params_lr_scale", "weight_decay", "grad_clip",
+      "bf16_autocast", "lower_trainable", "separate_compressor", "upper_trainable", "gate", "sink",
+      "sink_logit", "seed", "log_every", "eval_every", "eval_batches",
       "checkpoint_every", "threads", "sft_tasks",
       "stop_after", "device", "lm_mix", "time_budget"};
   for (auto it = j.begin(); it != j.end(); ++it) {
@@ -440,7 +442,8 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
   try {
 #define GET(field) c.field = j.value(#field, c.field)
     GET(mode); GET(init); GET(model_config); GET(tokenizer); GET(out); GET(train_shards);
-    GET(eval_shards); GET(seq_len); GET(context_chunks); GET(lm_chunks_min); GET(lm_scored_tokens); GET(batch_size); GET(grad_accum);
+    GET(eval_shards); GET(seq_len); GET(context_chunks); GET(lm_chunks_min);
+    GET(lm_scored_tokens); GET(batch_size); GET(grad_accum);
     GET(steps); GET(warmup_steps); GET(lr); GET(min_lr_ratio); GET(new_params_lr_scale);
     GET(weight_decay); GET(grad_clip); GET(bf16_autocast); GET(lower_trainable); GET(seed);
     GET(separate_compressor); GET(upper_trainable); GET(gate); GET(sink); GET(sink_logit);
@@ -465,12 +468,14 @@ std::string TrainConfig::ToJsonText() const {
   json j = {{"mode", mode}, {"init", init}, {"model_config", model_config},
             {"tokenizer", tokenizer}, {"out", out}, {"train_shards", train_shards},
             {"eval_shards", eval_shards}, {"seq_len", seq_len}, {"context_chunks", context_chunks},
-            {"lm_chunks_min", lm_chunks_min}, {"lm_scored_tokens", lm_scored_tokens}, {"batch_size", batch_size}, {"grad_accum", grad_accum}, {"steps", steps},
+            {"lm_chunks_min", lm_chunks_min}, {"lm_scored_tokens", lm_scored_tokens},
+            {"batch_size", batch_size}, {"grad_accum", grad_accum}, {"steps", steps},
             {"warmup_steps", warmup_steps}, {"lr", lr}, {"min_lr_ratio", min_lr_ratio},
             {"new_params_lr_scale", new_params_lr_scale}, {"weight_decay", weight_decay},
             {"grad_clip", grad_clip}, {"bf16_autocast", bf16_autocast},
             {"lower_trainable", lower_trainable}, {"separate_compressor", separate_compressor},
-            {"upper_trainable", upper_trainable}, {"gate", gate}, {"sink", sink}, {"sink_logit", sink_logit}, {"seed", seed}, {"log_every", log_every},
+            {"upper_trainable", upper_trainable}, {"gate", gate}, {"sink", sink},
+            {"sink_logit", sink_logit}, {"seed", seed}, {"log_every", log_every},
             {"eval_every", eval_every}, {"eval_batches", eval_batches},
             {"checkpoint_every", checkpoint_every}, {"threads", threads}, {"sft_tasks", sft_tasks},
             {"stop_after", stop_after}, {"device", device}, {"lm_mix", lm_mix},
@@ -480,7 +485,8 @@ std::string TrainConfig::ToJsonText() const {
 
 int64_t DrawLogUniform(std::mt19937_64& rng, int64_t lo, int64_t hi) {
   Check(lo >= 1 && lo <= hi, "DrawLogUniform needs 1 <= lo <= hi");
-  // Uniform in [log lo, log(hi + 1)), floored: n has probability log((n + 1) / n) / log((hi + 1) / lo).
+  // Uniform in [log lo, log(hi + 1)), floored: n has probability
+  // log((n + 1) / n) / log((hi + 1) / lo).
   const double x = std::uniform_real_distribution<double>(
       std::log(static_cast<double>(lo)), std::log(static_cast<double>(hi) + 1))(rng);
   return std::clamp<int64_t>(static_cast<int64_t>(std::exp(x)), lo, hi);

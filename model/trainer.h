@@ -76,7 +76,8 @@ struct TrainResult {
   int64_t tokens = 0;        // scored tokens processed
 };
 
-// An integer in [lo, hi] drawn log-uniformly: every octave of lengths equally often (lm_chunks_min).
+// An integer in [lo, hi] drawn log-uniformly: every octave of lengths equally often
+// (lm_chunks_min).
 int64_t DrawLogUniform(std::mt19937_64& rng, int64_t lo, int64_t hi);
 
 // Runs (or resumes, when `out`/checkpoint exists) training; throws ModelError.

@@ -92,7 +92,8 @@ void ExpectCachedMatchesFull(CausalLM lm, const std::vector<int64_t>& ids,
 // logit, the sink's value zero. Grouped heads (4 query heads read 2 key/value heads), a key mask.
 TEST(ModelTest, AttentionSinkIsAZeroValueKeyPerQueryHead) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
-  const auto q = at::randn({2, 4, 3, 8}, gen), k = at::randn({2, 2, 5, 8}, gen), v = at::randn({2, 2, 5, 8}, gen);
+  const auto q = at::randn({2, 4, 3, 8}, gen);
+  const auto k = at::randn({2, 2, 5, 8}, gen), v = at::randn({2, 2, 5, 8}, gen);
   const auto sink = at::tensor({-1.0f, 0.5f, 2.0f, 8.0f});
   auto mask = at::zeros({2, 1, 1, 5});
   mask.index_put_({1, 0, 0, 4}, -1e9);  // sample 1 has 4 keys
