@@ -235,6 +235,66 @@ TEST_F(CliErrorTest, ModelErrorsExit1WithMessage) {
   EXPECT_TRUE(Contains(dtype.err, "unknown dtype 'fp8'")) << dtype.err;
 }
 
+// ---- eval ppl --full-attention-from --------------------------------------------------------------
+
+// The full-attention baselines of an earlier run are reused only on the same windows: copied
+// exactly, refused (exit 1) when the truncated perplexities show other windows, and never together
+// with --full-attention-max.
+TEST_F(CliTest, EvalPplReusesFullAttentionBaselinesOfTheSameWindows) {
+  const std::string base = NewModel("base", test::TinyConfig(), 7);
+  const std::string model = dir_ / "sl";
+  const CommandResult init = Sharedllm({"init", "--base", base, "--out", model, "--layers", "1",
+                                        "--chunk-size", "32", "--depth", "2", "--alphas", "4,2"});
+  ASSERT_EQ(init.exit_code, 0) << init.err;
+  const std::string shard = dir_ / "heldout.bin";
+  test::WriteTokenShard(shard, 61, {test::SeededIds(4 * 128 + 10, 61, 3),
+                                    test::SeededIds(4 * 128 + 10, 61, 4)});
+  auto eval = [&](const std::string& seed, std::vector<std::string> extra) {
+    std::vector<std::string> args = {"eval", "ppl", "--model", model, "--shard", shard,
+                                     "--lengths", "1,2,4", "--windows", "2", "--seed", seed,
+                                     "--threads", "1"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return Sharedllm(args);
+  };
+  const std::string measured = dir_ / "measured.json";
+  const CommandResult a = eval("1", {"--full-attention-max", "2", "--out", measured});
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  const CommandResult b = eval("1", {"--full-attention-from", measured});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  const json ja = json::parse(a.out), jb = json::parse(b.out);
+  ASSERT_EQ(jb["points"].size(), 3u);
+  EXPECT_EQ(jb["full_attention_from"], measured);
+  for (size_t i = 0; i < 3; ++i) {
+    const json &pa = ja["points"][i], &pb = jb["points"][i];
+    EXPECT_EQ(pb["truncated_ppl"], pa["truncated_ppl"]) << i;
+    EXPECT_EQ(pb["sharedllm_ppl"], pa["sharedllm_ppl"]) << i;
+    EXPECT_EQ(pb.contains("full_linear_ppl"), pa.contains("full_linear_ppl")) << i;
+  }
+  // Measured at 2x only (1x is the truncated model, 4x is above the maximum); copied bit for bit.
+  EXPECT_FALSE(jb["points"][0].contains("full_linear_ppl"));
+  ASSERT_TRUE(ja["points"][1].contains("full_yarn_ppl"));
+  EXPECT_GT(ja["points"][1]["full_linear_ppl"].get<double>(), 1.0);
+  EXPECT_EQ(jb["points"][1]["full_linear_ppl"], ja["points"][1]["full_linear_ppl"]);
+  EXPECT_EQ(jb["points"][1]["full_yarn_ppl"], ja["points"][1]["full_yarn_ppl"]);
+  EXPECT_FALSE(jb["points"][2].contains("full_linear_ppl"));
+
+  // Other windows (another seed): refused, nothing copied.
+  const CommandResult other = eval("2", {"--full-attention-from", measured});
+  EXPECT_EQ(other.exit_code, 1);
+  EXPECT_TRUE(Contains(other.err, "was measured on other windows")) << other.err;
+  // Not a ppl result; no such file; both flags.
+  test::WriteFile(dir_ / "other.json", R"({"task": "passkey", "points": []})");
+  const CommandResult wrong = eval("1", {"--full-attention-from", dir_ / "other.json"});
+  EXPECT_EQ(wrong.exit_code, 1);
+  EXPECT_TRUE(Contains(wrong.err, "is not an `eval ppl` result")) << wrong.err;
+  const CommandResult missing = eval("1", {"--full-attention-from", dir_ / "none.json"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_TRUE(Contains(missing.err, "cannot read")) << missing.err;
+  const CommandResult both = eval("1", {"--full-attention-max", "2", "--full-attention-from", measured});
+  EXPECT_EQ(both.exit_code, 2);
+  EXPECT_TRUE(Contains(both.err, "exclude each other")) << both.err;
+}
+
 // ---- with a tokenizer --------------------------------------------------------------------------
 
 class CliTextTest : public CliTest {

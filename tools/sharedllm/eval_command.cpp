@@ -1,3 +1,4 @@
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -18,6 +19,40 @@ void Emit(const nlohmann::json& j, const std::string& out) {
   if (!out.empty()) std::ofstream(out) << j.dump(2) << "\n";
 }
 
+// Fills the full-attention perplexities of `points` (an `eval ppl` result's "points") from the
+// same lengths of the earlier result in `path`. Those baselines depend only on the base model,
+// the shard, the windows and the seed, not on the SharedLLM weights, so a retrained model need not
+// pay for them again; the truncated perplexity, measured on the same windows by the same base
+// model, must agree (to float noise across thread counts) or the file is refused.
+void FullAttentionFrom(const std::string& path, nlohmann::json& points) {
+  std::ifstream in(path);
+  Check(in.good(), "--full-attention-from: cannot read " + path);
+  nlohmann::json earlier;
+  try {
+    earlier = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw ModelError("--full-attention-from: " + path + " is not JSON: " + e.what());
+  }
+  Check(earlier.value("task", "") == "ppl" && earlier.contains("points"),
+        "--full-attention-from: " + path + " is not an `eval ppl` result");
+  for (auto& point : points) {
+    const double x = point["length_multiple"];
+    for (const auto& e : earlier["points"]) {
+      if (e.value("length_multiple", 0.0) != x || !e.contains("full_linear_ppl")) continue;
+      const double here = point["truncated_ppl"], there = e.value("truncated_ppl", 0.0);
+      Check(e.value("windows", int64_t{0}) == point["windows"].get<int64_t>() &&
+                std::fabs(here - there) <= 1e-6 * here,
+            "--full-attention-from: " + path + " was measured on other windows, shard or base " +
+                "model (at " + std::to_string(x) + "x W: truncated perplexity " +
+                std::to_string(there) + " there, " + std::to_string(here) + " here, " +
+                std::to_string(e.value("windows", int64_t{0})) + " vs " +
+                std::to_string(point["windows"].get<int64_t>()) + " windows)");
+      point["full_linear_ppl"] = e["full_linear_ppl"];
+      point["full_yarn_ppl"] = e["full_yarn_ppl"];
+    }
+  }
+}
+
 }  // namespace
 
 int EvalCommand(const Args& args) {
@@ -36,7 +71,8 @@ int EvalCommand(const Args& args) {
     return args.empty() ? 2 : (args[0] == "--help" || args[0] == "-h" ? 0 : 2);
   }
   const std::string task = args[0];
-  std::string model_dir, shard_path, lengths = "1,2,4,8,16,32", depths = "0,0.25,0.5,0.75,1", out, ablate;
+  std::string model_dir, shard_path, lengths = "1,2,4,8,16,32", depths = "0,0.25,0.5,0.75,1", out, ablate,
+      full_from;
   int64_t windows = 50, trials = 5, seed = 1;
   double full_max = 0;
   RuntimeFlags runtime;
@@ -58,6 +94,9 @@ int EvalCommand(const Args& args) {
     flags.Double("full-attention-max", &full_max,
                  "also score full attention over all L tokens with PI and YaRN rotary scaling, at "
                  "multiples up to this (O(L^2) memory); 0 = off");
+    flags.String("full-attention-from", &full_from,
+                 "instead, copy them from this earlier `eval ppl` JSON of the same base model, "
+                 "shard, --windows and --seed (refused unless its truncated perplexities match)");
     flags.Require("shard");
   } else {
     flags.String("depths", &depths, "needle depths in [0, 1], comma-separated");
@@ -66,6 +105,10 @@ int EvalCommand(const Args& args) {
   runtime.Register(flags);
   flags.Require("model");
   if (int rc = flags.Parse(Args(args.begin() + 1, args.end())); rc >= 0) return rc;
+  if (full_max > 0 && !full_from.empty()) {
+    std::cerr << "--full-attention-max and --full-attention-from exclude each other\n";
+    return 2;
+  }
   const Ablation ablation = ParseAblation(ablate);
   auto model = LoadModel(model_dir, runtime.Get());
   nlohmann::json j = {{"task", task}, {"model", model_dir},
@@ -74,6 +117,7 @@ int EvalCommand(const Args& args) {
   if (task == "ppl") {
     const TokenShard shard = TokenShard::Open(shard_path, model->config.vocab_size);
     j["shard"] = shard_path;
+    j["seed"] = seed;
     for (const auto& p : EvaluatePerplexity(*model, shard, ParseDoubleList(lengths), windows, seed, full_max)) {
       nlohmann::json point = {{"length_multiple", p.length_multiple}, {"windows", p.windows},
                               {"sharedllm_ppl", p.sharedllm_ppl}, {"truncated_ppl", p.truncated_ppl},
@@ -83,9 +127,17 @@ int EvalCommand(const Args& args) {
         point["full_yarn_ppl"] = p.full_yarn_ppl;
       }
       j["points"].push_back(point);
+    }
+    if (!full_from.empty()) {
+      FullAttentionFrom(full_from, j["points"]);
+      j["full_attention_from"] = full_from;
+    }
+    for (const auto& point : j["points"]) {
       std::fprintf(stderr, "%5.0fx W: SharedLLM ppl %.3f, truncated %.3f, StreamingLLM %.3f, full PI %.3f, full YaRN %.3f (%lld windows)\n",
-                   p.length_multiple, p.sharedllm_ppl, p.truncated_ppl, p.streaming_ppl, p.full_linear_ppl,
-                   p.full_yarn_ppl, static_cast<long long>(p.windows));
+                   point["length_multiple"].get<double>(), point["sharedllm_ppl"].get<double>(),
+                   point["truncated_ppl"].get<double>(), point["streaming_ppl"].get<double>(),
+                   point.value("full_linear_ppl", 0.0), point.value("full_yarn_ppl", 0.0),
+                   static_cast<long long>(point["windows"].get<int64_t>()));
     }
   } else {
     for (const auto& p : EvaluatePasskey(*model, ParseDoubleList(lengths), ParseDoubleList(depths), trials, seed)) {
