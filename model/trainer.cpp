@@ -66,6 +66,9 @@ class TokenPool {
   int64_t total_ = 0;
 };
 
+// Random streams of training and evaluation samples.
+constexpr uint64_t kTrainStream = 1, kEvalStream = 2;
+
 // Every sample is a pure function of these, so a resumed run sees exactly the same data.
 std::mt19937_64 SampleRng(uint64_t seed, int64_t step, int64_t micro, uint64_t stream) {
   std::seed_seq seq{seed, static_cast<uint64_t>(step), static_cast<uint64_t>(micro), stream};
@@ -134,6 +137,8 @@ class Run {
     Check(c.lm_mix >= 0 && c.lm_mix <= 1, "lm_mix must be in [0, 1]");
     Check(c.time_budget >= 0, "time_budget must be >= 0 seconds");
     Check(c.lm_mix == 0 || c.mode == "sft", "lm_mix mixes language modelling into sft only");
+    Check(c.lm_foreign_context >= 0 && c.lm_foreign_context <= 1,
+          "lm_foreign_context must be in [0, 1]");
     Check(c.lm_chunks_min >= 0 && c.lm_chunks_min <= c.context_chunks,
           "lm_chunks_min must be in [0, context_chunks]");
     Check(c.lm_scored_tokens >= 0 && c.lm_scored_tokens <= c.seq_len,
@@ -221,7 +226,7 @@ class Run {
       const double lr = LearningRate(c_, step, elapsed());
       double step_loss = 0;
       for (int64_t micro = 0; micro < c_.grad_accum; ++micro) {
-        Batch batch = MakeBatch(*train_, step, micro, /*stream=*/1);
+        Batch batch = MakeBatch(*train_, step, micro, kTrainStream);
         at::Tensor loss = Loss(batch);
         (loss / static_cast<double>(c_.grad_accum)).backward();
         step_loss += loss.item<double>() / c_.grad_accum;
@@ -311,23 +316,27 @@ class Run {
       rngs.reserve(c_.batch_size);
       std::vector<std::vector<int64_t>> contexts(c_.batch_size);
       std::vector<at::Tensor> queries(c_.batch_size);
+      const FillerSource window = [&pool](std::mt19937_64& r, int64_t count) {
+        return pool.Window(r, count);
+      };
       for (int64_t i = 0; i < c_.batch_size; ++i) {
         rngs.push_back(SampleRng(c_.seed, step, micro * c_.batch_size + i, stream));
         auto& rng = rngs.back();
         std::vector<int64_t>& context = contexts[i];
         at::Tensor& query = queries[i];
         if (lm) {
-          auto w = pool.Window(rng, n * chunk + c_.seq_len + 1);
-          context.assign(w.begin(), w.begin() + n * chunk);
-          inputs.emplace_back(w.begin() + n * chunk, w.end() - 1);
-          targets.emplace_back(w.begin() + n * chunk + 1, w.end());
+          // (the eval loss keeps the text's own context)
+          const double foreign = stream == kTrainStream ? c_.lm_foreign_context : 0.0;
+          LmSample sample = DrawLmSample(window, rng, n * chunk, c_.seq_len + 1, foreign);
+          context = std::move(sample.context);
+          inputs.emplace_back(sample.running.begin(), sample.running.end() - 1);
+          targets.emplace_back(sample.running.begin() + 1, sample.running.end());
           const int64_t scored = c_.lm_scored_tokens > 0 ? c_.lm_scored_tokens : c_.seq_len;
           std::fill(targets.back().begin(), targets.back().end() - scored, int64_t{-100});
           b.scored += scored;
         } else {
           const std::string& task = tasks_[std::uniform_int_distribution<size_t>(0, tasks_.size() - 1)(rng)];
-          FillerSource filler = [&pool](std::mt19937_64& r, int64_t count) { return pool.Window(r, count); };
-          SftSample sample = MakeSftSample(task, *model_->tokenizer, filler, n * chunk, rng);
+          SftSample sample = MakeSftSample(task, *model_->tokenizer, window, n * chunk, rng);
           context = std::move(sample.context);
           std::vector<int64_t> seq = sample.prompt;
           seq.insert(seq.end(), sample.answer.begin(), sample.answer.end());
@@ -381,7 +390,7 @@ class Run {
     model_->lm->eval();
     double sum = 0;
     for (int64_t i = 0; i < c_.eval_batches; ++i) {
-      sum += Loss(MakeBatch(*eval_, /*step=*/i, 0, /*stream=*/2)).item<double>();
+      sum += Loss(MakeBatch(*eval_, /*step=*/i, 0, kEvalStream)).item<double>();
     }
     model_->lm->train();
     return sum / c_.eval_batches;
@@ -428,8 +437,9 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
   TrainConfig c;
   static const std::vector<std::string> known = {
       "mode", "init", "model_config", "tokenizer", "out", "train_shards", "eval_shards", "seq_len",
-      "context_chunks", "lm_chunks_min", "lm_scored_tokens", "batch_size", "grad_accum", "steps",
-      "warmup_steps", "lr", "min_lr_ratio", "new_params_lr_scale", "weight_decay", "grad_clip",
+      "context_chunks", "lm_chunks_min", "lm_scored_tokens", "lm_foreign_context", "batch_size",
+      "grad_accum", "steps", "warmup_steps", "lr", "min_lr_ratio", "new_params_lr_scale",
+      "weight_decay", "grad_clip",
       "bf16_autocast", "lower_trainable", "separate_compressor", "upper_trainable", "gate", "sink",
       "sink_logit", "seed", "log_every", "eval_every", "eval_batches",
       "checkpoint_every", "threads", "sft_tasks",
@@ -443,7 +453,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
 #define GET(field) c.field = j.value(#field, c.field)
     GET(mode); GET(init); GET(model_config); GET(tokenizer); GET(out); GET(train_shards);
     GET(eval_shards); GET(seq_len); GET(context_chunks); GET(lm_chunks_min);
-    GET(lm_scored_tokens); GET(batch_size); GET(grad_accum);
+    GET(lm_scored_tokens); GET(lm_foreign_context); GET(batch_size); GET(grad_accum);
     GET(steps); GET(warmup_steps); GET(lr); GET(min_lr_ratio); GET(new_params_lr_scale);
     GET(weight_decay); GET(grad_clip); GET(bf16_autocast); GET(lower_trainable); GET(seed);
     GET(separate_compressor); GET(upper_trainable); GET(gate); GET(sink); GET(sink_logit);
@@ -469,7 +479,8 @@ std::string TrainConfig::ToJsonText() const {
             {"tokenizer", tokenizer}, {"out", out}, {"train_shards", train_shards},
             {"eval_shards", eval_shards}, {"seq_len", seq_len}, {"context_chunks", context_chunks},
             {"lm_chunks_min", lm_chunks_min}, {"lm_scored_tokens", lm_scored_tokens},
-            {"batch_size", batch_size}, {"grad_accum", grad_accum}, {"steps", steps},
+            {"lm_foreign_context", lm_foreign_context}, {"batch_size", batch_size},
+            {"grad_accum", grad_accum}, {"steps", steps},
             {"warmup_steps", warmup_steps}, {"lr", lr}, {"min_lr_ratio", min_lr_ratio},
             {"new_params_lr_scale", new_params_lr_scale}, {"weight_decay", weight_decay},
             {"grad_clip", grad_clip}, {"bf16_autocast", bf16_autocast},
@@ -481,6 +492,21 @@ std::string TrainConfig::ToJsonText() const {
             {"stop_after", stop_after}, {"device", device}, {"lm_mix", lm_mix},
             {"time_budget", time_budget}};
   return j.dump(2) + "\n";
+}
+
+LmSample DrawLmSample(const std::function<std::vector<int64_t>(std::mt19937_64&, int64_t)>& window,
+                      std::mt19937_64& rng, int64_t context_tokens, int64_t running,
+                      double foreign) {
+  LmSample s;
+  if (foreign > 0 && std::uniform_real_distribution<double>(0, 1)(rng) < foreign) {
+    s.context = window(rng, context_tokens);
+    s.running = window(rng, running);
+    return s;
+  }
+  std::vector<int64_t> w = window(rng, context_tokens + running);
+  s.context.assign(w.begin(), w.begin() + context_tokens);
+  s.running.assign(w.begin() + context_tokens, w.end());
+  return s;
 }
 
 int64_t DrawLogUniform(std::mt19937_64& rng, int64_t lo, int64_t hi) {

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -28,6 +29,10 @@ struct TrainConfig {
   // lm/sft: language-modelling samples score only their last lm_scored_tokens running tokens, those
   // with a full window of local context, as the perplexity evaluation does; 0: all seq_len.
   int64_t lm_scored_tokens = 0;
+  // lm/sft: the fraction of language-modelling samples whose context is drawn from another place
+  // of the training text instead of the text just before the running tokens: context that does
+  // not bear on the text, which the cross-attention must learn to leave out. 0: none.
+  double lm_foreign_context = 0;
   int64_t batch_size = 8;            // samples per micro-batch
   int64_t grad_accum = 1;            // micro-batches per optimizer step
   int64_t steps = 1000;              // optimizer steps in all
@@ -79,6 +84,18 @@ struct TrainResult {
 // An integer in [lo, hi] drawn log-uniformly: every octave of lengths equally often
 // (lm_chunks_min).
 int64_t DrawLogUniform(std::mt19937_64& rng, int64_t lo, int64_t hi);
+
+// A language-modelling sample: `context_tokens` tokens of context, then `running` tokens (seq_len
+// + 1: inputs and shifted targets). `window(rng, count)` gives `count` consecutive training tokens
+// from a random place. The context is the text just before the running tokens, one draw; with
+// probability `foreign` (lm_foreign_context) it is a second, independent draw. With foreign = 0 no
+// random number is spent on the choice.
+struct LmSample {
+  std::vector<int64_t> context, running;
+};
+LmSample DrawLmSample(const std::function<std::vector<int64_t>(std::mt19937_64&, int64_t)>& window,
+                      std::mt19937_64& rng, int64_t context_tokens, int64_t running,
+                      double foreign);
 
 // Runs (or resumes, when `out`/checkpoint exists) training; throws ModelError.
 TrainResult Train(const TrainConfig& config);

@@ -228,6 +228,72 @@ TEST(TrainerTest, LanguageModellingCanScoreOnlyTheLastTokens) {
   EXPECT_THROW(Train(bad), ModelError);
 }
 
+// Counting windows (token = position in an endless sequence) show where each piece was cut.
+std::vector<int64_t> CountingWindow(std::mt19937_64& rng, int64_t count) {
+  const int64_t start = std::uniform_int_distribution<int64_t>(0, 1'000'000)(rng);
+  std::vector<int64_t> w(count);
+  for (int64_t i = 0; i < count; ++i) w[i] = start + i;
+  return w;
+}
+
+TEST(TrainerTest, ForeignContextIsAnIndependentDrawAndOffDrawsAsBefore) {
+  int own = 0, foreign = 0;
+  for (uint64_t seed = 0; seed < 400; ++seed) {
+    std::mt19937_64 rng(seed), reference(seed);
+    const LmSample s = DrawLmSample(CountingWindow, rng, 12, 9, 0.25);
+    ASSERT_EQ(s.context.size(), 12u);
+    ASSERT_EQ(s.running.size(), 9u);
+    for (size_t i = 1; i < s.context.size(); ++i) ASSERT_EQ(s.context[i], s.context[i - 1] + 1);
+    for (size_t i = 1; i < s.running.size(); ++i) ASSERT_EQ(s.running[i], s.running[i - 1] + 1);
+    (s.running.front() == s.context.back() + 1 ? own : foreign) += 1;
+    // Off: one window, cut in two, and no random number spent on the choice, so the samples of
+    // runs without the option are those from before it.
+    std::mt19937_64 off_rng(seed);
+    const LmSample off = DrawLmSample(CountingWindow, off_rng, 12, 9, 0.0);
+    const std::vector<int64_t> whole = CountingWindow(reference, 21);
+    EXPECT_EQ(off.context, std::vector<int64_t>(whole.begin(), whole.begin() + 12));
+    EXPECT_EQ(off.running, std::vector<int64_t>(whole.begin() + 12, whole.end()));
+    EXPECT_EQ(off_rng(), reference());
+  }
+  // About a quarter foreign (binomial 400 x 0.25: mean 100, sd 8.7).
+  EXPECT_GT(foreign, 65);
+  EXPECT_LT(foreign, 135);
+  EXPECT_EQ(own + foreign, 400);
+  std::mt19937_64 rng(1);
+  for (int i = 0; i < 50; ++i) {
+    const LmSample all = DrawLmSample(CountingWindow, rng, 12, 9, 1.0);
+    EXPECT_NE(all.running.front(), all.context.back() + 1);
+  }
+}
+
+TEST(TrainerTest, ForeignContextChangesTrainingOnlyWhenAsked) {
+  test::TempDir dir;
+  TrainConfig plain = SharedLLMLanguageModelling(dir, "plain", 3);
+  TrainConfig zero = SharedLLMLanguageModelling(dir, "zero", 3);
+  zero.lm_foreign_context = 0;
+  TrainConfig some = SharedLLMLanguageModelling(dir, "some", 3);
+  some.lm_foreign_context = 0.5;
+  const TrainResult a = Train(plain), z = Train(zero), f = Train(some);
+  EXPECT_EQ(a.final_loss, z.final_loss);
+  EXPECT_NE(a.final_loss, f.final_loss);
+  // From the trained cross-attention, with the weights held (lr 0): foreign context changes the
+  // training loss but not the eval loss, which keeps each text's own context.
+  TrainConfig held_own = SharedLLMLanguageModelling(dir, "held_own", 2);
+  held_own.init = plain.out;
+  held_own.lr = 0;
+  TrainConfig held_foreign = held_own;
+  held_foreign.out = dir / "held_foreign";
+  held_foreign.lm_foreign_context = 1;
+  const TrainResult o = Train(held_own), g = Train(held_foreign);
+  EXPECT_NE(o.final_loss, g.final_loss);
+  EXPECT_GT(o.eval_loss, 0.0);
+  EXPECT_EQ(o.eval_loss, g.eval_loss);
+  EXPECT_EQ(TrainConfig::FromJsonText(some.ToJsonText()).lm_foreign_context, 0.5);
+  TrainConfig bad = SharedLLMLanguageModelling(dir, "bad", 3);
+  bad.lm_foreign_context = 1.5;
+  EXPECT_THROW(Train(bad), ModelError);
+}
+
 TEST(TrainerTest, SeparateCompressorTrainsTheCopyAndLeavesTheBaseModel) {
   test::TempDir dir;
   TrainConfig c = SharedLLMLanguageModelling(dir, "separate", 4);
