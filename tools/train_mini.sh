@@ -26,6 +26,8 @@ fi
   --layers 2 --chunk-size 64 --depth 3 --alphas 16,8,4 --selection last
 $bin train lm --config models/mini/recipe/lm.json
 cp runs/mini-lm/{config.json,model.safetensors,tokenizer.model,sharedllm.json,sharedllm.safetensors} models/mini/
+# (the start of tools/train_passkey.sh's curricula)
+cp runs/mini-lm/{sharedllm.json,sharedllm.safetensors} models/mini/recipe/lm-stage/
 cp $base/train_log.jsonl models/mini/recipe/base_log.jsonl
 cp runs/mini-lm/train_log.jsonl models/mini/recipe/lm_log.jsonl
 

@@ -2,7 +2,7 @@
 # Pass-key instruction tuning of models/mini on the CPU, a curriculum over context lengths
 # (models/mini/recipe/passkey/stage*.json), answer-only loss, 10 % language modelling from stage 2:
 #   stage 1: 1 chunk (64 tokens) of context, 300 steps, 16 samples/step, lower model trainable,
-#            lr 1e-3                                                       (from models/mini)
+#            lr 1e-3                                     (from runs/mini-lm, models/mini's LM stage)
 #   stage 2: 1 chunk, 300 steps
 #   stage 3: 1-4 chunks, 400 steps
 #   stage 4: 1-16 chunks, 600 steps
@@ -116,6 +116,14 @@ evaluate_more() {
     $bin eval passkey --model "$1" --trials 10 --seed $seed --out "$2-passkey-seed$seed-10trials.json"
   done
 }
+# Both curricula start from runs/mini-lm, the SharedLLM language-modelling stage of
+# tools/train_mini.sh; without one, it is put together from models/mini's base and tokenizer and
+# the cross-attention that stage trained (models/mini/recipe/lm-stage/).
+if [ ! -f runs/mini-lm/sharedllm.json ]; then
+  mkdir -p runs/mini-lm
+  cp models/mini/{config.json,model.safetensors,tokenizer.model} runs/mini-lm/
+  cp models/mini/recipe/lm-stage/{sharedllm.json,sharedllm.safetensors} runs/mini-lm/
+fi
 if [ "${1:-}" = separate ]; then
   train_stages models/mini/recipe/passkey-separate 4
   retile runs/passkey-sep-4 runs/passkey-sep-6-init 2 8,1
