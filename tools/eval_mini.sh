@@ -29,6 +29,15 @@ for doc in books code proofs; do
   fi
 done
 $bin eval passkey --model "$model" $flags --trials 4 --out "$r/passkey.json"
+# 10 more keys per length and depth with two other seeds, and pass keys in GPL-3 documents of
+# 33-36x the window through `sharedllm ask` (the whole served path: tokenizer, tree, search).
+for seed in 2 3; do
+  $bin eval passkey --model "$model" $flags --trials 10 --seed $seed \
+    --out "$r/passkey-seed$seed-10trials.json"
+done
+for seed in 1 2; do
+  tools/check_ask_passkey.py --model "$model" --docs 20 --seed $seed --out "$r/ask-seed$seed.json"
+done
 $bin eval ruler --model "$model" $flags --trials 3 --out "$r/ruler.json"
 $bin eval mathfind --model "$model" $flags --trials 5 --out "$r/mathfind.json"
 
@@ -54,7 +63,9 @@ done
 
 /usr/bin/python3 tools/make_results.py --ppl "books=$r/ppl-books.json" --ppl "code=$r/ppl-code.json" \
   --ppl "proofs=$r/ppl-proofs.json" \
-  --passkey "$r/passkey.json" --tasks "$r/ruler.json" --tasks "$r/mathfind.json" \
+  --passkey "$r/passkey.json" --passkey "$r/passkey-seed2-10trials.json" \
+  --passkey "$r/passkey-seed3-10trials.json" --ask "$r/ask-seed1.json" --ask "$r/ask-seed2.json" \
+  --tasks "$r/ruler.json" --tasks "$r/mathfind.json" \
   --ablation "$r/abl-books-none.json" "${ablations[@]}" \
   --ablation "$r/passkey.json" --ablation "$r/abl-passkey-search-off.json" \
   --efficiency docs/efficiency-mini-cpu.json --out docs

@@ -145,6 +145,43 @@ def passkey_table(r):
     return "\n".join(lines)
 
 
+def passkey_summary(runs):
+    """One row per `eval passkey` run: keys found in all, and the weakest length and depth."""
+    lines = ["| file | seed | keys per cell | SharedLLM | weakest length | weakest depth | truncated |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for path, r in runs:
+        pts = r["points"]
+        ok = sum(p["sharedllm_correct"] for p in pts)
+        n = sum(p["trials"] for p in pts)
+        t_ok = sum(p["truncated_correct"] for p in pts)
+
+        def weakest(key):
+            groups = {}
+            for p in pts:
+                c, t = groups.get(p[key], (0, 0))
+                groups[p[key]] = (c + p["sharedllm_correct"], t + p["trials"])
+            k, (c, t) = min(groups.items(), key=lambda kv: kv[1][0] / kv[1][1])
+            return k, c, t
+
+        lx, lc, lt = weakest("length_multiple")
+        dx, dc, dt = weakest("depth")
+        lines.append(f"| `{os.path.basename(path)}` | {r.get('seed', '—')} | {pts[0]['trials']} | "
+                     f"{ok}/{n} ({100 * ok / n:.1f} %) | {lx:g}×: {lc}/{lt} | {dx:g}: {dc}/{dt} | "
+                     f"{t_ok}/{n} |")
+    return "\n".join(lines)
+
+
+def ask_table(runs):
+    """One row per tools/check_ask_passkey.py run: documents answered, and their lengths."""
+    lines = ["| file | seed | answered | document tokens | chunks |", "|---|---:|---:|---:|---:|"]
+    for path, r in runs:
+        tokens = [row["tokens"] for row in r["rows"]]
+        chunks = [row["chunks"] for row in r["rows"]]
+        lines.append(f"| `{os.path.basename(path)}` | {r['seed']} | {r['correct']}/{r['documents']} | "
+                     f"{min(tokens)}–{max(tokens)} | {min(chunks)}–{max(chunks)} |")
+    return "\n".join(lines)
+
+
 def efficiency_table(r):
     """Medians per length from `sharedllm eval efficiency` JSON: time and memory of ingestion, a
     question over the built tree, rebuilding the tree per question and full attention."""
@@ -224,7 +261,11 @@ def gnuplot(script):
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--ppl", action="append", default=[], help="NAME=FILE.json")
-    ap.add_argument("--passkey", help="FILE.json")
+    ap.add_argument("--passkey", action="append", default=[],
+                    help="FILE.json from `sharedllm eval passkey` (repeatable: the first gives the "
+                         "table and heat map, every one a row of the summary)")
+    ap.add_argument("--ask", action="append", default=[],
+                    help="FILE.json from tools/check_ask_passkey.py (repeatable)")
     ap.add_argument("--out", default="docs")
     ap.add_argument("--efficiency", help="FILE.json from `sharedllm eval efficiency`")
     ap.add_argument("--tasks", action="append", default=[],
@@ -242,7 +283,9 @@ def main():
     for spec in a.ppl:
         name, path = spec.split("=", 1)
         runs.append((name, json.load(open(path))))
-    passkey = json.load(open(a.passkey)) if a.passkey else None
+    passkeys = [(path, json.load(open(path))) for path in a.passkey]
+    passkey = passkeys[0][1] if passkeys else None
+    asks = [(path, json.load(open(path))) for path in a.ask]
     os.makedirs(a.out, exist_ok=True)
     efficiency = json.load(open(a.efficiency)) if a.efficiency else None
     with tempfile.TemporaryDirectory() as tmp:
@@ -317,6 +360,10 @@ plot '{dat}' using 1:2:3 with image notitle
             f.write(f"Model `{passkey['model']}`, window W = {passkey['window']}. Cells: SharedLLM "
                     "correct/trials (truncated base model correct).\n\n")
             f.write(passkey_table(passkey) + "\n\n![pass-key heat map](passkey_heatmap.png)\n")
+            if len(passkeys) > 1:
+                f.write("\nEvery run (seed: which keys and haystacks):\n\n" + passkey_summary(passkeys) + "\n")
+        if asks:
+            f.write("\n## Pass keys through `sharedllm ask`\n\n" + ask_table(asks) + "\n")
         if task_runs:
             f.write("\n## Retrieval and aggregation over long input (RULER, Math.Find)\n\n")
             f.write(tasks_section(task_runs) + "\n")

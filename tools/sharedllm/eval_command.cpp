@@ -111,13 +111,12 @@ int EvalCommand(const Args& args) {
   }
   const Ablation ablation = ParseAblation(ablate);
   auto model = LoadModel(model_dir, runtime.Get());
-  nlohmann::json j = {{"task", task}, {"model", model_dir},
+  nlohmann::json j = {{"task", task}, {"model", model_dir}, {"seed", seed},
                       {"window", model->config.max_position_embeddings}};
   ApplyAblationFlag(*model, ablation, j);
   if (task == "ppl") {
     const TokenShard shard = TokenShard::Open(shard_path, model->config.vocab_size);
     j["shard"] = shard_path;
-    j["seed"] = seed;
     for (const auto& p : EvaluatePerplexity(*model, shard, ParseDoubleList(lengths), windows, seed, full_max)) {
       nlohmann::json point = {{"length_multiple", p.length_multiple}, {"windows", p.windows},
                               {"sharedllm_ppl", p.sharedllm_ppl}, {"truncated_ppl", p.truncated_ppl},

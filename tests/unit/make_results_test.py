@@ -1,0 +1,73 @@
+#!/usr/bin/python3
+"""tools/make_results.py's pass-key summary and `sharedllm ask` table on hand-made results whose
+answers are known: keys counted over every cell, the weakest length and depth found, each run's
+seed and trials shown, the ask table's counts and document sizes; and RESULTS.md written with both
+sections. Usage: make_results_test.py SOURCE_DIR"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+src = sys.argv[1]
+sys.path.insert(0, os.path.join(src, "tools"))
+import make_results  # noqa: E402
+
+failed = 0
+
+
+def check(cond, what):
+    global failed
+    print(("ok   " if cond else "FAIL ") + what)
+    failed += not cond
+
+
+def passkey_run(seed, trials, misses):
+    """Lengths 1, 2, 4 x depths 0, 0.5, 1; `misses` maps (length, depth) to keys missed."""
+    points = []
+    for x in (1, 2, 4):
+        for d in (0, 0.5, 1):
+            ok = trials - misses.get((x, d), 0)
+            points.append({"length_multiple": x, "depth": d, "trials": trials,
+                           "sharedllm_correct": ok, "truncated_correct": trials if d == 1 else 0})
+    return {"task": "passkey", "model": "m", "window": 256, "seed": seed, "points": points}
+
+
+a = passkey_run(1, 4, {(2, 0): 1})
+b = passkey_run(2, 10, {(4, 0.5): 3, (4, 1): 1, (1, 0.5): 1})
+rows = make_results.passkey_summary([("a.json", a), ("b.json", b)]).splitlines()
+check(len(rows) == 4, "a header, a rule and one row per run")
+check("| `a.json` | 1 | 4 | 35/36 (97.2 %) | 2×: 11/12 | 0: 11/12 | 12/36 |" == rows[2], rows[2])
+check("| `b.json` | 2 | 10 | 85/90 (94.4 %) | 4×: 26/30 | 0.5: 26/30 | 30/90 |" == rows[3], rows[3])
+no_seed = dict(a)
+del no_seed["seed"]
+check("| — |" in make_results.passkey_summary([("old.json", no_seed)]), "a run without a seed: —")
+
+ask = {"seed": 2, "correct": 19, "documents": 20,
+       "rows": [{"tokens": 8400, "chunks": 132}, {"tokens": 9300, "chunks": 146},
+                {"tokens": 8800, "chunks": 140}]}
+table = make_results.ask_table([("ask.json", ask)]).splitlines()
+check(table[2] == "| `ask.json` | 2 | 19/20 | 8400–9300 | 132–146 |", table[2])
+
+with tempfile.TemporaryDirectory() as tmp:
+    files = []
+    for name, run in (("a.json", a), ("b.json", b), ("ask.json", ask)):
+        files.append(os.path.join(tmp, name))
+        json.dump(run, open(files[-1], "w"))
+    out = os.path.join(tmp, "docs")
+    subprocess.run([sys.executable, os.path.join(src, "tools", "make_results.py"),
+                    "--passkey", files[0], "--passkey", files[1], "--ask", files[2], "--out", out],
+                   check=True)
+    text = open(os.path.join(out, "RESULTS.md")).read()
+    check("## Pass-key retrieval" in text and "Every run" in text and rows[3] in text,
+          "RESULTS.md: the first run's table and every run's summary row")
+    check("## Pass keys through `sharedllm ask`" in text and table[2] in text,
+          "RESULTS.md: the ask section")
+    one = os.path.join(tmp, "one")
+    subprocess.run([sys.executable, os.path.join(src, "tools", "make_results.py"),
+                    "--passkey", files[0], "--out", one], check=True)
+    check("Every run" not in open(os.path.join(one, "RESULTS.md")).read(),
+          "one pass-key run: no summary table")
+
+print(f"make_results: {failed} failed")
+sys.exit(1 if failed else 0)
