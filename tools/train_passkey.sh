@@ -27,7 +27,7 @@
 #   tools/train_passkey.sh separate   the variant with a separate compressor and the upper model
 #                                     frozen (models/mini/recipe/passkey-separate): the base model,
 #                                     and so the truncated model, stay exactly models/mini's. Stages
-#                                     1-4 (about 15 minutes) -> runs/passkey-sep-4, retiled to depth
+#                                     1-4 (17 minutes) -> runs/passkey-sep-4, retiled to depth
 #                                     2, alphas 8/1, then stage 6 (1-128 chunks, 30 % language
 #                                     modelling, 673 steps) -> runs/passkey-sep-6, retiled to
 #                                     alphas 2/1, then stage 7 (the gate added, 50 % language
@@ -35,8 +35,7 @@
 #                                     language modelling at 8-128 chunks with the compressor
 #                                     frozen: stage 8 (600 steps), stage 9 (800 steps, only the
 #                                     last 64 tokens scored), stage 10 (the attention sink added at
-#                                     logit 8, 1,148 steps); stages 6 and 7 evaluated into
-#                                     runs/passkey-sep-N-*.json, stage 10 (the pass-key and
+#                                     logit 8, 1,148 steps); stage 10 evaluated (the pass-key and
 #                                     30-window perplexity protocol of docs/RESULTS.md) into
 #                                     docs/results/mini-passkey-separate-stage10-*.json. About 2.5
 #                                     hours of training on 2 cores. Stages 6, 7 and 10 first ran on
@@ -128,11 +127,9 @@ if [ "${1:-}" = separate ]; then
   train_stages models/mini/recipe/passkey-separate 4
   retile runs/passkey-sep-4 runs/passkey-sep-6-init 2 8,1
   train_stages models/mini/recipe/passkey-separate 6 6
-  evaluate runs/passkey-sep-6 runs/passkey-sep-6
   # stage 7: the cross-attention gate added, 50 % language modelling, at alphas 2/1, 394 steps
   retile runs/passkey-sep-6 runs/passkey-sep-7-init 2 2,1
   train_stages models/mini/recipe/passkey-separate 7 7
-  evaluate runs/passkey-sep-7 runs/passkey-sep-7
   # stages 8-10: language modelling at every length, the compressor frozen
   stopped_stage models/mini/recipe/passkey-separate 8 runs/passkey-sep-7
   stopped_stage models/mini/recipe/passkey-separate 9 runs/passkey-sep-8
