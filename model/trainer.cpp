@@ -117,6 +117,33 @@ at::Tensor IdsTensor(const std::vector<std::vector<int64_t>>& rows, int64_t pad)
   return t;
 }
 
+// Drops the lines of the JSONL training log at `path` whose "step" is past `step` (a line without
+// one is kept); rewrites the file only when something is dropped.
+void TrimLog(const std::string& path, int64_t step) {
+  if (!FileExists(path)) return;
+  std::ifstream in(path);
+  std::string kept;
+  bool dropped = false;
+  for (std::string line; std::getline(in, line);) {
+    const json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.contains("step") && j["step"].is_number_integer() &&
+        j["step"].get<int64_t>() > step) {
+      dropped = true;
+      continue;
+    }
+    kept += line + "\n";
+  }
+  in.close();
+  if (!dropped) return;
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << kept;
+    if (!out.flush()) throw ModelError("cannot write " + tmp);
+  }
+  std::filesystem::rename(tmp, path);
+}
+
 struct Batch {
   at::Tensor inputs;   // [B, T]
   at::Tensor targets;  // [B, T], -100 where not scored
@@ -208,7 +235,11 @@ class Run {
       optimizer_->LoadState(CheckpointReader::FromFile(JoinPath(ckpt, "optimizer.safetensors")));
       std::fprintf(stderr, "resuming %s at step %lld\n", c_.out.c_str(), static_cast<long long>(step));
     }
-    std::ofstream log(JoinPath(c_.out, "train_log.jsonl"), std::ios::app);
+    // A run killed after its last checkpoint logged steps it will now train again: keep only the
+    // lines up to the step it resumes from (none on a fresh start).
+    const std::string log_path = JoinPath(c_.out, "train_log.jsonl");
+    TrimLog(log_path, step);
+    std::ofstream log(log_path, std::ios::app);
     const auto start = Clock::now();
     // Seconds trained, this run and any run resumed from.
     auto elapsed = [&] { return elapsed_before + std::chrono::duration<double>(Clock::now() - start).count(); };

@@ -1,5 +1,6 @@
 // Training: loss goes down, a resumed run equals the uninterrupted one bit for bit, SharedLLM lm
 // and sft modes run end to end, and bad configs are refused.
+#include <filesystem>
 #include <fstream>
 #include <random>
 
@@ -97,6 +98,41 @@ TEST(TrainerTest, ResumeReproducesTheUninterruptedRunBitForBit) {
   for (const auto& name : a.names()) {
     EXPECT_TRUE(at::equal(a.tensor(name), b.tensor(name))) << name;
   }
+}
+
+// The (step, loss) pairs of a run's train_log.jsonl, in file order.
+std::vector<std::pair<int64_t, double>> LoggedLosses(const std::string& run) {
+  std::vector<std::pair<int64_t, double>> out;
+  std::ifstream log(run + "/train_log.jsonl");
+  for (std::string line; std::getline(log, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("loss")) out.emplace_back(j.at("step").get<int64_t>(), j.at("loss").get<double>());
+  }
+  return out;
+}
+
+TEST(TrainerTest, ResumeAfterAKillDropsTheLogOfTheStepsItRepeats) {
+  test::TempDir dir;
+  TrainConfig straight = BaseConfig(dir, "straight");
+  straight.steps = 12;
+  straight.log_every = 2;
+  Train(straight);
+  // A run killed at step 8 whose last checkpoint is step 4: its log already holds steps 6 and 8,
+  // which the resumed run trains and logs again.
+  TrainConfig killed = straight;
+  killed.out = dir / "killed";
+  killed.stop_after = 4;
+  Train(killed);
+  const std::string ckpt = killed.out + "/checkpoint", saved = dir / "step4";
+  std::filesystem::copy(ckpt, saved);
+  Train(killed);  // steps 4..7, checkpoint at 8
+  std::filesystem::remove_all(ckpt);
+  std::filesystem::copy(saved, ckpt);
+  killed.stop_after = 0;
+  Train(killed);  // resumes at 4
+  const auto want = LoggedLosses(straight.out);
+  ASSERT_EQ(want.size(), 6u);
+  EXPECT_EQ(LoggedLosses(killed.out), want);
 }
 
 TEST(TrainerTest, TimeBudgetEndsTheRunWithASavedModelAndADecayedRate) {
