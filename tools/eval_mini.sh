@@ -42,8 +42,11 @@ $bin eval ruler --model "$model" $flags --trials 3 --out "$r/ruler.json"
 $bin eval mathfind --model "$model" $flags --trials 5 --out "$r/mathfind.json"
 
 # Evaluation-time ablations (perplexity on books; search on the retrieval tasks).
+# The depth ablation takes one level off the trained tree (or adds one to a one-level tree).
+depth=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['tree_depth'])" \
+  "$model/sharedllm.json")
 ablations=()
-for a in depth=2 beta=4 beta=16 chunk_positions=off selection=first selection=mean; do
+for a in depth=$((depth > 1 ? depth - 1 : 2)) beta=4 beta=16 chunk_positions=off selection=first selection=mean; do
   name=abl-books-${a//=/-}
   $bin eval ppl --model "$model" $flags --shard "$s/heldout-books.bin" --windows 10 \
     --lengths 1,4,16,32 --ablate "$a" --out "$r/$name.json"

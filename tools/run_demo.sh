@@ -2,9 +2,8 @@
 # The README's main command: setup and build, then the service end to end on the bundled default.
 # Starts sharedllm-server on the bundled model, uploads the bundled long document once, asks it
 # several questions (answers stream), restarts the server and asks again without re-uploading.
-# The first question asks for the document's pass key, so the demo serves the retrieval-tuned
-# models/mini-passkey; MODEL=models/mini (the language-modelling default) or any SharedLLM
-# directory overrides it.
+# The first question asks for the document's pass key, which models/mini retrieves; MODEL=DIR
+# (e.g. models/mini-passkey, or any SharedLLM directory) serves another model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/build.sh
@@ -13,7 +12,7 @@ if [ -n "${MODEL:-}" ] && [ ! -f "$MODEL/sharedllm.json" ]; then
   echo "MODEL=$MODEL is not a SharedLLM directory (no sharedllm.json)" >&2
   exit 2
 fi
-model=${MODEL:-models/mini-passkey}
+model=${MODEL:-models/mini}
 if [ ! -f "$model/sharedllm.json" ]; then
   # Without the trained mini model, an untrained SharedLLM over the random tiny model still shows
   # every step of the service; its answers are noise.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces models/mini from scratch: corpus -> tokenizer -> shards -> base model (GPU route:
-# tools/train_mini_gpu.sh) -> SharedLLM language-modelling training -> every evaluation and
-# docs/RESULTS.md (tools/eval_mini.sh). Every training stage resumes from its checkpoint when
+# tools/train_mini_gpu.sh) -> SharedLLM language-modelling training -> the retrieval and
+# language-modelling curriculum with a separate compressor (tools/train_passkey.sh separate, about
+# 2.5 hours on 2 cores) -> every evaluation and docs/RESULTS.md (tools/eval_mini.sh). Every training stage resumes from its checkpoint when
 # re-run. See models/mini/README.md for what each stage measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,15 +22,30 @@ if [ ! -f $base/model.safetensors ]; then
   $bin train base --config models/mini/recipe/base.json
 fi
 
-# SharedLLM language modelling (beta = 8): the shipped model.
+# SharedLLM language modelling (beta = 8): where the curriculum starts.
 [ -f runs/mini-lm-init/sharedllm.json ] || $bin init --base $base --out runs/mini-lm-init \
   --layers 2 --chunk-size 64 --depth 3 --alphas 16,8,4 --selection last
 $bin train lm --config models/mini/recipe/lm.json
-cp runs/mini-lm/{config.json,model.safetensors,tokenizer.model,sharedllm.json,sharedllm.safetensors} models/mini/
-# (the start of tools/train_passkey.sh's curricula)
+cp runs/mini-lm/{config.json,model.safetensors,tokenizer.model} models/mini/
 cp runs/mini-lm/{sharedllm.json,sharedllm.safetensors} models/mini/recipe/lm-stage/
 cp $base/train_log.jsonl models/mini/recipe/base_log.jsonl
 cp runs/mini-lm/train_log.jsonl models/mini/recipe/lm_log.jsonl
+
+# Retrieval and language modelling with a separate compressor, the base model frozen
+# (models/mini/recipe/passkey-separate): the shipped cross-attention.
+bash tools/train_passkey.sh separate
+# The base model is unchanged (tensor for tensor; the file layout may differ).
+/usr/bin/python3 - runs/passkey-sep-10/model.safetensors models/mini/model.safetensors <<'PY'
+import sys
+sys.path.insert(0, "tools")
+from checkpoint_to_model import read_safetensors
+def tensors(path):
+    header, data = read_safetensors(path)
+    return {k: (v["dtype"], v["shape"], data[v["data_offsets"][0]:v["data_offsets"][1]])
+            for k, v in header.items()}
+sys.exit(0 if tensors(sys.argv[1]) == tensors(sys.argv[2]) else f"{sys.argv[1]}: base changed")
+PY
+cp runs/passkey-sep-10/{sharedllm.json,sharedllm.safetensors} models/mini/
 
 # Evaluation and docs/RESULTS.md.
 bash tools/eval_mini.sh models/mini
