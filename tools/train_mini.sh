@@ -46,6 +46,12 @@ def tensors(path):
 sys.exit(0 if tensors(sys.argv[1]) == tensors(sys.argv[2]) else f"{sys.argv[1]}: base changed")
 PY
 cp runs/passkey-sep-10/{sharedllm.json,sharedllm.safetensors} models/mini/
+stages=(--stage "lm=models/mini/recipe/lm_log.jsonl")
+for stage in 1 2 3 4 6 7 8 9 10; do
+  stages+=(--stage "$stage=models/mini/recipe/passkey-separate/stage${stage}_log.jsonl")
+done
+/usr/bin/python3 tools/plot_training.py --out models/mini/loss_curves.png \
+  --base models/mini/recipe/base_log.jsonl "${stages[@]}"
 
 # Evaluation and docs/RESULTS.md.
 bash tools/eval_mini.sh models/mini
