@@ -38,6 +38,9 @@ done
 for seed in 1 2; do
   tools/check_ask_passkey.py --model "$model" --docs 20 --seed $seed --out "$r/ask-seed$seed.json"
 done
+# The seed-1 documents asked something else: how often the key leaks into an unrelated answer.
+tools/check_ask_passkey.py --model "$model" --docs 20 --seed 1 --max-tokens 24 \
+  --question "The GNU General Public License is" --out "$r/ask-unrelated-seed1.json"
 $bin eval ruler --model "$model" $flags --trials 3 --out "$r/ruler.json"
 $bin eval mathfind --model "$model" $flags --trials 5 --out "$r/mathfind.json"
 
@@ -68,6 +71,7 @@ done
   --ppl "proofs=$r/ppl-proofs.json" \
   --passkey "$r/passkey.json" --passkey "$r/passkey-seed2-10trials.json" \
   --passkey "$r/passkey-seed3-10trials.json" --ask "$r/ask-seed1.json" --ask "$r/ask-seed2.json" \
+  --ask "$r/ask-unrelated-seed1.json" \
   --tasks "$r/ruler.json" --tasks "$r/mathfind.json" \
   --ablation "$r/abl-books-none.json" "${ablations[@]}" \
   --ablation "$r/passkey.json" --ablation "$r/abl-passkey-search-off.json" \

@@ -172,12 +172,17 @@ def passkey_summary(runs):
 
 
 def ask_table(runs):
-    """One row per tools/check_ask_passkey.py run: documents answered, and their lengths."""
-    lines = ["| file | seed | answered | document tokens | chunks |", "|---|---:|---:|---:|---:|"]
+    """One row per tools/check_ask_passkey.py run: its question, documents whose answer is the key,
+    answers with the key anywhere in them (a leak, when the question is not about the key; older
+    runs without the count: —), and the documents' lengths."""
+    lines = ["| file | question | seed | answer is the key | key in the answer | document tokens | chunks |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for path, r in runs:
         tokens = [row["tokens"] for row in r["rows"]]
         chunks = [row["chunks"] for row in r["rows"]]
-        lines.append(f"| `{os.path.basename(path)}` | {r['seed']} | {r['correct']}/{r['documents']} | "
+        contains = f"{r['contains_key']}/{r['documents']}" if "contains_key" in r else "—"
+        lines.append(f"| `{os.path.basename(path)}` | {r.get('question', '—')} | {r['seed']} | "
+                     f"{r['correct']}/{r['documents']} | {contains} | "
                      f"{min(tokens)}–{max(tokens)} | {min(chunks)}–{max(chunks)} |")
     return "\n".join(lines)
 
@@ -363,7 +368,10 @@ plot '{dat}' using 1:2:3 with image notitle
             if len(passkeys) > 1:
                 f.write("\nEvery run (seed: which keys and haystacks):\n\n" + passkey_summary(passkeys) + "\n")
         if asks:
-            f.write("\n## Pass keys through `sharedllm ask`\n\n" + ask_table(asks) + "\n")
+            f.write("\n## Pass keys through `sharedllm ask`\n\n"
+                    "`tools/check_ask_passkey.py`: GPL-3 documents with one pass-key sentence each. Asked for "
+                    "the key, the answer should be it; asked anything else, the key should not appear.\n\n"
+                    + ask_table(asks) + "\n")
         if task_runs:
             f.write("\n## Retrieval and aggregation over long input (RULER, Math.Find)\n\n")
             f.write(tasks_section(task_runs) + "\n")

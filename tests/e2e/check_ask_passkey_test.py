@@ -9,6 +9,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(sys.argv[1], "tools"))
+import check_ask_passkey  # noqa: E402
+
 src, binary = sys.argv[1], sys.argv[2]
 script = os.path.join(src, "tools", "check_ask_passkey.py")
 failed = 0
@@ -19,6 +22,14 @@ def check(cond, what):
     print(("ok   " if cond else "FAIL ") + what)
     failed += not cond
 
+
+# Scoring: the first integer decides "correct"; the key anywhere in the digits is a leak.
+score = check_ask_passkey.score_answer
+check(score(" 71432..", "71432") == ("71432", True, True), "the key as answer")
+check(score(" be a7143..\n\nSynopsis\n 71432..", "71432") == ("7143", False, True),
+      "a wrong first number, the key later: not correct, contains the key")
+check(score(" 714 32", "71432") == ("714", False, True), "digits run together")
+check(score(" the licence", "71432") == ("", False, False), "no number")
 
 with tempfile.TemporaryDirectory() as tmp:
     model = os.path.join(tmp, "model")
@@ -41,6 +52,18 @@ with tempfile.TemporaryDirectory() as tmp:
         check(all(row["correct"] == (row["answer"] == row["key"]) for row in s["rows"]), "correct iff equal")
     else:
         check(False, "summary written")
+    # Another question and answer length are passed through and recorded.
+    out2 = os.path.join(tmp, "other.json")
+    r = subprocess.run([sys.executable, script, "--model", model, "--docs", "2", "--bytes", "2000",
+                        "--threads", "1", "--bin", binary, "--question", "The licence is",
+                        "--max-tokens", "3", "--out", out2], capture_output=True, text=True)
+    check(r.returncode == 0, "runs with --question: " + r.stderr.strip()[-300:])
+    if os.path.exists(out2):
+        s = json.load(open(out2))
+        check(s["question"] == "The licence is" and s["max_tokens"] == 3, "question and length recorded")
+        check(s["contains_key"] == sum(row["contains_key"] for row in s["rows"]), "leak count = rows'")
+    else:
+        check(False, "summary written with --question")
     bad = subprocess.run([sys.executable, script, "--model", tmp, "--bin", binary],
                          capture_output=True, text=True)
     check(bad.returncode != 0 and "not a SharedLLM model directory" in bad.stderr, "refuses a non-model")

@@ -43,11 +43,13 @@ no_seed = dict(a)
 del no_seed["seed"]
 check("| — |" in make_results.passkey_summary([("old.json", no_seed)]), "a run without a seed: —")
 
-ask = {"seed": 2, "correct": 19, "documents": 20,
+ask = {"seed": 2, "correct": 19, "contains_key": 20, "documents": 20, "question": "Q?",
        "rows": [{"tokens": 8400, "chunks": 132}, {"tokens": 9300, "chunks": 146},
                 {"tokens": 8800, "chunks": 140}]}
 table = make_results.ask_table([("ask.json", ask)]).splitlines()
-check(table[2] == "| `ask.json` | 2 | 19/20 | 8400–9300 | 132–146 |", table[2])
+check(table[2] == "| `ask.json` | Q? | 2 | 19/20 | 20/20 | 8400–9300 | 132–146 |", table[2])
+old_ask = {k: v for k, v in ask.items() if k != "contains_key"}
+check("| 19/20 | — |" in make_results.ask_table([("old.json", old_ask)]), "a run without the leak count: —")
 
 with tempfile.TemporaryDirectory() as tmp:
     files = []
