@@ -9,18 +9,13 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
+from pycheck import check, finish  # noqa: E402
 sys.path.insert(0, os.path.join(sys.argv[1], "tools"))
 import check_ask_passkey  # noqa: E402
 
 src, binary = sys.argv[1], sys.argv[2]
 script = os.path.join(src, "tools", "check_ask_passkey.py")
-failed = 0
-
-
-def check(cond, what):
-    global failed
-    print(("ok   " if cond else "FAIL ") + what)
-    failed += not cond
 
 
 # Scoring: the first integer decides "correct"; the key anywhere in the digits is a leak.
@@ -68,5 +63,4 @@ with tempfile.TemporaryDirectory() as tmp:
                          capture_output=True, text=True)
     check(bad.returncode != 0 and "not a SharedLLM model directory" in bad.stderr, "refuses a non-model")
 
-print(f"check_ask_passkey: {failed} failed")
-sys.exit(1 if failed else 0)
+finish("check_ask_passkey")

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
+from pycheck import check, finish  # noqa: E402
 src, binary = sys.argv[1], sys.argv[2]
 sys.path.insert(0, os.path.join(src, "tests", "reference"))
 sys.path.insert(0, os.path.join(src, "tools", "corpus"))
@@ -19,13 +21,6 @@ import safetensors_io  # noqa: E402
 from shards import write_shard  # noqa: E402
 
 script = os.path.join(src, "tools", "checkpoint_to_model.py")
-failed = 0
-
-
-def check(cond, what):
-    global failed
-    print(("ok   " if cond else "FAIL ") + what)
-    failed += not cond
 
 
 def tensors(path):
@@ -80,5 +75,4 @@ with tempfile.TemporaryDirectory() as tmp:
                          capture_output=True, text=True)
     check(bad.returncode != 0 and "header length" in bad.stderr, "refuses a malformed checkpoint")
 
-print(f"checkpoint_to_model: {failed} failed")
-sys.exit(1 if failed else 0)
+finish("checkpoint_to_model")

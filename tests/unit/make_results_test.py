@@ -9,17 +9,11 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
+from pycheck import check, finish  # noqa: E402
 src = sys.argv[1]
 sys.path.insert(0, os.path.join(src, "tools"))
 import make_results  # noqa: E402
-
-failed = 0
-
-
-def check(cond, what):
-    global failed
-    print(("ok   " if cond else "FAIL ") + what)
-    failed += not cond
 
 
 def passkey_run(seed, trials, misses):
@@ -71,5 +65,4 @@ with tempfile.TemporaryDirectory() as tmp:
     check("Every run" not in open(os.path.join(one, "RESULTS.md")).read(),
           "one pass-key run: no summary table")
 
-print(f"make_results: {failed} failed")
-sys.exit(1 if failed else 0)
+finish("make_results")

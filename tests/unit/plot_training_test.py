@@ -9,17 +9,11 @@ import os
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
+from pycheck import check, finish  # noqa: E402
 src = sys.argv[1]
 sys.path.insert(0, os.path.join(src, "tools"))
 import plot_training  # noqa: E402
-
-failed = 0
-
-
-def check(cond, what):
-    global failed
-    print(("ok   " if cond else "FAIL ") + what)
-    failed += not cond
 
 
 def write(path, lines):
@@ -69,5 +63,4 @@ with tempfile.TemporaryDirectory() as d:
         head = f.read(8)
     check(code == 0 and head == b"\x89PNG\r\n\x1a\n", f"a PNG written: {code} {err!r}")
 
-print(f"plot_training: {failed} failed")
-sys.exit(1 if failed else 0)
+finish("plot_training")
