@@ -58,6 +58,21 @@ SftSample MakeSftSample(const std::string& task, const Tokenizer& tok, const Fil
   SftSample s;
   s.task = task;
   std::string answer;
+  if (task == "passkey_ignore") {
+    // The pass-key document of "passkey", but the prompt is not about the key: a few tokens of
+    // other training text, and the answer is that text's own continuation. Teaches the
+    // cross-attention that a key in the context is no answer to every question.
+    const std::string key = std::to_string(Uniform(rng, 10000, 99999));
+    s.context = Haystack({tok.Encode(" The pass key is " + key + ". Remember it. " + key +
+                                     " is the pass key. ")},
+                         filler, context_tokens, rng);
+    const int64_t prompt_tokens = Uniform(rng, 4, 16), answer_tokens = 8;
+    const auto text = filler(rng, prompt_tokens + answer_tokens);
+    if (tok.bos_id() >= 0) s.prompt.push_back(tok.bos_id());
+    s.prompt.insert(s.prompt.end(), text.begin(), text.begin() + prompt_tokens);
+    s.answer.assign(text.begin() + prompt_tokens, text.end());
+    return s;
+  }
   if (task == "passkey") {
     // Same sentence shape as the passkey test, different filler (training text, not "The grass
     // is green...") and keys drawn from the whole 5-digit range.

@@ -1,5 +1,6 @@
 // Training: loss goes down, a resumed run equals the uninterrupted one bit for bit, SharedLLM lm
 // and sft modes run end to end, and bad configs are refused.
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -432,6 +433,36 @@ TEST(SftDataTest, SamplesHaveTheAnswerInTheContext) {
   }
   std::mt19937_64 rng(1);
   EXPECT_THROW(MakeSftSample("poetry", *tiny->tokenizer, filler, 100, rng), ModelError);
+}
+
+TEST(SftDataTest, PasskeyIgnoreAsksSomethingElseOverAKeyDocument) {
+  RuntimeOptions o;
+  o.threads = 1;
+  auto tiny = LoadModel(std::string(SHAREDLLM_SOURCE_DIR) + "/models/tiny", o);
+  // Filler ids count up from 100, so a prompt and its answer must be consecutive runs of it.
+  FillerSource filler = [](std::mt19937_64& rng, int64_t count) {
+    const int64_t start = 100 + static_cast<int64_t>(rng() % 50);
+    std::vector<int64_t> out;
+    for (int64_t i = 0; i < count; ++i) out.push_back(start + i);
+    return out;
+  };
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    std::mt19937_64 rng(seed), same(seed);
+    const SftSample s = MakeSftSample("passkey_ignore", *tiny->tokenizer, filler, 300, rng);
+    const SftSample p = MakeSftSample("passkey", *tiny->tokenizer, filler, 300, same);
+    EXPECT_EQ(s.context, p.context) << "the same key document as passkey draws";
+    ASSERT_GE(s.prompt.size(), 5u);
+    ASSERT_LE(s.prompt.size(), 17u);
+    EXPECT_EQ(s.prompt.front(), tiny->tokenizer->bos_id());
+    ASSERT_EQ(s.answer.size(), 8u);
+    // The answer continues the prompt's text, and neither is the question about the key.
+    EXPECT_EQ(s.answer.front(), s.prompt.back() + 1);
+    for (size_t i = 1; i < s.answer.size(); ++i) EXPECT_EQ(s.answer[i], s.answer[i - 1] + 1);
+    EXPECT_EQ(tiny->tokenizer->Decode(s.prompt).find("pass key"), std::string::npos);
+  }
+  // Not among the default tasks: configs without sft_tasks train as before.
+  const auto& names = SftTaskNames();
+  EXPECT_EQ(std::find(names.begin(), names.end(), "passkey_ignore"), names.end());
 }
 
 TEST(TrainerTest, RejectsBadConfigs) {
