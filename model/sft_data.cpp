@@ -39,6 +39,16 @@ std::vector<int64_t> Haystack(const std::vector<std::vector<int64_t>>& needles,
   return out;
 }
 
+// The pass-key document of "passkey" and "passkey_ignore": the passkey test's sentence shape in
+// training-text filler (not the test's "The grass is green..."), a key from the whole 5-digit
+// range, returned in `key`.
+std::vector<int64_t> PasskeyDocument(const Tokenizer& tok, const FillerSource& filler,
+                                     int64_t context_tokens, std::mt19937_64& rng, std::string& key) {
+  key = std::to_string(Uniform(rng, 10000, 99999));
+  return Haystack({tok.Encode(" The pass key is " + key + ". Remember it. " + key + " is the pass key. ")},
+                  filler, context_tokens, rng);
+}
+
 std::vector<int64_t> WithBos(const Tokenizer& tok, const std::string& text) {
   std::vector<int64_t> ids;
   if (tok.bos_id() >= 0) ids.push_back(tok.bos_id());
@@ -62,10 +72,8 @@ SftSample MakeSftSample(const std::string& task, const Tokenizer& tok, const Fil
     // The pass-key document of "passkey", but the prompt is not about the key: a few tokens of
     // other training text, and the answer is that text's own continuation. Teaches the
     // cross-attention that a key in the context is no answer to every question.
-    const std::string key = std::to_string(Uniform(rng, 10000, 99999));
-    s.context = Haystack({tok.Encode(" The pass key is " + key + ". Remember it. " + key +
-                                     " is the pass key. ")},
-                         filler, context_tokens, rng);
+    std::string key;
+    s.context = PasskeyDocument(tok, filler, context_tokens, rng, key);
     const int64_t prompt_tokens = Uniform(rng, 4, 16), answer_tokens = 8;
     const auto text = filler(rng, prompt_tokens + answer_tokens);
     if (tok.bos_id() >= 0) s.prompt.push_back(tok.bos_id());
@@ -74,12 +82,8 @@ SftSample MakeSftSample(const std::string& task, const Tokenizer& tok, const Fil
     return s;
   }
   if (task == "passkey") {
-    // Same sentence shape as the passkey test, different filler (training text, not "The grass
-    // is green...") and keys drawn from the whole 5-digit range.
-    const std::string key = std::to_string(Uniform(rng, 10000, 99999));
-    s.context = Haystack({tok.Encode(" The pass key is " + key + ". Remember it. " + key +
-                                     " is the pass key. ")},
-                         filler, context_tokens, rng);
+    std::string key;
+    s.context = PasskeyDocument(tok, filler, context_tokens, rng, key);
     s.prompt = WithBos(tok, "What is the pass key? The pass key is");
     answer = " " + key;
   } else if (task == "kv") {

@@ -2,8 +2,9 @@
 # Reproduces models/mini from scratch: corpus -> tokenizer -> shards -> base model (GPU route:
 # tools/train_mini_gpu.sh) -> SharedLLM language-modelling training -> the retrieval and
 # language-modelling curriculum with a separate compressor (tools/train_passkey.sh separate, about
-# 2.5 hours on 2 cores) -> every evaluation and docs/RESULTS.md (tools/eval_mini.sh). Every training stage resumes from its checkpoint when
-# re-run. See models/mini/README.md for what each stage measured.
+# 2.5 hours on 2 cores) -> every evaluation and docs/RESULTS.md (tools/eval_mini.sh). Every
+# training stage resumes from its checkpoint when re-run. See models/mini/README.md for what each
+# stage measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/build.sh

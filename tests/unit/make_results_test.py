@@ -9,10 +9,10 @@ import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
-from pycheck import check, finish  # noqa: E402
 src = sys.argv[1]
+sys.path.insert(0, os.path.join(src, "tests"))
 sys.path.insert(0, os.path.join(src, "tools"))
+from pycheck import check, finish  # noqa: E402
 import make_results  # noqa: E402
 
 
