@@ -110,6 +110,17 @@ ModelConfig ModelConfig::FromJsonText(const std::string& text) {
   if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
     c.rope_scaling = ParseRopeScaling(j["rope_scaling"], &problems);
   }
+  // transformers >= 5 writes the rotary settings as one object, theta included, and no top-level
+  // rope_theta / rope_scaling; where both forms are present this one is what transformers uses.
+  if (j.contains("rope_parameters") && !j["rope_parameters"].is_null()) {
+    const json& rp = j["rope_parameters"];
+    if (!rp.is_object()) {
+      problems.push_back("field 'rope_parameters' must be an object: " + rp.dump());
+    } else {
+      Get(rp, "rope_theta", &c.rope_theta, &problems);
+      c.rope_scaling = ParseRopeScaling(rp, &problems);
+    }
+  }
   Get(j, "tie_word_embeddings", &c.tie_word_embeddings, &problems);
   if (c.architecture == "Qwen2ForCausalLM") {
     // Qwen2 always has q/k/v biases and never an o_proj bias.
@@ -135,6 +146,7 @@ ModelConfig ModelConfig::FromJsonText(const std::string& text) {
     }
   }
   Get(j, "torch_dtype", &c.torch_dtype, &problems);
+  if (!j.contains("torch_dtype")) Get(j, "dtype", &c.torch_dtype, &problems);  // transformers >= 5
   if (problems.empty()) {
     try {
       c.Validate();

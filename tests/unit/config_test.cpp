@@ -266,6 +266,41 @@ TEST(ConfigTest, RopeScalingTypeAndRopeTypeKeys) {
   }
 }
 
+// transformers >= 5 writes rope_parameters (theta inside it) and dtype, and no rope_theta,
+// rope_scaling or torch_dtype (tests/fixtures/hf/*/config.json are such files).
+TEST(ConfigTest, TransformersV5RopeParametersAndDtype) {
+  const ModelConfig c = ModelConfig::FromJsonText(Small(R"("dtype": "bfloat16",
+      "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                          "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                          "original_max_position_embeddings": 64})"));
+  EXPECT_DOUBLE_EQ(c.rope_theta, 500000.0);
+  EXPECT_EQ(c.rope_scaling.type, RopeType::kLlama3);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.factor, 8.0);
+  EXPECT_EQ(c.rope_scaling.original_max_position_embeddings, 64);
+  EXPECT_EQ(c.torch_dtype, "bfloat16");
+
+  const ModelConfig d = ModelConfig::FromJsonText(
+      Small(R"("rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0})"));
+  EXPECT_DOUBLE_EQ(d.rope_theta, 1e6);
+  EXPECT_EQ(d.rope_scaling.type, RopeType::kDefault);
+
+  // Both forms: rope_parameters is the one transformers reads.
+  const ModelConfig both = ModelConfig::FromJsonText(Small(R"("rope_theta": 10000.0,
+      "rope_scaling": {"rope_type": "linear", "factor": 2.0},
+      "rope_parameters": {"rope_type": "yarn", "rope_theta": 20000.0, "factor": 4.0})"));
+  EXPECT_DOUBLE_EQ(both.rope_theta, 20000.0);
+  EXPECT_EQ(both.rope_scaling.type, RopeType::kYarn);
+
+  // torch_dtype, where present, wins over dtype.
+  EXPECT_EQ(ModelConfig::FromJsonText(Small(R"("torch_dtype": "float16", "dtype": "bfloat16")"))
+                .torch_dtype, "float16");
+
+  EXPECT_NE(ErrorOf(Small(R"("rope_parameters": 10000.0)")).find("'rope_parameters' must be an object"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf(Small(R"("rope_parameters": {"rope_type": "longrope"})")).find("'longrope' is not supported"),
+            std::string::npos);
+}
+
 TEST(ConfigTest, RopeScalingYarnFields) {
   const ModelConfig c = ModelConfig::FromJsonText(Small(
       R"("rope_theta": 1000000.0, "rope_scaling": {"rope_type": "yarn", "factor": 4.0,
