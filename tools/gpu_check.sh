@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU machine's checks, in one run (see docs/GPU.md for what they gave):
+# The GPU machine's checks, in one run (docs/PERFORMANCE.md, "On the GPU", says what they gave):
 #
 #   OUT=DIR tools/gpu_check.sh
 #
