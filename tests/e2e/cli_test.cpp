@@ -313,6 +313,31 @@ class CliTextTest : public CliTest {
   ModelConfig config_;
 };
 
+// A recipe written for a GPU (device "cuda:7", 8 threads) runs on this CPU with --device and
+// --threads, and the run records the settings it used.
+TEST_F(CliTest, TrainDeviceAndThreadsFlagsOverrideTheRecipe) {
+  const std::string model = NewModel("m", test::TinyConfig(), 3);
+  const std::string shard = dir_ / "train.bin";
+  std::vector<std::vector<int64_t>> docs;
+  for (int d = 0; d < 4; ++d) docs.push_back(test::SeededIds(64, 61, 10 + d));
+  test::WriteTokenShard(shard, 61, docs);
+  const std::string run = dir_ / "run";
+  const json recipe = {{"mode", "base"}, {"init", model}, {"out", run},
+                       {"train_shards", {shard}}, {"eval_shards", json::array()},
+                       {"seq_len", 8}, {"batch_size", 2}, {"steps", 2}, {"warmup_steps", 1},
+                       {"lr", 1e-3}, {"checkpoint_every", 2}, {"eval_every", 0},
+                       {"threads", 8}, {"device", "cuda:7"}, {"seed", 1}};
+  const std::string path = dir_ / "recipe.json";
+  test::WriteFile(path, recipe.dump());
+  const CommandResult r =
+      Sharedllm({"train", "base", "--config", path, "--device", "cpu", "--threads", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(test::Exists(run + "/train_log.jsonl"));
+  const json used = json::parse(test::ReadFile(run + "/checkpoint/state.json"))["config"];
+  EXPECT_EQ(used["device"], "cpu");
+  EXPECT_EQ(used["threads"], 1);
+}
+
 TEST_F(CliTextTest, NewRejectsTokenizerLargerThanVocab) {
   const std::string config_path = dir_ / "small.json";
   test::WriteFile(config_path, test::TinyConfig().ToJsonText());  // 61 < the tokenizer's pieces
