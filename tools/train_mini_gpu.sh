@@ -17,6 +17,16 @@
 #        (`train --time-budget`). Recipe SFT_RECIPE, default recipe/gpu/sft-passkey.json: pass-key
 #        tuning of the shipped models/mini (recipe/gpu/sft.json: all tasks, from `init`).
 # eval:  pass-key and perplexity evaluations on the GPU into runs/gpu-eval/*.json.
+#
+# The last two stages of the cross-attention's curriculum (models/mini/README.md, "GPU stages"):
+# pack-sub (CPU machine, after tools/train_mini.sh has trained runs/passkey-sep-10): the first
+#        documents of the training shard up to 1.5 M tokens and of the books shard up to 200 K
+#        (what fits the GPU machine's 64 MiB transfer with the repository) into data/gpu/sub/, and
+#        stage 10's sharedllm.* beside them.
+# ignore (GPU machine): recipe/gpu/ignore-a.json (1,500 steps of pass keys + passkey_ignore + 50 %
+#        language modelling from stage 10) then ignore-b.json (1,200 steps, pass keys 3:1) ->
+#        runs/gpu-ignore-b, whose sharedllm.* models/mini ships. Send data/gpu/sub along (the
+#        device tool's `carry`); bring runs/gpu-ignore-b back (tools/train_mini.sh copies it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=build-cuda/bin/sharedllm
@@ -89,8 +99,34 @@ for stage in "$@"; do
           --windows "${WINDOWS:-50}" --full-attention-max 32 --out "runs/gpu-eval/ppl-$doc.json"
       done
       ;;
+    pack-sub)
+      mkdir -p data/gpu/sub/passkey-sep-10
+      $py - <<'EOF'
+import sys
+sys.path.insert(0, "tools/corpus")
+import shards
+for src, dst, limit in [("data/shards/train-0000.bin", "data/gpu/sub/train-sub.bin", 1_500_000),
+                        ("data/shards/heldout-books.bin", "data/gpu/sub/books-sub.bin", 200_000)]:
+    vocab, tokens, offsets = shards.read_shard(src)
+    docs, n = [], 0
+    for d in shards.documents_of(tokens, offsets):
+        if n >= limit:
+            break
+        docs.append(d)
+        n += len(d)
+    print(dst, shards.write_shard(dst, vocab, docs), "tokens")
+EOF
+      cp runs/passkey-sep-10/{sharedllm.json,sharedllm.safetensors} data/gpu/sub/passkey-sep-10/
+      ;;
+    ignore)
+      mkdir -p runs/passkey-sep-10
+      cp models/mini/{config.json,model.safetensors,tokenizer.model} runs/passkey-sep-10/
+      cp data/gpu/sub/passkey-sep-10/* runs/passkey-sep-10/
+      $bin train sft --config $recipes/ignore-a.json
+      $bin train sft --config $recipes/ignore-b.json
+      ;;
     *)
-      echo "unknown stage '$stage' (data build base init sft eval, or pack)" >&2
+      echo "unknown stage '$stage' (data build base init sft eval ignore, or pack pack-sub)" >&2
       exit 2
       ;;
   esac
