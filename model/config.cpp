@@ -22,7 +22,9 @@ void Get(const json& j, const char* key, T* out, std::vector<std::string>* probl
   }
 }
 
-RopeScaling ParseRopeScaling(const json& j, std::vector<std::string>* problems) {
+// `field`: the config.json key the object came from, for messages.
+RopeScaling ParseRopeScaling(const json& j, const std::string& field,
+                             std::vector<std::string>* problems) {
   RopeScaling r;
   std::string type = "default";
   if (j.contains("rope_type")) Get(j, "rope_type", &type, problems);
@@ -32,7 +34,7 @@ RopeScaling ParseRopeScaling(const json& j, std::vector<std::string>* problems) 
   else if (type == "dynamic") r.type = RopeType::kDynamic;
   else if (type == "yarn") r.type = RopeType::kYarn;
   else if (type == "llama3") r.type = RopeType::kLlama3;
-  else problems->push_back("rope_scaling type '" + type +
+  else problems->push_back(field + " type '" + type +
                            "' is not supported (default, linear, dynamic, yarn, llama3)");
   Get(j, "factor", &r.factor, problems);
   Get(j, "original_max_position_embeddings", &r.original_max_position_embeddings, problems);
@@ -46,7 +48,7 @@ RopeScaling ParseRopeScaling(const json& j, std::vector<std::string>* problems) 
     r.attention_factor = a;
   }
   if (r.type != RopeType::kDefault && !(r.factor >= 1.0)) {
-    problems->push_back("rope_scaling.factor must be >= 1, got " + std::to_string(r.factor));
+    problems->push_back(field + ".factor must be >= 1, got " + std::to_string(r.factor));
   }
   return r;
 }
@@ -108,7 +110,7 @@ ModelConfig ModelConfig::FromJsonText(const std::string& text) {
   Get(j, "rope_theta", &c.rope_theta, &problems);
   Get(j, "max_position_embeddings", &c.max_position_embeddings, &problems);
   if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
-    c.rope_scaling = ParseRopeScaling(j["rope_scaling"], &problems);
+    c.rope_scaling = ParseRopeScaling(j["rope_scaling"], "rope_scaling", &problems);
   }
   // transformers >= 5 writes the rotary settings as one object, theta included, and no top-level
   // rope_theta / rope_scaling; where both forms are present this one is what transformers uses.
@@ -116,9 +118,14 @@ ModelConfig ModelConfig::FromJsonText(const std::string& text) {
     const json& rp = j["rope_parameters"];
     if (!rp.is_object()) {
       problems.push_back("field 'rope_parameters' must be an object: " + rp.dump());
+    } else if (!rp.contains("rope_type") && !rp.contains("rope_theta")) {
+      // e.g. the per-layer-type form {"full_attention": {...}, ...} of some other architectures:
+      // reading it as the defaults would load the model with the wrong rotary frequencies.
+      problems.push_back("field 'rope_parameters' has neither rope_type nor rope_theta: " +
+                         rp.dump());
     } else {
       Get(rp, "rope_theta", &c.rope_theta, &problems);
-      c.rope_scaling = ParseRopeScaling(rp, &problems);
+      c.rope_scaling = ParseRopeScaling(rp, "rope_parameters", &problems);
     }
   }
   Get(j, "tie_word_embeddings", &c.tie_word_embeddings, &problems);

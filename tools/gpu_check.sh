@@ -81,13 +81,15 @@ step serve
   for device in cuda cpu; do
     echo "--- ask --device $device"
     timeout 120 $bin ask --model models/mini --document docs/examples/passkey-document.txt \
-      --question "What is the pass key? The pass key is" --max-tokens 8 --device $device --threads 4
+      --question "What is the pass key? The pass key is" --max-tokens 8 --device $device \
+      --threads 4 || failed=$((failed + 1))
     echo
     timeout 120 $bin ask --model models/mini --document docs/examples/passkey-document.txt \
-      --question "The GNU General Public License is" --max-tokens 24 --device $device --threads 4
+      --question "The GNU General Public License is" --max-tokens 24 --device $device \
+      --threads 4 || failed=$((failed + 1))
     echo
   done
-} >"$out/gpu-ask.txt" 2>&1 || failed=$((failed + 1))
+} >"$out/gpu-ask.txt" 2>&1
 cat "$out/gpu-ask.txt"
 
 step efficiency

@@ -39,13 +39,17 @@ cp runs/mini-lm/train_log.jsonl models/mini/recipe/lm_log.jsonl
 # (models/mini/recipe/passkey-separate): the shipped cross-attention.
 bash tools/train_passkey.sh separate
 # The two last stages (tools/train_mini_gpu.sh, "ignore"): their shards are the first 1.5 M
-# tokens of the training shard (what a GPU machine of this workplace could be sent).
-[ -f data/gpu/sub/passkey-sep-10/sharedllm.safetensors ] || bash tools/train_mini_gpu.sh pack-sub
+# tokens of the training shard (what a GPU machine of this workplace could be sent); pack-sub
+# also puts stage 10's weights beside them for the GPU machine.
+PYTHON=/usr/bin/python3 bash tools/train_mini_gpu.sh pack-sub
 if [ ! -f runs/gpu-ignore-b/sharedllm.safetensors ]; then
   for stage in a b; do
     $bin train sft --config models/mini/recipe/gpu/ignore-$stage.json --device cpu --threads 2
   done
 fi
+for stage in a b; do
+  cp runs/gpu-ignore-$stage/train_log.jsonl models/mini/recipe/gpu/ignore_${stage}_log.jsonl
+done
 # The base model is unchanged (tensor for tensor; the file layout may differ).
 /usr/bin/python3 - models/mini/model.safetensors runs/passkey-sep-10/model.safetensors \
   runs/gpu-ignore-b/model.safetensors <<'PY'
@@ -58,8 +62,12 @@ def tensors(path):
             for k, v in header.items()}
 base = tensors(sys.argv[1])
 for path in sys.argv[2:]:
-    if os.path.exists(path) and tensors(path) != base:
+    if not os.path.exists(path):
+        print(f"{path}: not here (only sharedllm.* copied back?), not compared")
+    elif tensors(path) != base:
         sys.exit(f"{path}: base changed")
+    else:
+        print(f"{path}: the base, tensor for tensor")
 PY
 cp runs/gpu-ignore-b/{sharedllm.json,sharedllm.safetensors} models/mini/
 stages=(--stage "lm=models/mini/recipe/lm_log.jsonl")

@@ -297,7 +297,11 @@ TEST(ConfigTest, TransformersV5RopeParametersAndDtype) {
 
   EXPECT_NE(ErrorOf(Small(R"("rope_parameters": 10000.0)")).find("'rope_parameters' must be an object"),
             std::string::npos);
-  EXPECT_NE(ErrorOf(Small(R"("rope_parameters": {"rope_type": "longrope"})")).find("'longrope' is not supported"),
+  EXPECT_NE(ErrorOf(Small(R"("rope_parameters": {"rope_type": "longrope"})"))
+                .find("rope_parameters type 'longrope' is not supported"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf(Small(R"("rope_parameters": {"full_attention": {"rope_theta": 1e6}})"))
+                .find("neither rope_type nor rope_theta"),
             std::string::npos);
 }
 
