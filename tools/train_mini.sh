@@ -43,9 +43,7 @@ bash tools/train_passkey.sh separate
 # also puts stage 10's weights beside them for the GPU machine.
 PYTHON=/usr/bin/python3 bash tools/train_mini_gpu.sh pack-sub
 if [ ! -f runs/gpu-ignore-b/sharedllm.safetensors ]; then
-  for stage in a b; do
-    $bin train sft --config models/mini/recipe/gpu/ignore-$stage.json --device cpu --threads 2
-  done
+  SHAREDLLM=$bin TRAIN_FLAGS="--device cpu --threads 2" bash tools/train_mini_gpu.sh ignore
 fi
 for stage in a b; do
   cp runs/gpu-ignore-$stage/train_log.jsonl models/mini/recipe/gpu/ignore_${stage}_log.jsonl

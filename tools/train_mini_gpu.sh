@@ -23,13 +23,14 @@
 #        documents of the training shard up to 1.5 M tokens and of the books shard up to 200 K
 #        (what fits the GPU machine's 64 MiB transfer with the repository) into data/gpu/sub/, and
 #        stage 10's sharedllm.* beside them.
-# ignore (GPU machine): recipe/gpu/ignore-a.json (1,500 steps of pass keys + passkey_ignore + 50 %
+# ignore (GPU machine, or with SHAREDLLM=build/bin/sharedllm TRAIN_FLAGS="--device cpu --threads 2"
+#        the CPU one, as tools/train_mini.sh does): recipe/gpu/ignore-a.json (1,500 steps of pass keys + passkey_ignore + 50 %
 #        language modelling from stage 10) then ignore-b.json (1,200 steps, pass keys 3:1) ->
 #        runs/gpu-ignore-b, whose sharedllm.* models/mini ships. Send data/gpu/sub along (the
 #        device tool's `carry`); bring runs/gpu-ignore-b back (tools/train_mini.sh copies it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=build-cuda/bin/sharedllm
+bin=${SHAREDLLM:-build-cuda/bin/sharedllm}
 recipes=models/mini/recipe/gpu
 py=${PYTHON:-python3}
 
@@ -119,11 +120,15 @@ EOF
       cp runs/passkey-sep-10/{sharedllm.json,sharedllm.safetensors} data/gpu/sub/passkey-sep-10/
       ;;
     ignore)
-      mkdir -p runs/passkey-sep-10
-      cp models/mini/{config.json,model.safetensors,tokenizer.model} runs/passkey-sep-10/
-      cp data/gpu/sub/passkey-sep-10/* runs/passkey-sep-10/
-      $bin train sft --config $recipes/ignore-a.json
-      $bin train sft --config $recipes/ignore-b.json
+      # A GPU machine has no runs/: stage 10 is models/mini's base + pack-sub's copy of its weights.
+      if [ ! -f runs/passkey-sep-10/sharedllm.safetensors ]; then
+        mkdir -p runs/passkey-sep-10
+        cp models/mini/{config.json,model.safetensors,tokenizer.model} runs/passkey-sep-10/
+        cp data/gpu/sub/passkey-sep-10/* runs/passkey-sep-10/
+      fi
+      for s in a b; do
+        $bin train sft --config $recipes/ignore-$s.json ${TRAIN_FLAGS:-}
+      done
       ;;
     *)
       echo "unknown stage '$stage' (data build base init sft eval ignore, or pack pack-sub)" >&2

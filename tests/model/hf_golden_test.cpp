@@ -36,12 +36,19 @@ Golden ReadGolden(const std::string& dir) {
           j["greedy"].get<std::vector<int64_t>>(), j["nll"].get<std::vector<double>>()};
 }
 
-class HfGoldenTest : public ::testing::TestWithParam<std::string> {};
+// Each case: its golden outputs and the checkpoint loaded by the C++ model.
+class HfGoldenTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    const std::string dir = kRoot + GetParam();
+    g = ReadGolden(dir);
+    model = LoadModel(dir, RuntimeOptions{});
+  }
+  Golden g;
+  std::shared_ptr<LoadedModel> model;
+};
 
 TEST_P(HfGoldenTest, TokenNllMatchesTransformers) {
-  const std::string dir = kRoot + GetParam();
-  const Golden g = ReadGolden(dir);
-  auto model = LoadModel(dir, RuntimeOptions{});
   const std::vector<double> nll = TokenNll(model->lm, g.token_ids);
   ASSERT_EQ(nll.size(), g.nll.size());
   double worst = 0;
@@ -50,9 +57,6 @@ TEST_P(HfGoldenTest, TokenNllMatchesTransformers) {
 }
 
 TEST_P(HfGoldenTest, GreedyDecodingOnTheKvCacheMatchesTransformers) {
-  const std::string dir = kRoot + GetParam();
-  const Golden g = ReadGolden(dir);
-  auto model = LoadModel(dir, RuntimeOptions{});
   SamplingOptions options;
   options.max_tokens = static_cast<int64_t>(g.greedy.size());
   options.stop_at_eos = false;
@@ -64,9 +68,6 @@ TEST_P(HfGoldenTest, GreedyDecodingOnTheKvCacheMatchesTransformers) {
 // Token by token on the KV cache over all 96 positions: past the Mistral window (24) and past
 // the rope-scaled cases' original window (64), where greedy decoding from 8 tokens never goes.
 TEST_P(HfGoldenTest, TokenByTokenDecodingMatchesTransformersNll) {
-  const std::string dir = kRoot + GetParam();
-  const Golden g = ReadGolden(dir);
-  auto model = LoadModel(dir, RuntimeOptions{});
   Decoder decoder(model->lm);
   KVCache cache = model->lm->NewCache();
   const size_t first = 8;

@@ -83,9 +83,7 @@ def perturb(model, seed):
         for name, p in model.named_parameters():
             if name.endswith("norm.weight") or "layernorm" in name:
                 p.copy_(torch.rand(p.shape, generator=g) + 0.5)
-            elif name.endswith(".bias"):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-            else:
+            else:  # matrices and biases
                 p.copy_(torch.randn(p.shape, generator=g) * 0.1)
 
 
@@ -107,9 +105,8 @@ def build(name, out, seed):
     model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").float()
     perturb(model, seed)
     model.save_pretrained(d)
-    for extra in ("generation_config.json",):
-        if os.path.exists(os.path.join(d, extra)):
-            os.remove(os.path.join(d, extra))
+    if os.path.exists(os.path.join(d, "generation_config.json")):
+        os.remove(os.path.join(d, "generation_config.json"))
 
     model = load(d).double().eval()
     g = torch.Generator().manual_seed(seed + 1)
