@@ -36,6 +36,19 @@ double TailNll(LoadedModel& m, const std::vector<int64_t>& context, const std::v
 
 }  // namespace
 
+PairedDifference PairedMeanDifference(const std::vector<double>& a, const std::vector<double>& b) {
+  Check(a.size() == b.size(), "PairedMeanDifference needs two samples of the same size");
+  PairedDifference d;
+  const auto n = static_cast<double>(a.size());
+  if (a.empty()) return d;
+  for (size_t i = 0; i < a.size(); ++i) d.mean += (a[i] - b[i]) / n;
+  if (a.size() < 2) return d;
+  double ss = 0;
+  for (size_t i = 0; i < a.size(); ++i) ss += (a[i] - b[i] - d.mean) * (a[i] - b[i] - d.mean);
+  d.standard_error = std::sqrt(ss / (n - 1) / n);
+  return d;
+}
+
 int64_t FirstInteger(const std::string& text) {
   size_t i = 0;
   while (i < text.size() && !std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
@@ -94,7 +107,8 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
     const int64_t length = static_cast<int64_t>(x * w);
     const int64_t context_len = (length - w) / chunk * chunk;  // n × C
     std::mt19937_64 rng(seed);
-    double shared_sum = 0, trunc_sum = 0, linear_sum = 0, yarn_sum = 0, stream_sum = 0;
+    std::vector<double> shared_nll, trunc_nll;  // per window
+    double linear_sum = 0, yarn_sum = 0, stream_sum = 0;
     const bool full = x > 1 && x <= full_attention_max;
     for (int64_t i = 0; i < windows; ++i) {
       const auto [first, count] = shard.Document(docs[rng() % docs.size()]);
@@ -104,8 +118,8 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
       const std::vector<int64_t> context(all.begin(), all.begin() + context_len);
       const std::vector<int64_t> text(all.begin() + context_len, all.end());
       const double truncated = TailNll(m, {}, text, scored);
-      trunc_sum += truncated;
-      shared_sum += context.empty() ? truncated : TailNll(m, context, text, scored);
+      trunc_nll.push_back(truncated);
+      shared_nll.push_back(context.empty() ? truncated : TailNll(m, context, text, scored));
       stream_sum += StreamingNll(m.lm, all, scored);
       if (full) {
         const double factor = static_cast<double>(all.size()) / w;
@@ -114,8 +128,14 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
       }
       ++p.windows;
     }
-    p.sharedllm_ppl = std::exp(shared_sum / p.windows);
-    p.truncated_ppl = std::exp(trunc_sum / p.windows);
+    const auto mean = [](const std::vector<double>& v) {
+      double s = 0;
+      for (double x : v) s += x;
+      return s / static_cast<double>(v.size());
+    };
+    p.sharedllm_ppl = std::exp(mean(shared_nll));
+    p.truncated_ppl = std::exp(mean(trunc_nll));
+    p.log_ratio_se = PairedMeanDifference(shared_nll, trunc_nll).standard_error;
     p.streaming_ppl = std::exp(stream_sum / p.windows);
     if (full) {
       p.full_linear_ppl = std::exp(linear_sum / p.windows);

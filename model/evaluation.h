@@ -23,7 +23,19 @@ struct PplPoint {
   double full_linear_ppl = 0;  // linear position interpolation (PI)
   double full_yarn_ppl = 0;    // YaRN
   double streaming_ppl = 0;    // StreamingLLM: 4 attention sinks + recent tokens, cache <= W
+  // Standard error of log(sharedllm_ppl / truncated_ppl): the two score the same windows, so this
+  // is the paired standard error of the per-window mean-NLL differences (0 below two windows).
+  // A ratio is told apart from 1 only where it lies further than ~2 of these from it.
+  double log_ratio_se = 0;
 };
+
+// Mean and standard error of the paired differences a[i] - b[i] (a and b the same length; the
+// standard error is 0 with fewer than two pairs).
+struct PairedDifference {
+  double mean = 0;
+  double standard_error = 0;
+};
+PairedDifference PairedMeanDifference(const std::vector<double>& a, const std::vector<double>& b);
 
 // Perplexity at L = multiple × W for each multiple; windows drawn (seeded) from `shard`'s
 // documents long enough for the longest multiple. StreamingLLM (model/streaming_llm.h) reads all

@@ -14,6 +14,7 @@ trained variants: injection layers, split noise); rows are labelled LABEL or, wi
 the JSON's "ablation" field. Runs of the same task (and held-out shard) share a table."""
 import argparse
 import json
+import math
 import os
 import subprocess
 import tempfile
@@ -21,16 +22,20 @@ import tempfile
 
 def ppl_table(runs):
     lines = ["| held-out set | length (× W) | windows | SharedLLM ppl | truncated base ppl | "
-             "SharedLLM / truncated | StreamingLLM | full attention, PI | full attention, YaRN |",
+             "SharedLLM / truncated (95 % interval) | StreamingLLM | full attention, PI | full attention, YaRN |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in runs:
         for p in r["points"]:
-            ratio = p["sharedllm_ppl"] / p["truncated_ppl"]
+            ratio = f"{p['sharedllm_ppl'] / p['truncated_ppl']:.3f}"
+            if "log_ratio_se" in p:  # paired 95 % interval of the ratio over the windows
+                lo, hi = (p["sharedllm_ppl"] / p["truncated_ppl"] * math.exp(sign * 1.96 * p["log_ratio_se"])
+                          for sign in (-1, 1))
+                ratio += f" ({lo:.3f}–{hi:.3f})"
             stream = f"{p['streaming_ppl']:.3f}" if "streaming_ppl" in p else "—"
             pi = f"{p['full_linear_ppl']:.3f}" if "full_linear_ppl" in p else "—"
             yarn = f"{p['full_yarn_ppl']:.3f}" if "full_yarn_ppl" in p else "—"
             lines.append(f"| {name} | {p['length_multiple']:g} | {p['windows']} | "
-                         f"{p['sharedllm_ppl']:.3f} | {p['truncated_ppl']:.3f} | {ratio:.3f} | {stream} | "
+                         f"{p['sharedllm_ppl']:.3f} | {p['truncated_ppl']:.3f} | {ratio} | {stream} | "
                          f"{pi} | {yarn} |")
     return "\n".join(lines)
 

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include "model/errors.h"
 #include "model/evaluation.h"
 #include "model/runtime.h"
 #include "tests/model_util.h"
@@ -46,6 +47,7 @@ TEST(EvaluationTest, UntrainedSharedLLMPerplexityEqualsTruncated) {
     EXPECT_GT(p.truncated_ppl, 1.0);
     // o_proj is zero: the context cannot change a score.
     EXPECT_NEAR(p.sharedllm_ppl, p.truncated_ppl, 1e-6 * p.truncated_ppl) << p.length_multiple;
+    EXPECT_LT(p.log_ratio_se, 1e-6) << p.length_multiple;
     EXPECT_GT(p.streaming_ppl, 1.0);
   }
   // StreamingLLM over L = W tokens evicts nothing: it is the truncated model; beyond, it is not.
@@ -53,6 +55,19 @@ TEST(EvaluationTest, UntrainedSharedLLMPerplexityEqualsTruncated) {
   EXPECT_GT(std::fabs(points[2].streaming_ppl - points[2].truncated_ppl), 1e-4 * points[2].truncated_ppl);
   // Same windows at every length: the truncated column is one number.
   EXPECT_DOUBLE_EQ(points[0].truncated_ppl, points[2].truncated_ppl);
+}
+
+TEST(EvaluationTest, PairedMeanDifferenceWorkedExample) {
+  // Differences 1, 2, 3: mean 2, sample standard deviation 1, standard error 1/sqrt(3).
+  const auto d = PairedMeanDifference({1.5, 2.5, 4.0}, {0.5, 0.5, 1.0});
+  EXPECT_DOUBLE_EQ(d.mean, 2.0);
+  EXPECT_NEAR(d.standard_error, 1.0 / std::sqrt(3.0), 1e-12);
+  // A constant shift is known exactly; one pair has no spread to measure.
+  EXPECT_DOUBLE_EQ(PairedMeanDifference({3, 4, 5}, {2, 3, 4}).standard_error, 0.0);
+  const auto one = PairedMeanDifference({2.0}, {0.5});
+  EXPECT_DOUBLE_EQ(one.mean, 1.5);
+  EXPECT_DOUBLE_EQ(one.standard_error, 0.0);
+  EXPECT_THROW(PairedMeanDifference({1, 2}, {1}), ModelError);
 }
 
 TEST(EvaluationTest, PasskeySmokeRun) {

@@ -45,6 +45,15 @@ check(table[2] == "| `ask.json` | Q? | 2 | 19/20 | 20/20 | 8400–9300 | 132–1
 old_ask = {k: v for k, v in ask.items() if k != "contains_key"}
 check("| 19/20 | — |" in make_results.ask_table([("old.json", old_ask)]), "a run without the leak count: —")
 
+# The perplexity table: the ratio, with its paired 95 % interval where the run measured its spread.
+ppl = {"task": "ppl", "points": [
+    {"length_multiple": 2.0, "windows": 30, "sharedllm_ppl": 20.0, "truncated_ppl": 20.0 / 0.98,
+     "log_ratio_se": 0.01},
+    {"length_multiple": 4.0, "windows": 30, "sharedllm_ppl": 21.0, "truncated_ppl": 20.0}]}
+rows_ppl = make_results.ppl_table([("proofs", ppl)]).splitlines()
+check("| 0.980 (0.961–0.999) |" in rows_ppl[2], rows_ppl[2])
+check("| 1.050 |" in rows_ppl[3], "an older run without the spread: the ratio alone")
+
 with tempfile.TemporaryDirectory() as tmp:
     files = []
     for name, run in (("a.json", a), ("b.json", b), ("ask.json", ask)):

@@ -120,7 +120,7 @@ int EvalCommand(const Args& args) {
     for (const auto& p : EvaluatePerplexity(*model, shard, ParseDoubleList(lengths), windows, seed, full_max)) {
       nlohmann::json point = {{"length_multiple", p.length_multiple}, {"windows", p.windows},
                               {"sharedllm_ppl", p.sharedllm_ppl}, {"truncated_ppl", p.truncated_ppl},
-                              {"streaming_ppl", p.streaming_ppl}};
+                              {"streaming_ppl", p.streaming_ppl}, {"log_ratio_se", p.log_ratio_se}};
       if (p.full_linear_ppl > 0) {
         point["full_linear_ppl"] = p.full_linear_ppl;
         point["full_yarn_ppl"] = p.full_yarn_ppl;
@@ -132,9 +132,11 @@ int EvalCommand(const Args& args) {
       j["full_attention_from"] = full_from;
     }
     for (const auto& point : j["points"]) {
-      std::fprintf(stderr, "%5.0fx W: SharedLLM ppl %.3f, truncated %.3f, StreamingLLM %.3f, full PI %.3f, full YaRN %.3f (%lld windows)\n",
+      std::fprintf(stderr, "%5.0fx W: SharedLLM ppl %.3f, truncated %.3f (ratio %.4f, log-ratio SE %.4f), StreamingLLM %.3f, full PI %.3f, full YaRN %.3f (%lld windows)\n",
                    point["length_multiple"].get<double>(), point["sharedllm_ppl"].get<double>(),
-                   point["truncated_ppl"].get<double>(), point["streaming_ppl"].get<double>(),
+                   point["truncated_ppl"].get<double>(),
+                   point["sharedllm_ppl"].get<double>() / point["truncated_ppl"].get<double>(),
+                   point["log_ratio_se"].get<double>(), point["streaming_ppl"].get<double>(),
                    point.value("full_linear_ppl", 0.0), point.value("full_yarn_ppl", 0.0),
                    static_cast<long long>(point["windows"].get<int64_t>()));
     }
