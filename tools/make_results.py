@@ -330,6 +330,28 @@ set ylabel 'perplexity of the last W/16 tokens'
 set key outside
 plot {', '.join(plots)}
 """)
+            # The ratio to the truncated model with its 95 % interval, for runs that measured it.
+            ratio_plots = []
+            for name, r in runs:
+                if not any(p.get("log_ratio_se", 0) > 0 for p in r["points"]):
+                    continue
+                dat = os.path.join(tmp, name + "-ratio.dat")
+                with open(dat, "w") as f:
+                    for p in r["points"]:
+                        ratio, se = p["sharedllm_ppl"] / p["truncated_ppl"], p.get("log_ratio_se", 0)
+                        f.write(f"{p['length_multiple']} {ratio} {ratio * math.exp(-1.96 * se)} "
+                                f"{ratio * math.exp(1.96 * se)}\n")
+                ratio_plots.append(f"'{dat}' using 1:2:3:4 with yerrorlines title '{name} ({r['points'][0]['windows']} windows)'")
+            if ratio_plots:
+                gnuplot(f"""set terminal png size 800,500
+set output '{a.out}/ppl_ratio_vs_length.png'
+set logscale x 2
+set xlabel 'document length (multiples of the window W)'
+set ylabel 'SharedLLM / truncated perplexity (95 % interval)'
+set offsets 0, 0, 0.005, 0.005
+set key outside
+plot 1 with lines dashtype 2 lc 'black' title 'truncated base', {', '.join(ratio_plots)}
+""")
         if passkey:
             dat = os.path.join(tmp, "passkey.dat")
             lengths = sorted({p["length_multiple"] for p in passkey["points"]})
@@ -364,7 +386,13 @@ plot '{dat}' using 1:2:3 with image notitle
                 f.write("StreamingLLM: the base model reading all L tokens with a cache of W entries (the "
                         "first 4 tokens as attention sinks + the most recent ones, rotary positions within "
                         "the cache), zero-shot; at 1× W it is the truncated model.\n\n")
+            if any("log_ratio_se" in p for _, r in runs for p in r["points"]):
+                f.write("The interval beside a ratio: ratio × exp(±1.96 SE), SE the paired standard error "
+                        "of the per-window differences of mean NLL (SharedLLM − truncated; the same windows). "
+                        "Where it contains 1, those windows cannot tell the two apart.\n\n")
             f.write(ppl_table(runs) + "\n\n![perplexity vs length](ppl_vs_length.png)\n\n")
+            if any(p.get("log_ratio_se", 0) > 0 for _, r in runs for p in r["points"]):
+                f.write("![SharedLLM / truncated perplexity vs length](ppl_ratio_vs_length.png)\n\n")
         if passkey:
             f.write("## Pass-key retrieval\n\n")
             f.write(f"Model `{passkey['model']}`, window W = {passkey['window']}. Cells: SharedLLM "

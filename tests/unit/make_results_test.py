@@ -68,6 +68,15 @@ with tempfile.TemporaryDirectory() as tmp:
           "RESULTS.md: the first run's table and every run's summary row")
     check("## Pass keys through `sharedllm ask`" in text and table[2] in text,
           "RESULTS.md: the ask section")
+    ppl_file = os.path.join(tmp, "ppl.json")
+    json.dump(dict(ppl, shard="heldout-proofs.bin", model="m", window=256), open(ppl_file, "w"))
+    with_ppl = os.path.join(tmp, "with-ppl")
+    subprocess.run([sys.executable, os.path.join(src, "tools", "make_results.py"),
+                    "--ppl", "proofs=" + ppl_file, "--out", with_ppl], check=True)
+    text = open(os.path.join(with_ppl, "RESULTS.md")).read()
+    check(rows_ppl[2] in text and "ppl_ratio_vs_length.png" in text and
+          os.path.getsize(os.path.join(with_ppl, "ppl_ratio_vs_length.png")) > 0,
+          "RESULTS.md: the perplexity table and the plot of the ratios with their intervals")
     one = os.path.join(tmp, "one")
     subprocess.run([sys.executable, os.path.join(src, "tools", "make_results.py"),
                     "--passkey", files[0], "--out", one], check=True)
