@@ -20,17 +20,26 @@ import subprocess
 import tempfile
 
 
+def ratio_interval(p):
+    """SharedLLM / truncated perplexity and its paired 95 % interval, ratio × exp(±1.96 SE) (the
+    ratio itself where the point has no log_ratio_se)."""
+    ratio, se = p["sharedllm_ppl"] / p["truncated_ppl"], p.get("log_ratio_se", 0)
+    return ratio, ratio * math.exp(-1.96 * se), ratio * math.exp(1.96 * se)
+
+
+def has_spread(r):
+    """Whether an `eval ppl` run measured the spread of its ratios (log_ratio_se > 0 somewhere)."""
+    return any(p.get("log_ratio_se", 0) > 0 for p in r["points"])
+
+
 def ppl_table(runs):
     lines = ["| held-out set | length (× W) | windows | SharedLLM ppl | truncated base ppl | "
              "SharedLLM / truncated (95 % interval) | StreamingLLM | full attention, PI | full attention, YaRN |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in runs:
         for p in r["points"]:
-            ratio = f"{p['sharedllm_ppl'] / p['truncated_ppl']:.3f}"
-            if "log_ratio_se" in p:  # paired 95 % interval of the ratio over the windows
-                lo, hi = (p["sharedllm_ppl"] / p["truncated_ppl"] * math.exp(sign * 1.96 * p["log_ratio_se"])
-                          for sign in (-1, 1))
-                ratio += f" ({lo:.3f}–{hi:.3f})"
+            value, lo, hi = ratio_interval(p)
+            ratio = f"{value:.3f}" + (f" ({lo:.3f}–{hi:.3f})" if "log_ratio_se" in p else "")
             stream = f"{p['streaming_ppl']:.3f}" if "streaming_ppl" in p else "—"
             pi = f"{p['full_linear_ppl']:.3f}" if "full_linear_ppl" in p else "—"
             yarn = f"{p['full_yarn_ppl']:.3f}" if "full_yarn_ppl" in p else "—"
@@ -333,14 +342,12 @@ plot {', '.join(plots)}
             # The ratio to the truncated model with its 95 % interval, for runs that measured it.
             ratio_plots = []
             for name, r in runs:
-                if not any(p.get("log_ratio_se", 0) > 0 for p in r["points"]):
+                if not has_spread(r):
                     continue
                 dat = os.path.join(tmp, name + "-ratio.dat")
                 with open(dat, "w") as f:
                     for p in r["points"]:
-                        ratio, se = p["sharedllm_ppl"] / p["truncated_ppl"], p.get("log_ratio_se", 0)
-                        f.write(f"{p['length_multiple']} {ratio} {ratio * math.exp(-1.96 * se)} "
-                                f"{ratio * math.exp(1.96 * se)}\n")
+                        f.write(f"{p['length_multiple']} {' '.join(map(str, ratio_interval(p)))}\n")
                 ratio_plots.append(f"'{dat}' using 1:2:3:4 with yerrorlines title '{name} ({r['points'][0]['windows']} windows)'")
             if ratio_plots:
                 gnuplot(f"""set terminal png size 800,500
@@ -391,7 +398,7 @@ plot '{dat}' using 1:2:3 with image notitle
                         "of the per-window differences of mean NLL (SharedLLM − truncated; the same windows). "
                         "Where it contains 1, those windows cannot tell the two apart.\n\n")
             f.write(ppl_table(runs) + "\n\n![perplexity vs length](ppl_vs_length.png)\n\n")
-            if any(p.get("log_ratio_se", 0) > 0 for _, r in runs for p in r["points"]):
+            if any(has_spread(r) for _, r in runs):
                 f.write("![SharedLLM / truncated perplexity vs length](ppl_ratio_vs_length.png)\n\n")
         if passkey:
             f.write("## Pass-key retrieval\n\n")
