@@ -81,6 +81,23 @@ SftSample MakeSftSample(const std::string& task, const Tokenizer& tok, const Fil
     s.answer.assign(text.begin() + prompt_tokens, text.end());
     return s;
   }
+  if (task == "copy") {
+    // Induction across the context: the prompt ends with a span of the context (after some
+    // unrelated text), and the answer is what followed that span there. Content-agnostic copying,
+    // the use of context that repeated names and formulas in long documents reward.
+    s.context = filler(rng, context_tokens);
+    const int64_t n = static_cast<int64_t>(s.context.size());
+    Check(n >= 8, "copy needs a context of at least 8 tokens");
+    const int64_t answer_tokens = std::min<int64_t>(16, n / 4);
+    const int64_t span = std::min<int64_t>(Uniform(rng, 8, 32), n / 2);
+    const int64_t at = Uniform(rng, 0, n - span - answer_tokens);
+    const auto lead = filler(rng, Uniform(rng, 1, 128));
+    if (tok.bos_id() >= 0) s.prompt.push_back(tok.bos_id());
+    s.prompt.insert(s.prompt.end(), lead.begin(), lead.end());
+    s.prompt.insert(s.prompt.end(), s.context.begin() + at, s.context.begin() + at + span);
+    s.answer.assign(s.context.begin() + at + span, s.context.begin() + at + span + answer_tokens);
+    return s;
+  }
   if (task == "passkey") {
     std::string key;
     s.context = PasskeyDocument(tok, filler, context_tokens, rng, key);

@@ -26,7 +26,8 @@ using FillerSource = std::function<std::vector<int64_t>(std::mt19937_64& rng, in
 // Task names: passkey, kv (key-value retrieval), niah (needle: magic number for a key),
 // multikey (needle among distractor needles), minmax (smallest/largest of a list). Also accepted
 // by MakeSftSample, not in this default list: passkey_ignore (a pass-key document, but a prompt of
-// other training text whose answer is that text's continuation, not the key).
+// other training text whose answer is that text's continuation, not the key) and copy (the prompt
+// ends with a span of the context; the answer is what followed it there).
 const std::vector<std::string>& SftTaskNames();
 
 // One sample of `task` whose context has about `context_tokens` tokens.

@@ -199,6 +199,15 @@ class Run {
       if (c.gate) model_->shared->AddGate();
       if (c.sink) model_->shared->AddSink(c.sink_logit);
       model_->shared->SetTrainable(c.lower_trainable, c.upper_trainable);
+      for (const std::string& part : c.frozen) {
+        bool matched = false;
+        for (auto& p : model_->lm->named_parameters()) {
+          if (p.key().find(part) == std::string::npos) continue;
+          p.value().set_requires_grad(false);
+          matched = true;
+        }
+        Check(matched, "frozen: no parameter name contains '" + part + "'");
+      }
       Check(c.mode != "sft" || model_->tokenizer, "sft needs the model's tokenizer.model");
     }
     Check(train_->vocab_size() <= model_->config.vocab_size,
@@ -473,7 +482,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
       "weight_decay", "grad_clip",
       "bf16_autocast", "lower_trainable", "separate_compressor", "upper_trainable", "gate", "sink",
       "sink_logit", "seed", "log_every", "eval_every", "eval_batches",
-      "checkpoint_every", "threads", "sft_tasks",
+      "checkpoint_every", "threads", "sft_tasks", "frozen",
       "stop_after", "device", "lm_mix", "time_budget"};
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (std::find(known.begin(), known.end(), it.key()) == known.end()) {
@@ -489,7 +498,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
     GET(weight_decay); GET(grad_clip); GET(bf16_autocast); GET(lower_trainable); GET(seed);
     GET(separate_compressor); GET(upper_trainable); GET(gate); GET(sink); GET(sink_logit);
     GET(log_every); GET(eval_every); GET(eval_batches); GET(checkpoint_every); GET(threads);
-    GET(sft_tasks); GET(stop_after); GET(device); GET(lm_mix); GET(time_budget);
+    GET(sft_tasks); GET(frozen); GET(stop_after); GET(device); GET(lm_mix); GET(time_budget);
 #undef GET
   } catch (const json::exception& e) {
     throw ModelError(std::string("training config has a field of the wrong type: ") + e.what());
@@ -520,7 +529,7 @@ std::string TrainConfig::ToJsonText() const {
             {"sink_logit", sink_logit}, {"seed", seed}, {"log_every", log_every},
             {"eval_every", eval_every}, {"eval_batches", eval_batches},
             {"checkpoint_every", checkpoint_every}, {"threads", threads}, {"sft_tasks", sft_tasks},
-            {"stop_after", stop_after}, {"device", device}, {"lm_mix", lm_mix},
+            {"frozen", frozen}, {"stop_after", stop_after}, {"device", device}, {"lm_mix", lm_mix},
             {"time_budget", time_budget}};
   return j.dump(2) + "\n";
 }

@@ -67,6 +67,8 @@ struct TrainConfig {
                                      // max(step / steps, elapsed / time_budget). 0: no limit.
   // sft: generated tasks (see sft_data.h), by name; empty: all.
   std::vector<std::string> sft_tasks;
+  // lm/sft: parameters whose names contain any of these stay as loaded (e.g. "layers.1.cross_attn").
+  std::vector<std::string> frozen;
 
   static TrainConfig FromJsonText(const std::string& text);
   static TrainConfig Load(const std::string& path);

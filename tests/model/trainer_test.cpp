@@ -331,6 +331,27 @@ TEST(TrainerTest, ForeignContextChangesTrainingOnlyWhenAsked) {
   EXPECT_THROW(Train(bad), ModelError);
 }
 
+TEST(TrainerTest, FrozenParametersStayAsLoadedAndUnknownNamesAreRefused) {
+  test::TempDir dir;
+  TrainConfig c = SharedLLMLanguageModelling(dir, "frozen", 4);
+  c.frozen = {"layers.0.cross_attn.o_proj", "layers.1.mlp"};
+  Train(c);
+  auto before = CheckpointReader::FromFile(c.init + "/sharedllm.safetensors");
+  auto after = CheckpointReader::FromFile(c.out + "/sharedllm.safetensors");
+  EXPECT_TRUE(at::equal(before.tensor("model.layers.0.cross_attn.o_proj.weight"),
+                        after.tensor("model.layers.0.cross_attn.o_proj.weight")));
+  auto base_before = CheckpointReader(c.init), base_after = CheckpointReader(c.out);
+  EXPECT_TRUE(at::equal(base_before.tensor("model.layers.1.mlp.up_proj.weight"),
+                        base_after.tensor("model.layers.1.mlp.up_proj.weight")));
+  // What is not frozen trains as before.
+  EXPECT_FALSE(at::equal(base_before.tensor("model.layers.1.self_attn.q_proj.weight"),
+                         base_after.tensor("model.layers.1.self_attn.q_proj.weight")));
+  c.frozen = {"layers.9.cross_attn"};
+  c.out = dir / "frozen-typo";
+  EXPECT_THROW(Train(c), ModelError);
+  EXPECT_EQ(TrainConfig::FromJsonText(c.ToJsonText()).frozen, c.frozen);
+}
+
 TEST(TrainerTest, SeparateCompressorTrainsTheCopyAndLeavesTheBaseModel) {
   test::TempDir dir;
   TrainConfig c = SharedLLMLanguageModelling(dir, "separate", 4);
@@ -463,6 +484,38 @@ TEST(SftDataTest, PasskeyIgnoreAsksSomethingElseOverAKeyDocument) {
   // Not among the default tasks: configs without sft_tasks train as before.
   const auto& names = SftTaskNames();
   EXPECT_EQ(std::find(names.begin(), names.end(), "passkey_ignore"), names.end());
+}
+
+TEST(SftDataTest, CopyAsksForWhatFollowedASpanOfTheContext) {
+  RuntimeOptions o;
+  o.threads = 1;
+  auto tiny = LoadModel(std::string(SHAREDLLM_SOURCE_DIR) + "/models/tiny", o);
+  // Every filler draw is a distinct run of ids, so a span locates its position in the context.
+  int64_t next_run = 1000;
+  FillerSource filler = [&next_run](std::mt19937_64&, int64_t count) {
+    std::vector<int64_t> out;
+    for (int64_t i = 0; i < count; ++i) out.push_back(next_run + i);
+    next_run += 10000;
+    return out;
+  };
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    std::mt19937_64 rng(seed);
+    const int64_t length = seed % 2 == 0 ? 64 : 300;
+    const SftSample s = MakeSftSample("copy", *tiny->tokenizer, filler, length, rng);
+    ASSERT_EQ(static_cast<int64_t>(s.context.size()), length);
+    EXPECT_EQ(s.prompt.front(), tiny->tokenizer->bos_id());
+    ASSERT_EQ(s.answer.size(), 16u);
+    // The answer follows, in the context, the span the prompt ends with (at least 8 tokens).
+    const auto at = std::find(s.context.begin(), s.context.end(), s.answer.front());
+    ASSERT_NE(at, s.context.end());
+    ASSERT_TRUE(std::equal(s.answer.begin(), s.answer.end(), at));
+    ASSERT_GE(at - s.context.begin(), 8);
+    EXPECT_TRUE(std::equal(at - 8, at, s.prompt.end() - 8));
+    // ... after text that is not from the context.
+    EXPECT_EQ(std::find(s.context.begin(), s.context.end(), s.prompt[1]), s.context.end());
+  }
+  std::mt19937_64 rng(1);
+  EXPECT_THROW(MakeSftSample("copy", *tiny->tokenizer, filler, 4, rng), ModelError);
 }
 
 TEST(TrainerTest, RejectsBadConfigs) {
