@@ -5,9 +5,7 @@ itself saved, tensor for tensor and file for file in how the names split (read w
 independent reader of tests/reference, not the tool's own); the converted directory loads in
 `sharedllm score`; bad inputs are refused. Usage: checkpoint_to_model_test.py SOURCE_DIR
 SHAREDLLM_BIN"""
-import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -16,9 +14,8 @@ sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
 from pycheck import check, finish  # noqa: E402
 src, binary = sys.argv[1], sys.argv[2]
 sys.path.insert(0, os.path.join(src, "tests", "reference"))
-sys.path.insert(0, os.path.join(src, "tools", "corpus"))
 import safetensors_io  # noqa: E402
-from shards import write_shard  # noqa: E402
+from tiny_run import train_tiny_sharedllm  # noqa: E402
 
 script = os.path.join(src, "tools", "checkpoint_to_model.py")
 
@@ -31,22 +28,7 @@ def tensors(path):
 
 
 with tempfile.TemporaryDirectory() as tmp:
-    init = os.path.join(tmp, "init")
-    subprocess.run([binary, "init", "--base", os.path.join(src, "models", "tiny"), "--out", init,
-                    "--layers", "1", "--chunk-size", "16", "--depth", "2", "--alphas", "2,1"],
-                   check=True, capture_output=True)
-    rng = random.Random(4)
-    shard = os.path.join(tmp, "train.bin")
-    write_shard(shard, 1000, [[rng.randrange(3, 1000) for _ in range(400)] for _ in range(5)])
-    run = os.path.join(tmp, "run")
-    config = {"mode": "lm", "init": init, "out": run, "train_shards": [shard], "eval_shards": [],
-              "seq_len": 16, "context_chunks": 2, "batch_size": 2, "steps": 3, "warmup_steps": 1,
-              "lr": 1e-2, "new_params_lr_scale": 2.0, "checkpoint_every": 0, "eval_every": 0,
-              "threads": 1, "seed": 1}
-    with open(os.path.join(tmp, "train.json"), "w") as f:
-        json.dump(config, f)
-    r = subprocess.run([binary, "train", "lm", "--config", os.path.join(tmp, "train.json")],
-                       capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    init, run, shard, r = train_tiny_sharedllm(src, binary, tmp, layers=1, doc_tokens=400, seed=4)
     check(r.returncode == 0, "the tiny run trains: " + r.stderr.strip()[-300:])
     out = os.path.join(tmp, "converted")
     c = subprocess.run([sys.executable, script, run, init, out], capture_output=True, text=True)

@@ -6,7 +6,6 @@ truncated base model (and the trained model differs from it); bad inputs are ref
 Usage: scale_injection_test.py SOURCE_DIR SHAREDLLM_BIN"""
 import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -17,9 +16,8 @@ sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
 from pycheck import check, finish  # noqa: E402
 src, binary = sys.argv[1], sys.argv[2]
 sys.path.insert(0, os.path.join(src, "tests", "reference"))
-sys.path.insert(0, os.path.join(src, "tools", "corpus"))
 import safetensors_io  # noqa: E402
-from shards import write_shard  # noqa: E402
+from tiny_run import train_tiny_sharedllm  # noqa: E402
 
 script = os.path.join(src, "tools", "scale_injection.py")
 O0, O1 = "model.layers.0.cross_attn.o_proj.weight", "model.layers.1.cross_attn.o_proj.weight"
@@ -45,22 +43,8 @@ def ratios(model, tmp, shard):
 
 
 with tempfile.TemporaryDirectory() as tmp:
-    init = os.path.join(tmp, "init")
-    subprocess.run([binary, "init", "--base", os.path.join(src, "models", "tiny"), "--out", init,
-                    "--layers", "2", "--chunk-size", "16", "--depth", "2", "--alphas", "2,1"],
-                   check=True, capture_output=True)
-    rng = random.Random(5)
-    shard = os.path.join(tmp, "train.bin")
-    write_shard(shard, 1000, [[rng.randrange(3, 1000) for _ in range(600)] for _ in range(5)])
-    run = os.path.join(tmp, "run")
-    config = {"mode": "lm", "init": init, "out": run, "train_shards": [shard], "eval_shards": [],
-              "seq_len": 16, "context_chunks": 2, "batch_size": 2, "steps": 3, "warmup_steps": 1,
-              "lr": 1e-2, "new_params_lr_scale": 2.0, "checkpoint_every": 0, "eval_every": 0,
-              "threads": 1, "seed": 1}
-    with open(os.path.join(tmp, "train.json"), "w") as f:
-        json.dump(config, f)
-    subprocess.run([binary, "train", "lm", "--config", os.path.join(tmp, "train.json")],
-                   check=True, capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    _, run, shard, r = train_tiny_sharedllm(src, binary, tmp, layers=2, doc_tokens=600, seed=5)
+    check(r.returncode == 0, "the tiny run trains: " + r.stderr.strip()[-300:])
     trained = shared(run)
     check(np.abs(trained[O0]).sum() > 0 and np.abs(trained[O1]).sum() > 0, "the cross-attention trained")
 
