@@ -81,7 +81,9 @@ int EvalCommand(const Args& args) {
                     " [--out F.json]",
                 task == "ppl" ? "Perplexity of the last W/16 tokens of W running tokens, with n chunks of\n"
                                 "context in front of them through the tree (SharedLLM) and without\n"
-                                "(truncated base model); L = multiple x W."
+                                "(truncated base model); L = multiple x W. Every length scores the same\n"
+                                "W running tokens; windows come from documents as long as the longest L,\n"
+                                "so runs with other --lengths lists score other windows."
                               : "Pass-key retrieval: the first integer generated must equal the key.");
   flags.String("model", &model_dir, "SharedLLM model directory");
   flags.String("lengths", &lengths, "length multiples of the window, comma-separated");
