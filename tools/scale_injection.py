@@ -16,9 +16,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from checkpoint_to_model import read_safetensors, write_safetensors  # noqa: E402
-
-FILES = ["config.json", "model.safetensors", "tokenizer.model", "sharedllm.json"]
+from checkpoint_to_model import INIT_FILES, read_safetensors, write_safetensors  # noqa: E402
 
 
 def scale_injection(model, scale, out, layers=None):
@@ -40,7 +38,7 @@ def scale_injection(model, scale, out, layers=None):
         raise ValueError(f"{model}/sharedllm.safetensors has no cross_attn.o_proj.weight"
                          + (f" in layers {sorted(layers)}" if layers is not None else ""))
     os.makedirs(out, exist_ok=True)
-    for f in FILES:
+    for f in INIT_FILES + ("model.safetensors",):
         shutil.copyfile(os.path.join(model, f), os.path.join(out, f))
     write_safetensors(os.path.join(out, "sharedllm.safetensors"), header, bytes(data), list(header))
     return scaled
