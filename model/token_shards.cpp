@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cassert>
 #include <cerrno>
 #include <cstring>
@@ -213,6 +215,55 @@ std::pair<int64_t, int64_t> TokenShard::Document(int64_t i) const {
                           ? static_cast<int64_t>(Load<uint64_t>(offsets_ + 8 * (i + 1)))
                           : num_tokens_;
   return {begin, end - begin};
+}
+
+TokenPool::TokenPool(const std::vector<std::string>& paths, std::vector<double> weights)
+    : weights_(std::move(weights)) {
+  if (!weights_.empty()) {
+    if (weights_.size() != paths.size()) {
+      throw ModelError("train_shard_weights has " + std::to_string(weights_.size()) +
+                       " weights for " + std::to_string(paths.size()) + " shards");
+    }
+    double sum = 0;
+    for (double w : weights_) {
+      if (!(w >= 0) || !std::isfinite(w)) throw ModelError("shard weights must be finite and >= 0");
+      sum += w;
+    }
+    if (!(sum > 0)) throw ModelError("shard weights must not all be 0");
+  }
+  for (const auto& p : paths) {
+    shards_.push_back(TokenShard::Open(p));
+    total_ += shards_.back().num_tokens();
+  }
+}
+
+int64_t TokenPool::vocab_size() const {
+  int64_t v = 0;
+  for (const auto& s : shards_) v = std::max(v, s.vocab_size());
+  return v;
+}
+
+std::vector<int64_t> TokenPool::Window(std::mt19937_64& rng, int64_t count) const {
+  if (shards_.empty()) throw ModelError("no token shards");
+  const TokenShard* shard = &shards_.back();
+  if (weights_.empty()) {
+    int64_t pick = std::uniform_int_distribution<int64_t>(0, total_ - 1)(rng);
+    for (const auto& s : shards_) {
+      if (pick < s.num_tokens()) {
+        shard = &s;
+        break;
+      }
+      pick -= s.num_tokens();
+    }
+  } else {
+    shard = &shards_[std::discrete_distribution<size_t>(weights_.begin(), weights_.end())(rng)];
+  }
+  if (shard->num_tokens() <= count) {
+    throw ModelError(shard->path() + " has fewer than " + std::to_string(count + 1) +
+                     " tokens; training windows need more");
+  }
+  const int64_t start = std::uniform_int_distribution<int64_t>(0, shard->num_tokens() - count - 1)(rng);
+  return shard->Slice(start, count);
 }
 
 }  // namespace sharedllm

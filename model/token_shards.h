@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -56,6 +57,25 @@ class TokenShard {
   int64_t num_documents_ = 0;
   int64_t vocab_size_ = 0;
   int dtype_bytes_ = 0;
+};
+
+// Windows of tokens drawn from several shards. Without weights a shard is picked in proportion to
+// its tokens (every token equally likely); with `weights` (one per shard, >= 0, not all 0) shard i
+// is picked with probability weights[i] / sum(weights), and a window is then uniform within it.
+// A window may cross documents of its shard, never shards.
+class TokenPool {
+ public:
+  explicit TokenPool(const std::vector<std::string>& paths, std::vector<double> weights = {});
+  bool empty() const { return shards_.empty(); }
+  int64_t vocab_size() const;
+  // `count` consecutive tokens from a random place; throws ModelError when the picked shard has
+  // no more than `count` tokens.
+  std::vector<int64_t> Window(std::mt19937_64& rng, int64_t count) const;
+
+ private:
+  std::vector<TokenShard> shards_;
+  std::vector<double> weights_;
+  int64_t total_ = 0;
 };
 
 // CRC-32 as zlib computes it (reflected polynomial 0xEDB88320), continuing from `crc`.

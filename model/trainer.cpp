@@ -29,43 +29,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
 
-// Tokens of several shards, sampled in proportion to their sizes.
-class TokenPool {
- public:
-  explicit TokenPool(const std::vector<std::string>& paths) {
-    for (const auto& p : paths) {
-      shards_.push_back(std::make_unique<TokenShard>(TokenShard::Open(p)));
-      total_ += shards_.back()->num_tokens();
-    }
-  }
-  bool empty() const { return shards_.empty(); }
-  int64_t vocab_size() const {
-    int64_t v = 0;
-    for (const auto& s : shards_) v = std::max(v, s->vocab_size());
-    return v;
-  }
-  // `count` consecutive tokens from a random place.
-  std::vector<int64_t> Window(std::mt19937_64& rng, int64_t count) const {
-    Check(!shards_.empty(), "no token shards");
-    int64_t pick = std::uniform_int_distribution<int64_t>(0, total_ - 1)(rng);
-    for (const auto& s : shards_) {
-      if (pick < s->num_tokens()) {
-        Check(s->num_tokens() > count, "a shard has fewer than " + std::to_string(count + 1) +
-                                           " tokens; training windows need more");
-        const int64_t start =
-            std::uniform_int_distribution<int64_t>(0, s->num_tokens() - count - 1)(rng);
-        return s->Slice(start, count);
-      }
-      pick -= s->num_tokens();
-    }
-    return shards_.back()->Slice(0, count);
-  }
-
- private:
-  std::vector<std::unique_ptr<TokenShard>> shards_;
-  int64_t total_ = 0;
-};
-
 // Random streams of training and evaluation samples.
 constexpr uint64_t kTrainStream = 1, kEvalStream = 2;
 
@@ -176,7 +139,7 @@ class Run {
     InitRuntime(runtime);
     // TF32 matmuls on a GPU (fp32 storage, 10-bit mantissa products), as PyTorch's "high".
     if (!device_.is_cpu()) at::globalContext().setFloat32MatmulPrecision("high");
-    train_ = std::make_unique<TokenPool>(c.train_shards);
+    train_ = std::make_unique<TokenPool>(c.train_shards, c.train_shard_weights);
     eval_ = std::make_unique<TokenPool>(c.eval_shards);
     if (c.mode == "base") {
       if (!c.init.empty()) {
@@ -476,7 +439,8 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
   }
   TrainConfig c;
   static const std::vector<std::string> known = {
-      "mode", "init", "model_config", "tokenizer", "out", "train_shards", "eval_shards", "seq_len",
+      "mode", "init", "model_config", "tokenizer", "out", "train_shards", "train_shard_weights",
+      "eval_shards", "seq_len",
       "context_chunks", "lm_chunks_min", "lm_scored_tokens", "lm_foreign_context", "batch_size",
       "grad_accum", "steps", "warmup_steps", "lr", "min_lr_ratio", "new_params_lr_scale",
       "weight_decay", "grad_clip",
@@ -492,6 +456,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
   try {
 #define GET(field) c.field = j.value(#field, c.field)
     GET(mode); GET(init); GET(model_config); GET(tokenizer); GET(out); GET(train_shards);
+    GET(train_shard_weights);
     GET(eval_shards); GET(seq_len); GET(context_chunks); GET(lm_chunks_min);
     GET(lm_scored_tokens); GET(lm_foreign_context); GET(batch_size); GET(grad_accum);
     GET(steps); GET(warmup_steps); GET(lr); GET(min_lr_ratio); GET(new_params_lr_scale);
@@ -517,6 +482,7 @@ TrainConfig TrainConfig::Load(const std::string& path) {
 std::string TrainConfig::ToJsonText() const {
   json j = {{"mode", mode}, {"init", init}, {"model_config", model_config},
             {"tokenizer", tokenizer}, {"out", out}, {"train_shards", train_shards},
+            {"train_shard_weights", train_shard_weights},
             {"eval_shards", eval_shards}, {"seq_len", seq_len}, {"context_chunks", context_chunks},
             {"lm_chunks_min", lm_chunks_min}, {"lm_scored_tokens", lm_scored_tokens},
             {"lm_foreign_context", lm_foreign_context}, {"batch_size", batch_size},

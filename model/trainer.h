@@ -20,6 +20,9 @@ struct TrainConfig {
   std::string tokenizer;             // tokenizer.model to ship with the output (base)
   std::string out;                   // output directory: final model + checkpoint/ + train_log.jsonl
   std::vector<std::string> train_shards;  // token shard files (tools/corpus/make_shards.py)
+  // Optional, one per train shard: shard i gives weights[i] / sum of the training windows (and
+  // sft fillers); empty: each shard in proportion to its tokens. See TokenPool.
+  std::vector<double> train_shard_weights;
   std::vector<std::string> eval_shards;   // held-out shards for the eval loss
   int64_t seq_len = 256;             // W: running-text tokens per sample
   int64_t context_chunks = 4;        // lm/sft: n chunks of chunk_size context before the text

@@ -352,6 +352,21 @@ TEST(TrainerTest, FrozenParametersStayAsLoadedAndUnknownNamesAreRefused) {
   EXPECT_EQ(TrainConfig::FromJsonText(c.ToJsonText()).frozen, c.frozen);
 }
 
+// train_shard_weights (TokenPool, tested in token_shards_test) reaches the pool: a run with one
+// weight per shard trains, a count that does not match the shards is refused, and the field
+// round-trips through the config.
+TEST(TrainerTest, ShardWeightsMustMatchTheShards) {
+  test::TempDir dir;
+  TrainConfig c = SharedLLMLanguageModelling(dir, "weights", 2);
+  c.train_shards = {c.train_shards[0], c.train_shards[0]};
+  c.train_shard_weights = {1, 3};
+  EXPECT_GT(Train(c).final_loss, 0.0);
+  EXPECT_EQ(TrainConfig::FromJsonText(c.ToJsonText()).train_shard_weights, c.train_shard_weights);
+  c.train_shard_weights = {1};
+  c.out = dir / "weights-mismatch";
+  EXPECT_THROW(Train(c), ModelError);
+}
+
 TEST(TrainerTest, SeparateCompressorTrainsTheCopyAndLeavesTheBaseModel) {
   test::TempDir dir;
   TrainConfig c = SharedLLMLanguageModelling(dir, "separate", 4);

@@ -5,8 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <numeric>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -302,6 +304,43 @@ TEST_F(TokenShardTest, SliceAndDocumentBoundsAreChecked) {
   EXPECT_NE(ErrorOf([&] { shard.Slice(0, -1); }).find("outside"), std::string::npos);
   EXPECT_NE(ErrorOf([&] { shard.Document(3); }).find("out of range"), std::string::npos);
   EXPECT_NE(ErrorOf([&] { shard.Document(-1); }).find("out of range"), std::string::npos);
+}
+
+// A pool of two shards whose tokens say which shard they came from: 300 tokens of 1s and 100 of
+// 2s. Without weights windows come 3:1 (in proportion to tokens); with weights {1, 3}, 1:3; a
+// weight of 0 never picks its shard; bad weights are refused.
+TEST_F(TokenShardTest, PoolPicksShardsByTokensOrByWeight) {
+  const std::string ones = dir_ / "ones.bin", twos = dir_ / "twos.bin";
+  test::WriteFile(ones, ShardSpec::FromDocuments({std::vector<uint32_t>(300, 1)}, 100).Bytes());
+  test::WriteFile(twos, ShardSpec::FromDocuments({std::vector<uint32_t>(100, 2)}, 100).Bytes());
+  auto share_of_twos = [](const TokenPool& pool) {
+    std::mt19937_64 rng(7);
+    int twos_seen = 0;
+    const int n = 4000;
+    for (int i = 0; i < n; ++i) {
+      const auto w = pool.Window(rng, 8);
+      EXPECT_EQ(w.size(), 8u);
+      EXPECT_TRUE(std::all_of(w.begin(), w.end(), [&](int64_t t) { return t == w[0]; }))
+          << "a window crossed shards";
+      twos_seen += w[0] == 2;
+    }
+    return static_cast<double>(twos_seen) / n;
+  };
+  EXPECT_NEAR(share_of_twos(TokenPool({ones, twos})), 0.25, 0.03);
+  EXPECT_NEAR(share_of_twos(TokenPool({ones, twos}, {1, 3})), 0.75, 0.03);
+  EXPECT_EQ(share_of_twos(TokenPool({ones, twos}, {1, 0})), 0.0);
+  EXPECT_EQ(TokenPool({ones, twos}).vocab_size(), 100);
+
+  EXPECT_NE(ErrorOf([&] { TokenPool({ones, twos}, {1}); }).find("1 weights for 2 shards"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf([&] { TokenPool({ones, twos}, {1, -1}); }).find(">= 0"), std::string::npos);
+  EXPECT_NE(ErrorOf([&] { TokenPool({ones, twos}, {0, 0}); }).find("all be 0"), std::string::npos);
+  // A window longer than the picked shard names that shard.
+  std::mt19937_64 rng(1);
+  EXPECT_NE(ErrorOf([&] { TokenPool({ones, twos}, {0, 1}).Window(rng, 100); }).find(twos),
+            std::string::npos);
+  EXPECT_NE(ErrorOf([&] { TokenPool(std::vector<std::string>{}).Window(rng, 1); }).find("no token shards"),
+            std::string::npos);
 }
 
 }  // namespace

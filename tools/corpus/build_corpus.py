@@ -4,8 +4,11 @@
 Input:  --extract DIR   one subdirectory per package, named after the package (DIR/<package>/usr/...)
         --lock FILE     tools/corpus/packages.lock (package, version, sha256 of the .deb)
         --debs DIR      the cached .deb files (their sha256 is recomputed for the manifest)
-Output: --out DIR       train/<source>.txt, heldout/{books,code,proofs}/<name>.txt, documents.tsv,
-                        MANIFEST.json
+Output: --out DIR       train/<source>.txt, adapt/<source>.txt, heldout/{books,code,proofs}/<name>.txt,
+                        documents.tsv, MANIFEST.json
+
+train/ is what the tokenizer and the base model learn from; adapt/ is text that only SharedLLM
+stages train on (the proof genre, from Coq, which the base never saw); heldout/ is never trained on.
 
 Every step is deterministic: files are visited in sorted order, selections are by size or by hash,
 nothing records a time or an absolute path. See docs/DATA.md for the rules.
@@ -357,6 +360,15 @@ class Sources:
             if not looks_generated(text):
                 yield rel, text
 
+    # -- adaptation text (SharedLLM stages only) --
+
+    def coq_stdlib(self):
+        """The Coq standard library's theories (.v sources): proofs, a genre the training text
+        hardly has, from another prover than the held-out HOL Light."""
+        root = self.pkg("libcoq-stdlib", "usr/lib/ocaml/coq")
+        for rel in walk(root, (".v",)):
+            yield rel, decode(read(os.path.join(root, rel)))
+
     # -- held-out --
 
     def heldout_code_choice(self):
@@ -455,6 +467,11 @@ TRAIN_SOURCES = [
     ("python-stdlib", "libpython3.11-stdlib", "python_stdlib"),
     ("sympy", "python3-sympy", "sympy"),
     ("go-stdlib", "golang-1.19-src", "go_stdlib"),
+]
+
+# (source, package, Sources method) of adapt/: text that only SharedLLM stages train on.
+ADAPT_SOURCES = [
+    ("coq-stdlib", "libcoq-stdlib", "coq_stdlib"),
 ]
 
 
@@ -575,6 +592,20 @@ def main():
             % (len(docs), len(out) / 2**20, st["dropped_small"], st["dropped_duplicate"],
                st["dropped_cap"]))
 
+    # Adaptation text, after training text, so that train/ is what it was without it.
+    for source, package, method in ADAPT_SOURCES:
+        log("adapt %-15s from %s" % (source, package))
+        out = bytearray()
+        n = 0
+        for doc_id, text in getattr(src, method)():
+            t = accept("adapt", source, doc_id, text)
+            if t is not None:
+                out += t.encode("utf-8") + DOC_SEPARATOR.encode("ascii")
+                doc_rows.append(("adapt", source, doc_id, package + ":" + doc_id))
+                n += 1
+        files["adapt/%s.txt" % source] = bytes(out)
+        log("  %d documents, %.1f MiB" % (n, len(out) / 2**20))
+
     # Per-source document and byte counts of what was written.
     for split, source, name, _ in doc_rows:
         stats[source]["documents"] += 1
@@ -621,6 +652,8 @@ def main():
             "heldout_bytes": sum(len(v) for k, v in files.items() if k.startswith("heldout/")),
             "train_documents": sum(1 for r in doc_rows if r[0] == "train"),
             "heldout_documents": sum(1 for r in doc_rows if r[0] == "heldout"),
+            "adapt_bytes": sum(len(v) for k, v in files.items() if k.startswith("adapt/")),
+            "adapt_documents": sum(1 for r in doc_rows if r[0] == "adapt"),
         },
         "files": [{"path": k, "bytes": len(files[k]), "sha256": sha256_bytes(files[k])}
                   for k in sorted(files)],

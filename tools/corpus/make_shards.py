@@ -4,6 +4,8 @@
   data/shards/train-0000.bin, ...      every training document, in a fixed pseudo-random order
                                        (sha256 of "<source>/<index>") so that sources mix in every
                                        shard; at most --shard-tokens tokens a shard
+  data/shards/adapt-<source>.bin       the documents of data/corpus/adapt/<source>.txt (text only
+                                       SharedLLM stages train on), in file order
   data/shards/heldout-<split>.bin      held-out books, code and proofs: one document per file of
                                        data/corpus/heldout/<split>/, in file-name order
   data/shards/INDEX.json               per shard: tokens, documents (names in order), sha256
@@ -154,6 +156,14 @@ def main():
     log("%d training documents, %.1f MiB" % (len(entries),
                                              sum(len(e[3]) for e in entries) / 2**20))
 
+    adapt = []  # (source, index, text)
+    adapt_dir = os.path.join(args.corpus, "adapt")
+    if os.path.isdir(adapt_dir):
+        for f in sorted(os.listdir(adapt_dir)):
+            if f.endswith(".txt"):
+                for i, d in enumerate(read_train_docs(os.path.join(adapt_dir, f))):
+                    adapt.append((f[:-4], i, d))
+
     held = []  # (split, name, text)
     held_dir = os.path.join(args.corpus, "heldout")
     for split in sorted(os.listdir(held_dir)):
@@ -166,6 +176,9 @@ def main():
                               initargs=(args.model, newline)) as pool:
         log("encoding training text with %d spm_encode processes" % args.jobs)
         train_ids = encode_all(pool, [e[3] for e in entries])
+        log("  %.0fs" % (time.time() - t0))
+        log("encoding adaptation text")
+        adapt_ids = encode_all(pool, [a[2] for a in adapt])
         log("  %.0fs" % (time.time() - t0))
         log("encoding held-out documents")
         held_ids = encode_all(pool, [h[2] for h in held])
@@ -202,6 +215,13 @@ def main():
     if docs:
         emit("train-%04d.bin" % k, docs, names, dict(sorted(by_source.items())))
 
+    # Adaptation shards, one per source.
+    for source in sorted(set(a[0] for a in adapt)):
+        sel = [(a, ids) for a, ids in zip(adapt, adapt_ids) if a[0] == source]
+        emit("adapt-%s.bin" % source,
+             [np.concatenate([[bos], ids]).astype(np.int64) for _, ids in sel],
+             ["%s/%d" % (a[0], a[1]) for a, _ in sel])
+
     # Held-out shards, one per split.
     for split in sorted(set(h[0] for h in held)):
         sel = [(h, ids) for h, ids in zip(held, held_ids) if h[0] == split]
@@ -218,6 +238,8 @@ def main():
     if args.verify_docs:
         candidates = [("train", "%s/%d" % (e[1], e[2]), e[3], ids)
                       for e, ids in zip(entries, train_ids)]
+        candidates += [("adapt", "%s/%d" % (a[0], a[1]), a[2], ids)
+                       for a, ids in zip(adapt, adapt_ids)]
         candidates += [("heldout", "%s/%s" % (h[0], h[1]), h[2], ids)
                        for h, ids in zip(held, held_ids)]
         small = [c for c in candidates if len(c[2]) <= 16384]
@@ -248,6 +270,8 @@ def main():
         "train_tokens": sum(s["tokens"] for s in index["shards"] if s["path"].startswith("train")),
         "heldout_tokens": {s["path"][8:-4]: s["tokens"] for s in index["shards"]
                            if s["path"].startswith("heldout")},
+        "adapt_tokens": {s["path"][6:-4]: s["tokens"] for s in index["shards"]
+                         if s["path"].startswith("adapt-")},
     }
     with open(os.path.join(args.out, "INDEX.json.tmp"), "w") as f:
         json.dump(index, f, indent=1, sort_keys=True)

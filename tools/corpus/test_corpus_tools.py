@@ -140,6 +140,28 @@ class CleanTest(unittest.TestCase):
                                                       "// generated later: do not edit\n"))
 
 
+class AdaptSourcesTest(unittest.TestCase):
+    def test_coq_stdlib_yields_every_v_source_in_path_order(self):
+        with tempfile.TemporaryDirectory() as x:
+            root = os.path.join(x, "libcoq-stdlib", "usr", "lib", "ocaml", "coq")
+            files = {"theories/Lists/List.v": "Lemma app_nil : True.",
+                     "theories/Init/Nat.v": "Definition two := 2.",
+                     "user-contrib/Ltac2/Std.v": "Ltac2 x := ().",
+                     "theories/Init/Nat.vo": "compiled", "theories/Init/Nat.glob": "globs"}
+            for rel, text in files.items():
+                os.makedirs(os.path.dirname(os.path.join(root, rel)), exist_ok=True)
+                with open(os.path.join(root, rel), "w") as f:
+                    f.write(text)
+            os.symlink(os.path.join(root, "theories/Init/Nat.v"),
+                       os.path.join(root, "theories/Init/Link.v"))
+            got = list(build_corpus.Sources(x).coq_stdlib())
+            self.assertEqual([rel for rel, _ in got], ["theories/Init/Nat.v",
+                                                       "theories/Lists/List.v",
+                                                       "user-contrib/Ltac2/Std.v"])
+            self.assertEqual(got[1][1], "Lemma app_nil : True.")
+            self.assertEqual([s[0] for s in build_corpus.ADAPT_SOURCES], ["coq-stdlib"])
+
+
 class HtmlTest(unittest.TestCase):
     def test_text(self):
         html = (b"<html><head><title>T</title><style>x{}</style></head><body>"
