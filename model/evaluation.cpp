@@ -86,7 +86,8 @@ double FullAttentionNll(LoadedModel& m, const std::vector<int64_t>& all, int64_t
 
 std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard,
                                          const std::vector<double>& multiples, int64_t windows,
-                                         uint64_t seed, double full_attention_max) {
+                                         uint64_t seed, double full_attention_max,
+                                         bool foreign_context) {
   Check(m.shared != nullptr, "perplexity evaluation needs a SharedLLM model");
   c10::InferenceMode guard;
   const int64_t w = m.config.max_position_embeddings;
@@ -100,6 +101,9 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
     if (shard.Document(d).second >= max_len) docs.push_back(d);
   }
   Check(!docs.empty(), shard.path() + " has no document of " + std::to_string(max_len) + " tokens");
+  Check(!foreign_context || docs.size() >= 2,
+        shard.path() + " needs two documents of " + std::to_string(max_len) +
+            " tokens for a foreign context");
   std::vector<PplPoint> out;
   for (double x : multiples) {
     PplPoint p;
@@ -107,16 +111,26 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
     const int64_t length = static_cast<int64_t>(x * w);
     const int64_t context_len = (length - w) / chunk * chunk;  // n × C
     std::mt19937_64 rng(seed);
+    std::mt19937_64 foreign_rng(seed ^ 0x5eed'f0e1'9c0fULL);  // apart, so the windows stay the same
     std::vector<double> shared_nll, trunc_nll;  // per window
     double linear_sum = 0, yarn_sum = 0, stream_sum = 0;
     const bool full = x > 1 && x <= full_attention_max;
     for (int64_t i = 0; i < windows; ++i) {
-      const auto [first, count] = shard.Document(docs[rng() % docs.size()]);
+      const size_t doc = rng() % docs.size();
+      const auto [first, count] = shard.Document(docs[doc]);
       const int64_t start = first + static_cast<int64_t>(rng() % (count - max_len + 1));
       // The same last W tokens in every length: only the context in front of them grows.
       const auto all = shard.Slice(start + max_len - w - context_len, context_len + w);
-      const std::vector<int64_t> context(all.begin(), all.begin() + context_len);
+      std::vector<int64_t> context(all.begin(), all.begin() + context_len);
       const std::vector<int64_t> text(all.begin() + context_len, all.end());
+      if (foreign_context) {
+        // As long a context from another document: what the text gains from its genre alone.
+        const size_t other = (doc + 1 + foreign_rng() % (docs.size() - 1)) % docs.size();
+        const auto [ofirst, ocount] = shard.Document(docs[other]);
+        const int64_t ostart =
+            ofirst + static_cast<int64_t>(foreign_rng() % (ocount - context_len + 1));
+        context = shard.Slice(ostart, context_len);
+      }
       const double truncated = TailNll(m, {}, text, scored);
       trunc_nll.push_back(truncated);
       shared_nll.push_back(context.empty() ? truncated : TailNll(m, context, text, scored));

@@ -40,11 +40,15 @@ PairedDifference PairedMeanDifference(const std::vector<double>& a, const std::v
 // Perplexity at L = multiple × W for each multiple; windows drawn (seeded) from `shard`'s
 // documents long enough for the longest multiple. StreamingLLM (model/streaming_llm.h) reads all
 // L tokens at every length (O(L W)).
+// `foreign_context`: SharedLLM reads an equally long context from another document of the shard
+// instead of the text's own (the same windows and text scored): the gain a context of the same
+// genre gives without bearing on the text.
 // `full_attention_max` > 0 also measures the full-attention baselines at multiples up to it
 // (attention over L tokens costs O(L^2) memory).
 std::vector<PplPoint> EvaluatePerplexity(LoadedModel& model, const TokenShard& shard,
                                          const std::vector<double>& multiples, int64_t windows,
-                                         uint64_t seed, double full_attention_max = 0);
+                                         uint64_t seed, double full_attention_max = 0,
+                                         bool foreign_context = false);
 
 struct PasskeyPoint {
   double length_multiple = 1;

@@ -13,6 +13,7 @@
 
 #include "model/config.h"
 #include "model/llama.h"
+#include "model/sharedllm.h"
 #include "model/token_shards.h"
 #include "tests/test_util.h"
 
@@ -21,6 +22,17 @@
 #endif
 
 namespace sharedllm::test {
+
+// Gives every cross-attention o_proj random weights, so the context changes the output.
+inline void RandomizeCrossAttention(CausalLM& lm, uint64_t seed) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  c10::NoGradGuard no_grad;
+  for (auto& p : lm->named_parameters()) {
+    if (IsSharedLLMParameter(p.key()) && p.key().find("o_proj") != std::string::npos) {
+      p.value().copy_(at::normal(0.0, 0.3, p.value().sizes(), gen));
+    }
+  }
+}
 
 // vocab 61, hidden 32, 2 layers, 4 query heads sharing 2 kv heads, untied.
 inline ModelConfig TinyConfig() {

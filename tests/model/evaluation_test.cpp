@@ -57,6 +57,36 @@ TEST(EvaluationTest, UntrainedSharedLLMPerplexityEqualsTruncated) {
   EXPECT_DOUBLE_EQ(points[0].truncated_ppl, points[2].truncated_ppl);
 }
 
+// --foreign-context: the same windows and text (the truncated column is identical), but SharedLLM
+// reads another document's tokens, so with a cross-attention that reads its context the scores
+// differ; one long-enough document is refused.
+TEST(EvaluationTest, ForeignContextScoresTheSameTextWithAnotherDocumentsContext) {
+  test::TempDir dir;
+  auto model = TinySharedLLM(dir);
+  test::RandomizeCrossAttention(model->lm, 9);
+  test::WriteTokenShard(dir / "two.bin", 1000,
+                        {test::SeededIds(4 * 256 + 10, 1000, 3), test::SeededIds(4 * 256 + 10, 1000, 4)});
+  const TokenShard two = TokenShard::Open(dir / "two.bin");
+  const auto own = EvaluatePerplexity(*model, two, {1, 4}, 4, 1);
+  const auto foreign = EvaluatePerplexity(*model, two, {1, 4}, 4, 1, 0, true);
+  ASSERT_EQ(own.size(), 2u);
+  ASSERT_EQ(foreign.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_DOUBLE_EQ(own[i].truncated_ppl, foreign[i].truncated_ppl);
+    EXPECT_DOUBLE_EQ(own[i].streaming_ppl, foreign[i].streaming_ppl);
+  }
+  EXPECT_DOUBLE_EQ(foreign[0].sharedllm_ppl, foreign[0].truncated_ppl);  // 1x: no context at all
+  EXPECT_NE(own[1].sharedllm_ppl, own[1].truncated_ppl);
+  EXPECT_GT(std::fabs(foreign[1].sharedllm_ppl - own[1].sharedllm_ppl), 1e-6 * own[1].sharedllm_ppl);
+  // Deterministic: the same foreign contexts again.
+  EXPECT_DOUBLE_EQ(EvaluatePerplexity(*model, two, {4}, 4, 1, 0, true)[0].sharedllm_ppl,
+                   foreign[1].sharedllm_ppl);
+
+  test::WriteTokenShard(dir / "one.bin", 1000, {test::SeededIds(4 * 256 + 10, 1000, 3)});
+  const TokenShard one = TokenShard::Open(dir / "one.bin");
+  EXPECT_THROW(EvaluatePerplexity(*model, one, {4}, 2, 1, 0, true), ModelError);
+}
+
 TEST(EvaluationTest, PairedMeanDifferenceWorkedExample) {
   // Differences 1, 2, 3: mean 2, sample standard deviation 1, standard error 1/sqrt(3).
   const auto d = PairedMeanDifference({1.5, 2.5, 4.0}, {0.5, 0.5, 1.0});

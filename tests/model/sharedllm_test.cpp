@@ -20,6 +20,7 @@ namespace sharedllm {
 namespace {
 
 using test::MaxAbsDiff;
+using test::RandomizeCrossAttention;
 using test::SeededIds;
 
 ModelConfig Config() {
@@ -35,17 +36,6 @@ SharedLLMConfig SmallShared(int64_t layers = 2) {
   s.tree_depth = 3;
   s.alphas = {4, 2, 1};
   return s;
-}
-
-// Gives every cross-attention o_proj random weights, so the context changes the output.
-void RandomizeCrossAttention(CausalLM& lm, uint64_t seed) {
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  c10::NoGradGuard no_grad;
-  for (auto& p : lm->named_parameters()) {
-    if (IsSharedLLMParameter(p.key()) && p.key().find("o_proj") != std::string::npos) {
-      p.value().copy_(at::normal(0.0, 0.3, p.value().sizes(), gen));
-    }
-  }
 }
 
 std::vector<const EncodedNode*> Pointers(const std::vector<EncodedNode>& nodes) {

@@ -75,6 +75,7 @@ int EvalCommand(const Args& args) {
       full_from;
   int64_t windows = 50, trials = 5, seed = 1;
   double full_max = 0;
+  bool foreign_context = false;
   RuntimeFlags runtime;
   FlagSet flags("sharedllm eval " + task + " --model DIR" +
                     (task == "ppl" ? " --shard F [--lengths L] [--windows N]" : " [--lengths L] [--depths D] [--trials N]") +
@@ -99,6 +100,9 @@ int EvalCommand(const Args& args) {
     flags.String("full-attention-from", &full_from,
                  "instead, copy them from this earlier `eval ppl` JSON of the same base model, "
                  "shard, --windows and --seed (refused unless its truncated perplexities match)");
+    flags.Bool("foreign-context", &foreign_context,
+               "SharedLLM reads an equally long context from another document of the shard instead "
+               "of the text's own (same windows): what the genre alone gives");
     flags.Require("shard");
   } else {
     flags.String("depths", &depths, "needle depths in [0, 1], comma-separated");
@@ -119,7 +123,9 @@ int EvalCommand(const Args& args) {
   if (task == "ppl") {
     const TokenShard shard = TokenShard::Open(shard_path, model->config.vocab_size);
     j["shard"] = shard_path;
-    for (const auto& p : EvaluatePerplexity(*model, shard, ParseDoubleList(lengths), windows, seed, full_max)) {
+    if (foreign_context) j["context"] = "foreign";
+    for (const auto& p : EvaluatePerplexity(*model, shard, ParseDoubleList(lengths), windows, seed, full_max,
+                                           foreign_context)) {
       nlohmann::json point = {{"length_multiple", p.length_multiple}, {"windows", p.windows},
                               {"sharedllm_ppl", p.sharedllm_ppl}, {"truncated_ppl", p.truncated_ppl},
                               {"streaming_ppl", p.streaming_ppl}, {"log_ratio_se", p.log_ratio_se}};
