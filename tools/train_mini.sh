@@ -5,7 +5,8 @@
 # 2.5 hours on 2 cores) -> its two last stages, pass keys beside questions that are not about them
 # (models/mini/recipe/gpu/ignore-{a,b}.json: 4 minutes on one H200 through
 # `tools/train_mini_gpu.sh ignore`, copied back to runs/gpu-ignore-b; without that copy they run
-# here, about 1.7 hours) -> every evaluation and docs/RESULTS.md (tools/eval_mini.sh). Every
+# here, about 1.7 hours) -> stage G, the same mix with Coq proofs among the language-modelling
+# windows (models/mini/recipe/stage-g.json, about 20 minutes on 2 cores) -> every evaluation and docs/RESULTS.md (tools/eval_mini.sh). Every
 # training stage resumes from its checkpoint when re-run. See models/mini/README.md for what each
 # stage measured.
 set -euo pipefail
@@ -48,9 +49,13 @@ fi
 for stage in a b; do
   cp runs/gpu-ignore-$stage/train_log.jsonl models/mini/recipe/gpu/ignore_${stage}_log.jsonl
 done
+# Stage G: B's cross-attention trained on, 2 in 5 windows from the Coq adaptation text
+# (docs/DATA.md, "Adaptation text"): what models/mini ships. About 20 minutes on 2 cores.
+$bin train sft --config models/mini/recipe/stage-g.json
+cp runs/mini-g/train_log.jsonl models/mini/recipe/stage-g_log.jsonl
 # The base model is unchanged (tensor for tensor; the file layout may differ).
 /usr/bin/python3 - models/mini/model.safetensors runs/passkey-sep-10/model.safetensors \
-  runs/gpu-ignore-b/model.safetensors <<'PY'
+  runs/gpu-ignore-b/model.safetensors runs/mini-g/model.safetensors <<'PY'
 import os, sys
 sys.path.insert(0, "tools")
 from checkpoint_to_model import read_safetensors
@@ -67,13 +72,14 @@ for path in sys.argv[2:]:
     else:
         print(f"{path}: the base, tensor for tensor")
 PY
-cp runs/gpu-ignore-b/{sharedllm.json,sharedllm.safetensors} models/mini/
+cp runs/mini-g/{sharedllm.json,sharedllm.safetensors} models/mini/
 stages=(--stage "lm=models/mini/recipe/lm_log.jsonl")
 for stage in 1 2 3 4 6 7 8 9 10; do
   stages+=(--stage "$stage=models/mini/recipe/passkey-separate/stage${stage}_log.jsonl")
 done
 stages+=(--stage "A=models/mini/recipe/gpu/ignore_a_log.jsonl")
 stages+=(--stage "B=models/mini/recipe/gpu/ignore_b_log.jsonl")
+stages+=(--stage "G=models/mini/recipe/stage-g_log.jsonl")
 /usr/bin/python3 tools/plot_training.py --out models/mini/loss_curves.png \
   --base models/mini/recipe/base_log.jsonl "${stages[@]}"
 
