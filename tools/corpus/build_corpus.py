@@ -4,8 +4,8 @@
 Input:  --extract DIR   one subdirectory per package, named after the package (DIR/<package>/usr/...)
         --lock FILE     tools/corpus/packages.lock (package, version, sha256 of the .deb)
         --debs DIR      the cached .deb files (their sha256 is recomputed for the manifest)
-Output: --out DIR       train/<source>.txt, adapt/<source>.txt, heldout/{books,code,proofs}/<name>.txt,
-                        documents.tsv, MANIFEST.json
+Output: --out DIR       train/<source>.txt, adapt/<source>.txt,
+                        heldout/{books,code,proofs}/<name>.txt, documents.tsv, MANIFEST.json
 
 train/ is what the tokenizer and the base model learn from; adapt/ is text that only SharedLLM
 stages train on (the proof genre, from Coq, which the base never saw); heldout/ is never trained on.
@@ -561,50 +561,40 @@ def main():
             doc_rows.append(("heldout", "proofs", name, "hol-light:" + origin))
 
     heldout_code = set(chosen)
-    for source, package, method in TRAIN_SOURCES:
-        log("train %-15s from %s" % (source, package))
-        gen = getattr(src, method)
-        docs = []
-        for doc_id, text in (gen(heldout_code) if method == "python_stdlib" else gen()):
-            t = accept("train", source, doc_id, text)
-            if t is not None:
-                docs.append((doc_id, t.encode("utf-8")))
-        st = stats[source]
-        if cap is not None and sum(len(d) for _, d in docs) > cap:
-            # Keep a deterministic pseudo-random subset: documents ordered by the hash of their id.
-            order = sorted(docs, key=lambda d: sha256_bytes(d[0].encode("utf-8")))
-            kept, total = set(), 0
-            for doc_id, data in order:
-                if total + len(data) > cap:
-                    st["dropped_cap"] += 1
-                    st["dropped_cap_bytes"] += len(data)
-                    continue
-                kept.add(doc_id)
-                total += len(data)
-            docs = [d for d in docs if d[0] in kept]
-        out = bytearray()
-        for doc_id, data in docs:
-            out += data
-            out += DOC_SEPARATOR.encode("ascii")
-            doc_rows.append(("train", source, doc_id, package + ":" + doc_id))
-        files["train/%s.txt" % source] = bytes(out)
-        log("  %d documents, %.1f MiB (%d small, %d duplicate, %d over the cap)"
-            % (len(docs), len(out) / 2**20, st["dropped_small"], st["dropped_duplicate"],
-               st["dropped_cap"]))
-
-    # Adaptation text, after training text, so that train/ is what it was without it.
-    for source, package, method in ADAPT_SOURCES:
-        log("adapt %-15s from %s" % (source, package))
-        out = bytearray()
-        n = 0
-        for doc_id, text in getattr(src, method)():
-            t = accept("adapt", source, doc_id, text)
-            if t is not None:
-                out += t.encode("utf-8") + DOC_SEPARATOR.encode("ascii")
-                doc_rows.append(("adapt", source, doc_id, package + ":" + doc_id))
-                n += 1
-        files["adapt/%s.txt" % source] = bytes(out)
-        log("  %d documents, %.1f MiB" % (n, len(out) / 2**20))
+    # Training text, then adaptation text (uncapped), so that train/ is what it was without it.
+    splits = (("train", TRAIN_SOURCES, cap), ("adapt", ADAPT_SOURCES, None))
+    for split, sources, split_cap in splits:
+        for source, package, method in sources:
+            log("%s %-15s from %s" % (split, source, package))
+            gen = getattr(src, method)
+            docs = []
+            for doc_id, text in (gen(heldout_code) if method == "python_stdlib" else gen()):
+                t = accept(split, source, doc_id, text)
+                if t is not None:
+                    docs.append((doc_id, t.encode("utf-8")))
+            st = stats[source]
+            if split_cap is not None and sum(len(d) for _, d in docs) > split_cap:
+                # Keep a deterministic pseudo-random subset: documents ordered by the hash of
+                # their id.
+                order = sorted(docs, key=lambda d: sha256_bytes(d[0].encode("utf-8")))
+                kept, total = set(), 0
+                for doc_id, data in order:
+                    if total + len(data) > split_cap:
+                        st["dropped_cap"] += 1
+                        st["dropped_cap_bytes"] += len(data)
+                        continue
+                    kept.add(doc_id)
+                    total += len(data)
+                docs = [d for d in docs if d[0] in kept]
+            out = bytearray()
+            for doc_id, data in docs:
+                out += data
+                out += DOC_SEPARATOR.encode("ascii")
+                doc_rows.append((split, source, doc_id, package + ":" + doc_id))
+            files["%s/%s.txt" % (split, source)] = bytes(out)
+            log("  %d documents, %.1f MiB (%d small, %d duplicate, %d over the cap)"
+                % (len(docs), len(out) / 2**20, st["dropped_small"], st["dropped_duplicate"],
+                   st["dropped_cap"]))
 
     # Per-source document and byte counts of what was written.
     for split, source, name, _ in doc_rows:
