@@ -247,6 +247,8 @@ std::vector<int64_t> TokenPool::Window(std::mt19937_64& rng, int64_t count) cons
   if (shards_.empty()) throw ModelError("no token shards");
   const TokenShard* shard = &shards_.back();
   if (weights_.empty()) {
+    // One draw over all tokens, not a discrete_distribution of the token counts: the same draws,
+    // and so the same samples, as runs from before weights existed.
     int64_t pick = std::uniform_int_distribution<int64_t>(0, total_ - 1)(rng);
     for (const auto& s : shards_) {
       if (pick < s.num_tokens()) {

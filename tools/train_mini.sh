@@ -5,10 +5,10 @@
 # 2.5 hours on 2 cores) -> its two last stages, pass keys beside questions that are not about them
 # (models/mini/recipe/gpu/ignore-{a,b}.json: 4 minutes on one H200 through
 # `tools/train_mini_gpu.sh ignore`, copied back to runs/gpu-ignore-b; without that copy they run
-# here, about 1.7 hours) -> stage G, the same mix with Coq proofs among the language-modelling
-# windows (models/mini/recipe/stage-g.json, about 20 minutes on 2 cores) -> every evaluation and docs/RESULTS.md (tools/eval_mini.sh). Every
-# training stage resumes from its checkpoint when re-run. See models/mini/README.md for what each
-# stage measured.
+# here, about 1.7 hours) -> stage G, the same mix with Coq proofs among its text windows
+# (models/mini/recipe/stage-g.json, about 20 minutes on 2 cores) -> every evaluation and
+# docs/RESULTS.md (tools/eval_mini.sh). Every training stage resumes from its checkpoint when
+# re-run. See models/mini/README.md for what each stage measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/build.sh
