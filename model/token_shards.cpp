@@ -243,29 +243,50 @@ int64_t TokenPool::vocab_size() const {
   return v;
 }
 
-std::vector<int64_t> TokenPool::Window(std::mt19937_64& rng, int64_t count) const {
+const TokenShard& TokenPool::Pick(std::mt19937_64& rng) const {
   if (shards_.empty()) throw ModelError("no token shards");
-  const TokenShard* shard = &shards_.back();
-  if (weights_.empty()) {
-    // One draw over all tokens, not a discrete_distribution of the token counts: the same draws,
-    // and so the same samples, as runs from before weights existed.
-    int64_t pick = std::uniform_int_distribution<int64_t>(0, total_ - 1)(rng);
-    for (const auto& s : shards_) {
-      if (pick < s.num_tokens()) {
-        shard = &s;
-        break;
-      }
-      pick -= s.num_tokens();
+  if (!weights_.empty()) {
+    return shards_[std::discrete_distribution<size_t>(weights_.begin(), weights_.end())(rng)];
+  }
+  // One draw over all tokens, not a discrete_distribution of the token counts: the same draws,
+  // and so the same samples, as runs from before weights existed.
+  int64_t pick = std::uniform_int_distribution<int64_t>(0, total_ - 1)(rng);
+  for (const auto& s : shards_) {
+    if (pick < s.num_tokens()) return s;
+    pick -= s.num_tokens();
+  }
+  return shards_.back();
+}
+
+std::vector<int64_t> TokenPool::Window(std::mt19937_64& rng, int64_t count,
+                                       bool within_document) const {
+  const TokenShard& shard = Pick(rng);
+  if (!within_document) {
+    if (shard.num_tokens() <= count) {
+      throw ModelError(shard.path() + " has fewer than " + std::to_string(count + 1) +
+                       " tokens; training windows need more");
     }
-  } else {
-    shard = &shards_[std::discrete_distribution<size_t>(weights_.begin(), weights_.end())(rng)];
+    const int64_t start =
+        std::uniform_int_distribution<int64_t>(0, shard.num_tokens() - count - 1)(rng);
+    return shard.Slice(start, count);
   }
-  if (shard->num_tokens() <= count) {
-    throw ModelError(shard->path() + " has fewer than " + std::to_string(count + 1) +
-                     " tokens; training windows need more");
+  // Uniform over every start whose window ends inside its document: a document of n tokens has
+  // n - count + 1 of them.
+  int64_t starts = 0;
+  for (int64_t i = 0; i < shard.num_documents(); ++i) {
+    starts += std::max<int64_t>(0, shard.Document(i).second - count + 1);
   }
-  const int64_t start = std::uniform_int_distribution<int64_t>(0, shard->num_tokens() - count - 1)(rng);
-  return shard->Slice(start, count);
+  if (starts == 0) {
+    throw ModelError(shard.path() + " has no document of " + std::to_string(count) +
+                     " tokens; windows inside one document need one");
+  }
+  int64_t pick = std::uniform_int_distribution<int64_t>(0, starts - 1)(rng);
+  for (int64_t i = 0;; ++i) {
+    const auto [first, length] = shard.Document(i);
+    const int64_t here = std::max<int64_t>(0, length - count + 1);
+    if (pick < here) return shard.Slice(first + pick, count);
+    pick -= here;
+  }
 }
 
 }  // namespace sharedllm

@@ -62,17 +62,20 @@ class TokenShard {
 // Windows of tokens drawn from several shards. Without weights a shard is picked in proportion to
 // its tokens (every token equally likely); with `weights` (one per shard, >= 0, not all 0) shard i
 // is picked with probability weights[i] / sum(weights), and a window is then uniform within it.
-// A window may cross documents of its shard, never shards.
+// A window never crosses shards; it may cross documents of its shard unless `within_document`,
+// which makes it uniform over the windows lying inside one document of the picked shard.
 class TokenPool {
  public:
   explicit TokenPool(const std::vector<std::string>& paths, std::vector<double> weights = {});
   bool empty() const { return shards_.empty(); }
   int64_t vocab_size() const;
   // `count` consecutive tokens from a random place; throws ModelError when the picked shard has
-  // no more than `count` tokens.
-  std::vector<int64_t> Window(std::mt19937_64& rng, int64_t count) const;
+  // no more than `count` tokens (within_document: no document of `count` tokens or more).
+  std::vector<int64_t> Window(std::mt19937_64& rng, int64_t count, bool within_document = false) const;
 
  private:
+  const TokenShard& Pick(std::mt19937_64& rng) const;
+
   std::vector<TokenShard> shards_;
   std::vector<double> weights_;
   int64_t total_ = 0;

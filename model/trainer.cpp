@@ -330,7 +330,10 @@ class Run {
         if (lm) {
           // (the eval loss keeps the text's own context)
           const double foreign = stream == kTrainStream ? c_.lm_foreign_context : 0.0;
-          LmSample sample = DrawLmSample(window, rng, n * chunk, c_.seq_len + 1, foreign);
+          const FillerSource lm_window = [&](std::mt19937_64& r, int64_t count) {
+            return pool.Window(r, count, c_.lm_within_document);
+          };
+          LmSample sample = DrawLmSample(lm_window, rng, n * chunk, c_.seq_len + 1, foreign);
           context = std::move(sample.context);
           inputs.emplace_back(sample.running.begin(), sample.running.end() - 1);
           targets.emplace_back(sample.running.begin() + 1, sample.running.end());
@@ -441,7 +444,8 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
   static const std::vector<std::string> known = {
       "mode", "init", "model_config", "tokenizer", "out", "train_shards", "train_shard_weights",
       "eval_shards", "seq_len",
-      "context_chunks", "lm_chunks_min", "lm_scored_tokens", "lm_foreign_context", "batch_size",
+      "context_chunks", "lm_chunks_min", "lm_scored_tokens", "lm_foreign_context",
+      "lm_within_document", "batch_size",
       "grad_accum", "steps", "warmup_steps", "lr", "min_lr_ratio", "new_params_lr_scale",
       "weight_decay", "grad_clip",
       "bf16_autocast", "lower_trainable", "separate_compressor", "upper_trainable", "gate", "sink",
@@ -458,7 +462,8 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
     GET(mode); GET(init); GET(model_config); GET(tokenizer); GET(out); GET(train_shards);
     GET(train_shard_weights);
     GET(eval_shards); GET(seq_len); GET(context_chunks); GET(lm_chunks_min);
-    GET(lm_scored_tokens); GET(lm_foreign_context); GET(batch_size); GET(grad_accum);
+    GET(lm_scored_tokens); GET(lm_foreign_context); GET(lm_within_document);
+    GET(batch_size); GET(grad_accum);
     GET(steps); GET(warmup_steps); GET(lr); GET(min_lr_ratio); GET(new_params_lr_scale);
     GET(weight_decay); GET(grad_clip); GET(bf16_autocast); GET(lower_trainable); GET(seed);
     GET(separate_compressor); GET(upper_trainable); GET(gate); GET(sink); GET(sink_logit);
@@ -485,7 +490,8 @@ std::string TrainConfig::ToJsonText() const {
             {"train_shard_weights", train_shard_weights},
             {"eval_shards", eval_shards}, {"seq_len", seq_len}, {"context_chunks", context_chunks},
             {"lm_chunks_min", lm_chunks_min}, {"lm_scored_tokens", lm_scored_tokens},
-            {"lm_foreign_context", lm_foreign_context}, {"batch_size", batch_size},
+            {"lm_foreign_context", lm_foreign_context},
+            {"lm_within_document", lm_within_document}, {"batch_size", batch_size},
             {"grad_accum", grad_accum}, {"steps", steps},
             {"warmup_steps", warmup_steps}, {"lr", lr}, {"min_lr_ratio", min_lr_ratio},
             {"new_params_lr_scale", new_params_lr_scale}, {"weight_decay", weight_decay},

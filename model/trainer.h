@@ -36,6 +36,9 @@ struct TrainConfig {
   // of the training text instead of the text just before the running tokens: context that does
   // not bear on the text, which the cross-attention must learn to leave out. 0: none.
   double lm_foreign_context = 0;
+  // lm/sft: language-modelling samples (context and running text) lie inside one document, as in
+  // the perplexity evaluation; false: a window may cross documents of its shard.
+  bool lm_within_document = false;
   int64_t batch_size = 8;            // samples per micro-batch
   int64_t grad_accum = 1;            // micro-batches per optimizer step
   int64_t steps = 1000;              // optimizer steps in all

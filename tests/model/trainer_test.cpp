@@ -367,6 +367,29 @@ TEST(TrainerTest, ShardWeightsMustMatchTheShards) {
   EXPECT_THROW(Train(c), ModelError);
 }
 
+// lm_within_document reaches the draws: documents of 10 tokens hold no sample of 3 chunks and 17
+// running tokens, so the run is refused with it and trains without it.
+TEST(TrainerTest, WithinDocumentSamplesNeedDocumentsLongEnough) {
+  test::TempDir dir;
+  TrainConfig c = SharedLLMLanguageModelling(dir, "within", 2);
+  test::WriteTokenShard(dir / "short.bin", 61, PatternDocs(61, 40, 10, 4));
+  c.train_shards = {dir / "short.bin"};
+  c.eval_shards.clear();
+  EXPECT_GT(Train(c).final_loss, 0.0);
+  c.lm_within_document = true;
+  c.out = dir / "within-short";
+  EXPECT_TRUE(TrainConfig::FromJsonText(c.ToJsonText()).lm_within_document);
+  try {
+    Train(c);
+    ADD_FAILURE() << "a sample crossed documents";
+  } catch (const ModelError& e) {
+    EXPECT_NE(std::string(e.what()).find("inside one document"), std::string::npos) << e.what();
+  }
+  c.train_shards = {dir / "train.bin"};  // 200-token documents
+  c.out = dir / "within-long";
+  EXPECT_GT(Train(c).final_loss, 0.0);
+}
+
 TEST(TrainerTest, SeparateCompressorTrainsTheCopyAndLeavesTheBaseModel) {
   test::TempDir dir;
   TrainConfig c = SharedLLMLanguageModelling(dir, "separate", 4);

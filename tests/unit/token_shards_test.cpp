@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <numeric>
 #include <random>
 #include <string>
@@ -340,6 +341,39 @@ TEST_F(TokenShardTest, PoolPicksShardsByTokensOrByWeight) {
   EXPECT_NE(ErrorOf([&] { TokenPool({ones, twos}, {0, 1}).Window(rng, 100); }).find(twos),
             std::string::npos);
   EXPECT_NE(ErrorOf([&] { TokenPool(std::vector<std::string>{}).Window(rng, 1); }).find("no token shards"),
+            std::string::npos);
+}
+
+// Documents of 20 ones, 5 twos and 12 threes. Windows of 8 inside one document start in the ones
+// 13 times out of 18 and in the threes 5 times, never in the too-short twos and never across a
+// boundary; the plain draw does cross. A window longer than every document is refused.
+TEST_F(TokenShardTest, WindowsInsideOneDocumentNeverCrossIt) {
+  const std::string path = dir_ / "docs.bin";
+  test::WriteFile(path, ShardSpec::FromDocuments({std::vector<uint32_t>(20, 1), std::vector<uint32_t>(5, 2),
+                                                  std::vector<uint32_t>(12, 3)},
+                                                 100)
+                            .Bytes());
+  const TokenPool pool({path});
+  std::mt19937_64 rng(11);
+  std::map<int64_t, int> starts_in;
+  int crossing = 0;
+  const int n = 3600;
+  for (int i = 0; i < n; ++i) {
+    const auto w = pool.Window(rng, 8, /*within_document=*/true);
+    ASSERT_EQ(w.size(), 8u);
+    ASSERT_TRUE(std::all_of(w.begin(), w.end(), [&](int64_t t) { return t == w[0]; }))
+        << "a window crossed documents";
+    ++starts_in[w[0]];
+    const auto plain = pool.Window(rng, 8);
+    crossing += !std::all_of(plain.begin(), plain.end(), [&](int64_t t) { return t == plain[0]; });
+  }
+  EXPECT_EQ(starts_in.count(2), 0u);
+  EXPECT_NEAR(static_cast<double>(starts_in[1]) / n, 13.0 / 18, 0.03);
+  EXPECT_NEAR(static_cast<double>(starts_in[3]) / n, 5.0 / 18, 0.03);
+  EXPECT_GT(crossing, n / 10);
+  // A whole document is a window of its own; one token more is none.
+  EXPECT_EQ(pool.Window(rng, 20, true), std::vector<int64_t>(20, 1));
+  EXPECT_NE(ErrorOf([&] { pool.Window(rng, 21, true); }).find("no document of 21 tokens"),
             std::string::npos);
 }
 
