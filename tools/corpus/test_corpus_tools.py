@@ -16,6 +16,7 @@ import zlib
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import build_corpus  # noqa: E402
 import rdata  # noqa: E402
+import select_sources  # noqa: E402
 import shards  # noqa: E402
 
 
@@ -193,6 +194,20 @@ class ShardsTest(unittest.TestCase):
             self.assertEqual(list(shards.read_shard(p)[1]), [1, 69999])
             with self.assertRaises(ValueError):
                 shards.write_shard(p, 100, [[1, 100]])
+
+    def test_select_sources_keeps_those_documents_in_order(self):
+        with tempfile.TemporaryDirectory() as d:
+            shards.write_shard(os.path.join(d, "t.bin"), 100, [[1, 2], [1, 3, 3], [1, 4], [1, 5]])
+            index = {"shards": [{"path": "t.bin",
+                                 "document_names": ["go/0", "py/0", "doc/0", "py/1"]}]}
+            out = os.path.join(d, "v.bin")
+            self.assertEqual(select_sources.select(index, d, "t.bin", {"py"}, out), (2, 5))
+            _, toks, offs = shards.read_shard(out)
+            self.assertEqual([list(x) for x in shards.documents_of(toks, offs)], [[1, 3, 3], [1, 5]])
+            with self.assertRaisesRegex(ValueError, "no source"):
+                select_sources.select(index, d, "t.bin", {"rust"}, out)
+            with self.assertRaisesRegex(ValueError, "not in the index"):
+                select_sources.select(index, d, "u.bin", {"py"}, out)
 
 
 if __name__ == "__main__":
