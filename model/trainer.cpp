@@ -322,6 +322,10 @@ class Run {
       const FillerSource window = [&pool](std::mt19937_64& r, int64_t count) {
         return pool.Window(r, count);
       };
+      // Language-modelling samples may be held inside one document; sft fillers never are.
+      const FillerSource lm_window = [&](std::mt19937_64& r, int64_t count) {
+        return pool.Window(r, count, c_.lm_within_document);
+      };
       for (int64_t i = 0; i < c_.batch_size; ++i) {
         rngs.push_back(SampleRng(c_.seed, step, micro * c_.batch_size + i, stream));
         auto& rng = rngs.back();
@@ -330,9 +334,6 @@ class Run {
         if (lm) {
           // (the eval loss keeps the text's own context)
           const double foreign = stream == kTrainStream ? c_.lm_foreign_context : 0.0;
-          const FillerSource lm_window = [&](std::mt19937_64& r, int64_t count) {
-            return pool.Window(r, count, c_.lm_within_document);
-          };
           LmSample sample = DrawLmSample(lm_window, rng, n * chunk, c_.seq_len + 1, foreign);
           context = std::move(sample.context);
           inputs.emplace_back(sample.running.begin(), sample.running.end() - 1);
