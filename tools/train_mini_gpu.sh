@@ -28,6 +28,19 @@
 #        language modelling from stage 10) then ignore-b.json (1,200 steps, pass keys 3:1) ->
 #        runs/gpu-ignore-b, whose sharedllm.* models/mini ships. Send data/gpu/sub along (the
 #        device tool's `carry`); bring runs/gpu-ignore-b back (tools/train_mini.sh copies it).
+#
+# Code rounds (models/mini-passkey/README.md, "Fifth round"): longer runs of stage G's recipe than
+# the CPU affords, three weightings at once on one GPU.
+# pack-code (CPU machine): data/gpu/code/ = a seeded 40 % sample of the training shard's documents
+#        (tools/corpus/select_sources.py --fraction 0.4 --seed 1), the Coq and Python-view shards,
+#        the held-out code, books and proofs shards, xz-packed, and stage B's sharedllm.* (runs/
+#        gpu-ignore-b). Carry data/gpu/code and data/gpu/include (under 64 MiB with the repository
+#        only once models/mini-passkey's weights are moved aside for the call).
+# code (GPU machine): unpacks them, trains recipe/gpu/code-{a,b,c}.json side by side for
+#        CODE_SECONDS (default 240) each (`train --time-budget`), then evaluates each on code,
+#        proofs, books (100 windows), code with --foreign-context, and pass keys (4 trials) into
+#        runs/gpu-code-eval/, each model's evaluations stopped after EVAL_SECONDS (default 170).
+#        TRAIN_FLAGS / EVAL_FLAGS (default --device cuda) run it elsewhere, e.g. as a CPU check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${SHAREDLLM:-build-cuda/bin/sharedllm}
@@ -130,8 +143,52 @@ EOF
         $bin train sft --config $recipes/ignore-$s.json ${TRAIN_FLAGS:-}
       done
       ;;
+    pack-code)
+      mkdir -p data/gpu/code/gpu-ignore-b data/gpu/include
+      [ -d data/gpu/include/nlohmann ] || cp -r /usr/include/nlohmann data/gpu/include/
+      $py tools/corpus/select_sources.py --index data/shards/INDEX.json --shard train-0000.bin \
+        --fraction 0.4 --seed 1 --out data/gpu/code/train-sample.bin
+      xz -T0 -6 -f data/gpu/code/train-sample.bin
+      for f in adapt-coq-stdlib view-python heldout-code heldout-books heldout-proofs; do
+        xz -T0 -6 -c "data/shards/$f.bin" >"data/gpu/code/$f.bin.xz"
+      done
+      cp runs/gpu-ignore-b/{sharedllm.json,sharedllm.safetensors} data/gpu/code/gpu-ignore-b/
+      du -sh data/gpu/code
+      ;;
+    code)
+      mkdir -p data/shards runs/gpu-ignore-b runs/gpu-code-eval
+      for f in data/gpu/code/*.bin.xz; do
+        dst=data/shards/$(basename "${f%.xz}")
+        [ -f "$dst" ] || $py -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" "$f" "$dst"
+      done
+      if [ ! -f runs/gpu-ignore-b/sharedllm.safetensors ]; then
+        cp models/mini/{config.json,model.safetensors,tokenizer.model} runs/gpu-ignore-b/
+        cp data/gpu/code/gpu-ignore-b/* runs/gpu-ignore-b/
+      fi
+      for v in a b c; do
+        $bin train sft --config "$recipes/code-$v.json" --time-budget "${CODE_SECONDS:-240}" \
+          ${TRAIN_FLAGS:-} >"runs/gpu-code-$v.log" 2>&1 &
+      done
+      wait
+      eval_flags=${EVAL_FLAGS:---device cuda} end=$((SECONDS + ${EVAL_SECONDS:-170}))
+      left() { echo $((end > SECONDS ? end - SECONDS : 1)); }
+      for v in a b c; do
+        (
+          m=runs/gpu-code-$v e=runs/gpu-code-eval/$v
+          for doc in code proofs books; do
+            timeout "$(left)" $bin eval ppl --model $m $eval_flags \
+              --shard "data/shards/heldout-$doc.bin" --windows 100 --out "$e-ppl-$doc.json"
+          done
+          timeout "$(left)" $bin eval ppl --model $m $eval_flags --foreign-context \
+            --shard data/shards/heldout-code.bin --windows 100 --out "$e-ppl-code-foreign.json"
+          timeout "$(left)" $bin eval passkey --model $m $eval_flags --trials 4 \
+            --out "$e-passkey.json"
+        ) >"runs/gpu-code-eval/$v.log" 2>&1 &
+      done
+      wait
+      ;;
     *)
-      echo "unknown stage '$stage' (data build base init sft eval ignore, or pack pack-sub)" >&2
+      echo "unknown stage '$stage' (data build base init sft eval ignore code, or pack pack-sub pack-code)" >&2
       exit 2
       ;;
   esac

@@ -209,6 +209,30 @@ class ShardsTest(unittest.TestCase):
             with self.assertRaisesRegex(ValueError, "not in the index"):
                 select_sources.select(index, d, "u.bin", {"py"}, out)
 
+    def test_select_sources_fraction_is_a_seeded_sample_in_order(self):
+        with tempfile.TemporaryDirectory() as d:
+            docs = [[1, i, i] for i in range(2, 42)]
+            shards.write_shard(os.path.join(d, "t.bin"), 100, docs)
+            index = {"shards": [{"path": "t.bin",
+                                 "document_names": ["src%d/%d" % (i % 2, i) for i in range(40)]}]}
+            out = os.path.join(d, "s.bin")
+
+            def written(**kw):
+                select_sources.select(index, d, "t.bin", None, out, **kw)
+                _, toks, offs = shards.read_shard(out)
+                return [list(x) for x in shards.documents_of(toks, offs)]
+
+            self.assertEqual(written(), docs)
+            half = written(fraction=0.5, seed=3)
+            self.assertEqual(written(fraction=0.5, seed=3), half)
+            self.assertNotEqual(written(fraction=0.5, seed=4), half)
+            self.assertTrue(5 < len(half) < 35)
+            self.assertEqual(half, [x for x in docs if x in half])  # order kept
+            with self.assertRaisesRegex(ValueError, "fraction"):
+                written(fraction=0)
+            with self.assertRaisesRegex(ValueError, "no document"):
+                select_sources.select(index, d, "t.bin", {"src1"}, out, fraction=1e-9)
+
 
 if __name__ == "__main__":
     unittest.main()
