@@ -22,8 +22,8 @@ writes the cleaned corpus:
 
   data/corpus/train/<source>.txt           training text; every document ends with a line that
                                            holds only the ASCII record separator 0x1E
-  data/corpus/adapt/<source>.txt           text only SharedLLM stages train on (Coq proofs; the
-                                           tokenizer and the base model never see it), same format
+  data/corpus/adapt/<source>.txt           text only SharedLLM stages train on (Coq proofs, Django code;
+                                           the tokenizer and the base model never see it), same format
   data/corpus/heldout/{books,code,proofs}/<name>.txt
                                            held-out evaluation documents, one per file
   data/corpus/documents.tsv                every document and where it came from

@@ -12,9 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/build.sh
-[ -f data/corpus/adapt/coq-stdlib.txt ] || bash tools/build_corpus.sh
+[ -f data/corpus/adapt/django.txt ] || bash tools/build_corpus.sh
 [ -f data/tokenizer/tokenizer.model ] || bash tools/train_tokenizer.sh
-[ -f data/shards/adapt-coq-stdlib.bin ] || /usr/bin/python3 tools/corpus/make_shards.py \
+[ -f data/shards/adapt-django.bin ] || /usr/bin/python3 tools/corpus/make_shards.py \
   --model data/tokenizer/tokenizer.model --corpus data/corpus --out data/shards
 export OMP_WAIT_POLICY=PASSIVE OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
 bin=build/bin/sharedllm

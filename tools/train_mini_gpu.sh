@@ -36,7 +36,8 @@
 #        the held-out code, books and proofs shards, xz-packed, and stage B's sharedllm.* (runs/
 #        gpu-ignore-b). Carry data/gpu/code and data/gpu/include (under 64 MiB with the repository
 #        only once models/mini-passkey's weights are moved aside for the call).
-# code (GPU machine): unpacks them, trains recipe/gpu/code-{a,b,c}.json side by side for
+# code (GPU machine): unpacks them, trains recipe/gpu/code-{a,b,c}.json (CODE_VARIANTS, default
+#        "a b c"; the second call was CODE_VARIANTS="c600 d" EVAL_SECONDS=0) side by side for
 #        CODE_SECONDS (default 240) each (`train --time-budget`), then evaluates each on code,
 #        proofs, books (100 windows), code with --foreign-context, and pass keys (4 trials) into
 #        runs/gpu-code-eval/, each model's evaluations stopped after EVAL_SECONDS (default 170).
@@ -165,14 +166,14 @@ EOF
         cp models/mini/{config.json,model.safetensors,tokenizer.model} runs/gpu-ignore-b/
         cp data/gpu/code/gpu-ignore-b/* runs/gpu-ignore-b/
       fi
-      for v in a b c; do
+      for v in ${CODE_VARIANTS:-a b c}; do
         $bin train sft --config "$recipes/code-$v.json" --time-budget "${CODE_SECONDS:-240}" \
           ${TRAIN_FLAGS:-} >"runs/gpu-code-$v.log" 2>&1 &
       done
       wait
       eval_flags=${EVAL_FLAGS:---device cuda} end=$((SECONDS + ${EVAL_SECONDS:-170}))
       left() { echo $((end > SECONDS ? end - SECONDS : 1)); }
-      for v in a b c; do
+      for v in ${CODE_VARIANTS:-a b c}; do
         (
           m=runs/gpu-code-$v e=runs/gpu-code-eval/$v
           for doc in code proofs books; do

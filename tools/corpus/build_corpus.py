@@ -8,7 +8,7 @@ Output: --out DIR       train/<source>.txt, adapt/<source>.txt,
                         heldout/{books,code,proofs}/<name>.txt, documents.tsv, MANIFEST.json
 
 train/ is what the tokenizer and the base model learn from; adapt/ is text that only SharedLLM
-stages train on (the proof genre, from Coq, which the base never saw); heldout/ is never trained on.
+stages train on (Coq proofs and Django code, which the base never saw); heldout/ is never trained on.
 
 Every step is deterministic: files are visited in sorted order, selections are by size or by hash,
 nothing records a time or an absolute path. See docs/DATA.md for the rules.
@@ -369,6 +369,16 @@ class Sources:
         for rel in walk(root, (".v",)):
             yield rel, decode(read(os.path.join(root, rel)))
 
+    def django(self):
+        """Django's Python sources: code of the held-out genre (Python) that the tokenizer and the
+        base model never saw, so a stage that trains the cross-attention on it learns to read
+        unseen code rather than to correct a base that has memorised its training code."""
+        root = self.pkg("python3-django", "usr/lib/python3/dist-packages")
+        for rel in walk(os.path.join(root, "django"), (".py",)):
+            text = decode(read(os.path.join(root, "django", rel)))
+            if not looks_generated(text):
+                yield "django/" + rel, text
+
     # -- held-out --
 
     def heldout_code_choice(self):
@@ -472,6 +482,7 @@ TRAIN_SOURCES = [
 # (source, package, Sources method) of adapt/: text that only SharedLLM stages train on.
 ADAPT_SOURCES = [
     ("coq-stdlib", "libcoq-stdlib", "coq_stdlib"),
+    ("django", "python3-django", "django"),
 ]
 
 
