@@ -32,15 +32,21 @@
 # Code rounds (models/mini-passkey/README.md, "Fifth round"): longer runs of stage G's recipe than
 # the CPU affords, three weightings at once on one GPU.
 # pack-code (CPU machine): data/gpu/code/ = a seeded 40 % sample of the training shard's documents
-#        (tools/corpus/select_sources.py --fraction 0.4 --seed 1), the Coq and Python-view shards,
-#        the held-out code, books and proofs shards, xz-packed, and stage B's sharedllm.* (runs/
-#        gpu-ignore-b). Carry data/gpu/code and data/gpu/include (under 64 MiB with the repository
-#        only once models/mini-passkey's weights are moved aside for the call).
+#        (tools/corpus/select_sources.py --fraction 0.4 --seed 1), the Coq and Python-view shards
+#        (view-python.bin: select_sources.py --sources python-stdlib,sympy, docs/DATA.md), the
+#        held-out code, books and proofs shards, xz-packed, and stage B's sharedllm.* (runs/
+#        gpu-ignore-b). Carry data/gpu/code and data/gpu/include: 32 MB, under the 64 MiB a call
+#        sends with the repository only once the weights no GPU run reads are moved aside for the
+#        call (models/mini-passkey/*.safetensors, models/mini/sharedllm.safetensors,
+#        models/mini/recipe/lm-stage/sharedllm.safetensors).
 # code (GPU machine): unpacks them, trains recipe/gpu/code-{a,b,c}.json (CODE_VARIANTS, default
-#        "a b c"; the second call was CODE_VARIANTS="c600 d" EVAL_SECONDS=0) side by side for
-#        CODE_SECONDS (default 240) each (`train --time-budget`), then evaluates each on code,
-#        proofs, books (100 windows), code with --foreign-context, and pass keys (4 trials) into
-#        runs/gpu-code-eval/, each model's evaluations stopped after EVAL_SECONDS (default 170).
+#        "a b c") side by side for CODE_SECONDS (default 240) each (`train --time-budget`), then
+#        evaluates each on code, proofs, books (100 windows), code with --foreign-context, and pass
+#        keys (4 trials) into runs/gpu-code-eval/, each model's evaluations stopped after
+#        EVAL_SECONDS (default 170). On an H200 the first call (CODE_SECONDS=260
+#        EVAL_SECONDS=115) finished no evaluation in time; they ran on the CPU instead (bring
+#        runs/gpu-code-*/sharedllm.* back). The second was CODE_VARIANTS="c600 d"
+#        CODE_SECONDS=190 EVAL_SECONDS=0.
 #        TRAIN_FLAGS / EVAL_FLAGS (default --device cuda) run it elsewhere, e.g. as a CPU check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
