@@ -73,6 +73,25 @@ EOF
   $bin train "$mode" --config "$config" --steps "$(cat "$out.steps")"
 }
 
+# Unpacks DIR/*.bin.xz into data/shards/ (a shard already there is kept).
+unpack_shards() {
+  mkdir -p data/shards
+  for f in "$1"/*.bin.xz; do
+    dst=data/shards/$(basename "${f%.xz}")
+    [ -f "$dst" ] || $py -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" "$f" "$dst"
+  done
+}
+
+# A GPU machine has no runs/: makes run DST from models/mini's base and the sharedllm.* packed in
+# SRC, unless DST already holds its weights.
+assemble_run() {
+  local dst=$1 src=$2
+  [ ! -f "$dst/sharedllm.safetensors" ] || return 0
+  mkdir -p "$dst"
+  cp models/mini/{config.json,model.safetensors,tokenizer.model} "$dst/"
+  cp "$src"/* "$dst/"
+}
+
 for stage in "$@"; do
   echo "=== $stage ($(date -u +%H:%M:%S))"
   case $stage in
@@ -85,11 +104,8 @@ for stage in "$@"; do
       cp -r /usr/include/nlohmann data/gpu/include/
       ;;
     data)
-      mkdir -p data/shards data/tokenizer
-      for f in data/gpu/*.bin.xz; do
-        dst=data/shards/$(basename "${f%.xz}")
-        [ -f "$dst" ] || $py -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" "$f" "$dst"
-      done
+      unpack_shards data/gpu
+      mkdir -p data/tokenizer
       cp data/gpu/tokenizer.model data/tokenizer/
       ;;
     build)
@@ -140,12 +156,7 @@ EOF
       cp runs/passkey-sep-10/{sharedllm.json,sharedllm.safetensors} data/gpu/sub/passkey-sep-10/
       ;;
     ignore)
-      # A GPU machine has no runs/: stage 10 is models/mini's base + pack-sub's copy of its weights.
-      if [ ! -f runs/passkey-sep-10/sharedllm.safetensors ]; then
-        mkdir -p runs/passkey-sep-10
-        cp models/mini/{config.json,model.safetensors,tokenizer.model} runs/passkey-sep-10/
-        cp data/gpu/sub/passkey-sep-10/* runs/passkey-sep-10/
-      fi
+      assemble_run runs/passkey-sep-10 data/gpu/sub/passkey-sep-10
       for s in a b; do
         $bin train sft --config $recipes/ignore-$s.json ${TRAIN_FLAGS:-}
       done
@@ -163,15 +174,9 @@ EOF
       du -sh data/gpu/code
       ;;
     code)
-      mkdir -p data/shards runs/gpu-ignore-b runs/gpu-code-eval
-      for f in data/gpu/code/*.bin.xz; do
-        dst=data/shards/$(basename "${f%.xz}")
-        [ -f "$dst" ] || $py -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" "$f" "$dst"
-      done
-      if [ ! -f runs/gpu-ignore-b/sharedllm.safetensors ]; then
-        cp models/mini/{config.json,model.safetensors,tokenizer.model} runs/gpu-ignore-b/
-        cp data/gpu/code/gpu-ignore-b/* runs/gpu-ignore-b/
-      fi
+      mkdir -p runs/gpu-code-eval
+      unpack_shards data/gpu/code
+      assemble_run runs/gpu-ignore-b data/gpu/code/gpu-ignore-b
       for v in ${CODE_VARIANTS:-a b c}; do
         $bin train sft --config "$recipes/code-$v.json" --time-budget "${CODE_SECONDS:-240}" \
           ${TRAIN_FLAGS:-} >"runs/gpu-code-$v.log" 2>&1 &
