@@ -25,7 +25,16 @@ at::Tensor CrossAttentionImpl::forward(const at::Tensor& h, const at::Tensor& k,
   auto q = q_proj(x).view({b, t, heads, head_dim}).transpose(1, 2);        // [B, H, T, D]
   // Every query token sits at chunk position n, in training, prefill and each decode step alike.
   if (context.query_cos.defined()) q = ApplyRotary(q, context.query_cos, context.query_sin);
-  auto out = Attention(q, k, v, context.key_mask, sink).transpose(1, 2);    // [B, T, H, D]
+  at::Tensor s = sink;
+  if (sink.defined() && sink_keys_ref > 0) {
+    // n per sample: the keys its mask leaves (padding is -inf), or all of them.
+    const auto f = at::TensorOptions().dtype(at::kFloat).device(k.device());
+    const auto n = context.key_mask.defined()
+                       ? (context.key_mask.view({b, -1}) == 0).sum(-1).to(at::kFloat).clamp_min(1)
+                       : at::full({b}, static_cast<double>(k.size(2)), f);
+    s = sink.to(at::kFloat).unsqueeze(0) + at::log(n / sink_keys_ref).unsqueeze(1);  // [B, H]
+  }
+  auto out = Attention(q, k, v, context.key_mask, s).transpose(1, 2);       // [B, T, H, D]
   if (gate_proj) out = out * at::sigmoid(gate_proj(x)).unsqueeze(-1);
   return o_proj(out.reshape({b, t, heads * head_dim}));
 }

@@ -48,7 +48,7 @@ at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   at::Tensor probs;
   if (sink.defined()) {
     // Query head kvh * groups + g is row block g of key/value head kvh (the folding above).
-    const auto s = sink.to(at::kFloat).view({1, kvh, groups, 1, 1})
+    const auto s = sink.to(at::kFloat).view({sink.dim() == 2 ? b : 1, kvh, groups, 1, 1})
                        .expand({b, kvh, groups, t, 1}).reshape({b, kvh, groups * t, 1});
     const auto top = at::maximum(std::get<0>(scores.max(-1, true)), s).detach();
     const auto e = at::exp(scores - top);

@@ -41,7 +41,7 @@ TORCH_MODULE(RMSNorm);
 // Scaled dot-product attention with grouped-query heads (query head i reads key/value head
 // i / (H / KVH)). q: [B, H, T, D], k/v: [B, KVH, S, D], mask: additive float32, [T, S] or
 // [B, 1, 1, S] (key padding), or undefined -> [B, H, T, D]. `sink`, when defined, is a float32
-// [H] logit per query head of one more key whose value is zero: a head whose scores all fall well
+// [H] (or per sample, [B, H]) logit per query head of one more key whose value is zero: a head whose scores all fall well
 // below it reads (almost) nothing, instead of a softmax mix of values it does not want.
 at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const at::Tensor& mask, const at::Tensor& sink = {});

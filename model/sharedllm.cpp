@@ -31,6 +31,14 @@ SharedLLM::SharedLLM(CausalLM lm, SharedLLMConfig config)
   if (config_.compressor == "separate") SeparateCompressor();
   if (config_.gate) AddGate();
   if (config_.sink) AddSink();
+  if (config_.sink_keys_ref > 0) SetSinkKeysRef(config_.sink_keys_ref);
+}
+
+void SharedLLM::SetSinkKeysRef(double ref) {
+  Check(config_.sink, "sink_keys_ref needs the attention sink");
+  Check(ref >= 0, "sink_keys_ref must be >= 0");
+  for (int64_t layer : injection_layers_) lm_->model->layer(layer).cross_attn->sink_keys_ref = ref;
+  config_.sink_keys_ref = ref;
 }
 
 void SharedLLM::AddSink(double logit) {

@@ -31,6 +31,7 @@ SharedLLMConfig SharedLLMConfig::FromJsonText(const std::string& text) {
     c.compressor = j.value("compressor", c.compressor);
     c.gate = j.value("gate", c.gate);
     c.sink = j.value("sink", c.sink);
+    c.sink_keys_ref = j.value("sink_keys_ref", c.sink_keys_ref);
   } catch (const nlohmann::json::exception& e) {
     throw ModelError(std::string("sharedllm.json has a field of the wrong type: ") + e.what());
   }
@@ -61,6 +62,8 @@ std::string SharedLLMConfig::ToJsonText() const {
                       {"lower_trainable", lower_trainable},
                       {"compressor", compressor},
                       {"gate", gate}, {"sink", sink}};
+  // Written only when set, so the sharedllm.json of a model without it stays as it was.
+  if (sink_keys_ref != 0) j["sink_keys_ref"] = sink_keys_ref;
   return j.dump(2) + "\n";
 }
 
@@ -93,6 +96,8 @@ void SharedLLMConfig::Validate(int64_t num_layers) const {
   if (compressor != "shared" && compressor != "separate") {
     p.push_back("compressor must be shared or separate, not '" + compressor + "'");
   }
+  if (sink_keys_ref < 0) p.push_back("sink_keys_ref must be >= 0 (0: a fixed sink)");
+  if (sink_keys_ref > 0 && !sink) p.push_back("sink_keys_ref needs the attention sink (\"sink\": true)");
   if (!p.empty()) {
     std::string msg = "invalid SharedLLM configuration:";
     for (const auto& s : p) msg += "\n  - " + s;

@@ -33,6 +33,11 @@ struct SharedLLMConfig {
   // A per-head attention sink in each cross-attention: a learned logit for a key of zero value, so
   // that a head whose context keys all score low injects (almost) nothing.
   bool sink = false;
+  // 0: the sink's logit is fixed. N > 0: it is raised by log(n / N), n the number of context keys
+  // (positions of selected tree nodes) the query reads, so that a head whose keys all score alike
+  // takes the same share from a context of any length (a fixed sink's share shrinks as n grows:
+  // longer contexts inject more of what no key asked for). Needs `sink`.
+  double sink_keys_ref = 0;
 
   static SharedLLMConfig FromJsonText(const std::string& text);
   // `<dir>/sharedllm.json`; throws ModelError.

@@ -161,6 +161,7 @@ class Run {
       if (c.separate_compressor) model_->shared->SeparateCompressor();
       if (c.gate) model_->shared->AddGate();
       if (c.sink) model_->shared->AddSink(c.sink_logit);
+      if (c.sink_keys_ref > 0) model_->shared->SetSinkKeysRef(c.sink_keys_ref);
       model_->shared->SetTrainable(c.lower_trainable, c.upper_trainable);
       for (const std::string& part : c.frozen) {
         bool matched = false;
@@ -450,7 +451,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
       "grad_accum", "steps", "warmup_steps", "lr", "min_lr_ratio", "new_params_lr_scale",
       "weight_decay", "grad_clip",
       "bf16_autocast", "lower_trainable", "separate_compressor", "upper_trainable", "gate", "sink",
-      "sink_logit", "seed", "log_every", "eval_every", "eval_batches",
+      "sink_logit", "sink_keys_ref", "seed", "log_every", "eval_every", "eval_batches",
       "checkpoint_every", "threads", "sft_tasks", "frozen",
       "stop_after", "device", "lm_mix", "time_budget"};
   for (auto it = j.begin(); it != j.end(); ++it) {
@@ -468,6 +469,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
     GET(steps); GET(warmup_steps); GET(lr); GET(min_lr_ratio); GET(new_params_lr_scale);
     GET(weight_decay); GET(grad_clip); GET(bf16_autocast); GET(lower_trainable); GET(seed);
     GET(separate_compressor); GET(upper_trainable); GET(gate); GET(sink); GET(sink_logit);
+    GET(sink_keys_ref);
     GET(log_every); GET(eval_every); GET(eval_batches); GET(checkpoint_every); GET(threads);
     GET(sft_tasks); GET(frozen); GET(stop_after); GET(device); GET(lm_mix); GET(time_budget);
 #undef GET
@@ -499,7 +501,7 @@ std::string TrainConfig::ToJsonText() const {
             {"grad_clip", grad_clip}, {"bf16_autocast", bf16_autocast},
             {"lower_trainable", lower_trainable}, {"separate_compressor", separate_compressor},
             {"upper_trainable", upper_trainable}, {"gate", gate}, {"sink", sink},
-            {"sink_logit", sink_logit}, {"seed", seed}, {"log_every", log_every},
+            {"sink_logit", sink_logit}, {"sink_keys_ref", sink_keys_ref}, {"seed", seed}, {"log_every", log_every},
             {"eval_every", eval_every}, {"eval_batches", eval_batches},
             {"checkpoint_every", checkpoint_every}, {"threads", threads}, {"sft_tasks", sft_tasks},
             {"frozen", frozen}, {"stop_after", stop_after}, {"device", device}, {"lm_mix", lm_mix},

@@ -7,6 +7,7 @@
 
 #include <c10/core/InferenceMode.h>
 
+#include "model/cross_attention.h"
 #include "model/decoder.h"
 #include "model/errors.h"
 #include "model/runtime.h"
@@ -614,6 +615,59 @@ TEST(SharedLLMConfigTest, ValidatesAndRoundTrips) {
   EXPECT_EQ(c.InjectionLayers(8), (std::vector<int64_t>{6, 7}));
   const auto back = SharedLLMConfig::FromJsonText(c.ToJsonText());
   EXPECT_EQ(back.ToJsonText(), c.ToJsonText());
+}
+
+// sink_keys_ref: only with a sink, never negative; written only when set, read back when it is.
+TEST(SharedLLMConfigTest, SinkKeysRefNeedsTheSinkAndRoundTrips) {
+  SharedLLMConfig c;
+  c.sink_keys_ref = 1536;
+  EXPECT_THROW(c.Validate(8), ModelError);  // no sink
+  c.sink = true;
+  c.Validate(8);
+  c.sink_keys_ref = -1;
+  EXPECT_THROW(c.Validate(8), ModelError);
+  c.sink_keys_ref = 0;
+  EXPECT_EQ(c.ToJsonText().find("sink_keys_ref"), std::string::npos);
+  c.sink_keys_ref = 1536;
+  EXPECT_EQ(SharedLLMConfig::FromJsonText(c.ToJsonText()).sink_keys_ref, 1536);
+}
+
+// The length-aware sink against its definition. Every key scores alike (zero queries) and holds
+// the same value u, so a head reads p·u with p = n / (n + e^s) for a fixed sink s: more of u as the
+// context grows. With sink_keys_ref R the sink is s + log(n / R) and p = 1 / (1 + e^s / R) at every
+// n; n counts only the keys a sample's mask leaves.
+TEST(SharedLLMTest, LengthAwareSinkTakesTheSameShareOfAnyContextLength) {
+  torch::manual_seed(3);
+  const int64_t hidden = 16, heads = 4, kv_heads = 2, head_dim = 4;
+  CrossAttention ca(hidden, heads, kv_heads, head_dim, false, 1e-6, at::TensorOptions());
+  ca->AddSink(1.0);
+  {
+    c10::NoGradGuard no_grad;
+    ca->q_proj->weight.zero_();
+    ca->o_proj->weight.copy_(at::eye(hidden));  // the heads' outputs, concatenated
+  }
+  const auto h = at::randn({1, 3, hidden});
+  const auto u = at::randn({1, kv_heads, 1, head_dim});
+  auto read = [&](int64_t n, int64_t padded_to = 0) {
+    const int64_t s = std::max(n, padded_to);
+    InjectionContext ctx;
+    if (padded_to > 0) {
+      ctx.key_mask = at::zeros({1, 1, 1, s});
+      ctx.key_mask.narrow(3, n, s - n).fill_(-std::numeric_limits<float>::infinity());
+    }
+    const auto k = at::randn({1, kv_heads, s, head_dim});
+    return ca->forward(h, k, u.expand({1, kv_heads, s, head_dim}), ctx);
+  };
+  // Share p of u in head 0's output (u's head-0 slice is kv head 0's value).
+  auto share = [&](const at::Tensor& out) {
+    return (out[0][0].narrow(0, 0, head_dim) / u[0][0][0]).mean().item<double>();
+  };
+  const double e = std::exp(1.0);
+  EXPECT_NEAR(share(read(6)), 6 / (6 + e), 1e-5);
+  EXPECT_NEAR(share(read(48)), 48 / (48 + e), 1e-5);
+  ca->sink_keys_ref = 12;
+  for (int64_t n : {6, 48, 480}) EXPECT_NEAR(share(read(n)), 1 / (1 + e / 12), 1e-5) << n;
+  EXPECT_NEAR(share(read(6, /*padded_to=*/48)), 1 / (1 + e / 12), 1e-5);  // n = 6, not 48
 }
 
 }  // namespace

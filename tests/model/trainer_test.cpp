@@ -411,6 +411,25 @@ TEST(TrainerTest, SeparateCompressorTrainsTheCopyAndLeavesTheBaseModel) {
   EXPECT_EQ(LoadModel(c.out, o)->shared->config().compressor, "separate");
 }
 
+// sink + sink_keys_ref: the trained model's sinks are length-aware, and its sharedllm.json says so.
+TEST(TrainerTest, LengthAwareSinkIsSavedWithTheModel) {
+  test::TempDir dir;
+  TrainConfig c = SharedLLMLanguageModelling(dir, "sinkn", 2);
+  c.sink = true;
+  c.sink_keys_ref = 96;
+  Train(c);
+  RuntimeOptions o;
+  o.threads = 1;
+  const auto loaded = LoadModel(c.out, o);
+  EXPECT_TRUE(loaded->shared->config().sink);
+  EXPECT_EQ(loaded->shared->config().sink_keys_ref, 96);
+  EXPECT_EQ(loaded->lm->model->layer(0).cross_attn->sink_keys_ref, 96);
+  c.sink = false;  // a model without a sink cannot have a length-aware one
+  c.init = MakeSharedLLMDir(dir);
+  c.out = dir / "nosink";
+  EXPECT_THROW(Train(c), ModelError);
+}
+
 TEST(TrainerTest, InstructionTuningScoresOnlyTheAnswer) {
   // The bundled tiny model has a real tokenizer, which the generated tasks need.
   test::TempDir dir;
