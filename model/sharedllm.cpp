@@ -31,14 +31,18 @@ SharedLLM::SharedLLM(CausalLM lm, SharedLLMConfig config)
   if (config_.compressor == "separate") SeparateCompressor();
   if (config_.gate) AddGate();
   if (config_.sink) AddSink();
-  if (config_.sink_keys_ref > 0) SetSinkKeysRef(config_.sink_keys_ref);
+  if (!config_.sink_keys_ref.empty()) SetSinkKeysRef(config_.sink_keys_ref);
 }
 
-void SharedLLM::SetSinkKeysRef(double ref) {
-  Check(config_.sink, "sink_keys_ref needs the attention sink");
-  Check(ref >= 0, "sink_keys_ref must be >= 0");
-  for (int64_t layer : injection_layers_) lm_->model->layer(layer).cross_attn->sink_keys_ref = ref;
-  config_.sink_keys_ref = ref;
+void SharedLLM::SetSinkKeysRef(const std::vector<double>& refs) {
+  SharedLLMConfig next = config_;
+  next.sink_keys_ref = refs;
+  next.Validate(lm_->config.num_hidden_layers);
+  config_ = std::move(next);
+  for (size_t j = 0; j < injection_layers_.size(); ++j) {
+    lm_->model->layer(injection_layers_[j]).cross_attn->sink_keys_ref =
+        config_.SinkKeysRef(static_cast<int64_t>(j));
+  }
 }
 
 void SharedLLM::AddSink(double logit) {

@@ -104,9 +104,10 @@ class SharedLLM {
   // gate it changes scores from the start (each head's softmax gains one more key, which takes
   // e^logit / (e^logit + sum of e^score) of the attention). No-op when present.
   void AddSink(double logit = 0.0);
-  // Makes every sink length-aware (config sink_keys_ref, see SharedLLMConfig); 0 fixes it again.
+  // Makes the sinks length-aware (config sink_keys_ref, see SharedLLMConfig: one value for every
+  // injection layer or one per layer, 0 keeping a layer's sink fixed); empty fixes them all again.
   // Needs the sink.
-  void SetSinkKeysRef(double ref);
+  void SetSinkKeysRef(const std::vector<double>& refs);
 
   // Marks which parameters train (requires_grad): cross_attn.* always; the layers above the lower
   // model, the final norm and lm_head when `upper_trainable` (the language-modelling default);

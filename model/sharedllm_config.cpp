@@ -1,5 +1,7 @@
 #include "model/sharedllm_config.h"
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "model/errors.h"
@@ -31,7 +33,7 @@ SharedLLMConfig SharedLLMConfig::FromJsonText(const std::string& text) {
     c.compressor = j.value("compressor", c.compressor);
     c.gate = j.value("gate", c.gate);
     c.sink = j.value("sink", c.sink);
-    c.sink_keys_ref = j.value("sink_keys_ref", c.sink_keys_ref);
+    if (j.contains("sink_keys_ref")) c.sink_keys_ref = SinkKeysRefFromJson(j["sink_keys_ref"]);
   } catch (const nlohmann::json::exception& e) {
     throw ModelError(std::string("sharedllm.json has a field of the wrong type: ") + e.what());
   }
@@ -63,7 +65,7 @@ std::string SharedLLMConfig::ToJsonText() const {
                       {"compressor", compressor},
                       {"gate", gate}, {"sink", sink}};
   // Written only when set, so the sharedllm.json of a model without it stays as it was.
-  if (sink_keys_ref != 0) j["sink_keys_ref"] = sink_keys_ref;
+  if (!sink_keys_ref.empty()) j["sink_keys_ref"] = SinkKeysRefToJson(sink_keys_ref);
   return j.dump(2) + "\n";
 }
 
@@ -96,8 +98,19 @@ void SharedLLMConfig::Validate(int64_t num_layers) const {
   if (compressor != "shared" && compressor != "separate") {
     p.push_back("compressor must be shared or separate, not '" + compressor + "'");
   }
-  if (sink_keys_ref < 0) p.push_back("sink_keys_ref must be >= 0 (0: a fixed sink)");
-  if (sink_keys_ref > 0 && !sink) p.push_back("sink_keys_ref needs the attention sink (\"sink\": true)");
+  const auto refs = static_cast<int64_t>(sink_keys_ref.size());
+  if (refs > 1 && refs != num_injection_layers) {
+    p.push_back("sink_keys_ref needs one value or one per injection layer (" +
+                std::to_string(num_injection_layers) + "), has " + std::to_string(refs));
+  }
+  for (double r : sink_keys_ref) {
+    if (!(r >= 0)) p.push_back("sink_keys_ref must be >= 0 (0: a fixed sink)");
+  }
+  const bool length_aware =
+      std::any_of(sink_keys_ref.begin(), sink_keys_ref.end(), [](double r) { return r > 0; });
+  if (length_aware && !sink) {
+    p.push_back("sink_keys_ref needs the attention sink (\"sink\": true)");
+  }
   if (!p.empty()) {
     std::string msg = "invalid SharedLLM configuration:";
     for (const auto& s : p) msg += "\n  - " + s;
@@ -124,6 +137,29 @@ double SharedLLMConfig::CompressionRatio() const {
     kept += nodes / (static_cast<double>(int64_t{1} << k) * alphas[k - 1]);
   }
   return 1.0 / kept;
+}
+
+double SharedLLMConfig::SinkKeysRef(int64_t j) const {
+  if (sink_keys_ref.empty()) return 0;
+  return sink_keys_ref.size() == 1 ? sink_keys_ref[0] : sink_keys_ref.at(j);
+}
+
+std::vector<double> SinkKeysRefFromJson(const nlohmann::json& value) {
+  if (value.is_number()) {
+    const double r = value.get<double>();
+    return r == 0 ? std::vector<double>{} : std::vector<double>{r};
+  }
+  if (value.is_array() && std::all_of(value.begin(), value.end(),
+                                      [](const nlohmann::json& v) { return v.is_number(); })) {
+    return value.get<std::vector<double>>();
+  }
+  throw ModelError("sink_keys_ref must be a number or an array of numbers, not " + value.dump());
+}
+
+nlohmann::json SinkKeysRefToJson(const std::vector<double>& refs) {
+  if (refs.empty()) return 0;
+  if (refs.size() == 1) return refs[0];
+  return refs;
 }
 
 }  // namespace sharedllm

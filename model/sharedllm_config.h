@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 namespace sharedllm {
 
 struct SharedLLMConfig {
@@ -36,8 +38,12 @@ struct SharedLLMConfig {
   // 0: the sink's logit is fixed. N > 0: it is raised by log(n / N), n the number of context keys
   // (positions of selected tree nodes) the query reads, so that a head whose keys all score alike
   // takes the same share from a context of any length (a fixed sink's share shrinks as n grows:
-  // longer contexts inject more of what no key asked for). Needs `sink`.
-  double sink_keys_ref = 0;
+  // longer contexts inject more of what no key asked for). Needs `sink`. Empty (JSON 0 or absent):
+  // every sink fixed; one value: every injection layer's; M values: one per injection layer, in
+  // InjectionLayers order, 0 keeping that layer's sink fixed.
+  std::vector<double> sink_keys_ref;
+  // The j-th injection layer's sink_keys_ref (0: fixed).
+  double SinkKeysRef(int64_t j) const;
 
   static SharedLLMConfig FromJsonText(const std::string& text);
   // `<dir>/sharedllm.json`; throws ModelError.
@@ -51,5 +57,10 @@ struct SharedLLMConfig {
   // Tokens of context per kept position, for full-size nodes: e.g. 8 for (16, 8, 4).
   double CompressionRatio() const;
 };
+
+// sink_keys_ref from JSON: a number (0: none) or an array of them; throws ModelError otherwise.
+std::vector<double> SinkKeysRefFromJson(const nlohmann::json& value);
+// The inverse: 0 when empty, a number for one value, an array for more.
+nlohmann::json SinkKeysRefToJson(const std::vector<double>& refs);
 
 }  // namespace sharedllm

@@ -19,6 +19,7 @@
 #include "model/errors.h"
 #include "model/file_util.h"
 #include "model/runtime.h"
+#include "model/sharedllm_config.h"
 #include "model/sft_data.h"
 #include "model/token_shards.h"
 #include "model/weights.h"
@@ -161,7 +162,7 @@ class Run {
       if (c.separate_compressor) model_->shared->SeparateCompressor();
       if (c.gate) model_->shared->AddGate();
       if (c.sink) model_->shared->AddSink(c.sink_logit);
-      if (c.sink_keys_ref > 0) model_->shared->SetSinkKeysRef(c.sink_keys_ref);
+      if (!c.sink_keys_ref.empty()) model_->shared->SetSinkKeysRef(c.sink_keys_ref);
       model_->shared->SetTrainable(c.lower_trainable, c.upper_trainable);
       for (const std::string& part : c.frozen) {
         bool matched = false;
@@ -469,7 +470,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
     GET(steps); GET(warmup_steps); GET(lr); GET(min_lr_ratio); GET(new_params_lr_scale);
     GET(weight_decay); GET(grad_clip); GET(bf16_autocast); GET(lower_trainable); GET(seed);
     GET(separate_compressor); GET(upper_trainable); GET(gate); GET(sink); GET(sink_logit);
-    GET(sink_keys_ref);
+    if (j.contains("sink_keys_ref")) c.sink_keys_ref = SinkKeysRefFromJson(j["sink_keys_ref"]);
     GET(log_every); GET(eval_every); GET(eval_batches); GET(checkpoint_every); GET(threads);
     GET(sft_tasks); GET(frozen); GET(stop_after); GET(device); GET(lm_mix); GET(time_budget);
 #undef GET
@@ -501,7 +502,8 @@ std::string TrainConfig::ToJsonText() const {
             {"grad_clip", grad_clip}, {"bf16_autocast", bf16_autocast},
             {"lower_trainable", lower_trainable}, {"separate_compressor", separate_compressor},
             {"upper_trainable", upper_trainable}, {"gate", gate}, {"sink", sink},
-            {"sink_logit", sink_logit}, {"sink_keys_ref", sink_keys_ref}, {"seed", seed}, {"log_every", log_every},
+            {"sink_logit", sink_logit}, {"sink_keys_ref", SinkKeysRefToJson(sink_keys_ref)},
+            {"seed", seed}, {"log_every", log_every},
             {"eval_every", eval_every}, {"eval_batches", eval_batches},
             {"checkpoint_every", checkpoint_every}, {"threads", threads}, {"sft_tasks", sft_tasks},
             {"frozen", frozen}, {"stop_after", stop_after}, {"device", device}, {"lm_mix", lm_mix},

@@ -57,7 +57,9 @@ struct TrainConfig {
   bool gate = false;                 // lm/sft: gate the cross-attentions first (SharedLLM::AddGate)
   bool sink = false;                 // lm/sft: add attention sinks first (SharedLLM::AddSink)
   double sink_logit = 0;             // their starting logit
-  double sink_keys_ref = 0;          // lm/sft: > 0 makes the sinks length-aware (SharedLLMConfig)
+  // lm/sft: makes the sinks length-aware (SharedLLMConfig::sink_keys_ref): in JSON a number for
+  // every injection layer (0: none) or one per layer.
+  std::vector<double> sink_keys_ref;
   uint64_t seed = 0;
   int64_t log_every = 10;            // steps between progress lines
   int64_t eval_every = 200;          // steps between eval losses; 0: only at the end

@@ -617,19 +617,66 @@ TEST(SharedLLMConfigTest, ValidatesAndRoundTrips) {
   EXPECT_EQ(back.ToJsonText(), c.ToJsonText());
 }
 
-// sink_keys_ref: only with a sink, never negative; written only when set, read back when it is.
+// sink_keys_ref: only with a sink, never negative, one value or one per injection layer; written
+// only when set (a number for one value), read back as written.
 TEST(SharedLLMConfigTest, SinkKeysRefNeedsTheSinkAndRoundTrips) {
-  SharedLLMConfig c;
-  c.sink_keys_ref = 1536;
+  SharedLLMConfig c;  // 4 injection layers
+  c.sink_keys_ref = {1536};
   EXPECT_THROW(c.Validate(8), ModelError);  // no sink
   c.sink = true;
   c.Validate(8);
-  c.sink_keys_ref = -1;
+  c.sink_keys_ref = {-1};
   EXPECT_THROW(c.Validate(8), ModelError);
-  c.sink_keys_ref = 0;
+  c.sink_keys_ref = {};
   EXPECT_EQ(c.ToJsonText().find("sink_keys_ref"), std::string::npos);
-  c.sink_keys_ref = 1536;
-  EXPECT_EQ(SharedLLMConfig::FromJsonText(c.ToJsonText()).sink_keys_ref, 1536);
+  EXPECT_EQ(c.SinkKeysRef(3), 0);
+  c.sink_keys_ref = {1536};
+  EXPECT_NE(c.ToJsonText().find("\"sink_keys_ref\": 1536"), std::string::npos);
+  EXPECT_EQ(SharedLLMConfig::FromJsonText(c.ToJsonText()).sink_keys_ref, c.sink_keys_ref);
+  EXPECT_EQ(c.SinkKeysRef(3), 1536);
+  // Per layer: exactly one value per injection layer, 0 keeping that layer's sink fixed.
+  c.sink_keys_ref = {192, 0, 0};
+  EXPECT_THROW(c.Validate(8), ModelError);
+  c.sink_keys_ref = {192, 0, 0, 768};
+  c.Validate(8);
+  EXPECT_EQ(SharedLLMConfig::FromJsonText(c.ToJsonText()).sink_keys_ref, c.sink_keys_ref);
+  EXPECT_EQ(c.SinkKeysRef(1), 0);
+  EXPECT_EQ(c.SinkKeysRef(3), 768);
+  EXPECT_TRUE(SharedLLMConfig::FromJsonText(R"({"sink": true, "sink_keys_ref": 0})").sink_keys_ref.empty());
+  EXPECT_THROW(SharedLLMConfig::FromJsonText(R"({"sink_keys_ref": "192"})"), ModelError);
+  EXPECT_THROW(SharedLLMConfig::FromJsonText(R"({"sink_keys_ref": [192, "0"]})"), ModelError);
+}
+
+// Per-layer sink_keys_ref reaches the right layers, each setting changes the scores, a wrong count
+// is refused without changing the model, and a saved model reads back the same.
+TEST(SharedLLMTest, PerLayerSinkKeysRefSetsEachInjectionLayer) {
+  test::TempDir dir;
+  CausalLM lm = test::TinyModel(Config());
+  SaveModel(lm, dir.path());
+  SharedLLM s(lm, SmallShared(2));
+  RandomizeCrossAttention(lm, 12);
+  s.AddSink(1.0);
+  const auto context = SeededIds(100, 61, 96), text = SeededIds(20, 61, 97);
+  const auto fixed = ScoreWithContext(s, context, text);
+  s.SetSinkKeysRef({2});
+  const auto both = ScoreWithContext(s, context, text);
+  s.SetSinkKeysRef({2, 0});
+  EXPECT_EQ(lm->model->layer(0).cross_attn->sink_keys_ref, 2);
+  EXPECT_EQ(lm->model->layer(1).cross_attn->sink_keys_ref, 0);
+  const auto first = ScoreWithContext(s, context, text);
+  EXPECT_GT(MaxDiff(first, fixed), 1e-4);
+  EXPECT_GT(MaxDiff(first, both), 1e-4);
+  EXPECT_THROW(s.SetSinkKeysRef({2, 0, 0}), ModelError);
+  EXPECT_EQ(s.config().sink_keys_ref, (std::vector<double>{2, 0}));
+  EXPECT_EQ(lm->model->layer(0).cross_attn->sink_keys_ref, 2);
+  SaveSharedLLM(s, dir.path());
+  RuntimeOptions options;
+  options.threads = 1;
+  auto loaded = LoadModel(dir.path(), options);
+  EXPECT_EQ(loaded->shared->config().sink_keys_ref, (std::vector<double>{2, 0}));
+  EXPECT_LT(MaxDiff(ScoreWithContext(*loaded->shared, context, text), first), 1e-6);
+  s.SetSinkKeysRef({});
+  EXPECT_LT(MaxDiff(ScoreWithContext(s, context, text), fixed), 1e-6);
 }
 
 // The length-aware sink against its definition. Every key scores alike (zero queries) and holds

@@ -416,14 +416,20 @@ TEST(TrainerTest, LengthAwareSinkIsSavedWithTheModel) {
   test::TempDir dir;
   TrainConfig c = SharedLLMLanguageModelling(dir, "sinkn", 2);
   c.sink = true;
-  c.sink_keys_ref = 96;
+  c.sink_keys_ref = {96};
   Train(c);
   RuntimeOptions o;
   o.threads = 1;
   const auto loaded = LoadModel(c.out, o);
   EXPECT_TRUE(loaded->shared->config().sink);
-  EXPECT_EQ(loaded->shared->config().sink_keys_ref, 96);
+  EXPECT_EQ(loaded->shared->config().sink_keys_ref, std::vector<double>{96});
   EXPECT_EQ(loaded->lm->model->layer(0).cross_attn->sink_keys_ref, 96);
+  // The training config takes a number or one value per injection layer (here one), as JSON too.
+  EXPECT_EQ(TrainConfig::FromJsonText(c.ToJsonText()).sink_keys_ref, c.sink_keys_ref);
+  c.sink_keys_ref = {96, 0};
+  c.out = dir / "sinkn-two";
+  EXPECT_THROW(Train(c), ModelError);
+  c.sink_keys_ref = {96};
   c.sink = false;  // a model without a sink cannot have a length-aware one
   c.init = MakeSharedLLMDir(dir);
   c.out = dir / "nosink";
