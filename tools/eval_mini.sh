@@ -12,7 +12,7 @@ flags=${SHAREDLLM_EVAL_FLAGS:-}
 r=docs/results
 s=data/shards
 mkdir -p "$r"
-export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX} OMP_WAIT_POLICY=PASSIVE
+source tools/blas_env.sh
 
 # Perplexity: SharedLLM against the truncated base model and StreamingLLM on 100 windows per
 # length (EVALUATION.md asks for >= 50; the JSON's log_ratio_se is the paired standard error of

@@ -5,7 +5,7 @@
 #   tools/train_ablations.sh            (after tools/train_mini.sh; runs/<variant>, docs/results/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export OMP_WAIT_POLICY=PASSIVE OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
+source tools/blas_env.sh
 bin=build/bin/sharedllm
 base=${BASE:-runs/gpu-base}
 [ -f $base/model.safetensors ] || base=runs/mini-base

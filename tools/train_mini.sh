@@ -16,7 +16,7 @@ bash tools/build.sh
 [ -f data/tokenizer/tokenizer.model ] || bash tools/train_tokenizer.sh
 [ -f data/shards/adapt-django.bin ] || /usr/bin/python3 tools/corpus/make_shards.py \
   --model data/tokenizer/tokenizer.model --corpus data/corpus --out data/shards
-export OMP_WAIT_POLICY=PASSIVE OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
+source tools/blas_env.sh
 bin=build/bin/sharedllm
 
 # Base model. The shipped one was trained on a GPU (tools/train_mini_gpu.sh data build base, then

@@ -44,7 +44,7 @@
 #                                     bought, so a re-run gives the same weights on any machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export OMP_WAIT_POLICY=PASSIVE OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
+source tools/blas_env.sh
 bin=build/bin/sharedllm
 # recipe_out CONFIG: the "out" directory of a training config.
 recipe_out() {
