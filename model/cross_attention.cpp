@@ -32,7 +32,7 @@ at::Tensor CrossAttentionImpl::forward(const at::Tensor& h, const at::Tensor& k,
     const auto n = context.key_mask.defined()
                        ? (context.key_mask.view({b, -1}) == 0).sum(-1).to(at::kFloat).clamp_min(1)
                        : at::full({b}, static_cast<double>(k.size(2)), f);
-    s = sink.to(at::kFloat).unsqueeze(0) + at::log(n / sink_keys_ref).unsqueeze(1);  // [B, H]
+    s = sink.to(at::kFloat).unsqueeze(0) + (sink_keys_slope * at::log(n / sink_keys_ref)).unsqueeze(1);  // [B, H]
   }
   auto out = Attention(q, k, v, context.key_mask, s).transpose(1, 2);       // [B, T, H, D]
   if (gate_proj) out = out * at::sigmoid(gate_proj(x)).unsqueeze(-1);

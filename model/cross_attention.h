@@ -43,9 +43,10 @@ class CrossAttentionImpl : public torch::nn::Module {
   Linear q_proj{nullptr}, o_proj{nullptr};
   Linear gate_proj{nullptr};  // [heads] logits, only with the gate
   at::Tensor sink;            // [heads] logits, only with the sink
-  // > 0: the sink's logit is raised by log(n / sink_keys_ref), n the query's unmasked context keys
-  // (SharedLLMConfig::sink_keys_ref).
+  // > 0: the sink's logit is raised by sink_keys_slope * log(n / sink_keys_ref), n the query's
+  // unmasked context keys (SharedLLMConfig::sink_keys_ref, sink_keys_slope).
   double sink_keys_ref = 0;
+  double sink_keys_slope = 1;
   int64_t heads, kv_heads, head_dim;
 };
 TORCH_MODULE(CrossAttention);

@@ -31,17 +31,19 @@ SharedLLM::SharedLLM(CausalLM lm, SharedLLMConfig config)
   if (config_.compressor == "separate") SeparateCompressor();
   if (config_.gate) AddGate();
   if (config_.sink) AddSink();
-  if (!config_.sink_keys_ref.empty()) SetSinkKeysRef(config_.sink_keys_ref);
+  if (!config_.sink_keys_ref.empty()) SetSinkKeysRef(config_.sink_keys_ref, config_.sink_keys_slope);
 }
 
-void SharedLLM::SetSinkKeysRef(const std::vector<double>& refs) {
+void SharedLLM::SetSinkKeysRef(const std::vector<double>& refs, const std::vector<double>& slopes) {
   SharedLLMConfig next = config_;
   next.sink_keys_ref = refs;
+  next.sink_keys_slope = slopes;
   next.Validate(lm_->config.num_hidden_layers);
   config_ = std::move(next);
   for (size_t j = 0; j < injection_layers_.size(); ++j) {
-    lm_->model->layer(injection_layers_[j]).cross_attn->sink_keys_ref =
-        config_.SinkKeysRef(static_cast<int64_t>(j));
+    auto& ca = lm_->model->layer(injection_layers_[j]).cross_attn;
+    ca->sink_keys_ref = config_.SinkKeysRef(static_cast<int64_t>(j));
+    ca->sink_keys_slope = config_.SinkKeysSlope(static_cast<int64_t>(j));
   }
 }
 

@@ -104,10 +104,11 @@ class SharedLLM {
   // gate it changes scores from the start (each head's softmax gains one more key, which takes
   // e^logit / (e^logit + sum of e^score) of the attention). No-op when present.
   void AddSink(double logit = 0.0);
-  // Makes the sinks length-aware (config sink_keys_ref, see SharedLLMConfig: one value for every
-  // injection layer or one per layer, 0 keeping a layer's sink fixed); empty fixes them all again.
-  // Needs the sink.
-  void SetSinkKeysRef(const std::vector<double>& refs);
+  // Makes the sinks length-aware (config sink_keys_ref and sink_keys_slope, see SharedLLMConfig:
+  // one value for every injection layer or one per layer, a ref of 0 keeping a layer's sink fixed,
+  // no slopes meaning 1); empty refs fix them all again. Needs the sink. Validates first: on an
+  // error nothing changes.
+  void SetSinkKeysRef(const std::vector<double>& refs, const std::vector<double>& slopes = {});
 
   // Marks which parameters train (requires_grad): cross_attn.* always; the layers above the lower
   // model, the final norm and lm_head when `upper_trainable` (the language-modelling default);

@@ -34,6 +34,9 @@ SharedLLMConfig SharedLLMConfig::FromJsonText(const std::string& text) {
     c.gate = j.value("gate", c.gate);
     c.sink = j.value("sink", c.sink);
     if (j.contains("sink_keys_ref")) c.sink_keys_ref = SinkKeysRefFromJson(j["sink_keys_ref"]);
+    if (j.contains("sink_keys_slope")) {
+      c.sink_keys_slope = PerLayerFromJson(j["sink_keys_slope"], "sink_keys_slope");
+    }
   } catch (const nlohmann::json::exception& e) {
     throw ModelError(std::string("sharedllm.json has a field of the wrong type: ") + e.what());
   }
@@ -66,6 +69,7 @@ std::string SharedLLMConfig::ToJsonText() const {
                       {"gate", gate}, {"sink", sink}};
   // Written only when set, so the sharedllm.json of a model without it stays as it was.
   if (!sink_keys_ref.empty()) j["sink_keys_ref"] = SinkKeysRefToJson(sink_keys_ref);
+  if (!sink_keys_slope.empty()) j["sink_keys_slope"] = PerLayerToJson(sink_keys_slope);
   return j.dump(2) + "\n";
 }
 
@@ -98,18 +102,24 @@ void SharedLLMConfig::Validate(int64_t num_layers) const {
   if (compressor != "shared" && compressor != "separate") {
     p.push_back("compressor must be shared or separate, not '" + compressor + "'");
   }
-  const auto refs = static_cast<int64_t>(sink_keys_ref.size());
-  if (refs > 1 && refs != num_injection_layers) {
-    p.push_back("sink_keys_ref needs one value or one per injection layer (" +
-                std::to_string(num_injection_layers) + "), has " + std::to_string(refs));
-  }
-  for (double r : sink_keys_ref) {
-    if (!(r >= 0)) p.push_back("sink_keys_ref must be >= 0 (0: a fixed sink)");
+  for (const auto& [name, values] : {std::pair<std::string, const std::vector<double>*>{"sink_keys_ref", &sink_keys_ref},
+                                     {"sink_keys_slope", &sink_keys_slope}}) {
+    const auto count = static_cast<int64_t>(values->size());
+    if (count > 1 && count != num_injection_layers) {
+      p.push_back(name + " needs one value or one per injection layer (" +
+                  std::to_string(num_injection_layers) + "), has " + std::to_string(count));
+    }
+    for (double v : *values) {
+      if (!(v >= 0)) p.push_back(name + " must be >= 0 (0: a fixed sink)");
+    }
   }
   const bool length_aware =
       std::any_of(sink_keys_ref.begin(), sink_keys_ref.end(), [](double r) { return r > 0; });
   if (length_aware && !sink) {
     p.push_back("sink_keys_ref needs the attention sink (\"sink\": true)");
+  }
+  if (!sink_keys_slope.empty() && !length_aware) {
+    p.push_back("sink_keys_slope needs a length-aware sink (sink_keys_ref > 0)");
   }
   if (!p.empty()) {
     std::string msg = "invalid SharedLLM configuration:";
@@ -144,22 +154,33 @@ double SharedLLMConfig::SinkKeysRef(int64_t j) const {
   return sink_keys_ref.size() == 1 ? sink_keys_ref[0] : sink_keys_ref.at(j);
 }
 
-std::vector<double> SinkKeysRefFromJson(const nlohmann::json& value) {
-  if (value.is_number()) {
-    const double r = value.get<double>();
-    return r == 0 ? std::vector<double>{} : std::vector<double>{r};
-  }
+double SharedLLMConfig::SinkKeysSlope(int64_t j) const {
+  if (sink_keys_slope.empty()) return 1;
+  return sink_keys_slope.size() == 1 ? sink_keys_slope[0] : sink_keys_slope.at(j);
+}
+
+std::vector<double> PerLayerFromJson(const nlohmann::json& value, const std::string& name) {
+  if (value.is_number()) return {value.get<double>()};
   if (value.is_array() && std::all_of(value.begin(), value.end(),
                                       [](const nlohmann::json& v) { return v.is_number(); })) {
     return value.get<std::vector<double>>();
   }
-  throw ModelError("sink_keys_ref must be a number or an array of numbers, not " + value.dump());
+  throw ModelError(name + " must be a number or an array of numbers, not " + value.dump());
+}
+
+nlohmann::json PerLayerToJson(const std::vector<double>& values) {
+  if (values.size() == 1) return values[0];
+  return values;
+}
+
+std::vector<double> SinkKeysRefFromJson(const nlohmann::json& value) {
+  auto refs = PerLayerFromJson(value, "sink_keys_ref");
+  return refs == std::vector<double>{0} ? std::vector<double>{} : refs;
 }
 
 nlohmann::json SinkKeysRefToJson(const std::vector<double>& refs) {
   if (refs.empty()) return 0;
-  if (refs.size() == 1) return refs[0];
-  return refs;
+  return PerLayerToJson(refs);
 }
 
 }  // namespace sharedllm

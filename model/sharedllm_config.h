@@ -42,8 +42,14 @@ struct SharedLLMConfig {
   // every sink fixed; one value: every injection layer's; M values: one per injection layer, in
   // InjectionLayers order, 0 keeping that layer's sink fixed.
   std::vector<double> sink_keys_ref;
-  // The j-th injection layer's sink_keys_ref (0: fixed).
+  // The length-aware sink's offset is slope * log(n / N): 1 keeps a head's share of alike keys the
+  // same at any n, 0 is a fixed sink, in between a share that grows more slowly with n than a fixed
+  // sink's. Empty: 1 everywhere; one value or one per injection layer, as sink_keys_ref. Needs
+  // sink_keys_ref.
+  std::vector<double> sink_keys_slope;
+  // The j-th injection layer's sink_keys_ref (0: fixed) and slope (1 when not given).
   double SinkKeysRef(int64_t j) const;
+  double SinkKeysSlope(int64_t j) const;
 
   static SharedLLMConfig FromJsonText(const std::string& text);
   // `<dir>/sharedllm.json`; throws ModelError.
@@ -62,5 +68,9 @@ struct SharedLLMConfig {
 std::vector<double> SinkKeysRefFromJson(const nlohmann::json& value);
 // The inverse: 0 when empty, a number for one value, an array for more.
 nlohmann::json SinkKeysRefToJson(const std::vector<double>& refs);
+// One value per injection layer from JSON (`name`'s): a number (every layer) or an array of them;
+// throws ModelError otherwise. PerLayerToJson: a number for one value, else an array.
+std::vector<double> PerLayerFromJson(const nlohmann::json& value, const std::string& name);
+nlohmann::json PerLayerToJson(const std::vector<double>& values);
 
 }  // namespace sharedllm

@@ -162,7 +162,9 @@ class Run {
       if (c.separate_compressor) model_->shared->SeparateCompressor();
       if (c.gate) model_->shared->AddGate();
       if (c.sink) model_->shared->AddSink(c.sink_logit);
-      if (!c.sink_keys_ref.empty()) model_->shared->SetSinkKeysRef(c.sink_keys_ref);
+      if (!c.sink_keys_ref.empty() || !c.sink_keys_slope.empty()) {
+        model_->shared->SetSinkKeysRef(c.sink_keys_ref, c.sink_keys_slope);
+      }
       model_->shared->SetTrainable(c.lower_trainable, c.upper_trainable);
       for (const std::string& part : c.frozen) {
         bool matched = false;
@@ -452,7 +454,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
       "grad_accum", "steps", "warmup_steps", "lr", "min_lr_ratio", "new_params_lr_scale",
       "weight_decay", "grad_clip",
       "bf16_autocast", "lower_trainable", "separate_compressor", "upper_trainable", "gate", "sink",
-      "sink_logit", "sink_keys_ref", "seed", "log_every", "eval_every", "eval_batches",
+      "sink_logit", "sink_keys_ref", "sink_keys_slope", "seed", "log_every", "eval_every", "eval_batches",
       "checkpoint_every", "threads", "sft_tasks", "frozen",
       "stop_after", "device", "lm_mix", "time_budget"};
   for (auto it = j.begin(); it != j.end(); ++it) {
@@ -471,6 +473,9 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
     GET(weight_decay); GET(grad_clip); GET(bf16_autocast); GET(lower_trainable); GET(seed);
     GET(separate_compressor); GET(upper_trainable); GET(gate); GET(sink); GET(sink_logit);
     if (j.contains("sink_keys_ref")) c.sink_keys_ref = SinkKeysRefFromJson(j["sink_keys_ref"]);
+    if (j.contains("sink_keys_slope")) {
+      c.sink_keys_slope = PerLayerFromJson(j["sink_keys_slope"], "sink_keys_slope");
+    }
     GET(log_every); GET(eval_every); GET(eval_batches); GET(checkpoint_every); GET(threads);
     GET(sft_tasks); GET(frozen); GET(stop_after); GET(device); GET(lm_mix); GET(time_budget);
 #undef GET
@@ -503,6 +508,7 @@ std::string TrainConfig::ToJsonText() const {
             {"lower_trainable", lower_trainable}, {"separate_compressor", separate_compressor},
             {"upper_trainable", upper_trainable}, {"gate", gate}, {"sink", sink},
             {"sink_logit", sink_logit}, {"sink_keys_ref", SinkKeysRefToJson(sink_keys_ref)},
+            {"sink_keys_slope", sink_keys_slope},
             {"seed", seed}, {"log_every", log_every},
             {"eval_every", eval_every}, {"eval_batches", eval_batches},
             {"checkpoint_every", checkpoint_every}, {"threads", threads}, {"sft_tasks", sft_tasks},

@@ -60,6 +60,8 @@ struct TrainConfig {
   // lm/sft: makes the sinks length-aware (SharedLLMConfig::sink_keys_ref): in JSON a number for
   // every injection layer (0: none) or one per layer.
   std::vector<double> sink_keys_ref;
+  // and their slopes (SharedLLMConfig::sink_keys_slope): empty for 1, else a number or one per layer.
+  std::vector<double> sink_keys_slope;
   uint64_t seed = 0;
   int64_t log_every = 10;            // steps between progress lines
   int64_t eval_every = 200;          // steps between eval losses; 0: only at the end

@@ -647,6 +647,35 @@ TEST(SharedLLMConfigTest, SinkKeysRefNeedsTheSinkAndRoundTrips) {
   EXPECT_THROW(SharedLLMConfig::FromJsonText(R"({"sink_keys_ref": [192, "0"]})"), ModelError);
 }
 
+// sink_keys_slope: 1 unless given, one value or one per injection layer, never negative, only
+// beside a length-aware sink; written only when set, read back as written (0 stays 0).
+TEST(SharedLLMConfigTest, SinkKeysSlopeNeedsALengthAwareSinkAndRoundTrips) {
+  SharedLLMConfig c;  // 4 injection layers
+  c.sink = true;
+  EXPECT_EQ(c.SinkKeysSlope(2), 1);
+  c.sink_keys_slope = {0.5};
+  EXPECT_THROW(c.Validate(8), ModelError);  // no sink_keys_ref
+  c.sink_keys_ref = {192};
+  c.Validate(8);
+  EXPECT_EQ(c.SinkKeysSlope(2), 0.5);
+  EXPECT_NE(c.ToJsonText().find("\"sink_keys_slope\": 0.5"), std::string::npos);
+  c.sink_keys_slope = {1, 0.5, 0};
+  EXPECT_THROW(c.Validate(8), ModelError);
+  c.sink_keys_slope = {1, 0.5, -0.5, 0};
+  EXPECT_THROW(c.Validate(8), ModelError);
+  c.sink_keys_slope = {1, 0.5, 0.25, 0};
+  c.Validate(8);
+  const auto back = SharedLLMConfig::FromJsonText(c.ToJsonText());
+  EXPECT_EQ(back.sink_keys_slope, c.sink_keys_slope);
+  EXPECT_EQ(back.SinkKeysSlope(1), 0.5);
+  EXPECT_EQ(back.SinkKeysSlope(3), 0);
+  EXPECT_EQ(SharedLLMConfig::FromJsonText(R"({"sink_keys_slope": 0})").sink_keys_slope,
+            std::vector<double>{0});
+  c.sink_keys_slope = {};
+  EXPECT_EQ(c.ToJsonText().find("sink_keys_slope"), std::string::npos);
+  EXPECT_THROW(SharedLLMConfig::FromJsonText(R"({"sink_keys_slope": "0.5"})"), ModelError);
+}
+
 // Per-layer sink_keys_ref reaches the right layers, each setting changes the scores, a wrong count
 // is refused without changing the model, and a saved model reads back the same.
 TEST(SharedLLMTest, PerLayerSinkKeysRefSetsEachInjectionLayer) {
@@ -675,6 +704,20 @@ TEST(SharedLLMTest, PerLayerSinkKeysRefSetsEachInjectionLayer) {
   auto loaded = LoadModel(dir.path(), options);
   EXPECT_EQ(loaded->shared->config().sink_keys_ref, (std::vector<double>{2, 0}));
   EXPECT_LT(MaxDiff(ScoreWithContext(*loaded->shared, context, text), first), 1e-6);
+  // A slope per layer reaches its layer; slope 0 is the fixed sink again.
+  s.SetSinkKeysRef({2, 2}, {0.5, 0});
+  EXPECT_EQ(lm->model->layer(0).cross_attn->sink_keys_slope, 0.5);
+  EXPECT_EQ(lm->model->layer(1).cross_attn->sink_keys_slope, 0);
+  const auto half = ScoreWithContext(s, context, text);
+  EXPECT_GT(MaxDiff(half, first), 1e-4);
+  EXPECT_THROW(s.SetSinkKeysRef({2, 2}, {0.5, 0, 1}), ModelError);
+  EXPECT_EQ(lm->model->layer(0).cross_attn->sink_keys_slope, 0.5);
+  SaveSharedLLM(s, dir.path());
+  auto reloaded = LoadModel(dir.path(), options);
+  EXPECT_EQ(reloaded->shared->config().sink_keys_slope, (std::vector<double>{0.5, 0}));
+  EXPECT_LT(MaxDiff(ScoreWithContext(*reloaded->shared, context, text), half), 1e-6);
+  s.SetSinkKeysRef({2, 2}, {0, 0});
+  EXPECT_LT(MaxDiff(ScoreWithContext(s, context, text), fixed), 1e-6);
   s.SetSinkKeysRef({});
   EXPECT_LT(MaxDiff(ScoreWithContext(s, context, text), fixed), 1e-6);
 }
@@ -715,6 +758,11 @@ TEST(SharedLLMTest, LengthAwareSinkTakesTheSameShareOfAnyContextLength) {
   ca->sink_keys_ref = 12;
   for (int64_t n : {6, 48, 480}) EXPECT_NEAR(share(read(n)), 1 / (1 + e / 12), 1e-5) << n;
   EXPECT_NEAR(share(read(6, /*padded_to=*/48)), 1 / (1 + e / 12), 1e-5);  // n = 6, not 48
+  // Slope g: the sink is s + g log(n / R), p = n / (n + e^s (n / R)^g), between the two.
+  ca->sink_keys_slope = 0.5;
+  for (int64_t n : {6, 48, 480}) {
+    EXPECT_NEAR(share(read(n)), n / (n + e * std::sqrt(n / 12.0)), 1e-5) << n;
+  }
 }
 
 }  // namespace

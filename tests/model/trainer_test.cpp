@@ -426,6 +426,15 @@ TEST(TrainerTest, LengthAwareSinkIsSavedWithTheModel) {
   EXPECT_EQ(loaded->lm->model->layer(0).cross_attn->sink_keys_ref, 96);
   // The training config takes a number or one value per injection layer (here one), as JSON too.
   EXPECT_EQ(TrainConfig::FromJsonText(c.ToJsonText()).sink_keys_ref, c.sink_keys_ref);
+  // A slope beside it reaches the layer and the saved model.
+  c.sink_keys_slope = {0.5};
+  c.out = dir / "sinkn-slope";
+  Train(c);
+  const auto sloped = LoadModel(c.out, o);
+  EXPECT_EQ(sloped->shared->config().sink_keys_slope, std::vector<double>{0.5});
+  EXPECT_EQ(sloped->lm->model->layer(0).cross_attn->sink_keys_slope, 0.5);
+  EXPECT_EQ(TrainConfig::FromJsonText(c.ToJsonText()).sink_keys_slope, c.sink_keys_slope);
+  c.sink_keys_slope = {};
   c.sink_keys_ref = {96, 0};
   c.out = dir / "sinkn-two";
   EXPECT_THROW(Train(c), ModelError);
