@@ -102,17 +102,18 @@ void SharedLLMConfig::Validate(int64_t num_layers) const {
   if (compressor != "shared" && compressor != "separate") {
     p.push_back("compressor must be shared or separate, not '" + compressor + "'");
   }
-  for (const auto& [name, values] : {std::pair<std::string, const std::vector<double>*>{"sink_keys_ref", &sink_keys_ref},
-                                     {"sink_keys_slope", &sink_keys_slope}}) {
-    const auto count = static_cast<int64_t>(values->size());
+  auto check_per_layer = [&](const std::string& name, const std::vector<double>& values) {
+    const auto count = static_cast<int64_t>(values.size());
     if (count > 1 && count != num_injection_layers) {
       p.push_back(name + " needs one value or one per injection layer (" +
                   std::to_string(num_injection_layers) + "), has " + std::to_string(count));
     }
-    for (double v : *values) {
+    for (double v : values) {
       if (!(v >= 0)) p.push_back(name + " must be >= 0 (0: a fixed sink)");
     }
-  }
+  };
+  check_per_layer("sink_keys_ref", sink_keys_ref);
+  check_per_layer("sink_keys_slope", sink_keys_slope);
   const bool length_aware =
       std::any_of(sink_keys_ref.begin(), sink_keys_ref.end(), [](double r) { return r > 0; });
   if (length_aware && !sink) {
@@ -149,15 +150,18 @@ double SharedLLMConfig::CompressionRatio() const {
   return 1.0 / kept;
 }
 
-double SharedLLMConfig::SinkKeysRef(int64_t j) const {
-  if (sink_keys_ref.empty()) return 0;
-  return sink_keys_ref.size() == 1 ? sink_keys_ref[0] : sink_keys_ref.at(j);
+namespace {
+// Layer j's value of a per-layer setting: `unset` when empty, the one value for every layer, or
+// the j-th.
+double PerLayerValue(const std::vector<double>& values, int64_t j, double unset) {
+  if (values.empty()) return unset;
+  return values.size() == 1 ? values[0] : values.at(j);
 }
+}  // namespace
 
-double SharedLLMConfig::SinkKeysSlope(int64_t j) const {
-  if (sink_keys_slope.empty()) return 1;
-  return sink_keys_slope.size() == 1 ? sink_keys_slope[0] : sink_keys_slope.at(j);
-}
+double SharedLLMConfig::SinkKeysRef(int64_t j) const { return PerLayerValue(sink_keys_ref, j, 0); }
+
+double SharedLLMConfig::SinkKeysSlope(int64_t j) const { return PerLayerValue(sink_keys_slope, j, 1); }
 
 std::vector<double> PerLayerFromJson(const nlohmann::json& value, const std::string& name) {
   if (value.is_number()) return {value.get<double>()};
