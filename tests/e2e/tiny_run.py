@@ -8,8 +8,9 @@ import subprocess
 import sys
 
 
-def train_tiny_sharedllm(src, binary, tmp, layers, doc_tokens, seed):
-    """Returns (init dir, run dir, shard path, the training CompletedProcess)."""
+def train_tiny_sharedllm(src, binary, tmp, layers, doc_tokens, seed, **overrides):
+    """Returns (init dir, run dir, shard path, the training CompletedProcess); `overrides` are
+    trainer config fields that replace the defaults below."""
     sys.path.insert(0, os.path.join(src, "tools", "corpus"))
     from shards import write_shard
     init = os.path.join(tmp, "init")
@@ -24,6 +25,7 @@ def train_tiny_sharedllm(src, binary, tmp, layers, doc_tokens, seed):
               "seq_len": 16, "context_chunks": 2, "batch_size": 2, "steps": 3, "warmup_steps": 1,
               "lr": 1e-2, "new_params_lr_scale": 2.0, "checkpoint_every": 0, "eval_every": 0,
               "threads": 1, "seed": 1}
+    config.update(overrides)
     with open(os.path.join(tmp, "train.json"), "w") as f:
         json.dump(config, f)
     r = subprocess.run([binary, "train", "lm", "--config", os.path.join(tmp, "train.json")],
