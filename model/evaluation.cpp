@@ -34,6 +34,25 @@ double TailNll(LoadedModel& m, const std::vector<int64_t>& context, const std::v
   return sum / scored;
 }
 
+// [begin, end) of each run of tokens of `ids` whose pieces hold a digit.
+std::vector<std::pair<int64_t, int64_t>> DigitRuns(const Tokenizer& tok, const std::vector<int64_t>& ids) {
+  std::vector<std::pair<int64_t, int64_t>> runs;
+  int64_t start = -1;
+  for (int64_t i = 0; i <= static_cast<int64_t>(ids.size()); ++i) {
+    bool digit = false;
+    if (i < static_cast<int64_t>(ids.size())) {
+      const std::string piece = tok.Decode({ids[i]});
+      digit = piece.find_first_of("0123456789") != std::string::npos;
+    }
+    if (digit && start < 0) start = i;
+    if (!digit && start >= 0) {
+      runs.emplace_back(start, i);
+      start = -1;
+    }
+  }
+  return runs;
+}
+
 }  // namespace
 
 PairedDifference PairedMeanDifference(const std::vector<double>& a, const std::vector<double>& b) {
@@ -160,6 +179,17 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
   return out;
 }
 
+bool SpanAtFullResolution(int64_t begin, int64_t end, const std::vector<const EncodedNode*>& selected,
+                          const std::vector<int64_t>& chunk_begins, const std::vector<int64_t>& alphas) {
+  for (const EncodedNode* e : selected) {
+    const int64_t level = e->node.level;
+    if (level < 1 || level > static_cast<int64_t>(alphas.size()) || alphas[level - 1] != 1) continue;
+    const int64_t offset = chunk_begins.at(e->chunk);
+    if (offset + e->node.begin <= begin && end <= offset + e->node.end) return true;
+  }
+  return false;
+}
+
 std::vector<PasskeyPoint> EvaluatePasskey(LoadedModel& m, const std::vector<double>& multiples,
                                           const std::vector<double>& depths, int64_t trials,
                                           uint64_t seed) {
@@ -202,6 +232,17 @@ std::vector<PasskeyPoint> EvaluatePasskey(LoadedModel& m, const std::vector<doub
         {
           DocumentTree tree = m.shared->BuildStaticTree(doc);
           auto selected = m.shared->Select(tree, m.shared->QueryVector(question));
+          std::vector<int64_t> chunk_begins;
+          for (const auto& span : m.shared->Chunks(static_cast<int64_t>(doc.size()))) {
+            chunk_begins.push_back(span.first);
+          }
+          const int64_t needle_at = static_cast<int64_t>(intro.size() + at * filler.size());
+          bool full = false;
+          for (const auto& run : DigitRuns(tok, needle)) {
+            full = full || SpanAtFullResolution(needle_at + run.first, needle_at + run.second, selected,
+                                                chunk_begins, m.shared->config().alphas);
+          }
+          p.key_full_resolution.push_back(full ? 1 : 0);
           InjectionContext ctx = m.shared->MakeContext(selected, tree.num_chunks());
           Decoder decoder(m.lm, &ctx);
           p.sharedllm_answers.push_back(FirstInteger(decoder.Generate(question, sampling, &tok).text));

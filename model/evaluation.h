@@ -58,12 +58,21 @@ struct PasskeyPoint {
   int64_t truncated_correct = 0;
   // Per trial: the key and the first integer each model generated (-1: none), to read failures.
   std::vector<int64_t> keys, sharedllm_answers, truncated_answers;
+  // Per trial: 1 when the search kept one copy of the key's digits whole inside one node at
+  // stride 1 (full resolution), else 0 — to tell search misses from copying errors.
+  std::vector<int64_t> key_full_resolution;
 };
 
 // Passkey retrieval with the evaluation filler ("The grass is green. ..."), seeded 5-digit keys.
 std::vector<PasskeyPoint> EvaluatePasskey(LoadedModel& model, const std::vector<double>& multiples,
                                           const std::vector<double>& depths, int64_t trials,
                                           uint64_t seed);
+
+// Whether the document tokens [begin, end) lie inside one of `selected` (SharedLLM::Select's
+// nodes; a node's span is relative to its chunk, `chunk_begins[c]` is chunk c's first token)
+// kept at stride 1 (`alphas[level - 1]` == 1).
+bool SpanAtFullResolution(int64_t begin, int64_t end, const std::vector<const EncodedNode*>& selected,
+                          const std::vector<int64_t>& chunk_begins, const std::vector<int64_t>& alphas);
 
 // The first run of digits in `text` as a number, or -1.
 int64_t FirstInteger(const std::string& text);

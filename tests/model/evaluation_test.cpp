@@ -116,7 +116,34 @@ TEST(EvaluationTest, PasskeySmokeRun) {
     EXPECT_LT(p.keys[0], 100000);
     EXPECT_EQ(p.sharedllm_correct, p.sharedllm_answers[0] == p.keys[0] ? 1 : 0);
     EXPECT_EQ(p.truncated_correct, p.truncated_answers[0] == p.keys[0] ? 1 : 0);
+    ASSERT_EQ(p.key_full_resolution.size(), 1u);
+    EXPECT_TRUE(p.key_full_resolution[0] == 0 || p.key_full_resolution[0] == 1);
   }
+}
+
+TEST(EvaluationTest, SpanAtFullResolutionNeedsOneStrideOneNodeHoldingTheWholeSpan) {
+  // Two chunks of 64 tokens at 0 and 64; alphas {2, 1}: level 1 at stride 2, level 2 at stride 1.
+  auto node = [](int64_t chunk, int64_t level, int64_t begin, int64_t end) {
+    EncodedNode e;
+    e.chunk = chunk;
+    e.node.level = level;
+    e.node.begin = begin;
+    e.node.end = end;
+    return e;
+  };
+  const std::vector<EncodedNode> nodes = {node(0, 1, 0, 32), node(0, 2, 32, 48), node(0, 2, 48, 64),
+                                          node(1, 2, 0, 16), node(1, 2, 16, 32), node(1, 1, 32, 64)};
+  std::vector<const EncodedNode*> selected;
+  for (const auto& n : nodes) selected.push_back(&n);
+  const std::vector<int64_t> chunk_begins = {0, 64};
+  const std::vector<int64_t> alphas = {2, 1};
+  EXPECT_TRUE(SpanAtFullResolution(33, 38, selected, chunk_begins, alphas));   // chunk 0, level 2
+  EXPECT_TRUE(SpanAtFullResolution(64, 80, selected, chunk_begins, alphas));   // chunk 1's first node, whole
+  EXPECT_FALSE(SpanAtFullResolution(5, 10, selected, chunk_begins, alphas));   // stride 2
+  EXPECT_FALSE(SpanAtFullResolution(100, 104, selected, chunk_begins, alphas));  // chunk 1, stride 2
+  EXPECT_FALSE(SpanAtFullResolution(45, 50, selected, chunk_begins, alphas));  // split over two nodes
+  EXPECT_FALSE(SpanAtFullResolution(62, 66, selected, chunk_begins, alphas));  // split over two chunks
+  EXPECT_TRUE(SpanAtFullResolution(5, 10, selected, chunk_begins, {1, 1}));    // every level at stride 1
 }
 
 }  // namespace

@@ -154,7 +154,8 @@ int EvalCommand(const Args& args) {
                              {"trials", p.trials}, {"sharedllm_correct", p.sharedllm_correct},
                              {"truncated_correct", p.truncated_correct}, {"keys", p.keys},
                              {"sharedllm_answers", p.sharedllm_answers},
-                             {"truncated_answers", p.truncated_answers}});
+                             {"truncated_answers", p.truncated_answers},
+                             {"key_full_resolution", p.key_full_resolution}});
       std::fprintf(stderr, "%5.0fx W depth %.2f: SharedLLM %lld/%lld, truncated %lld/%lld\n",
                    p.length_multiple, p.depth, static_cast<long long>(p.sharedllm_correct),
                    static_cast<long long>(p.trials), static_cast<long long>(p.truncated_correct),
