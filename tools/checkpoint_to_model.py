@@ -69,6 +69,25 @@ def write_safetensors(path, header, data, names):
     os.replace(tmp, path)
 
 
+def f32_tensor(header, data, name):
+    """Tensor `name` of a read_safetensors result as a flat float32 array (a copy); ValueError
+    unless it is F32."""
+    import numpy as np
+    t = header[name]
+    if t["dtype"] != "F32":
+        raise ValueError(f"{name}: dtype {t['dtype']}, only F32 is supported")
+    begin, end = t["data_offsets"]
+    return np.frombuffer(data[begin:end], dtype="<f4").copy()
+
+
+def write_with_sharedllm(model, out, header, data):
+    """Writes model directory `out`: `model`'s files, with sharedllm.safetensors from (header, data)."""
+    os.makedirs(out, exist_ok=True)
+    for f in INIT_FILES + ("model.safetensors",):
+        shutil.copyfile(os.path.join(model, f), os.path.join(out, f))
+    write_safetensors(os.path.join(out, "sharedllm.safetensors"), header, bytes(data), list(header))
+
+
 def convert(run_dir, init_dir, out_dir):
     ckpt = os.path.join(run_dir, "checkpoint")
     state_path = os.path.join(ckpt, "state.json")

@@ -13,13 +13,12 @@ The other files are copied from A.
 import argparse
 import json
 import os
-import shutil
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from checkpoint_to_model import INIT_FILES, read_safetensors, write_safetensors  # noqa: E402
+from checkpoint_to_model import f32_tensor, read_safetensors, write_with_sharedllm  # noqa: E402
 
 
 def _same_tensors(x, y):
@@ -47,19 +46,12 @@ def interpolate(a, b, weight, out):
     data = bytearray(da)
     w = np.float32(weight)
     for name, t in ha.items():
-        u = hb[name]
-        if t["dtype"] != "F32" or u["dtype"] != "F32":
-            raise ValueError(f"{name}: dtype {t['dtype']} / {u['dtype']}, only F32 is supported")
-        if t["shape"] != u["shape"]:
-            raise ValueError(f"{name}: shape {t['shape']} in {a}, {u['shape']} in {b}")
+        if t["shape"] != hb[name]["shape"]:
+            raise ValueError(f"{name}: shape {t['shape']} in {a}, {hb[name]['shape']} in {b}")
+        x, y = f32_tensor(ha, da, name), f32_tensor(hb, db, name)
         begin, end = t["data_offsets"]
-        x = np.frombuffer(bytes(da[begin:end]), dtype="<f4")
-        y = np.frombuffer(bytes(db[u["data_offsets"][0]:u["data_offsets"][1]]), dtype="<f4")
         data[begin:end] = ((np.float32(1) - w) * x + w * y).astype("<f4").tobytes()
-    os.makedirs(out, exist_ok=True)
-    for f in INIT_FILES + ("model.safetensors",):
-        shutil.copyfile(os.path.join(a, f), os.path.join(out, f))
-    write_safetensors(os.path.join(out, "sharedllm.safetensors"), ha, bytes(data), list(ha))
+    write_with_sharedllm(a, out, ha, data)
     return len(ha)
 
 

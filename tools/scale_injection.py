@@ -10,13 +10,12 @@ S = 0 gives the truncated base model. --layers limits it to those decoder layers
 """
 import argparse
 import os
-import shutil
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from checkpoint_to_model import INIT_FILES, read_safetensors, write_safetensors  # noqa: E402
+from checkpoint_to_model import f32_tensor, read_safetensors, write_with_sharedllm  # noqa: E402
 
 
 def scale_injection(model, scale, out, layers=None):
@@ -28,19 +27,14 @@ def scale_injection(model, scale, out, layers=None):
             continue
         if layers is not None and int(name.split(".layers.")[1].split(".")[0]) not in layers:
             continue
-        if t["dtype"] != "F32":
-            raise ValueError(f"{name}: dtype {t['dtype']}, only F32 is supported")
         begin, end = t["data_offsets"]
-        w = np.frombuffer(bytes(data[begin:end]), dtype="<f4") * np.float32(scale)
+        w = f32_tensor(header, data, name) * np.float32(scale)
         data[begin:end] = w.astype("<f4").tobytes()
         scaled += 1
     if scaled == 0:
         raise ValueError(f"{model}/sharedllm.safetensors has no cross_attn.o_proj.weight"
                          + (f" in layers {sorted(layers)}" if layers is not None else ""))
-    os.makedirs(out, exist_ok=True)
-    for f in INIT_FILES + ("model.safetensors",):
-        shutil.copyfile(os.path.join(model, f), os.path.join(out, f))
-    write_safetensors(os.path.join(out, "sharedllm.safetensors"), header, bytes(data), list(header))
+    write_with_sharedllm(model, out, header, data)
     return scaled
 
 
