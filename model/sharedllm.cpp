@@ -47,6 +47,13 @@ void SharedLLM::SetSinkKeysRef(const std::vector<double>& refs, const std::vecto
   }
 }
 
+void SharedLLM::SetAlphas(const std::vector<int64_t>& alphas) {
+  SharedLLMConfig next = config_;
+  next.alphas = alphas;
+  next.Validate(lm_->config.num_hidden_layers);
+  config_ = std::move(next);
+}
+
 void SharedLLM::AddSink(double logit) {
   for (int64_t layer : injection_layers_) lm_->model->layer(layer).cross_attn->AddSink(logit);
   config_.sink = true;

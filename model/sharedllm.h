@@ -109,6 +109,10 @@ class SharedLLM {
   // no slopes meaning 1); empty refs fix them all again. Needs the sink. Validates first: on an
   // error nothing changes.
   void SetSinkKeysRef(const std::vector<double>& refs, const std::vector<double>& slopes = {});
+  // Sets the downsampling stride of each tree level (config alphas, one per level). Strides hold
+  // no weights, so a trained model can go on training, or be served, at others. Validates first:
+  // on an error nothing changes.
+  void SetAlphas(const std::vector<int64_t>& alphas);
 
   // Marks which parameters train (requires_grad): cross_attn.* always; the layers above the lower
   // model, the final norm and lm_head when `upper_trainable` (the language-modelling default);

@@ -62,6 +62,9 @@ struct TrainConfig {
   std::vector<double> sink_keys_ref;
   // and their slopes (SharedLLMConfig::sink_keys_slope): empty for 1, else a number or one per layer.
   std::vector<double> sink_keys_slope;
+  // lm/sft: the tree's downsampling strides (SharedLLMConfig::alphas, one per level) to train at
+  // and save with the model; empty keeps the init's.
+  std::vector<int64_t> alphas;
   uint64_t seed = 0;
   int64_t log_every = 10;            // steps between progress lines
   int64_t eval_every = 200;          // steps between eval losses; 0: only at the end

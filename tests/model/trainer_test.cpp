@@ -590,6 +590,31 @@ TEST(SftDataTest, CopyAsksForWhatFollowedASpanOfTheContext) {
   EXPECT_THROW(MakeSftSample("copy", *tiny->tokenizer, filler, 4, rng), ModelError);
 }
 
+TEST(TrainerTest, StridesFromTheConfigAreTrainedAtAndSavedWithTheModel) {
+  test::TempDir dir;
+  TrainConfig c = SharedLLMLanguageModelling(dir, "strides", 2);
+  const TrainResult kept = Train(c);
+  RuntimeOptions o;
+  o.threads = 1;
+  EXPECT_EQ(LoadModel(c.out, o)->shared->config().alphas, (std::vector<int64_t>{4, 2}));
+  c.alphas = {1, 1};
+  c.out = dir / "strides-1";
+  const TrainResult unit = Train(c);
+  EXPECT_EQ(LoadModel(c.out, o)->shared->config().alphas, (std::vector<int64_t>{1, 1}));
+  // Same seed and data, more context positions: the loss differs, so the strides were used.
+  EXPECT_NE(kept.final_loss, unit.final_loss);
+  EXPECT_EQ(TrainConfig::FromJsonText(c.ToJsonText()).alphas, c.alphas);
+  c.alphas = {1};  // one stride per level (the tree has two)
+  c.out = dir / "strides-short";
+  EXPECT_THROW(Train(c), ModelError);
+  c.alphas = {0, 1};
+  c.out = dir / "strides-zero";
+  EXPECT_THROW(Train(c), ModelError);
+  c = BaseConfig(dir, "strides-base");
+  c.alphas = {1, 1};  // a base model has no tree
+  EXPECT_THROW(Train(c), ModelError);
+}
+
 TEST(TrainerTest, RejectsBadConfigs) {
   EXPECT_THROW(TrainConfig::FromJsonText("{\"mode\": \"base\", \"stepz\": 3}"), ModelError);
   EXPECT_THROW(TrainConfig::FromJsonText("{\"steps\": \"many\"}"), ModelError);
