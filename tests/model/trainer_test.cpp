@@ -615,6 +615,29 @@ TEST(TrainerTest, StridesFromTheConfigAreTrainedAtAndSavedWithTheModel) {
   EXPECT_THROW(Train(c), ModelError);
 }
 
+// Every committed training recipe (models/*/recipe/**.json, less the model files config.json and
+// sharedllm.json kept beside them) still parses: no field renamed or dropped from under it.
+TEST(TrainerTest, CommittedRecipesParse) {
+  namespace fs = std::filesystem;
+  int parsed = 0;
+  for (const auto& model : fs::directory_iterator(std::string(SHAREDLLM_SOURCE_DIR) + "/models")) {
+    const fs::path recipes = model.path() / "recipe";
+    if (!fs::is_directory(recipes)) continue;
+    for (const auto& e : fs::recursive_directory_iterator(recipes)) {
+      const fs::path& path = e.path();
+      if (path.extension() != ".json") continue;
+      if (path.filename() == "config.json" || path.filename() == "sharedllm.json") continue;
+      SCOPED_TRACE(path.string());
+      TrainConfig c;
+      EXPECT_NO_THROW(c = TrainConfig::Load(path.string()));
+      EXPECT_TRUE(c.mode == "base" || c.mode == "lm" || c.mode == "sft") << c.mode;
+      EXPECT_FALSE(c.out.empty());
+      ++parsed;
+    }
+  }
+  EXPECT_GT(parsed, 0);
+}
+
 TEST(TrainerTest, RejectsBadConfigs) {
   EXPECT_THROW(TrainConfig::FromJsonText("{\"mode\": \"base\", \"stepz\": 3}"), ModelError);
   EXPECT_THROW(TrainConfig::FromJsonText("{\"steps\": \"many\"}"), ModelError);
