@@ -1,5 +1,5 @@
 // Training: loss goes down, a resumed run equals the uninterrupted one bit for bit, SharedLLM lm
-// and sft modes run end to end, and bad configs are refused.
+// and sft modes run end to end, bad configs are refused, and the committed recipes parse.
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
