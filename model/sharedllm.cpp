@@ -54,6 +54,41 @@ void SharedLLM::SetAlphas(const std::vector<int64_t>& alphas) {
   config_ = std::move(next);
 }
 
+void SharedLLM::SetNumInjectionLayers(int64_t m, double sink_logit) {
+  const int64_t old = config_.num_injection_layers;
+  if (m == old) return;
+  Check(m > old, "num_injection_layers can only grow a trained model (" + std::to_string(old) +
+                     " to " + std::to_string(m) + ")");
+  Check(config_.injection == "bottom",
+        "num_injection_layers can grow only a bottom injection (this model's is '" +
+            config_.injection + "')");
+  Check(config_.sink_keys_ref.size() <= 1 && config_.sink_keys_slope.size() <= 1,
+        "num_injection_layers cannot grow a model with per-layer sink_keys_ref or sink_keys_slope");
+  SharedLLMConfig next = config_;
+  next.num_injection_layers = m;
+  next.Validate(lm_->config.num_hidden_layers);
+  config_ = std::move(next);
+  const auto& weight = lm_->model->embed_tokens->weight;
+  const auto options = at::TensorOptions().dtype(weight.scalar_type()).device(weight.device());
+  constexpr double kOpenBias = 0.0;  // as AddGate
+  c10::NoGradGuard no_grad;
+  for (int64_t i = old; i < m; ++i) {
+    auto& layer = lm_->model->layer(i);
+    layer.AddCrossAttention(lm_->config);
+    if (config_.gate) layer.cross_attn->AddGate(kOpenBias);
+    if (config_.sink) layer.cross_attn->AddSink(sink_logit);
+    layer.cross_attn->sink_keys_ref = config_.SinkKeysRef(i);
+    layer.cross_attn->sink_keys_slope = config_.SinkKeysSlope(i);
+    injection_layers_.push_back(i);
+    if (compressor_) {
+      LlamaDecoderLayer copy(lm_->config, i, options);
+      const auto source = layer.named_parameters();
+      for (auto& p : copy->named_parameters()) p.value().copy_(source[p.key()]);
+      compressor_->push_back(copy);
+    }
+  }
+}
+
 void SharedLLM::AddSink(double logit) {
   for (int64_t layer : injection_layers_) lm_->model->layer(layer).cross_attn->AddSink(logit);
   config_.sink = true;

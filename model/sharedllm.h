@@ -113,6 +113,13 @@ class SharedLLM {
   // no weights, so a trained model can go on training, or be served, at others. Validates first:
   // on an error nothing changes.
   void SetAlphas(const std::vector<int64_t>& alphas);
+  // Deepens a trained model's bottom injection to `m` layers (config num_injection_layers, at
+  // least the current M): each new injection layer gets a neutral cross-attention (zero o_proj;
+  // gated, and with a sink at `sink_logit`, when the model has them), a separate compressor a copy
+  // of the base layer. Scores do not change until the new layers train. Only for injection
+  // "bottom" (the other modes move the existing layers) and per-layer sink settings of one value.
+  // Validates first: on an error nothing changes.
+  void SetNumInjectionLayers(int64_t m, double sink_logit = 0.0);
 
   // Marks which parameters train (requires_grad): cross_attn.* always; the layers above the lower
   // model, the final norm and lm_head when `upper_trainable` (the language-modelling default);

@@ -129,6 +129,9 @@ class Run {
     Check(c.time_budget >= 0, "time_budget must be >= 0 seconds");
     Check(c.lm_mix == 0 || c.mode == "sft", "lm_mix mixes language modelling into sft only");
     Check(c.alphas.empty() || c.mode != "base", "alphas sets a SharedLLM tree's strides (lm or sft)");
+    Check(c.num_injection_layers == 0 || c.mode != "base",
+          "num_injection_layers deepens a SharedLLM's injection (lm or sft)");
+    Check(c.num_injection_layers >= 0, "num_injection_layers must be >= 0 (0: the init's)");
     Check(c.lm_foreign_context >= 0 && c.lm_foreign_context <= 1,
           "lm_foreign_context must be in [0, 1]");
     Check(c.lm_chunks_min >= 0 && c.lm_chunks_min <= c.context_chunks,
@@ -163,6 +166,9 @@ class Run {
       if (c.separate_compressor) model_->shared->SeparateCompressor();
       if (c.gate) model_->shared->AddGate();
       if (c.sink) model_->shared->AddSink(c.sink_logit);
+      if (c.num_injection_layers > 0) {
+        model_->shared->SetNumInjectionLayers(c.num_injection_layers, c.sink_logit);
+      }
       if (!c.sink_keys_ref.empty() || !c.sink_keys_slope.empty()) {
         model_->shared->SetSinkKeysRef(c.sink_keys_ref, c.sink_keys_slope);
       }
@@ -456,7 +462,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
       "grad_accum", "steps", "warmup_steps", "lr", "min_lr_ratio", "new_params_lr_scale",
       "weight_decay", "grad_clip",
       "bf16_autocast", "lower_trainable", "separate_compressor", "upper_trainable", "gate", "sink",
-      "sink_logit", "sink_keys_ref", "sink_keys_slope", "alphas", "seed", "log_every", "eval_every", "eval_batches",
+      "sink_logit", "sink_keys_ref", "sink_keys_slope", "alphas", "num_injection_layers", "seed", "log_every", "eval_every", "eval_batches",
       "checkpoint_every", "threads", "sft_tasks", "frozen",
       "stop_after", "device", "lm_mix", "time_budget"};
   for (auto it = j.begin(); it != j.end(); ++it) {
@@ -478,7 +484,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
     if (j.contains("sink_keys_slope")) {
       c.sink_keys_slope = PerLayerFromJson(j["sink_keys_slope"], "sink_keys_slope");
     }
-    GET(alphas);
+    GET(alphas); GET(num_injection_layers);
     GET(log_every); GET(eval_every); GET(eval_batches); GET(checkpoint_every); GET(threads);
     GET(sft_tasks); GET(frozen); GET(stop_after); GET(device); GET(lm_mix); GET(time_budget);
 #undef GET
@@ -512,6 +518,7 @@ std::string TrainConfig::ToJsonText() const {
             {"upper_trainable", upper_trainable}, {"gate", gate}, {"sink", sink},
             {"sink_logit", sink_logit}, {"sink_keys_ref", SinkKeysRefToJson(sink_keys_ref)},
             {"sink_keys_slope", sink_keys_slope}, {"alphas", alphas},
+            {"num_injection_layers", num_injection_layers},
             {"seed", seed}, {"log_every", log_every},
             {"eval_every", eval_every}, {"eval_batches", eval_batches},
             {"checkpoint_every", checkpoint_every}, {"threads", threads}, {"sft_tasks", sft_tasks},

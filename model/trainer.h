@@ -65,6 +65,9 @@ struct TrainConfig {
   // lm/sft: the tree's downsampling strides (SharedLLMConfig::alphas, one per level) to train at
   // and save with the model; empty keeps the init's.
   std::vector<int64_t> alphas;
+  // lm/sft: deepen the init's bottom injection to this many layers (SharedLLM::
+  // SetNumInjectionLayers; new sinks start at sink_logit); 0 keeps the init's.
+  int64_t num_injection_layers = 0;
   uint64_t seed = 0;
   int64_t log_every = 10;            // steps between progress lines
   int64_t eval_every = 200;          // steps between eval losses; 0: only at the end

@@ -577,6 +577,59 @@ TEST(SharedLLMTest, SinkSpansUngatedToTruncatedAndRoundTrips) {
   ExpectReloadsAndNeedsItsWeights(lm, s, dir, context, text, &SharedLLMConfig::sink, ".sink");
 }
 
+// Deepening a trained injection (M = 1 to 3) leaves the scores as they were: the new layers get
+// neutral cross-attention with the model's gate and a sink at the given logit, and the separate
+// compressor a copy of each new base layer. Once the new layers train they read the context; the
+// deeper model round-trips. Shrinking, too deep, and non-bottom injections are refused unchanged.
+TEST(SharedLLMTest, DeeperInjectionStartsNeutralAndRoundTrips) {
+  test::TempDir dir;
+  CausalLM lm = test::TinyModel(Config());
+  SaveModel(lm, dir.path());
+  SharedLLM s(lm, SmallShared(1));
+  s.SeparateCompressor();
+  s.AddGate();
+  s.AddSink(2.0);
+  RandomizeCrossAttention(lm, 13);
+  const auto context = SeededIds(100, 61, 96), text = SeededIds(20, 61, 97);
+  const auto before = ScoreWithContext(s, context, text);
+  ASSERT_GT(MaxDiff(before, TokenNll(lm, text, nullptr)), 1e-3);
+  s.SetNumInjectionLayers(3, 5.0);
+  EXPECT_EQ(s.config().num_injection_layers, 3);
+  EXPECT_LT(MaxDiff(ScoreWithContext(s, context, text), before), 1e-6);
+  const auto params = lm->named_parameters();
+  for (const std::string layer : {"1", "2"}) {
+    const std::string ca = "model.layers." + layer + ".cross_attn.";
+    ASSERT_TRUE(params.contains(ca + "gate_proj.weight")) << layer;
+    EXPECT_TRUE(at::equal(params[ca + "sink"], at::full_like(params[ca + "sink"], 5.0)));
+    EXPECT_EQ(params[ca + "o_proj.weight"].abs().sum().item<double>(), 0.0);
+    EXPECT_TRUE(at::equal(params["compressor." + layer + ".mlp.up_proj.weight"],
+                          params["model.layers." + layer + ".mlp.up_proj.weight"]));
+  }
+  {
+    c10::NoGradGuard no_grad;  // "train" only the new top injection layer
+    params["model.layers.2.cross_attn.o_proj.weight"].normal_(0.0, 0.3);
+  }
+  const auto deeper = ScoreWithContext(s, context, text);
+  EXPECT_GT(MaxDiff(deeper, before), 1e-4);
+  SaveSharedLLM(s, dir.path());
+  RuntimeOptions options;
+  options.threads = 1;
+  auto loaded = LoadModel(dir.path(), options);
+  EXPECT_EQ(loaded->shared->config().num_injection_layers, 3);
+  EXPECT_LT(MaxDiff(ScoreWithContext(*loaded->shared, context, text), deeper), 1e-6);
+  const std::string json = s.config().ToJsonText();
+  EXPECT_THROW(s.SetNumInjectionLayers(2), ModelError);  // shrinking
+  EXPECT_THROW(s.SetNumInjectionLayers(4), ModelError);  // the base model has 3 layers
+  EXPECT_EQ(s.config().ToJsonText(), json);
+  EXPECT_EQ(lm->named_parameters().size(), params.size());
+  CausalLM other = test::TinyModel(Config());
+  SharedLLMConfig top = SmallShared(1);
+  top.injection = "top";
+  SharedLLM t(other, top);
+  EXPECT_THROW(t.SetNumInjectionLayers(2), ModelError);
+  EXPECT_EQ(t.config().num_injection_layers, 1);
+}
+
 TEST(SharedLLMTest, SaveAndLoadRoundTrip) {
   test::TempDir dir;
   CausalLM lm = test::TinyModel(Config());

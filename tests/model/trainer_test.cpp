@@ -615,6 +615,26 @@ TEST(TrainerTest, StridesFromTheConfigAreTrainedAtAndSavedWithTheModel) {
   EXPECT_THROW(Train(c), ModelError);
 }
 
+TEST(TrainerTest, InjectionDeepenedByTheConfigTrainsAndIsSaved) {
+  test::TempDir dir;
+  TrainConfig c = SharedLLMLanguageModelling(dir, "deeper", 3);
+  c.num_injection_layers = 2;  // the init injects into layer 0 only
+  Train(c);
+  RuntimeOptions o;
+  o.threads = 1;
+  EXPECT_EQ(LoadModel(c.out, o)->shared->config().num_injection_layers, 2);
+  auto after = CheckpointReader::FromFile(c.out + "/sharedllm.safetensors");
+  // The new layer's cross-attention started at zero (neutral) and trained.
+  EXPECT_GT(after.tensor("model.layers.1.cross_attn.o_proj.weight").abs().sum().item<double>(), 0.0);
+  EXPECT_EQ(TrainConfig::FromJsonText(c.ToJsonText()).num_injection_layers, 2);
+  c.num_injection_layers = 3;  // more layers than the base model has
+  c.out = dir / "deeper-3";
+  EXPECT_THROW(Train(c), ModelError);
+  c = BaseConfig(dir, "deeper-base");
+  c.num_injection_layers = 2;  // a base model has no injection
+  EXPECT_THROW(Train(c), ModelError);
+}
+
 // Every committed training recipe (models/*/recipe/**.json, less the model files config.json and
 // sharedllm.json kept beside them) still parses: no field renamed or dropped from under it.
 TEST(TrainerTest, CommittedRecipesParse) {
