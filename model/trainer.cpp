@@ -131,6 +131,10 @@ class Run {
     Check(c.alphas.empty() || c.mode != "base", "alphas sets a SharedLLM tree's strides (lm or sft)");
     Check(c.num_injection_layers == 0 || c.mode != "base",
           "num_injection_layers deepens a SharedLLM's injection (lm or sft)");
+    Check(c.mode != "base" || (!c.gate && !c.sink && c.sink_keys_ref.empty() &&
+                               c.sink_keys_slope.empty() && !c.separate_compressor),
+          "gate, sink, sink_keys_ref, sink_keys_slope and separate_compressor change a SharedLLM "
+          "(lm or sft); a base model has none");
     Check(c.num_injection_layers >= 0, "num_injection_layers must be >= 0 (0: the init's)");
     Check(c.lm_foreign_context >= 0 && c.lm_foreign_context <= 1,
           "lm_foreign_context must be in [0, 1]");

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 
 #include <nlohmann/json.hpp>
@@ -633,6 +634,26 @@ TEST(TrainerTest, InjectionDeepenedByTheConfigTrainsAndIsSaved) {
   c = BaseConfig(dir, "deeper-base");
   c.num_injection_layers = 2;  // a base model has no injection
   EXPECT_THROW(Train(c), ModelError);
+}
+
+// The fields that change a SharedLLM are refused in base mode, not silently ignored.
+TEST(TrainerTest, BaseModeRefusesSharedLLMOnlyFields) {
+  test::TempDir dir;
+  const std::vector<std::function<void(TrainConfig&)>> set = {
+      [](TrainConfig& c) { c.gate = true; },
+      [](TrainConfig& c) { c.sink = true; },
+      [](TrainConfig& c) { c.sink_keys_ref = {192}; },
+      [](TrainConfig& c) { c.sink_keys_slope = {0.5}; },
+      [](TrainConfig& c) { c.separate_compressor = true; }};
+  for (size_t i = 0; i < set.size(); ++i) {
+    TrainConfig c = BaseConfig(dir, "base-field-" + std::to_string(i));
+    c.steps = 1;
+    set[i](c);
+    EXPECT_THROW(Train(c), ModelError) << i;
+  }
+  TrainConfig c = BaseConfig(dir, "base-plain");
+  c.steps = 1;
+  EXPECT_NO_THROW(Train(c));
 }
 
 // Every committed training recipe (models/*/recipe/**.json, less the model files config.json and
