@@ -20,6 +20,22 @@ bool IsSharedLLMParameter(const std::string& name) {
   return IsCrossAttentionParameter(name) || name.rfind("compressor.", 0) == 0;
 }
 
+namespace {
+
+// A compressor layer: a copy of base layer i's own weights (an injection layer's cross_attn.*
+// stays in the upper model), on the model's device and dtype.
+LlamaDecoderLayer CopyOfBaseLayer(CausalLM& lm, int64_t i) {
+  const auto& weight = lm->model->embed_tokens->weight;
+  LlamaDecoderLayer copy(lm->config, i,
+                         at::TensorOptions().dtype(weight.scalar_type()).device(weight.device()));
+  c10::NoGradGuard no_grad;
+  const auto source = lm->model->layer(i).named_parameters();
+  for (auto& p : copy->named_parameters()) p.value().copy_(source[p.key()]);
+  return copy;
+}
+
+}  // namespace
+
 SharedLLM::SharedLLM(CausalLM lm, SharedLLMConfig config)
     : lm_(std::move(lm)), config_(std::move(config)) {
   config_.Validate(lm_->config.num_hidden_layers);
@@ -68,8 +84,6 @@ void SharedLLM::SetNumInjectionLayers(int64_t m, double sink_logit) {
   next.num_injection_layers = m;
   next.Validate(lm_->config.num_hidden_layers);
   config_ = std::move(next);
-  const auto& weight = lm_->model->embed_tokens->weight;
-  const auto options = at::TensorOptions().dtype(weight.scalar_type()).device(weight.device());
   constexpr double kOpenBias = 0.0;  // as AddGate
   c10::NoGradGuard no_grad;
   for (int64_t i = old; i < m; ++i) {
@@ -80,12 +94,7 @@ void SharedLLM::SetNumInjectionLayers(int64_t m, double sink_logit) {
     layer.cross_attn->sink_keys_ref = config_.SinkKeysRef(i);
     layer.cross_attn->sink_keys_slope = config_.SinkKeysSlope(i);
     injection_layers_.push_back(i);
-    if (compressor_) {
-      LlamaDecoderLayer copy(lm_->config, i, options);
-      const auto source = layer.named_parameters();
-      for (auto& p : copy->named_parameters()) p.value().copy_(source[p.key()]);
-      compressor_->push_back(copy);
-    }
+    if (compressor_) compressor_->push_back(CopyOfBaseLayer(lm_, i));
   }
 }
 
@@ -113,17 +122,8 @@ void SharedLLM::SeparateCompressor() {
     config_.compressor = "separate";
     return;
   }
-  const auto& weight = lm_->model->embed_tokens->weight;
-  const auto options = at::TensorOptions().dtype(weight.scalar_type()).device(weight.device());
   torch::nn::ModuleList layers;
-  c10::NoGradGuard no_grad;
-  for (int64_t i = 0; i < config_.num_injection_layers; ++i) {
-    LlamaDecoderLayer copy(lm_->config, i, options);
-    // Only the base layer's own weights: an injection layer's cross_attn.* stays in the upper model.
-    const auto source = lm_->model->layer(i).named_parameters();
-    for (auto& p : copy->named_parameters()) p.value().copy_(source[p.key()]);
-    layers->push_back(copy);
-  }
+  for (int64_t i = 0; i < config_.num_injection_layers; ++i) layers->push_back(CopyOfBaseLayer(lm_, i));
   compressor_ = lm_->register_module("compressor", layers);
   config_.compressor = "separate";
 }
