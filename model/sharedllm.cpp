@@ -78,24 +78,20 @@ void SharedLLM::SetNumInjectionLayers(int64_t m, double sink_logit) {
   Check(config_.injection == "bottom",
         "num_injection_layers can grow only a bottom injection (this model's is '" +
             config_.injection + "')");
-  Check(config_.sink_keys_ref.size() <= 1 && config_.sink_keys_slope.size() <= 1,
-        "num_injection_layers cannot grow a model with per-layer sink_keys_ref or sink_keys_slope");
+  // Also refuses per-layer sink_keys_ref / sink_keys_slope arrays, sized for the old M.
   SharedLLMConfig next = config_;
   next.num_injection_layers = m;
   next.Validate(lm_->config.num_hidden_layers);
   config_ = std::move(next);
-  constexpr double kOpenBias = 0.0;  // as AddGate
-  c10::NoGradGuard no_grad;
   for (int64_t i = old; i < m; ++i) {
-    auto& layer = lm_->model->layer(i);
-    layer.AddCrossAttention(lm_->config);
-    if (config_.gate) layer.cross_attn->AddGate(kOpenBias);
-    if (config_.sink) layer.cross_attn->AddSink(sink_logit);
-    layer.cross_attn->sink_keys_ref = config_.SinkKeysRef(i);
-    layer.cross_attn->sink_keys_slope = config_.SinkKeysSlope(i);
+    lm_->model->layer(i).AddCrossAttention(lm_->config);
     injection_layers_.push_back(i);
     if (compressor_) compressor_->push_back(CopyOfBaseLayer(lm_, i));
   }
+  // Each is a no-op on the layers that already have it.
+  if (config_.gate) AddGate();
+  if (config_.sink) AddSink(sink_logit);
+  if (!config_.sink_keys_ref.empty()) SetSinkKeysRef(config_.sink_keys_ref, config_.sink_keys_slope);
 }
 
 void SharedLLM::AddSink(double logit) {

@@ -128,13 +128,11 @@ class Run {
     Check(c.lm_mix >= 0 && c.lm_mix <= 1, "lm_mix must be in [0, 1]");
     Check(c.time_budget >= 0, "time_budget must be >= 0 seconds");
     Check(c.lm_mix == 0 || c.mode == "sft", "lm_mix mixes language modelling into sft only");
-    Check(c.alphas.empty() || c.mode != "base", "alphas sets a SharedLLM tree's strides (lm or sft)");
-    Check(c.num_injection_layers == 0 || c.mode != "base",
-          "num_injection_layers deepens a SharedLLM's injection (lm or sft)");
     Check(c.mode != "base" || (!c.gate && !c.sink && c.sink_keys_ref.empty() &&
-                               c.sink_keys_slope.empty() && !c.separate_compressor),
-          "gate, sink, sink_keys_ref, sink_keys_slope and separate_compressor change a SharedLLM "
-          "(lm or sft); a base model has none");
+                               c.sink_keys_slope.empty() && !c.separate_compressor &&
+                               c.alphas.empty() && c.num_injection_layers == 0),
+          "gate, sink, sink_keys_ref, sink_keys_slope, separate_compressor, alphas and "
+          "num_injection_layers change a SharedLLM (lm or sft); a base model has none");
     Check(c.num_injection_layers >= 0, "num_injection_layers must be >= 0 (0: the init's)");
     Check(c.lm_foreign_context >= 0 && c.lm_foreign_context <= 1,
           "lm_foreign_context must be in [0, 1]");
