@@ -11,7 +11,7 @@ namespace {
 
 const std::set<std::string>& EvalKeys() {
   static const std::set<std::string> keys = {"search", "search_vector", "chunk_positions",
-                                             "selection", "depth", "alphas", "beta"};
+                                             "selection", "depth", "alphas", "beta", "top_k"};
   return keys;
 }
 
@@ -70,6 +70,7 @@ Ablation ParseAblation(const std::string& spec) {
     std::string key = item.substr(0, eq);
     const std::string value = item.substr(eq + 1);
     if (key == "tree_depth" || key == "height") key = "depth";
+    if (key == "context_top_k") key = "top_k";
     if (const std::string why = RetrainReason(key); !why.empty()) {
       throw ModelError("--ablate " + key + " cannot be changed at evaluation time (" + why +
                        "): make a model with it via `sharedllm init` and train it");
@@ -118,6 +119,7 @@ SharedLLMConfig ApplyAblation(const SharedLLMConfig& base, const Ablation& ablat
     else if (key == "search_vector") c.search_vector = value;
     else if (key == "alphas") alphas = value;
     else if (key == "beta") beta = value;
+    else if (key == "top_k") c.context_top_k = std::stoll(value);
     else if (key == "depth") {
       const int64_t depth = std::stoll(value);
       // Keep what a node of each level keeps (C / (2^k alpha_k)) as trained: drop the deeper

@@ -23,6 +23,7 @@ using Ablation = std::vector<std::pair<std::string, std::string>>;
 //                            trained (alphas truncated, or extended by halving, at least 1)
 //   alphas=A/B/C             downsampling stride per level (one per level of the tree)
 //   beta=N                   compression ratio: scales the alphas (must give whole strides)
+//   top_k=K                  each cross-attention query reads only its K highest-scoring keys
 // Throws ModelError on an unknown key, a key that needs retraining, a malformed or repeated item.
 Ablation ParseAblation(const std::string& spec);
 

@@ -34,7 +34,7 @@ at::Tensor CrossAttentionImpl::forward(const at::Tensor& h, const at::Tensor& k,
                        : at::full({b}, static_cast<double>(k.size(2)), f);
     s = sink.to(at::kFloat).unsqueeze(0) + (sink_keys_slope * at::log(n / sink_keys_ref)).unsqueeze(1);  // [B, H]
   }
-  auto out = Attention(q, k, v, context.key_mask, s).transpose(1, 2);       // [B, T, H, D]
+  auto out = Attention(q, k, v, context.key_mask, s, context_top_k).transpose(1, 2);       // [B, T, H, D]
   if (gate_proj) out = out * at::sigmoid(gate_proj(x)).unsqueeze(-1);
   return o_proj(out.reshape({b, t, heads * head_dim}));
 }

@@ -47,6 +47,8 @@ class CrossAttentionImpl : public torch::nn::Module {
   // unmasked context keys (SharedLLMConfig::sink_keys_ref, sink_keys_slope).
   double sink_keys_ref = 0;
   double sink_keys_slope = 1;
+  // > 0: each query reads only its context_top_k highest-scoring keys (SharedLLMConfig).
+  int64_t context_top_k = 0;
   int64_t heads, kv_heads, head_dim;
 };
 TORCH_MODULE(CrossAttention);

@@ -1,6 +1,7 @@
 #include "model/layers.h"
 
 #include <cmath>
+#include <limits>
 
 #include <ATen/ATen.h>
 
@@ -32,7 +33,7 @@ at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
 }
 
 at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                     const at::Tensor& mask, const at::Tensor& sink) {
+                     const at::Tensor& mask, const at::Tensor& sink, int64_t top_k) {
   const int64_t b = q.size(0), h = q.size(1), t = q.size(2), d = q.size(3);
   const int64_t kvh = k.size(1);
   const int64_t groups = h / kvh;
@@ -44,6 +45,12 @@ at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     // A [T, S] mask repeats for each group folded into the query axis; a [B, 1, 1, S] key mask
     // broadcasts as it is.
     scores = scores + (groups > 1 && mask.dim() == 2 ? mask.repeat({groups, 1}) : mask);
+  }
+  if (top_k > 0 && scores.size(-1) > top_k) {
+    // The k-th highest score of each row; masked (-inf) keys never pass it unless fewer than k
+    // keys are unmasked, and then -inf < -inf keeps them masked anyway.
+    const auto kth = std::get<0>(scores.topk(top_k, -1, true, false)).amin(-1, true).detach();
+    scores = scores.masked_fill(scores < kth, -std::numeric_limits<float>::infinity());
   }
   at::Tensor probs;
   if (sink.defined()) {

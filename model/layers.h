@@ -43,7 +43,9 @@ TORCH_MODULE(RMSNorm);
 // [B, 1, 1, S] (key padding), or undefined -> [B, H, T, D]. `sink`, when defined, is a float32
 // [H] (or per sample, [B, H]) logit per query head of one more key whose value is zero: a head whose scores all fall well
 // below it reads (almost) nothing, instead of a softmax mix of values it does not want.
+// `top_k` > 0: each query row reads only its top_k highest-scoring keys (ties at the k-th score
+// all stay), the others are masked out; a row with at most top_k keys reads them all.
 at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                     const at::Tensor& mask, const at::Tensor& sink = {});
+                     const at::Tensor& mask, const at::Tensor& sink = {}, int64_t top_k = 0);
 
 }  // namespace sharedllm

@@ -48,6 +48,15 @@ SharedLLM::SharedLLM(CausalLM lm, SharedLLMConfig config)
   if (config_.gate) AddGate();
   if (config_.sink) AddSink();
   if (!config_.sink_keys_ref.empty()) SetSinkKeysRef(config_.sink_keys_ref, config_.sink_keys_slope);
+  SetContextTopK(config_.context_top_k);
+}
+
+void SharedLLM::SetContextTopK(int64_t k) {
+  SharedLLMConfig next = config_;
+  next.context_top_k = k;
+  next.Validate(lm_->config.num_hidden_layers);
+  config_ = std::move(next);
+  for (int64_t layer : injection_layers_) lm_->model->layer(layer).cross_attn->context_top_k = k;
 }
 
 void SharedLLM::SetSinkKeysRef(const std::vector<double>& refs, const std::vector<double>& slopes) {
@@ -92,6 +101,7 @@ void SharedLLM::SetNumInjectionLayers(int64_t m, double sink_logit) {
   if (config_.gate) AddGate();
   if (config_.sink) AddSink(sink_logit);
   if (!config_.sink_keys_ref.empty()) SetSinkKeysRef(config_.sink_keys_ref, config_.sink_keys_slope);
+  SetContextTopK(config_.context_top_k);
 }
 
 void SharedLLM::AddSink(double logit) {

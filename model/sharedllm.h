@@ -113,6 +113,9 @@ class SharedLLM {
   // no weights, so a trained model can go on training, or be served, at others. Validates first:
   // on an error nothing changes.
   void SetAlphas(const std::vector<int64_t>& alphas);
+  // Each cross-attention query reads only its `k` highest-scoring context keys (config
+  // context_top_k; 0: all). Holds no weights, like the strides. Validates first.
+  void SetContextTopK(int64_t k);
   // Deepens a trained model's bottom injection to `m` layers (config num_injection_layers, at
   // least the current M): each new injection layer gets a neutral cross-attention (zero o_proj;
   // gated, and with a sink at `sink_logit`, when the model has them), a separate compressor a copy

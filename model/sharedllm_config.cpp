@@ -37,6 +37,7 @@ SharedLLMConfig SharedLLMConfig::FromJsonText(const std::string& text) {
     if (j.contains("sink_keys_slope")) {
       c.sink_keys_slope = PerLayerFromJson(j["sink_keys_slope"], "sink_keys_slope");
     }
+    c.context_top_k = j.value("context_top_k", c.context_top_k);
   } catch (const nlohmann::json::exception& e) {
     throw ModelError(std::string("sharedllm.json has a field of the wrong type: ") + e.what());
   }
@@ -70,6 +71,7 @@ std::string SharedLLMConfig::ToJsonText() const {
   // Written only when set, so the sharedllm.json of a model without it stays as it was.
   if (!sink_keys_ref.empty()) j["sink_keys_ref"] = SinkKeysRefToJson(sink_keys_ref);
   if (!sink_keys_slope.empty()) j["sink_keys_slope"] = PerLayerToJson(sink_keys_slope);
+  if (context_top_k > 0) j["context_top_k"] = context_top_k;
   return j.dump(2) + "\n";
 }
 
@@ -119,6 +121,7 @@ void SharedLLMConfig::Validate(int64_t num_layers) const {
   if (length_aware && !sink) {
     p.push_back("sink_keys_ref needs the attention sink (\"sink\": true)");
   }
+  if (context_top_k < 0) p.push_back("context_top_k must be >= 0 (0: every key)");
   if (!sink_keys_slope.empty() && !length_aware) {
     p.push_back("sink_keys_slope needs a length-aware sink (sink_keys_ref > 0)");
   }

@@ -47,6 +47,11 @@ struct SharedLLMConfig {
   // sink's. Empty: 1 everywhere; one value or one per injection layer, as sink_keys_ref. Needs
   // sink_keys_ref.
   std::vector<double> sink_keys_slope;
+  // 0: every cross-attention query reads all its context keys. K > 0: each query (per head) reads
+  // only its K highest-scoring keys (and the sink), so a context longer than K keys adds no more
+  // than K keys' worth of values, the ones most like the query, instead of a mix that widens with
+  // the length. An inference-time read switch (`--ablate top_k=K`); the trainer can train with it.
+  int64_t context_top_k = 0;
   // The j-th injection layer's sink_keys_ref (0: fixed) and slope (1 when not given).
   double SinkKeysRef(int64_t j) const;
   double SinkKeysSlope(int64_t j) const;

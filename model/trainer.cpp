@@ -130,10 +130,13 @@ class Run {
     Check(c.lm_mix == 0 || c.mode == "sft", "lm_mix mixes language modelling into sft only");
     Check(c.mode != "base" || (!c.gate && !c.sink && c.sink_keys_ref.empty() &&
                                c.sink_keys_slope.empty() && !c.separate_compressor &&
-                               c.alphas.empty() && c.num_injection_layers == 0),
-          "gate, sink, sink_keys_ref, sink_keys_slope, separate_compressor, alphas and "
-          "num_injection_layers change a SharedLLM (lm or sft); a base model has none");
+                               c.alphas.empty() && c.num_injection_layers == 0 &&
+                               c.context_top_k < 0),
+          "gate, sink, sink_keys_ref, sink_keys_slope, separate_compressor, alphas, "
+          "num_injection_layers and context_top_k change a SharedLLM (lm or sft); a base model "
+          "has none");
     Check(c.num_injection_layers >= 0, "num_injection_layers must be >= 0 (0: the init's)");
+    Check(c.context_top_k >= -1, "context_top_k must be >= 0 (0: every key), or -1 for the init's");
     Check(c.lm_foreign_context >= 0 && c.lm_foreign_context <= 1,
           "lm_foreign_context must be in [0, 1]");
     Check(c.lm_chunks_min >= 0 && c.lm_chunks_min <= c.context_chunks,
@@ -175,6 +178,7 @@ class Run {
         model_->shared->SetSinkKeysRef(c.sink_keys_ref, c.sink_keys_slope);
       }
       if (!c.alphas.empty()) model_->shared->SetAlphas(c.alphas);
+      if (c.context_top_k >= 0) model_->shared->SetContextTopK(c.context_top_k);
       model_->shared->SetTrainable(c.lower_trainable, c.upper_trainable);
       for (const std::string& part : c.frozen) {
         bool matched = false;
@@ -464,7 +468,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
       "grad_accum", "steps", "warmup_steps", "lr", "min_lr_ratio", "new_params_lr_scale",
       "weight_decay", "grad_clip",
       "bf16_autocast", "lower_trainable", "separate_compressor", "upper_trainable", "gate", "sink",
-      "sink_logit", "sink_keys_ref", "sink_keys_slope", "alphas", "num_injection_layers", "seed", "log_every", "eval_every", "eval_batches",
+      "sink_logit", "sink_keys_ref", "sink_keys_slope", "alphas", "num_injection_layers", "context_top_k", "seed", "log_every", "eval_every", "eval_batches",
       "checkpoint_every", "threads", "sft_tasks", "frozen",
       "stop_after", "device", "lm_mix", "time_budget"};
   for (auto it = j.begin(); it != j.end(); ++it) {
@@ -486,7 +490,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
     if (j.contains("sink_keys_slope")) {
       c.sink_keys_slope = PerLayerFromJson(j["sink_keys_slope"], "sink_keys_slope");
     }
-    GET(alphas); GET(num_injection_layers);
+    GET(alphas); GET(num_injection_layers); GET(context_top_k);
     GET(log_every); GET(eval_every); GET(eval_batches); GET(checkpoint_every); GET(threads);
     GET(sft_tasks); GET(frozen); GET(stop_after); GET(device); GET(lm_mix); GET(time_budget);
 #undef GET
@@ -520,7 +524,7 @@ std::string TrainConfig::ToJsonText() const {
             {"upper_trainable", upper_trainable}, {"gate", gate}, {"sink", sink},
             {"sink_logit", sink_logit}, {"sink_keys_ref", SinkKeysRefToJson(sink_keys_ref)},
             {"sink_keys_slope", sink_keys_slope}, {"alphas", alphas},
-            {"num_injection_layers", num_injection_layers},
+            {"num_injection_layers", num_injection_layers}, {"context_top_k", context_top_k},
             {"seed", seed}, {"log_every", log_every},
             {"eval_every", eval_every}, {"eval_batches", eval_batches},
             {"checkpoint_every", checkpoint_every}, {"threads", threads}, {"sft_tasks", sft_tasks},

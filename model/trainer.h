@@ -68,6 +68,10 @@ struct TrainConfig {
   // lm/sft: deepen the init's bottom injection to this many layers (SharedLLM::
   // SetNumInjectionLayers; new sinks start at sink_logit); 0 keeps the init's.
   int64_t num_injection_layers = 0;
+  // lm/sft: each cross-attention query reads only its k highest-scoring context keys
+  // (SharedLLMConfig::context_top_k), in training and in the saved model; -1 keeps the init's,
+  // 0 reads all.
+  int64_t context_top_k = -1;
   uint64_t seed = 0;
   int64_t log_every = 10;            // steps between progress lines
   int64_t eval_every = 200;          // steps between eval losses; 0: only at the end

@@ -384,6 +384,10 @@ TEST(AblationTest, AppliesOverTheLoadedConfiguration) {
   EXPECT_THROW(apply("alphas=4/2"), ModelError);   // one stride per level
   EXPECT_THROW(apply("depth=7"), ModelError);      // chunk 64 < 2^7
   EXPECT_EQ(apply("").ToJsonText(), base.ToJsonText());
+  EXPECT_EQ(apply("top_k=192").context_top_k, 192);
+  EXPECT_EQ(apply("context_top_k=64").context_top_k, 64);
+  EXPECT_THROW(ParseAblation("top_k=0"), ModelError);
+  EXPECT_THROW(ParseAblation("top_k=all"), ModelError);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -110,6 +110,49 @@ TEST(ModelTest, AttentionSinkIsAZeroValueKeyPerQueryHead) {
   EXPECT_FALSE(at::allclose(Attention(q, k, v, mask), out, 1e-3, 1e-3));
 }
 
+// Attention's top_k against its definition: per query row, the softmax (with the sink) over only
+// its k highest-scoring keys. Grouped heads, a key mask; k at or above the keys is a no-op.
+TEST(ModelTest, AttentionTopKReadsOnlyTheBestKeysOfEachRow) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(6);
+  const auto q = at::randn({2, 4, 3, 8}, gen);
+  const auto k = at::randn({2, 2, 7, 8}, gen), v = at::randn({2, 2, 7, 8}, gen);
+  const auto sink = at::tensor({-1.0f, 0.5f, 2.0f, 8.0f});
+  auto mask = at::zeros({2, 1, 1, 7});
+  mask.index_put_({1, 0, 0, 6}, -std::numeric_limits<float>::infinity());  // sample 1 has 6 keys
+  for (const int64_t top_k : {1, 3}) {
+    for (const bool with_sink : {false, true}) {
+      const auto out = Attention(q, k, v, mask, with_sink ? sink : at::Tensor(), top_k);
+      for (int64_t b = 0; b < 2; ++b) {
+        for (int64_t h = 0; h < 4; ++h) {
+          auto scores = at::matmul(q[b][h], k[b][h / 2].t()) / std::sqrt(8.0) + mask[b][0];
+          for (int64_t t = 0; t < 3; ++t) {
+            // Keep the row's top_k by sorting, mask the rest.
+            const auto order = std::get<1>(scores[t].sort(-1, true));
+            auto row = at::full({7}, -std::numeric_limits<float>::infinity());
+            for (int64_t i = 0; i < top_k; ++i) {
+              const int64_t j = order[i].item<int64_t>();
+              row[j] = scores[t][j];
+            }
+            scores[t].copy_(row);
+          }
+          at::Tensor p;
+          if (with_sink) {
+            const auto all = at::cat({scores, at::full({3, 1}, sink[h].item<float>())}, 1);
+            p = at::softmax(all, -1).narrow(1, 0, 7);
+          } else {
+            p = at::softmax(scores, -1);
+          }
+          EXPECT_TRUE(at::allclose(out[b][h], at::matmul(p, v[b][h / 2]), 1e-5, 1e-6))
+              << "top_k " << top_k << " sink " << with_sink << " " << b << " " << h;
+        }
+      }
+      EXPECT_FALSE(at::allclose(out, Attention(q, k, v, mask, with_sink ? sink : at::Tensor()), 1e-3, 1e-3));
+    }
+  }
+  EXPECT_TRUE(at::equal(Attention(q, k, v, mask, sink, 7), Attention(q, k, v, mask, sink)));
+  EXPECT_TRUE(at::equal(Attention(q, k, v, mask, sink, 100), Attention(q, k, v, mask, sink)));
+}
+
 TEST(ModelTest, LogitsShapeDtypeAndDeterminism) {
   CausalLM lm = TinyModel();
   const auto ids = SeededIds(7, 61, 1);

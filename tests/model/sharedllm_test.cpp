@@ -729,6 +729,50 @@ TEST(SharedLLMConfigTest, SinkKeysSlopeNeedsALengthAwareSinkAndRoundTrips) {
   EXPECT_THROW(SharedLLMConfig::FromJsonText(R"({"sink_keys_slope": "0.5"})"), ModelError);
 }
 
+// context_top_k: never negative, written only when set, read back as written.
+TEST(SharedLLMConfigTest, ContextTopKRoundTrips) {
+  SharedLLMConfig c;
+  EXPECT_EQ(c.ToJsonText().find("context_top_k"), std::string::npos);
+  c.context_top_k = 192;
+  c.Validate(8);
+  EXPECT_NE(c.ToJsonText().find("\"context_top_k\": 192"), std::string::npos);
+  EXPECT_EQ(SharedLLMConfig::FromJsonText(c.ToJsonText()).context_top_k, 192);
+  c.context_top_k = -1;
+  EXPECT_THROW(c.Validate(8), ModelError);
+  EXPECT_THROW(SharedLLMConfig::FromJsonText(R"({"context_top_k": "192"})"), ModelError);
+}
+
+// The top-k read reaches every injection layer: k at or above the context's keys scores exactly as
+// without it, a smaller k changes the scores, a saved model reads back the same, and a negative k
+// is refused without changing the model.
+TEST(SharedLLMTest, ContextTopKReadsFewerKeysAndRoundTrips) {
+  test::TempDir dir;
+  CausalLM lm = test::TinyModel(Config());
+  SaveModel(lm, dir.path());
+  SharedLLM s(lm, SmallShared(2));
+  RandomizeCrossAttention(lm, 13);
+  s.AddSink(1.0);
+  const auto context = SeededIds(100, 61, 98), text = SeededIds(20, 61, 99);
+  const auto all = ScoreWithContext(s, context, text);
+  s.SetContextTopK(100000);
+  EXPECT_LT(MaxDiff(ScoreWithContext(s, context, text), all), 1e-6);
+  s.SetContextTopK(4);
+  EXPECT_EQ(lm->model->layer(0).cross_attn->context_top_k, 4);
+  EXPECT_EQ(lm->model->layer(1).cross_attn->context_top_k, 4);
+  const auto few = ScoreWithContext(s, context, text);
+  EXPECT_GT(MaxDiff(few, all), 1e-4);
+  EXPECT_THROW(s.SetContextTopK(-1), ModelError);
+  EXPECT_EQ(s.config().context_top_k, 4);
+  SaveSharedLLM(s, dir.path());
+  RuntimeOptions options;
+  options.threads = 1;
+  auto loaded = LoadModel(dir.path(), options);
+  EXPECT_EQ(loaded->shared->config().context_top_k, 4);
+  EXPECT_LT(MaxDiff(ScoreWithContext(*loaded->shared, context, text), few), 1e-6);
+  s.SetContextTopK(0);
+  EXPECT_LT(MaxDiff(ScoreWithContext(s, context, text), all), 1e-6);
+}
+
 // Per-layer sink_keys_ref reaches the right layers, each setting changes the scores, a wrong count
 // is refused without changing the model, and a saved model reads back the same.
 TEST(SharedLLMTest, PerLayerSinkKeysRefSetsEachInjectionLayer) {

@@ -636,6 +636,29 @@ TEST(TrainerTest, InjectionDeepenedByTheConfigTrainsAndIsSaved) {
   EXPECT_THROW(Train(c), ModelError);
 }
 
+// context_top_k trains with the top-k read and saves it with the model: the trained weights differ
+// from the same run reading every key, and a negative k is refused.
+TEST(TrainerTest, ContextTopKTrainsAndIsSaved) {
+  test::TempDir dir;
+  TrainConfig all = SharedLLMLanguageModelling(dir, "topk-all", 3);
+  Train(all);
+  TrainConfig c = SharedLLMLanguageModelling(dir, "topk-2", 3);
+  c.context_top_k = 2;
+  Train(c);
+  RuntimeOptions o;
+  o.threads = 1;
+  EXPECT_EQ(LoadModel(c.out, o)->shared->config().context_top_k, 2);
+  EXPECT_EQ(LoadModel(all.out, o)->shared->config().context_top_k, 0);
+  const std::string name = "model.layers.0.cross_attn.o_proj.weight";
+  const auto a = CheckpointReader::FromFile(all.out + "/sharedllm.safetensors").tensor(name);
+  const auto b = CheckpointReader::FromFile(c.out + "/sharedllm.safetensors").tensor(name);
+  EXPECT_GT((a - b).abs().max().item<double>(), 1e-6);
+  EXPECT_EQ(TrainConfig::FromJsonText(c.ToJsonText()).context_top_k, 2);
+  c.context_top_k = -2;
+  c.out = dir / "topk-neg";
+  EXPECT_THROW(Train(c), ModelError);
+}
+
 // The fields that change a SharedLLM are refused in base mode, not silently ignored.
 TEST(TrainerTest, BaseModeRefusesSharedLLMOnlyFields) {
   test::TempDir dir;
@@ -644,7 +667,8 @@ TEST(TrainerTest, BaseModeRefusesSharedLLMOnlyFields) {
       [](TrainConfig& c) { c.sink = true; },
       [](TrainConfig& c) { c.sink_keys_ref = {192}; },
       [](TrainConfig& c) { c.sink_keys_slope = {0.5}; },
-      [](TrainConfig& c) { c.separate_compressor = true; }};
+      [](TrainConfig& c) { c.separate_compressor = true; },
+      [](TrainConfig& c) { c.context_top_k = 8; }};
   for (size_t i = 0; i < set.size(); ++i) {
     TrainConfig c = BaseConfig(dir, "base-field-" + std::to_string(i));
     c.steps = 1;
