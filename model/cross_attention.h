@@ -38,6 +38,8 @@ class CrossAttentionImpl : public torch::nn::Module {
   // Adds the attention sink: per head a zero-value key of logit `logit` (Attention's `sink`).
   // No-op if present.
   void AddSink(double logit);
+  // The gated, projected residual update from the heads' attention outputs `out` [B, T, H, D].
+  at::Tensor Output(const at::Tensor& x, at::Tensor out);
 
   RMSNorm norm{nullptr};
   Linear q_proj{nullptr}, o_proj{nullptr};
@@ -47,6 +49,8 @@ class CrossAttentionImpl : public torch::nn::Module {
   // unmasked context keys (SharedLLMConfig::sink_keys_ref, sink_keys_slope).
   double sink_keys_ref = 0;
   double sink_keys_slope = 1;
+  // With sink_keys_ref: count the row's effective keys (Attention's effective_ref) instead of n.
+  bool sink_keys_effective = false;
   // > 0: each query reads only its context_top_k highest-scoring keys (SharedLLMConfig).
   int64_t context_top_k = 0;
   int64_t heads, kv_heads, head_dim;

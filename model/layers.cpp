@@ -33,7 +33,8 @@ at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
 }
 
 at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                     const at::Tensor& mask, const at::Tensor& sink, int64_t top_k) {
+                     const at::Tensor& mask, const at::Tensor& sink, int64_t top_k,
+                     double effective_ref, double effective_slope) {
   const int64_t b = q.size(0), h = q.size(1), t = q.size(2), d = q.size(3);
   const int64_t kvh = k.size(1);
   const int64_t groups = h / kvh;
@@ -55,9 +56,14 @@ at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   at::Tensor probs;
   if (sink.defined()) {
     // Query head kvh * groups + g is row block g of key/value head kvh (the folding above).
-    const auto s = sink.to(at::kFloat).view({sink.dim() == 2 ? b : 1, kvh, groups, 1, 1})
-                       .expand({b, kvh, groups, t, 1}).reshape({b, kvh, groups * t, 1});
-    const auto top = at::maximum(std::get<0>(scores.max(-1, true)), s).detach();
+    auto s = sink.to(at::kFloat).view({sink.dim() == 2 ? b : 1, kvh, groups, 1, 1})
+                 .expand({b, kvh, groups, t, 1}).reshape({b, kvh, groups * t, 1});
+    const auto row_max = std::get<0>(scores.max(-1, true)).detach();
+    if (effective_ref > 0) {
+      const auto log_n_eff = (at::logsumexp(scores.detach() - row_max, -1, true));
+      s = s + effective_slope * (log_n_eff - std::log(effective_ref)).clamp_min(0);
+    }
+    const auto top = at::maximum(row_max, s).detach();
     const auto e = at::exp(scores - top);
     probs = (e / (e.sum(-1, true) + at::exp(s - top))).to(v.scalar_type());
   } else {

@@ -45,7 +45,12 @@ TORCH_MODULE(RMSNorm);
 // below it reads (almost) nothing, instead of a softmax mix of values it does not want.
 // `top_k` > 0: each query row reads only its top_k highest-scoring keys (ties at the k-th score
 // all stay), the others are masked out; a row with at most top_k keys reads them all.
+// `effective_ref` N > 0 (with a sink): each row's sink logit is raised by
+// effective_slope * max(0, log(n_eff / N)), n_eff = sum_j e^(score_j - max score) the row's
+// effective number of keys (n for keys that score alike, about 1 for one key far above the rest);
+// the offset is a statistic of the scores, not differentiated.
 at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                     const at::Tensor& mask, const at::Tensor& sink = {}, int64_t top_k = 0);
+                     const at::Tensor& mask, const at::Tensor& sink = {}, int64_t top_k = 0,
+                     double effective_ref = 0, double effective_slope = 1);
 
 }  // namespace sharedllm

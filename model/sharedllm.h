@@ -106,9 +106,11 @@ class SharedLLM {
   void AddSink(double logit = 0.0);
   // Makes the sinks length-aware (config sink_keys_ref and sink_keys_slope, see SharedLLMConfig:
   // one value for every injection layer or one per layer, a ref of 0 keeping a layer's sink fixed,
-  // no slopes meaning 1); empty refs fix them all again. Needs the sink. Validates first: on an
+  // no slopes meaning 1); empty refs fix them all again. `effective`: count each query's effective
+  // keys instead of its keys (config sink_keys_effective). Needs the sink. Validates first: on an
   // error nothing changes.
-  void SetSinkKeysRef(const std::vector<double>& refs, const std::vector<double>& slopes = {});
+  void SetSinkKeysRef(const std::vector<double>& refs, const std::vector<double>& slopes = {},
+                      bool effective = false);
   // Sets the downsampling stride of each tree level (config alphas, one per level). Strides hold
   // no weights, so a trained model can go on training, or be served, at others. Validates first:
   // on an error nothing changes.

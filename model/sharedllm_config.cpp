@@ -38,6 +38,7 @@ SharedLLMConfig SharedLLMConfig::FromJsonText(const std::string& text) {
       c.sink_keys_slope = PerLayerFromJson(j["sink_keys_slope"], "sink_keys_slope");
     }
     c.context_top_k = j.value("context_top_k", c.context_top_k);
+    c.sink_keys_effective = j.value("sink_keys_effective", c.sink_keys_effective);
   } catch (const nlohmann::json::exception& e) {
     throw ModelError(std::string("sharedllm.json has a field of the wrong type: ") + e.what());
   }
@@ -72,6 +73,7 @@ std::string SharedLLMConfig::ToJsonText() const {
   if (!sink_keys_ref.empty()) j["sink_keys_ref"] = SinkKeysRefToJson(sink_keys_ref);
   if (!sink_keys_slope.empty()) j["sink_keys_slope"] = PerLayerToJson(sink_keys_slope);
   if (context_top_k > 0) j["context_top_k"] = context_top_k;
+  if (sink_keys_effective) j["sink_keys_effective"] = true;
   return j.dump(2) + "\n";
 }
 
@@ -122,6 +124,9 @@ void SharedLLMConfig::Validate(int64_t num_layers) const {
     p.push_back("sink_keys_ref needs the attention sink (\"sink\": true)");
   }
   if (context_top_k < 0) p.push_back("context_top_k must be >= 0 (0: every key)");
+  if (sink_keys_effective && !length_aware) {
+    p.push_back("sink_keys_effective needs a length-aware sink (sink_keys_ref > 0)");
+  }
   if (!sink_keys_slope.empty() && !length_aware) {
     p.push_back("sink_keys_slope needs a length-aware sink (sink_keys_ref > 0)");
   }

@@ -47,6 +47,12 @@ struct SharedLLMConfig {
   // sink's. Empty: 1 everywhere; one value or one per injection layer, as sink_keys_ref. Needs
   // sink_keys_ref.
   std::vector<double> sink_keys_slope;
+  // false: the length-aware sink counts the query's context keys, n. true: it counts the query's
+  // effective keys, n_eff = sum_j e^(score_j - max score) per head, and only above N: the offset
+  // is slope * max(0, log(n_eff / N)). Keys that score alike give n_eff = n (the same offset),
+  // one key far above the rest gives n_eff near 1 (no offset), so a match is read as with a fixed
+  // sink at any length. Needs sink_keys_ref.
+  bool sink_keys_effective = false;
   // 0: every cross-attention query reads all its context keys. K > 0: each query (per head) reads
   // only its K highest-scoring keys (and the sink), so a context longer than K keys adds no more
   // than K keys' worth of values, the ones most like the query, instead of a mix that widens with

@@ -129,10 +129,12 @@ class Run {
     Check(c.time_budget >= 0, "time_budget must be >= 0 seconds");
     Check(c.lm_mix == 0 || c.mode == "sft", "lm_mix mixes language modelling into sft only");
     Check(c.mode != "base" || (!c.gate && !c.sink && c.sink_keys_ref.empty() &&
-                               c.sink_keys_slope.empty() && !c.separate_compressor &&
+                               c.sink_keys_slope.empty() && !c.sink_keys_effective &&
+                               !c.separate_compressor &&
                                c.alphas.empty() && c.num_injection_layers == 0 &&
                                c.context_top_k < 0),
-          "gate, sink, sink_keys_ref, sink_keys_slope, separate_compressor, alphas, "
+          "gate, sink, sink_keys_ref, sink_keys_slope, sink_keys_effective, separate_compressor, "
+          "alphas, "
           "num_injection_layers and context_top_k change a SharedLLM (lm or sft); a base model "
           "has none");
     Check(c.num_injection_layers >= 0, "num_injection_layers must be >= 0 (0: the init's)");
@@ -174,8 +176,8 @@ class Run {
       if (c.num_injection_layers > 0) {
         model_->shared->SetNumInjectionLayers(c.num_injection_layers, c.sink_logit);
       }
-      if (!c.sink_keys_ref.empty() || !c.sink_keys_slope.empty()) {
-        model_->shared->SetSinkKeysRef(c.sink_keys_ref, c.sink_keys_slope);
+      if (!c.sink_keys_ref.empty() || !c.sink_keys_slope.empty() || c.sink_keys_effective) {
+        model_->shared->SetSinkKeysRef(c.sink_keys_ref, c.sink_keys_slope, c.sink_keys_effective);
       }
       if (!c.alphas.empty()) model_->shared->SetAlphas(c.alphas);
       if (c.context_top_k >= 0) model_->shared->SetContextTopK(c.context_top_k);
@@ -468,7 +470,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
       "grad_accum", "steps", "warmup_steps", "lr", "min_lr_ratio", "new_params_lr_scale",
       "weight_decay", "grad_clip",
       "bf16_autocast", "lower_trainable", "separate_compressor", "upper_trainable", "gate", "sink",
-      "sink_logit", "sink_keys_ref", "sink_keys_slope", "alphas", "num_injection_layers", "context_top_k", "seed", "log_every", "eval_every", "eval_batches",
+      "sink_logit", "sink_keys_ref", "sink_keys_slope", "sink_keys_effective", "alphas", "num_injection_layers", "context_top_k", "seed", "log_every", "eval_every", "eval_batches",
       "checkpoint_every", "threads", "sft_tasks", "frozen",
       "stop_after", "device", "lm_mix", "time_budget"};
   for (auto it = j.begin(); it != j.end(); ++it) {
@@ -486,6 +488,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
     GET(steps); GET(warmup_steps); GET(lr); GET(min_lr_ratio); GET(new_params_lr_scale);
     GET(weight_decay); GET(grad_clip); GET(bf16_autocast); GET(lower_trainable); GET(seed);
     GET(separate_compressor); GET(upper_trainable); GET(gate); GET(sink); GET(sink_logit);
+    GET(sink_keys_effective);
     if (j.contains("sink_keys_ref")) c.sink_keys_ref = SinkKeysRefFromJson(j["sink_keys_ref"]);
     if (j.contains("sink_keys_slope")) {
       c.sink_keys_slope = PerLayerFromJson(j["sink_keys_slope"], "sink_keys_slope");
@@ -523,7 +526,8 @@ std::string TrainConfig::ToJsonText() const {
             {"lower_trainable", lower_trainable}, {"separate_compressor", separate_compressor},
             {"upper_trainable", upper_trainable}, {"gate", gate}, {"sink", sink},
             {"sink_logit", sink_logit}, {"sink_keys_ref", SinkKeysRefToJson(sink_keys_ref)},
-            {"sink_keys_slope", sink_keys_slope}, {"alphas", alphas},
+            {"sink_keys_slope", sink_keys_slope}, {"sink_keys_effective", sink_keys_effective},
+            {"alphas", alphas},
             {"num_injection_layers", num_injection_layers}, {"context_top_k", context_top_k},
             {"seed", seed}, {"log_every", log_every},
             {"eval_every", eval_every}, {"eval_batches", eval_batches},

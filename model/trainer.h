@@ -62,6 +62,8 @@ struct TrainConfig {
   std::vector<double> sink_keys_ref;
   // and their slopes (SharedLLMConfig::sink_keys_slope): empty for 1, else a number or one per layer.
   std::vector<double> sink_keys_slope;
+  // and whether they count effective keys (SharedLLMConfig::sink_keys_effective).
+  bool sink_keys_effective = false;
   // lm/sft: the tree's downsampling strides (SharedLLMConfig::alphas, one per level) to train at
   // and save with the model; empty keeps the init's.
   std::vector<int64_t> alphas;

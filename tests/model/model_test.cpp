@@ -153,6 +153,41 @@ TEST(ModelTest, AttentionTopKReadsOnlyTheBestKeysOfEachRow) {
   EXPECT_TRUE(at::equal(Attention(q, k, v, mask, sink, 100), Attention(q, k, v, mask, sink)));
 }
 
+// Attention's effective-key sink offset against its definition: per row, the sink s becomes
+// s + g * max(0, log(n_eff / N)), n_eff = sum_j e^(score_j - max score). A reference at or above
+// the number of keys never raises it; keys that all score alike count fully.
+TEST(ModelTest, AttentionEffectiveKeySinkOffsetFollowsItsDefinition) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(7);
+  const auto q = at::randn({2, 4, 3, 8}, gen) * 0.3;
+  const auto k = at::randn({2, 2, 9, 8}, gen), v = at::randn({2, 2, 9, 8}, gen);
+  const auto sink = at::tensor({-1.0f, 0.5f, 2.0f, 3.0f});
+  auto mask = at::zeros({2, 1, 1, 9});
+  mask.index_put_({1, 0, 0, 8}, -std::numeric_limits<float>::infinity());  // sample 1 has 8 keys
+  const double ref = 2.0, slope = 0.7;
+  const auto out = Attention(q, k, v, mask, sink, 0, ref, slope);
+  int raised = 0;
+  for (int64_t b = 0; b < 2; ++b) {
+    for (int64_t h = 0; h < 4; ++h) {
+      const auto scores = at::matmul(q[b][h], k[b][h / 2].t()) / std::sqrt(8.0) + mask[b][0];
+      for (int64_t t = 0; t < 3; ++t) {
+        const auto row = scores[t];
+        const double n_eff = at::exp(row - row.max()).sum().item<double>();
+        const double offset = slope * std::max(0.0, std::log(n_eff / ref));
+        raised += offset > 0;
+        const auto all = at::cat({row, at::full({1}, sink[h].item<float>() + offset)});
+        const auto p = at::softmax(all, -1).narrow(0, 0, 9);
+        EXPECT_TRUE(at::allclose(out[b][h][t], at::matmul(p, v[b][h / 2]), 1e-5, 1e-6)) << b << h << t;
+      }
+    }
+  }
+  EXPECT_GT(raised, 0);
+  EXPECT_TRUE(at::allclose(Attention(q, k, v, mask, sink, 0, 9.0, slope), Attention(q, k, v, mask, sink)));
+  // Alike keys (zero queries): n_eff = n, so the offset is log(n / N), as the count-based sink's.
+  const auto zero = at::zeros_like(q);
+  const auto counted = Attention(zero, k, v, at::Tensor(), sink + std::log(9.0 / ref));
+  EXPECT_TRUE(at::allclose(Attention(zero, k, v, at::Tensor(), sink, 0, ref), counted, 1e-5, 1e-6));
+}
+
 TEST(ModelTest, LogitsShapeDtypeAndDeterminism) {
   CausalLM lm = TinyModel();
   const auto ids = SeededIds(7, 61, 1);

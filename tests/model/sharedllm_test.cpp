@@ -729,6 +729,19 @@ TEST(SharedLLMConfigTest, SinkKeysSlopeNeedsALengthAwareSinkAndRoundTrips) {
   EXPECT_THROW(SharedLLMConfig::FromJsonText(R"({"sink_keys_slope": "0.5"})"), ModelError);
 }
 
+// sink_keys_effective: only beside a length-aware sink, written only when set, read back.
+TEST(SharedLLMConfigTest, SinkKeysEffectiveNeedsALengthAwareSinkAndRoundTrips) {
+  SharedLLMConfig c;
+  c.sink = true;
+  EXPECT_EQ(c.ToJsonText().find("sink_keys_effective"), std::string::npos);
+  c.sink_keys_effective = true;
+  EXPECT_THROW(c.Validate(8), ModelError);  // no sink_keys_ref
+  c.sink_keys_ref = {192};
+  c.Validate(8);
+  EXPECT_NE(c.ToJsonText().find("\"sink_keys_effective\": true"), std::string::npos);
+  EXPECT_TRUE(SharedLLMConfig::FromJsonText(c.ToJsonText()).sink_keys_effective);
+}
+
 // context_top_k: never negative, written only when set, read back as written.
 TEST(SharedLLMConfigTest, ContextTopKRoundTrips) {
   SharedLLMConfig c;
@@ -817,6 +830,19 @@ TEST(SharedLLMTest, PerLayerSinkKeysRefSetsEachInjectionLayer) {
   EXPECT_LT(MaxDiff(ScoreWithContext(s, context, text), fixed), 1e-6);
   s.SetSinkKeysRef({});
   EXPECT_LT(MaxDiff(ScoreWithContext(s, context, text), fixed), 1e-6);
+  // Counting effective keys reaches every layer, scores otherwise, and reads back from disk.
+  s.SetSinkKeysRef({2}, {}, true);
+  EXPECT_TRUE(lm->model->layer(0).cross_attn->sink_keys_effective);
+  EXPECT_TRUE(lm->model->layer(1).cross_attn->sink_keys_effective);
+  const auto effective = ScoreWithContext(s, context, text);
+  EXPECT_GT(MaxDiff(effective, both), 1e-4);
+  EXPECT_GT(MaxDiff(effective, fixed), 1e-4);
+  SaveSharedLLM(s, dir.path());
+  auto third = LoadModel(dir.path(), options);
+  EXPECT_TRUE(third->shared->config().sink_keys_effective);
+  EXPECT_LT(MaxDiff(ScoreWithContext(*third->shared, context, text), effective), 1e-6);
+  EXPECT_THROW(s.SetSinkKeysRef({}, {}, true), ModelError);
+  EXPECT_TRUE(s.config().sink_keys_effective);
 }
 
 // The length-aware sink against its definition. Every key scores alike (zero queries) and holds

@@ -435,6 +435,14 @@ TEST(TrainerTest, LengthAwareSinkIsSavedWithTheModel) {
   EXPECT_EQ(sloped->shared->config().sink_keys_slope, std::vector<double>{0.5});
   EXPECT_EQ(sloped->lm->model->layer(0).cross_attn->sink_keys_slope, 0.5);
   EXPECT_EQ(TrainConfig::FromJsonText(c.ToJsonText()).sink_keys_slope, c.sink_keys_slope);
+  // Counting effective keys reaches the layer and the saved model.
+  c.sink_keys_effective = true;
+  c.out = dir / "sinkn-effective";
+  Train(c);
+  EXPECT_TRUE(LoadModel(c.out, o)->shared->config().sink_keys_effective);
+  EXPECT_TRUE(LoadModel(c.out, o)->lm->model->layer(0).cross_attn->sink_keys_effective);
+  EXPECT_TRUE(TrainConfig::FromJsonText(c.ToJsonText()).sink_keys_effective);
+  c.sink_keys_effective = false;
   c.sink_keys_slope = {};
   c.sink_keys_ref = {96, 0};
   c.out = dir / "sinkn-two";
@@ -668,7 +676,8 @@ TEST(TrainerTest, BaseModeRefusesSharedLLMOnlyFields) {
       [](TrainConfig& c) { c.sink_keys_ref = {192}; },
       [](TrainConfig& c) { c.sink_keys_slope = {0.5}; },
       [](TrainConfig& c) { c.separate_compressor = true; },
-      [](TrainConfig& c) { c.context_top_k = 8; }};
+      [](TrainConfig& c) { c.context_top_k = 8; },
+      [](TrainConfig& c) { c.sink_keys_effective = true; }};
   for (size_t i = 0; i < set.size(); ++i) {
     TrainConfig c = BaseConfig(dir, "base-field-" + std::to_string(i));
     c.steps = 1;
