@@ -88,19 +88,35 @@ void ExpectCachedMatchesFull(CausalLM lm, const std::vector<int64_t>& ids,
 
 // ---- forward pass and KV cache -----------------------------------------------------------------
 
+// Inputs for the tests of Attention against its definition: 2 samples, 4 query heads reading 2
+// key/value heads (grouped), 3 queries, `keys` keys of dimension 8, sample 1's last key masked out,
+// a sink logit per query head.
+struct AttentionInputs {
+  AttentionInputs(uint64_t seed, int64_t keys, double query_scale = 1.0) {
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+    q = at::randn({2, 4, 3, 8}, gen) * query_scale;
+    k = at::randn({2, 2, keys, 8}, gen);
+    v = at::randn({2, 2, keys, 8}, gen);
+    mask = at::zeros({2, 1, 1, keys});
+    mask.index_put_({1, 0, 0, keys - 1}, -std::numeric_limits<float>::infinity());
+  }
+  // Query head h's scaled, masked scores in sample b: [3, keys].
+  at::Tensor Scores(int64_t b, int64_t h) const {
+    return at::matmul(q[b][h], k[b][h / 2].t()) / std::sqrt(8.0) + mask[b][0];
+  }
+  at::Tensor q, k, v, mask;
+  at::Tensor sink = at::tensor({-1.0f, 0.5f, 2.0f, 8.0f});
+};
+
 // Attention's sink against the definition: per query head, softmax over its scores and its own sink
 // logit, the sink's value zero. Grouped heads (4 query heads read 2 key/value heads), a key mask.
 TEST(ModelTest, AttentionSinkIsAZeroValueKeyPerQueryHead) {
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
-  const auto q = at::randn({2, 4, 3, 8}, gen);
-  const auto k = at::randn({2, 2, 5, 8}, gen), v = at::randn({2, 2, 5, 8}, gen);
-  const auto sink = at::tensor({-1.0f, 0.5f, 2.0f, 8.0f});
-  auto mask = at::zeros({2, 1, 1, 5});
-  mask.index_put_({1, 0, 0, 4}, -1e9);  // sample 1 has 4 keys
+  const AttentionInputs in(5, 5);
+  const auto &q = in.q, &k = in.k, &v = in.v, &sink = in.sink, &mask = in.mask;
   const auto out = Attention(q, k, v, mask, sink);
   for (int64_t b = 0; b < 2; ++b) {
     for (int64_t h = 0; h < 4; ++h) {
-      const auto scores = at::matmul(q[b][h], k[b][h / 2].t()) / std::sqrt(8.0) + mask[b][0];
+      const auto scores = in.Scores(b, h);
       const auto all = at::cat({scores, at::full({3, 1}, sink[h].item<float>())}, 1);
       const auto p = at::softmax(all, -1).narrow(1, 0, 5);
       EXPECT_TRUE(at::allclose(out[b][h], at::matmul(p, v[b][h / 2]), 1e-5, 1e-6)) << b << " " << h;
@@ -113,18 +129,14 @@ TEST(ModelTest, AttentionSinkIsAZeroValueKeyPerQueryHead) {
 // Attention's top_k against its definition: per query row, the softmax (with the sink) over only
 // its k highest-scoring keys. Grouped heads, a key mask; k at or above the keys is a no-op.
 TEST(ModelTest, AttentionTopKReadsOnlyTheBestKeysOfEachRow) {
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(6);
-  const auto q = at::randn({2, 4, 3, 8}, gen);
-  const auto k = at::randn({2, 2, 7, 8}, gen), v = at::randn({2, 2, 7, 8}, gen);
-  const auto sink = at::tensor({-1.0f, 0.5f, 2.0f, 8.0f});
-  auto mask = at::zeros({2, 1, 1, 7});
-  mask.index_put_({1, 0, 0, 6}, -std::numeric_limits<float>::infinity());  // sample 1 has 6 keys
+  const AttentionInputs in(6, 7);
+  const auto &q = in.q, &k = in.k, &v = in.v, &sink = in.sink, &mask = in.mask;
   for (const int64_t top_k : {1, 3}) {
     for (const bool with_sink : {false, true}) {
       const auto out = Attention(q, k, v, mask, with_sink ? sink : at::Tensor(), top_k);
       for (int64_t b = 0; b < 2; ++b) {
         for (int64_t h = 0; h < 4; ++h) {
-          auto scores = at::matmul(q[b][h], k[b][h / 2].t()) / std::sqrt(8.0) + mask[b][0];
+          auto scores = in.Scores(b, h);
           for (int64_t t = 0; t < 3; ++t) {
             // Keep the row's top_k by sorting, mask the rest.
             const auto order = std::get<1>(scores[t].sort(-1, true));
@@ -157,18 +169,14 @@ TEST(ModelTest, AttentionTopKReadsOnlyTheBestKeysOfEachRow) {
 // s + g * max(0, log(n_eff / N)), n_eff = sum_j e^(score_j - max score). A reference at or above
 // the number of keys never raises it; keys that all score alike count fully.
 TEST(ModelTest, AttentionEffectiveKeySinkOffsetFollowsItsDefinition) {
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(7);
-  const auto q = at::randn({2, 4, 3, 8}, gen) * 0.3;
-  const auto k = at::randn({2, 2, 9, 8}, gen), v = at::randn({2, 2, 9, 8}, gen);
-  const auto sink = at::tensor({-1.0f, 0.5f, 2.0f, 3.0f});
-  auto mask = at::zeros({2, 1, 1, 9});
-  mask.index_put_({1, 0, 0, 8}, -std::numeric_limits<float>::infinity());  // sample 1 has 8 keys
+  const AttentionInputs in(7, 9, 0.3);
+  const auto &q = in.q, &k = in.k, &v = in.v, &sink = in.sink, &mask = in.mask;
   const double ref = 2.0, slope = 0.7;
   const auto out = Attention(q, k, v, mask, sink, 0, ref, slope);
   int raised = 0;
   for (int64_t b = 0; b < 2; ++b) {
     for (int64_t h = 0; h < 4; ++h) {
-      const auto scores = at::matmul(q[b][h], k[b][h / 2].t()) / std::sqrt(8.0) + mask[b][0];
+      const auto scores = in.Scores(b, h);
       for (int64_t t = 0; t < 3; ++t) {
         const auto row = scores[t];
         const double n_eff = at::exp(row - row.max()).sum().item<double>();

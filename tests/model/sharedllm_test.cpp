@@ -742,6 +742,27 @@ TEST(SharedLLMConfigTest, SinkKeysEffectiveNeedsALengthAwareSinkAndRoundTrips) {
   EXPECT_TRUE(SharedLLMConfig::FromJsonText(c.ToJsonText()).sink_keys_effective);
 }
 
+// A saved tiny base model and a two-layer SharedLLM on it, cross-attention random (`seed`), sinks at
+// logit 1: what the read switches (top-k, length-aware sinks) are tried on.
+struct TinySinkedSharedLLM {
+  explicit TinySinkedSharedLLM(uint64_t seed) : lm(test::TinyModel(Config())) {
+    SaveModel(lm, dir.path());
+    s = std::make_unique<SharedLLM>(lm, SmallShared(2));
+    RandomizeCrossAttention(lm, seed);
+    s->AddSink(1.0);
+  }
+  // Saves the SharedLLM beside the base and loads both back.
+  std::shared_ptr<LoadedModel> SavedAndLoaded() {
+    SaveSharedLLM(*s, dir.path());
+    RuntimeOptions options;
+    options.threads = 1;
+    return LoadModel(dir.path(), options);
+  }
+  test::TempDir dir;
+  CausalLM lm;
+  std::unique_ptr<SharedLLM> s;
+};
+
 // context_top_k: never negative, written only when set, read back as written.
 TEST(SharedLLMConfigTest, ContextTopKRoundTrips) {
   SharedLLMConfig c;
@@ -759,12 +780,9 @@ TEST(SharedLLMConfigTest, ContextTopKRoundTrips) {
 // without it, a smaller k changes the scores, a saved model reads back the same, and a negative k
 // is refused without changing the model.
 TEST(SharedLLMTest, ContextTopKReadsFewerKeysAndRoundTrips) {
-  test::TempDir dir;
-  CausalLM lm = test::TinyModel(Config());
-  SaveModel(lm, dir.path());
-  SharedLLM s(lm, SmallShared(2));
-  RandomizeCrossAttention(lm, 13);
-  s.AddSink(1.0);
+  TinySinkedSharedLLM tiny(13);
+  CausalLM& lm = tiny.lm;
+  SharedLLM& s = *tiny.s;
   const auto context = SeededIds(100, 61, 98), text = SeededIds(20, 61, 99);
   const auto all = ScoreWithContext(s, context, text);
   s.SetContextTopK(100000);
@@ -776,10 +794,7 @@ TEST(SharedLLMTest, ContextTopKReadsFewerKeysAndRoundTrips) {
   EXPECT_GT(MaxDiff(few, all), 1e-4);
   EXPECT_THROW(s.SetContextTopK(-1), ModelError);
   EXPECT_EQ(s.config().context_top_k, 4);
-  SaveSharedLLM(s, dir.path());
-  RuntimeOptions options;
-  options.threads = 1;
-  auto loaded = LoadModel(dir.path(), options);
+  auto loaded = tiny.SavedAndLoaded();
   EXPECT_EQ(loaded->shared->config().context_top_k, 4);
   EXPECT_LT(MaxDiff(ScoreWithContext(*loaded->shared, context, text), few), 1e-6);
   s.SetContextTopK(0);
@@ -789,12 +804,9 @@ TEST(SharedLLMTest, ContextTopKReadsFewerKeysAndRoundTrips) {
 // Per-layer sink_keys_ref reaches the right layers, each setting changes the scores, a wrong count
 // is refused without changing the model, and a saved model reads back the same.
 TEST(SharedLLMTest, PerLayerSinkKeysRefSetsEachInjectionLayer) {
-  test::TempDir dir;
-  CausalLM lm = test::TinyModel(Config());
-  SaveModel(lm, dir.path());
-  SharedLLM s(lm, SmallShared(2));
-  RandomizeCrossAttention(lm, 12);
-  s.AddSink(1.0);
+  TinySinkedSharedLLM tiny(12);
+  CausalLM& lm = tiny.lm;
+  SharedLLM& s = *tiny.s;
   const auto context = SeededIds(100, 61, 96), text = SeededIds(20, 61, 97);
   const auto fixed = ScoreWithContext(s, context, text);
   s.SetSinkKeysRef({2});
@@ -808,10 +820,7 @@ TEST(SharedLLMTest, PerLayerSinkKeysRefSetsEachInjectionLayer) {
   EXPECT_THROW(s.SetSinkKeysRef({2, 0, 0}), ModelError);
   EXPECT_EQ(s.config().sink_keys_ref, (std::vector<double>{2, 0}));
   EXPECT_EQ(lm->model->layer(0).cross_attn->sink_keys_ref, 2);
-  SaveSharedLLM(s, dir.path());
-  RuntimeOptions options;
-  options.threads = 1;
-  auto loaded = LoadModel(dir.path(), options);
+  auto loaded = tiny.SavedAndLoaded();
   EXPECT_EQ(loaded->shared->config().sink_keys_ref, (std::vector<double>{2, 0}));
   EXPECT_LT(MaxDiff(ScoreWithContext(*loaded->shared, context, text), first), 1e-6);
   // A slope per layer reaches its layer; slope 0 is the fixed sink again.
@@ -822,8 +831,7 @@ TEST(SharedLLMTest, PerLayerSinkKeysRefSetsEachInjectionLayer) {
   EXPECT_GT(MaxDiff(half, first), 1e-4);
   EXPECT_THROW(s.SetSinkKeysRef({2, 2}, {0.5, 0, 1}), ModelError);
   EXPECT_EQ(lm->model->layer(0).cross_attn->sink_keys_slope, 0.5);
-  SaveSharedLLM(s, dir.path());
-  auto reloaded = LoadModel(dir.path(), options);
+  auto reloaded = tiny.SavedAndLoaded();
   EXPECT_EQ(reloaded->shared->config().sink_keys_slope, (std::vector<double>{0.5, 0}));
   EXPECT_LT(MaxDiff(ScoreWithContext(*reloaded->shared, context, text), half), 1e-6);
   s.SetSinkKeysRef({2, 2}, {0, 0});
@@ -837,8 +845,7 @@ TEST(SharedLLMTest, PerLayerSinkKeysRefSetsEachInjectionLayer) {
   const auto effective = ScoreWithContext(s, context, text);
   EXPECT_GT(MaxDiff(effective, both), 1e-4);
   EXPECT_GT(MaxDiff(effective, fixed), 1e-4);
-  SaveSharedLLM(s, dir.path());
-  auto third = LoadModel(dir.path(), options);
+  auto third = tiny.SavedAndLoaded();
   EXPECT_TRUE(third->shared->config().sink_keys_effective);
   EXPECT_LT(MaxDiff(ScoreWithContext(*third->shared, context, text), effective), 1e-6);
   EXPECT_THROW(s.SetSinkKeysRef({}, {}, true), ModelError);
