@@ -26,12 +26,9 @@ at::Tensor CrossAttentionImpl::forward(const at::Tensor& h, const at::Tensor& k,
   // Every query token sits at chunk position n, in training, prefill and each decode step alike.
   if (context.query_cos.defined()) q = ApplyRotary(q, context.query_cos, context.query_sin);
   at::Tensor s = sink;
-  if (sink.defined() && sink_keys_ref > 0 && sink_keys_effective) {
-    const auto out = Attention(q, k, v, context.key_mask, s, context_top_k, sink_keys_ref,
-                               sink_keys_slope).transpose(1, 2);
-    return Output(x, out);
-  }
-  if (sink.defined() && sink_keys_ref > 0) {
+  // Counting effective keys needs the scores: Attention raises each row's sink itself.
+  const double effective_ref = sink.defined() && sink_keys_effective ? sink_keys_ref : 0;
+  if (sink.defined() && sink_keys_ref > 0 && !sink_keys_effective) {
     // n per sample: the keys its mask leaves (padding is -inf), or all of them.
     const auto f = at::TensorOptions().dtype(at::kFloat).device(k.device());
     const auto n = context.key_mask.defined()
@@ -39,11 +36,8 @@ at::Tensor CrossAttentionImpl::forward(const at::Tensor& h, const at::Tensor& k,
                        : at::full({b}, static_cast<double>(k.size(2)), f);
     s = sink.to(at::kFloat).unsqueeze(0) + (sink_keys_slope * at::log(n / sink_keys_ref)).unsqueeze(1);  // [B, H]
   }
-  return Output(x, Attention(q, k, v, context.key_mask, s, context_top_k).transpose(1, 2));
-}
-
-at::Tensor CrossAttentionImpl::Output(const at::Tensor& x, at::Tensor out) {
-  const int64_t b = out.size(0), t = out.size(1);                          // out: [B, T, H, D]
+  auto out = Attention(q, k, v, context.key_mask, s, context_top_k, effective_ref, sink_keys_slope)
+                 .transpose(1, 2);                                           // [B, T, H, D]
   if (gate_proj) out = out * at::sigmoid(gate_proj(x)).unsqueeze(-1);
   return o_proj(out.reshape({b, t, heads * head_dim}));
 }

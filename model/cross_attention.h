@@ -38,8 +38,6 @@ class CrossAttentionImpl : public torch::nn::Module {
   // Adds the attention sink: per head a zero-value key of logit `logit` (Attention's `sink`).
   // No-op if present.
   void AddSink(double logit);
-  // The gated, projected residual update from the heads' attention outputs `out` [B, T, H, D].
-  at::Tensor Output(const at::Tensor& x, at::Tensor out);
 
   RMSNorm norm{nullptr};
   Linear q_proj{nullptr}, o_proj{nullptr};

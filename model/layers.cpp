@@ -60,7 +60,7 @@ at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
                  .expand({b, kvh, groups, t, 1}).reshape({b, kvh, groups * t, 1});
     const auto row_max = std::get<0>(scores.max(-1, true)).detach();
     if (effective_ref > 0) {
-      const auto log_n_eff = (at::logsumexp(scores.detach() - row_max, -1, true));
+      const auto log_n_eff = at::logsumexp(scores.detach() - row_max, -1, true);
       s = s + effective_slope * (log_n_eff - std::log(effective_ref)).clamp_min(0);
     }
     const auto top = at::maximum(row_max, s).detach();

@@ -47,10 +47,17 @@ SharedLLM::SharedLLM(CausalLM lm, SharedLLMConfig config)
   if (config_.compressor == "separate") SeparateCompressor();
   if (config_.gate) AddGate();
   if (config_.sink) AddSink();
-  if (!config_.sink_keys_ref.empty()) {
-    SetSinkKeysRef(config_.sink_keys_ref, config_.sink_keys_slope, config_.sink_keys_effective);
+  SyncReadSettings();
+}
+
+void SharedLLM::SyncReadSettings() {
+  for (size_t j = 0; j < injection_layers_.size(); ++j) {
+    auto& ca = lm_->model->layer(injection_layers_[j]).cross_attn;
+    ca->sink_keys_ref = config_.SinkKeysRef(static_cast<int64_t>(j));
+    ca->sink_keys_slope = config_.SinkKeysSlope(static_cast<int64_t>(j));
+    ca->sink_keys_effective = config_.sink_keys_effective;
+    ca->context_top_k = config_.context_top_k;
   }
-  SetContextTopK(config_.context_top_k);
 }
 
 void SharedLLM::SetContextTopK(int64_t k) {
@@ -58,7 +65,7 @@ void SharedLLM::SetContextTopK(int64_t k) {
   next.context_top_k = k;
   next.Validate(lm_->config.num_hidden_layers);
   config_ = std::move(next);
-  for (int64_t layer : injection_layers_) lm_->model->layer(layer).cross_attn->context_top_k = k;
+  SyncReadSettings();
 }
 
 void SharedLLM::SetSinkKeysRef(const std::vector<double>& refs, const std::vector<double>& slopes,
@@ -69,12 +76,7 @@ void SharedLLM::SetSinkKeysRef(const std::vector<double>& refs, const std::vecto
   next.sink_keys_effective = effective;
   next.Validate(lm_->config.num_hidden_layers);
   config_ = std::move(next);
-  for (size_t j = 0; j < injection_layers_.size(); ++j) {
-    auto& ca = lm_->model->layer(injection_layers_[j]).cross_attn;
-    ca->sink_keys_ref = config_.SinkKeysRef(static_cast<int64_t>(j));
-    ca->sink_keys_slope = config_.SinkKeysSlope(static_cast<int64_t>(j));
-    ca->sink_keys_effective = config_.sink_keys_effective;
-  }
+  SyncReadSettings();
 }
 
 void SharedLLM::SetAlphas(const std::vector<int64_t>& alphas) {
@@ -105,10 +107,7 @@ void SharedLLM::SetNumInjectionLayers(int64_t m, double sink_logit) {
   // Each is a no-op on the layers that already have it.
   if (config_.gate) AddGate();
   if (config_.sink) AddSink(sink_logit);
-  if (!config_.sink_keys_ref.empty()) {
-    SetSinkKeysRef(config_.sink_keys_ref, config_.sink_keys_slope, config_.sink_keys_effective);
-  }
-  SetContextTopK(config_.context_top_k);
+  SyncReadSettings();
 }
 
 void SharedLLM::AddSink(double logit) {

@@ -133,6 +133,10 @@ class SharedLLM {
   void SetTrainable(bool lower_trainable, bool upper_trainable = true);
 
  private:
+  // Copies the config's read settings (sink_keys_ref, sink_keys_slope, sink_keys_effective per
+  // injection layer, context_top_k) into the cross-attention layers.
+  void SyncReadSettings();
+
   CausalLM lm_;
   SharedLLMConfig config_;
   std::vector<int64_t> injection_layers_;

@@ -134,9 +134,8 @@ class Run {
                                c.alphas.empty() && c.num_injection_layers == 0 &&
                                c.context_top_k < 0),
           "gate, sink, sink_keys_ref, sink_keys_slope, sink_keys_effective, separate_compressor, "
-          "alphas, "
-          "num_injection_layers and context_top_k change a SharedLLM (lm or sft); a base model "
-          "has none");
+          "alphas, num_injection_layers and context_top_k change a SharedLLM (lm or sft); a base "
+          "model has none");
     Check(c.num_injection_layers >= 0, "num_injection_layers must be >= 0 (0: the init's)");
     Check(c.context_top_k >= -1, "context_top_k must be >= 0 (0: every key), or -1 for the init's");
     Check(c.lm_foreign_context >= 0 && c.lm_foreign_context <= 1,
