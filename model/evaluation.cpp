@@ -84,22 +84,10 @@ int64_t FirstInteger(const std::string& text) {
 // embedding scaled for the length (the zero-shot context-extension baselines).
 double FullAttentionNll(LoadedModel& m, const std::vector<int64_t>& all, int64_t scored,
                         RopeType type, double factor) {
-  const RotaryEmbedding saved = m.lm->rope;
-  ModelConfig scaled = m.config;
-  scaled.rope_scaling = RopeScaling();
-  scaled.rope_scaling.type = type;
-  scaled.rope_scaling.factor = factor;
-  scaled.rope_scaling.original_max_position_embeddings = m.config.max_position_embeddings;
-  m.lm->rope = RotaryEmbedding(scaled);
+  const ScopedRopeScaling scaled(*m.lm, type, factor);
   double sum = 0;
-  try {
-    const auto nll = TokenNll(m.lm, all);
-    for (size_t i = nll.size() - scored; i < nll.size(); ++i) sum += nll[i];
-  } catch (...) {
-    m.lm->rope = saved;
-    throw;
-  }
-  m.lm->rope = saved;
+  const auto nll = TokenNll(m.lm, all);
+  for (size_t i = nll.size() - scored; i < nll.size(); ++i) sum += nll[i];
   return sum / scored;
 }
 

@@ -190,4 +190,16 @@ void CausalLMImpl::InitRandom(uint64_t seed, double std) {
   }
 }
 
+ScopedRopeScaling::ScopedRopeScaling(CausalLMImpl& lm, RopeType type, double factor)
+    : lm_(lm), saved_(lm.rope) {
+  ModelConfig scaled = lm.config;
+  scaled.rope_scaling = RopeScaling();
+  scaled.rope_scaling.type = type;
+  scaled.rope_scaling.factor = factor;
+  scaled.rope_scaling.original_max_position_embeddings = lm.config.max_position_embeddings;
+  lm_.rope = RotaryEmbedding(scaled);
+}
+
+ScopedRopeScaling::~ScopedRopeScaling() { lm_.rope = saved_; }
+
 }  // namespace sharedllm

@@ -123,6 +123,21 @@ class CausalLMImpl : public torch::nn::Module {
 };
 TORCH_MODULE(CausalLM);
 
+// Reads past the window with full attention: swaps `lm`'s rotary tables for `type` scaled by
+// `factor` (over the model's max_position_embeddings) until destroyed. The zero-shot context
+// extension baselines (evaluation) and the distillation teacher (trainer, lm_distill).
+class ScopedRopeScaling {
+ public:
+  ScopedRopeScaling(CausalLMImpl& lm, RopeType type, double factor);
+  ~ScopedRopeScaling();
+  ScopedRopeScaling(const ScopedRopeScaling&) = delete;
+  ScopedRopeScaling& operator=(const ScopedRopeScaling&) = delete;
+
+ private:
+  CausalLMImpl& lm_;
+  RotaryEmbedding saved_;
+};
+
 // Causal (and, with sliding_window > 0, banded) additive mask for queries at positions
 // [past, past + t) over keys [0, past + t): float32 [t, past + t], or undefined when nothing is
 // hidden (a single query with no window limit).

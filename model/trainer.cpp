@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <random>
 
 #include <ATen/ATen.h>
@@ -18,6 +19,7 @@
 #include "model/adamw.h"
 #include "model/errors.h"
 #include "model/file_util.h"
+#include "model/llama.h"
 #include "model/runtime.h"
 #include "model/sharedllm_config.h"
 #include "model/sft_data.h"
@@ -112,6 +114,7 @@ struct Batch {
   at::Tensor inputs;   // [B, T]
   at::Tensor targets;  // [B, T], -100 where not scored
   std::vector<std::vector<EncodedNode>> trees;  // lm/sft: per sample, the selected nodes
+  at::Tensor teacher_inputs;  // lm_distill: [B, D + T], the context's last D tokens, then inputs
   int64_t num_chunks = 0;
   int64_t scored = 0;
 };
@@ -144,6 +147,11 @@ class Run {
           "lm_chunks_min must be in [0, context_chunks]");
     Check(c.lm_scored_tokens >= 0 && c.lm_scored_tokens <= c.seq_len,
           "lm_scored_tokens must be in [0, seq_len]");
+    Check(c.lm_distill >= 0 && c.lm_distill <= 1, "lm_distill must be in [0, 1]");
+    Check(c.lm_distill == 0 || c.mode != "base",
+          "lm_distill distils the language modelling of a SharedLLM (lm or sft), not base training");
+    Check(c.lm_distill_context >= -1,
+          "lm_distill_context must be >= 0 tokens, or -1 for seq_len");
     RuntimeOptions runtime;
     runtime.threads = c.threads;
     runtime.device = c.device;
@@ -307,7 +315,7 @@ class Run {
  private:
   Batch MakeBatch(const TokenPool& pool, int64_t step, int64_t micro, uint64_t stream) {
     Batch b;
-    std::vector<std::vector<int64_t>> inputs, targets;
+    std::vector<std::vector<int64_t>> inputs, targets, teacher;
     if (c_.mode == "base") {
       for (int64_t i = 0; i < c_.batch_size; ++i) {
         auto rng = SampleRng(c_.seed, step, micro * c_.batch_size + i, stream);
@@ -360,6 +368,14 @@ class Run {
           const int64_t scored = c_.lm_scored_tokens > 0 ? c_.lm_scored_tokens : c_.seq_len;
           std::fill(targets.back().begin(), targets.back().end() - scored, int64_t{-100});
           b.scored += scored;
+          if (c_.lm_distill > 0 && stream == kTrainStream) {
+            const int64_t d = std::min<int64_t>(
+                c_.lm_distill_context < 0 ? c_.seq_len : c_.lm_distill_context,
+                static_cast<int64_t>(context.size()));
+            std::vector<int64_t> seen(context.end() - d, context.end());
+            seen.insert(seen.end(), inputs.back().begin(), inputs.back().end());
+            teacher.push_back(std::move(seen));
+          }
         } else {
           const std::string& task = tasks_[std::uniform_int_distribution<size_t>(0, tasks_.size() - 1)(rng)];
           SftSample sample = MakeSftSample(task, *model_->tokenizer, window, n * chunk, rng);
@@ -387,6 +403,7 @@ class Run {
     }
     b.inputs = IdsTensor(inputs, 0).to(device_);
     b.targets = IdsTensor(targets, -100).to(device_);
+    if (!teacher.empty()) b.teacher_inputs = IdsTensor(teacher, 0).to(device_);
     return b;
   }
 
@@ -407,8 +424,30 @@ class Run {
     at::Tensor logits = model_->lm->forward(b.inputs, nullptr, ctx_ptr);  // [B, T, V] float32
     if (c_.bf16_autocast) SetAutocast(device_, false);
     logits = logits.to(at::kFloat);
-    return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), b.targets.reshape({-1}),
-                                  {}, at::Reduction::Mean, -100);
+    at::Tensor ce = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}),
+                                           b.targets.reshape({-1}), {}, at::Reduction::Mean, -100);
+    if (!b.teacher_inputs.defined()) return ce;
+    const at::Tensor log_teacher = TeacherLogProbs(b);
+    const at::Tensor scored = b.targets.ne(-100).to(at::kFloat);  // [B, T]
+    const at::Tensor kl =
+        (log_teacher.exp() * (log_teacher - at::log_softmax(logits, -1))).sum(-1);  // [B, T]
+    return (1 - c_.lm_distill) * ce + c_.lm_distill * (kl * scored).sum() / scored.sum();
+  }
+
+  // lm_distill's teacher: log-probabilities [B, T, V] of the running tokens read after the last D
+  // context tokens, by the model without its context, with YaRN where D + T passes the window.
+  at::Tensor TeacherLogProbs(const Batch& b) {
+    c10::NoGradGuard no_grad;
+    const int64_t total = b.teacher_inputs.size(1), t = b.inputs.size(1);
+    const double factor =
+        static_cast<double>(total) / static_cast<double>(model_->config.max_position_embeddings);
+    std::optional<ScopedRopeScaling> scaled;
+    if (factor > 1) scaled.emplace(*model_->lm, RopeType::kYarn, factor);
+    if (c_.bf16_autocast) SetAutocast(device_, true);
+    const at::Tensor hidden = model_->lm->ForwardHidden(b.teacher_inputs);
+    at::Tensor logits = model_->lm->Logits(hidden.narrow(1, total - t, t));
+    if (c_.bf16_autocast) SetAutocast(device_, false);
+    return at::log_softmax(logits.to(at::kFloat), -1);
   }
 
   double Evaluate() {
@@ -465,7 +504,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
       "mode", "init", "model_config", "tokenizer", "out", "train_shards", "train_shard_weights",
       "eval_shards", "seq_len",
       "context_chunks", "lm_chunks_min", "lm_scored_tokens", "lm_foreign_context",
-      "lm_within_document", "batch_size",
+      "lm_within_document", "lm_distill", "lm_distill_context", "batch_size",
       "grad_accum", "steps", "warmup_steps", "lr", "min_lr_ratio", "new_params_lr_scale",
       "weight_decay", "grad_clip",
       "bf16_autocast", "lower_trainable", "separate_compressor", "upper_trainable", "gate", "sink",
@@ -483,6 +522,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
     GET(train_shard_weights);
     GET(eval_shards); GET(seq_len); GET(context_chunks); GET(lm_chunks_min);
     GET(lm_scored_tokens); GET(lm_foreign_context); GET(lm_within_document);
+    GET(lm_distill); GET(lm_distill_context);
     GET(batch_size); GET(grad_accum);
     GET(steps); GET(warmup_steps); GET(lr); GET(min_lr_ratio); GET(new_params_lr_scale);
     GET(weight_decay); GET(grad_clip); GET(bf16_autocast); GET(lower_trainable); GET(seed);
@@ -517,7 +557,8 @@ std::string TrainConfig::ToJsonText() const {
             {"eval_shards", eval_shards}, {"seq_len", seq_len}, {"context_chunks", context_chunks},
             {"lm_chunks_min", lm_chunks_min}, {"lm_scored_tokens", lm_scored_tokens},
             {"lm_foreign_context", lm_foreign_context},
-            {"lm_within_document", lm_within_document}, {"batch_size", batch_size},
+            {"lm_within_document", lm_within_document}, {"lm_distill", lm_distill},
+            {"lm_distill_context", lm_distill_context}, {"batch_size", batch_size},
             {"grad_accum", grad_accum}, {"steps", steps},
             {"warmup_steps", warmup_steps}, {"lr", lr}, {"min_lr_ratio", min_lr_ratio},
             {"new_params_lr_scale", new_params_lr_scale}, {"weight_decay", weight_decay},

@@ -39,6 +39,14 @@ struct TrainConfig {
   // lm/sft: language-modelling samples (context and running text) lie inside one document, as in
   // the perplexity evaluation; false: a window may cross documents of its shard.
   bool lm_within_document = false;
+  // lm/sft: distillation from full attention. Language-modelling samples learn (1 - lm_distill) x
+  // cross-entropy + lm_distill x KL(teacher || model) over their scored tokens. The teacher is
+  // the model without its context reading the last lm_distill_context tokens of the context and
+  // the running text in one pass, full attention with YaRN over the window: what the document's
+  // nearest part is worth to the next token, where it is worth nothing as well as where it is.
+  // 0: cross-entropy only.
+  double lm_distill = 0;
+  int64_t lm_distill_context = -1;   // -1: seq_len tokens; 0: none (the truncated model)
   int64_t batch_size = 8;            // samples per micro-batch
   int64_t grad_accum = 1;            // micro-batches per optimizer step
   int64_t steps = 1000;              // optimizer steps in all

@@ -732,6 +732,26 @@ TEST(RopeTest, YarnInterpolatesLowFrequenciesOnly) {
   }
 }
 
+// The scope reads with the scaled tables (as a model configured with them) and gives the
+// window's back when it ends.
+TEST(RopeTest, ScopedRopeScalingSwapsTheTablesUntilItEnds) {
+  CausalLM lm = TinyModel();
+  ModelConfig yarn = lm->config;
+  yarn.rope_scaling.type = RopeType::kYarn;
+  yarn.rope_scaling.factor = 2.0;
+  yarn.rope_scaling.original_max_position_embeddings = yarn.max_position_embeddings;
+  CausalLM configured = TinyModel(yarn);  // same seed: the same weights
+  const at::Tensor ids = test::Ids(SeededIds(40, 61, 4));
+  c10::InferenceMode guard;
+  const at::Tensor before = lm->forward(ids);
+  {
+    const ScopedRopeScaling scaled(*lm, RopeType::kYarn, 2.0);
+    EXPECT_LT(MaxAbsDiff(lm->forward(ids), configured->forward(ids)), 1e-5);
+    EXPECT_GT(MaxAbsDiff(lm->forward(ids), before), 1e-3);
+  }
+  EXPECT_TRUE(at::equal(lm->forward(ids), before));
+}
+
 TEST(RopeTest, Llama3KeepsHighAndDividesLowFrequencies) {
   ModelConfig c = RopeConfig(RopeType::kLlama3, 8.0);
   c.rope_theta = 500000.0;

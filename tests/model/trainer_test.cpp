@@ -667,6 +667,62 @@ TEST(TrainerTest, ContextTopKTrainsAndIsSaved) {
   EXPECT_THROW(Train(c), ModelError);
 }
 
+// Distillation: off is the run from before; the KL term is exactly 0 where the teacher is the
+// model itself and half-weighted beside the cross-entropy; a teacher that reads the context
+// (with YaRN past the window) is learnt from; the eval loss stays the cross-entropy.
+TEST(TrainerTest, DistillationLearnsTheFullAttentionTeacher) {
+  test::TempDir dir;
+  TrainConfig plain = SharedLLMLanguageModelling(dir, "plain", 3);
+  TrainConfig off = SharedLLMLanguageModelling(dir, "off", 3);
+  off.lm_distill_context = 8;
+  EXPECT_EQ(Train(plain).final_loss, Train(off).final_loss);
+
+  // The untrained cross-attention (zero o_proj) reads nothing, so the model is the truncated one:
+  // a teacher that reads no context is the model itself, KL 0.
+  TrainConfig held = SharedLLMLanguageModelling(dir, "held", 2);
+  held.lr = 0;
+  TrainConfig same = held, half = held;
+  same.out = dir / "same";
+  same.lm_distill = 1;
+  same.lm_distill_context = 0;
+  half.out = dir / "half";
+  half.lm_distill = 0.5;
+  half.lm_distill_context = 0;
+  const TrainResult h = Train(held), s = Train(same), hf = Train(half);
+  EXPECT_GT(h.final_loss, 0.5);
+  EXPECT_NEAR(s.final_loss, 0.0, 1e-6);
+  EXPECT_NEAR(hf.final_loss, 0.5 * h.final_loss, 1e-5);
+  EXPECT_EQ(s.eval_loss, h.eval_loss);
+
+  // A teacher reading 128 context tokens + 16 running ones (past the tiny model's 128-token
+  // window: YaRN, factor 1.125): the KL is positive and falls as the cross-attention trains,
+  // below the same samples' KL with the weights held.
+  const auto reading = [&](const std::string& name, double lr) {
+    TrainConfig c = SharedLLMLanguageModelling(dir, name, 30);
+    c.context_chunks = 8;
+    c.lm_distill = 1;
+    c.lm_distill_context = 128;
+    c.lr = lr;
+    return c;
+  };
+  const TrainResult fixed = Train(reading("kl-held", 0)), learnt = Train(reading("kl-learnt", 1e-2));
+  EXPECT_GT(fixed.final_loss, 1e-3);
+  EXPECT_LT(learnt.final_loss, 0.8 * fixed.final_loss);
+
+  TrainConfig round = reading("round", 1e-2);
+  const TrainConfig parsed = TrainConfig::FromJsonText(round.ToJsonText());
+  EXPECT_EQ(parsed.lm_distill, 1.0);
+  EXPECT_EQ(parsed.lm_distill_context, 128);
+  round.lm_distill = 1.5;
+  EXPECT_THROW(Train(round), ModelError);
+  round.lm_distill = 1;
+  round.lm_distill_context = -2;
+  EXPECT_THROW(Train(round), ModelError);
+  TrainConfig base = BaseConfig(dir, "base-distill");
+  base.lm_distill = 0.5;
+  EXPECT_THROW(Train(base), ModelError);
+}
+
 // The fields that change a SharedLLM are refused in base mode, not silently ignored.
 TEST(TrainerTest, BaseModeRefusesSharedLLMOnlyFields) {
   test::TempDir dir;
