@@ -119,8 +119,8 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
     const int64_t context_len = (length - w) / chunk * chunk;  // n × C
     std::mt19937_64 rng(seed);
     std::mt19937_64 foreign_rng(seed ^ 0x5eed'f0e1'9c0fULL);  // apart, so the windows stay the same
-    std::vector<double> shared_nll, trunc_nll;  // per window
-    double linear_sum = 0, yarn_sum = 0, stream_sum = 0;
+    std::vector<double> shared_nll, trunc_nll, stream_nll;  // per window
+    double linear_sum = 0, yarn_sum = 0;
     const bool full = x > 1 && x <= full_attention_max;
     for (int64_t i = 0; i < windows; ++i) {
       const size_t doc = rng() % docs.size();
@@ -141,7 +141,7 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
       const double truncated = TailNll(m, {}, text, scored);
       trunc_nll.push_back(truncated);
       shared_nll.push_back(context.empty() ? truncated : TailNll(m, context, text, scored));
-      stream_sum += StreamingNll(m.lm, all, scored);
+      stream_nll.push_back(StreamingNll(m.lm, all, scored));
       if (full) {
         const double factor = static_cast<double>(all.size()) / w;
         linear_sum += FullAttentionNll(m, all, scored, RopeType::kLinear, factor);
@@ -157,7 +157,8 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
     p.sharedllm_ppl = std::exp(mean(shared_nll));
     p.truncated_ppl = std::exp(mean(trunc_nll));
     p.log_ratio_se = PairedMeanDifference(shared_nll, trunc_nll).standard_error;
-    p.streaming_ppl = std::exp(stream_sum / p.windows);
+    p.streaming_ppl = std::exp(mean(stream_nll));
+    p.streaming_log_ratio_se = PairedMeanDifference(stream_nll, trunc_nll).standard_error;
     if (full) {
       p.full_linear_ppl = std::exp(linear_sum / p.windows);
       p.full_yarn_ppl = std::exp(yarn_sum / p.windows);

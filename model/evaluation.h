@@ -27,6 +27,8 @@ struct PplPoint {
   // is the paired standard error of the per-window mean-NLL differences (0 below two windows).
   // A ratio is told apart from 1 only where it lies further than ~2 of these from it.
   double log_ratio_se = 0;
+  // The same for log(streaming_ppl / truncated_ppl): StreamingLLM scores the same windows too.
+  double streaming_log_ratio_se = 0;
 };
 
 // Mean and standard error of the paired differences a[i] - b[i] (a and b the same length; the

@@ -270,6 +270,8 @@ TEST_F(CliTest, EvalPplReusesFullAttentionBaselinesOfTheSameWindows) {
     EXPECT_EQ(pb["sharedllm_ppl"], pa["sharedllm_ppl"]) << i;
     EXPECT_EQ(pb["log_ratio_se"], pa["log_ratio_se"]) << i;
     EXPECT_GE(pb["log_ratio_se"].get<double>(), 0.0) << i;
+    EXPECT_EQ(pb["streaming_log_ratio_se"], pa["streaming_log_ratio_se"]) << i;
+    EXPECT_GE(pb["streaming_log_ratio_se"].get<double>(), 0.0) << i;
     EXPECT_EQ(pb.contains("full_linear_ppl"), pa.contains("full_linear_ppl")) << i;
   }
   // Measured at 2x only (1x is the truncated model, 4x is above the maximum); copied bit for bit.

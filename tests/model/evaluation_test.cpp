@@ -50,9 +50,13 @@ TEST(EvaluationTest, UntrainedSharedLLMPerplexityEqualsTruncated) {
     EXPECT_LT(p.log_ratio_se, 1e-6) << p.length_multiple;
     EXPECT_GT(p.streaming_ppl, 1.0);
   }
-  // StreamingLLM over L = W tokens evicts nothing: it is the truncated model; beyond, it is not.
+  // StreamingLLM over L = W tokens evicts nothing: it is the truncated model; beyond, it is not,
+  // and its paired standard error against the truncated model says by how much per window.
   EXPECT_NEAR(points[0].streaming_ppl, points[0].truncated_ppl, 1e-5 * points[0].truncated_ppl);
+  EXPECT_LT(points[0].streaming_log_ratio_se, 1e-5);
   EXPECT_GT(std::fabs(points[2].streaming_ppl - points[2].truncated_ppl), 1e-4 * points[2].truncated_ppl);
+  EXPECT_GT(points[2].streaming_log_ratio_se, 1e-6);
+  EXPECT_TRUE(std::isfinite(points[2].streaming_log_ratio_se));
   // Same windows at every length: the truncated column is one number.
   EXPECT_DOUBLE_EQ(points[0].truncated_ppl, points[2].truncated_ppl);
 }

@@ -128,7 +128,8 @@ int EvalCommand(const Args& args) {
                                            foreign_context)) {
       nlohmann::json point = {{"length_multiple", p.length_multiple}, {"windows", p.windows},
                               {"sharedllm_ppl", p.sharedllm_ppl}, {"truncated_ppl", p.truncated_ppl},
-                              {"streaming_ppl", p.streaming_ppl}, {"log_ratio_se", p.log_ratio_se}};
+                              {"streaming_ppl", p.streaming_ppl}, {"log_ratio_se", p.log_ratio_se},
+                              {"streaming_log_ratio_se", p.streaming_log_ratio_se}};
       if (p.full_linear_ppl > 0) {
         point["full_linear_ppl"] = p.full_linear_ppl;
         point["full_yarn_ppl"] = p.full_yarn_ppl;
