@@ -41,6 +41,10 @@ def ppl_table(runs):
             value, lo, hi = ratio_interval(p)
             ratio = f"{value:.3f}" + (f" ({lo:.3f}–{hi:.3f})" if "log_ratio_se" in p else "")
             stream = f"{p['streaming_ppl']:.3f}" if "streaming_ppl" in p else "—"
+            if "streaming_log_ratio_se" in p:  # its own ratio to truncated, with its interval
+                s = {"sharedllm_ppl": p["streaming_ppl"], "truncated_ppl": p["truncated_ppl"],
+                     "log_ratio_se": p["streaming_log_ratio_se"]}
+                stream += " ({:.3f}: {:.3f}–{:.3f})".format(*ratio_interval(s))
             pi = f"{p['full_linear_ppl']:.3f}" if "full_linear_ppl" in p else "—"
             yarn = f"{p['full_yarn_ppl']:.3f}" if "full_yarn_ppl" in p else "—"
             lines.append(f"| {name} | {p['length_multiple']:g} | {p['windows']} | "

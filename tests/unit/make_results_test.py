@@ -49,10 +49,17 @@ check("| 19/20 | — |" in make_results.ask_table([("old.json", old_ask)]), "a r
 ppl = {"task": "ppl", "points": [
     {"length_multiple": 2.0, "windows": 30, "sharedllm_ppl": 20.0, "truncated_ppl": 20.0 / 0.98,
      "log_ratio_se": 0.01},
-    {"length_multiple": 4.0, "windows": 30, "sharedllm_ppl": 21.0, "truncated_ppl": 20.0}]}
+    {"length_multiple": 4.0, "windows": 30, "sharedllm_ppl": 21.0, "truncated_ppl": 20.0,
+     "streaming_ppl": 22.0}]}
 rows_ppl = make_results.ppl_table([("proofs", ppl)]).splitlines()
 check("| 0.980 (0.961–0.999) |" in rows_ppl[2], rows_ppl[2])
 check("| 1.050 |" in rows_ppl[3], "an older run without the spread: the ratio alone")
+check("| 22.000 |" in rows_ppl[3], "StreamingLLM without its spread: the perplexity alone")
+streaming = {"task": "ppl", "points": [
+    {"length_multiple": 2.0, "windows": 30, "sharedllm_ppl": 20.0, "truncated_ppl": 20.0,
+     "log_ratio_se": 0.0, "streaming_ppl": 21.0, "streaming_log_ratio_se": 0.01}]}
+row_s = make_results.ppl_table([("code", streaming)]).splitlines()[2]
+check("| 21.000 (1.050: 1.030–1.071) |" in row_s, row_s)
 
 with tempfile.TemporaryDirectory() as tmp:
     files = []
