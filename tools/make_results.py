@@ -20,10 +20,11 @@ import subprocess
 import tempfile
 
 
-def ratio_interval(p):
-    """SharedLLM / truncated perplexity and its paired 95 % interval, ratio × exp(±1.96 SE) (the
-    ratio itself where the point has no log_ratio_se)."""
-    ratio, se = p["sharedllm_ppl"] / p["truncated_ppl"], p.get("log_ratio_se", 0)
+def ratio_interval(p, method="sharedllm"):
+    """A method's perplexity / truncated (SharedLLM's, or "streaming": StreamingLLM's) and its
+    paired 95 % interval, ratio × exp(±1.96 SE) (the ratio itself where the point has no SE)."""
+    se_key = "log_ratio_se" if method == "sharedllm" else f"{method}_log_ratio_se"
+    ratio, se = p[f"{method}_ppl"] / p["truncated_ppl"], p.get(se_key, 0)
     return ratio, ratio * math.exp(-1.96 * se), ratio * math.exp(1.96 * se)
 
 
@@ -42,9 +43,7 @@ def ppl_table(runs):
             ratio = f"{value:.3f}" + (f" ({lo:.3f}–{hi:.3f})" if "log_ratio_se" in p else "")
             stream = f"{p['streaming_ppl']:.3f}" if "streaming_ppl" in p else "—"
             if "streaming_log_ratio_se" in p:  # its own ratio to truncated, with its interval
-                s = {"sharedllm_ppl": p["streaming_ppl"], "truncated_ppl": p["truncated_ppl"],
-                     "log_ratio_se": p["streaming_log_ratio_se"]}
-                stream += " ({:.3f}: {:.3f}–{:.3f})".format(*ratio_interval(s))
+                stream += " ({:.3f}: {:.3f}–{:.3f})".format(*ratio_interval(p, "streaming"))
             pi = f"{p['full_linear_ppl']:.3f}" if "full_linear_ppl" in p else "—"
             yarn = f"{p['full_yarn_ppl']:.3f}" if "full_yarn_ppl" in p else "—"
             lines.append(f"| {name} | {p['length_multiple']:g} | {p['windows']} | "
