@@ -400,6 +400,9 @@ plot '{dat}' using 1:2:3 with image notitle
                 f.write("The interval beside a ratio: ratio × exp(±1.96 SE), SE the paired standard error "
                         "of the per-window differences of mean NLL (SharedLLM − truncated; the same windows). "
                         "Where it contains 1, those windows cannot tell the two apart.\n\n")
+            if any("streaming_log_ratio_se" in p for _, r in runs for p in r["points"]):
+                f.write("In the StreamingLLM column, the parenthesis is StreamingLLM / truncated and its "
+                        "95 % interval, by the same rule (the paired SE of StreamingLLM − truncated).\n\n")
             f.write(ppl_table(runs) + "\n\n![perplexity vs length](ppl_vs_length.png)\n\n")
             if any(has_spread(r) for _, r in runs):
                 f.write("![SharedLLM / truncated perplexity vs length](ppl_ratio_vs_length.png)\n\n")

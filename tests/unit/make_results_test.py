@@ -84,6 +84,13 @@ with tempfile.TemporaryDirectory() as tmp:
     check(rows_ppl[2] in text and "ppl_ratio_vs_length.png" in text and
           os.path.getsize(os.path.join(with_ppl, "ppl_ratio_vs_length.png")) > 0,
           "RESULTS.md: the perplexity table and the plot of the ratios with their intervals")
+    check("In the StreamingLLM column" not in text, "no StreamingLLM spread: its parenthesis not explained")
+    json.dump(dict(streaming, shard="heldout-code.bin", model="m", window=256), open(ppl_file, "w"))
+    subprocess.run([sys.executable, os.path.join(src, "tools", "make_results.py"),
+                    "--ppl", "code=" + ppl_file, "--out", with_ppl], check=True)
+    text = open(os.path.join(with_ppl, "RESULTS.md")).read()
+    check(row_s in text and "In the StreamingLLM column, the parenthesis is StreamingLLM / truncated"
+          in text, "RESULTS.md: StreamingLLM's ratio and interval, and what its parenthesis means")
     one = os.path.join(tmp, "one")
     subprocess.run([sys.executable, os.path.join(src, "tools", "make_results.py"),
                     "--passkey", files[0], "--out", one], check=True)
