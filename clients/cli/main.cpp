@@ -362,17 +362,32 @@ int UploadCommand(const Connection& base, const Args& args) {
   return Watch(*client, id);
 }
 
-int StatusCommand(const Connection& base, const Args& args) {
+// The commands on one document (status, watch, get, delete, cancel): parses the connection flags
+// and one document ID into *id, then connects. Null with *rc set where the command ends there (the
+// flags' exit code: 0 for --help, 2 for bad input or no connection).
+std::unique_ptr<Client> ConnectForDocument(const Connection& base, const Args& args,
+                                           const char* usage, const char* help, std::string* id,
+                                           int* rc) {
   Connection conn = base;
-  FlagSet flags("sharedllm-cli status ID", "Prints the index job of document ID once.");
+  FlagSet flags(usage, help);
   conn.Register(flags);
   Args pos;
-  if (int rc = ParseCommand(flags, args, {}, 1, "one document ID", &pos); rc >= 0) return rc;
+  if ((*rc = ParseCommand(flags, args, {}, 1, "one document ID", &pos)) >= 0) return nullptr;
+  *id = pos[0];
   auto client = Client::Connect(conn);
-  if (!client) return 2;
+  if (!client) *rc = 2;
+  return client;
+}
+
+int StatusCommand(const Connection& base, const Args& args) {
+  std::string id;
+  int rc;
+  auto client = ConnectForDocument(base, args, "sharedllm-cli status ID",
+                                   "Prints the index job of document ID once.", &id, &rc);
+  if (!client) return rc;
   auto ctx = client->Context();
   pb::GetIndexStatusRequest request;
-  request.set_document_id(pos[0]);
+  request.set_document_id(id);
   pb::IndexJob job;
   grpc::Status status = client->documents().GetIndexStatus(ctx.get(), request, &job);
   if (!status.ok()) return RpcError(status);
@@ -381,29 +396,26 @@ int StatusCommand(const Connection& base, const Args& args) {
 }
 
 int WatchCommand(const Connection& base, const Args& args) {
-  Connection conn = base;
-  FlagSet flags("sharedllm-cli watch ID",
-                "Prints the index job of document ID each time it changes, until it ends\n"
-                "(exit code 0 for READY, 1 for FAILED or CANCELLED).");
-  conn.Register(flags);
-  Args pos;
-  if (int rc = ParseCommand(flags, args, {}, 1, "one document ID", &pos); rc >= 0) return rc;
-  auto client = Client::Connect(conn);
-  if (!client) return 2;
-  return Watch(*client, pos[0]);
+  std::string id;
+  int rc;
+  auto client = ConnectForDocument(
+      base, args, "sharedllm-cli watch ID",
+      "Prints the index job of document ID each time it changes, until it ends\n"
+      "(exit code 0 for READY, 1 for FAILED or CANCELLED).",
+      &id, &rc);
+  if (!client) return rc;
+  return Watch(*client, id);
 }
 
 int GetCommand(const Connection& base, const Args& args) {
-  Connection conn = base;
-  FlagSet flags("sharedllm-cli get ID", "Prints the metadata of document ID.");
-  conn.Register(flags);
-  Args pos;
-  if (int rc = ParseCommand(flags, args, {}, 1, "one document ID", &pos); rc >= 0) return rc;
-  auto client = Client::Connect(conn);
-  if (!client) return 2;
+  std::string id;
+  int rc;
+  auto client = ConnectForDocument(base, args, "sharedllm-cli get ID",
+                                   "Prints the metadata of document ID.", &id, &rc);
+  if (!client) return rc;
   auto ctx = client->Context();
   pb::GetDocumentRequest request;
-  request.set_document_id(pos[0]);
+  request.set_document_id(id);
   pb::Document doc;
   grpc::Status status = client->documents().GetDocument(ctx.get(), request, &doc);
   if (!status.ok()) return RpcError(status);
@@ -454,35 +466,32 @@ int ListCommand(const Connection& base, const Args& args) {
 }
 
 int DeleteCommand(const Connection& base, const Args& args) {
-  Connection conn = base;
-  FlagSet flags("sharedllm-cli delete ID", "Removes document ID and its context tree.");
-  conn.Register(flags);
-  Args pos;
-  if (int rc = ParseCommand(flags, args, {}, 1, "one document ID", &pos); rc >= 0) return rc;
-  auto client = Client::Connect(conn);
-  if (!client) return 2;
+  std::string id;
+  int rc;
+  auto client = ConnectForDocument(base, args, "sharedllm-cli delete ID",
+                                   "Removes document ID and its context tree.", &id, &rc);
+  if (!client) return rc;
   auto ctx = client->Context();
   pb::DeleteDocumentRequest request;
-  request.set_document_id(pos[0]);
+  request.set_document_id(id);
   pb::DeleteDocumentResponse response;
   grpc::Status status = client->documents().DeleteDocument(ctx.get(), request, &response);
   if (!status.ok()) return RpcError(status);
-  std::cout << "deleted " << pos[0] << "\n";
+  std::cout << "deleted " << id << "\n";
   return 0;
 }
 
 int CancelCommand(const Connection& base, const Args& args) {
-  Connection conn = base;
-  FlagSet flags("sharedllm-cli cancel ID",
-                "Cancels the queued or running index job of document ID (the document is removed).");
-  conn.Register(flags);
-  Args pos;
-  if (int rc = ParseCommand(flags, args, {}, 1, "one document ID", &pos); rc >= 0) return rc;
-  auto client = Client::Connect(conn);
-  if (!client) return 2;
+  std::string id;
+  int rc;
+  auto client = ConnectForDocument(
+      base, args, "sharedllm-cli cancel ID",
+      "Cancels the queued or running index job of document ID (the document is removed).", &id,
+      &rc);
+  if (!client) return rc;
   auto ctx = client->Context();
   pb::CancelIndexJobRequest request;
-  request.set_document_id(pos[0]);
+  request.set_document_id(id);
   pb::IndexJob job;
   grpc::Status status = client->documents().CancelIndexJob(ctx.get(), request, &job);
   if (!status.ok()) return RpcError(status);
