@@ -103,6 +103,16 @@ TEST_F(CliUsageTest, SubcommandHelp) {
   }
 }
 
+TEST_F(CliUsageTest, EvalHelpListsEveryTask) {
+  const CommandResult r = Sharedllm({"eval", "--help"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(Contains(r.out, "usage: sharedllm eval TASK")) << r.out;
+  for (const char* task : {"ppl", "passkey", "ruler", "mathfind", "efficiency"}) {
+    EXPECT_TRUE(Contains(r.out, std::string("\n") + task + ":")) << task << " not described:\n" << r.out;
+  }
+  EXPECT_EQ(Sharedllm({"eval", "frobnicate"}).exit_code, 2);
+}
+
 TEST_F(CliUsageTest, UnknownFlagExits2) {
   for (const char* cmd : {"generate", "score", "new"}) {
     const CommandResult r = Sharedllm({cmd, "--bogus", "1"});

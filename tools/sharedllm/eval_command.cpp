@@ -59,7 +59,8 @@ int EvalCommand(const Args& args) {
   if (!args.empty() && args[0] == "efficiency") return EfficiencyCommand(Args(args.begin() + 1, args.end()));
   if (!args.empty() && (args[0] == "ruler" || args[0] == "mathfind")) return EvalTasksCommand(args);
   if (args.empty() || (args[0] != "ppl" && args[0] != "passkey")) {
-    std::cout << "usage: sharedllm eval (ppl | passkey | ruler | mathfind) --model DIR [flags]   (--help per task)\n\n"
+    std::cout << "usage: sharedllm eval TASK --model DIR [flags]   (--help per task)\n"
+                 "TASK: ppl | passkey | ruler | mathfind | efficiency\n\n"
                  "ppl:      CEPE/SharedLLM perplexity at multiples of the window, vs the base model\n"
                  "          truncated to its window, full attention (PI, YaRN) and StreamingLLM.\n"
                  "passkey:  pass-key retrieval over lengths x depths, vs the truncated base model.\n"
@@ -67,7 +68,8 @@ int EvalCommand(const Args& args) {
                  "mathfind: InfiniteBench Math.Find, scaled (largest / smallest / median of a list).\n"
                  "efficiency: ingestion, time to first token, tokens/s, peak memory vs full attention\n"
                  "          and rebuilding the tree per question (eval efficiency --help).\n"
-                 "Every task takes --ablate K=V,... (evaluation-time SharedLLM ablations).\n";
+                 "ppl, passkey, ruler and mathfind take --ablate K=V,... (evaluation-time SharedLLM\n"
+                 "ablations).\n";
     return args.empty() ? 2 : (args[0] == "--help" || args[0] == "-h" ? 0 : 2);
   }
   const std::string task = args[0];
