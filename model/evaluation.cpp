@@ -16,8 +16,10 @@ namespace {
 
 // Mean NLL of the last `scored` tokens of `text`, reading `context` (may be empty) through the
 // right-child tree.
+// Mean NLL of the last `scored` tokens of `text` with `context` read through the tree; `tail`, if
+// given, receives those tokens' NLLs.
 double TailNll(LoadedModel& m, const std::vector<int64_t>& context, const std::vector<int64_t>& text,
-               int64_t scored) {
+               int64_t scored, std::vector<double>* tail = nullptr) {
   InjectionContext ctx;
   std::vector<EncodedNode> nodes;
   const InjectionContext* ptr = nullptr;
@@ -31,6 +33,7 @@ double TailNll(LoadedModel& m, const std::vector<int64_t>& context, const std::v
   const auto nll = TokenNll(m.lm, text, ptr);
   double sum = 0;
   for (int64_t i = static_cast<int64_t>(nll.size()) - scored; i < static_cast<int64_t>(nll.size()); ++i) sum += nll[i];
+  if (tail != nullptr) tail->assign(nll.end() - scored, nll.end());
   return sum / scored;
 }
 
@@ -121,6 +124,9 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
     std::mt19937_64 foreign_rng(seed ^ 0x5eed'f0e1'9c0fULL);  // apart, so the windows stay the same
     std::vector<double> shared_nll, trunc_nll, stream_nll;  // per window
     double linear_sum = 0, yarn_sum = 0;
+    // NLL sums and counts of the copyable scored tokens and the others (CopyableTokens).
+    double copy_shared = 0, copy_trunc = 0, other_shared = 0, other_trunc = 0;
+    int64_t copy_count = 0, other_count = 0;
     const bool full = x > 1 && x <= full_attention_max;
     for (int64_t i = 0; i < windows; ++i) {
       const size_t doc = rng() % docs.size();
@@ -138,9 +144,20 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
             ofirst + static_cast<int64_t>(foreign_rng() % (ocount - context_len + 1));
         context = shard.Slice(ostart, context_len);
       }
-      const double truncated = TailNll(m, {}, text, scored);
+      std::vector<double> trunc_tail, shared_tail;
+      const double truncated = TailNll(m, {}, text, scored, &trunc_tail);
       trunc_nll.push_back(truncated);
-      shared_nll.push_back(context.empty() ? truncated : TailNll(m, context, text, scored));
+      shared_nll.push_back(context.empty() ? truncated
+                                           : TailNll(m, context, text, scored, &shared_tail));
+      if (!context.empty()) {
+        const std::vector<bool> copyable = CopyableTokens(context, text);
+        for (int64_t k = 0; k < scored; ++k) {
+          const bool c = copyable[copyable.size() - scored + k];
+          (c ? copy_trunc : other_trunc) += trunc_tail[k];
+          (c ? copy_shared : other_shared) += shared_tail[k];
+          ++(c ? copy_count : other_count);
+        }
+      }
       stream_nll.push_back(StreamingNll(m.lm, all, scored));
       if (full) {
         const double factor = static_cast<double>(all.size()) / w;
@@ -159,6 +176,17 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
     p.log_ratio_se = PairedMeanDifference(shared_nll, trunc_nll).standard_error;
     p.streaming_ppl = std::exp(mean(stream_nll));
     p.streaming_log_ratio_se = PairedMeanDifference(stream_nll, trunc_nll).standard_error;
+    if (copy_count + other_count > 0) {
+      p.copyable_fraction = static_cast<double>(copy_count) / static_cast<double>(copy_count + other_count);
+    }
+    if (copy_count > 0) {
+      p.sharedllm_copyable_ppl = std::exp(copy_shared / static_cast<double>(copy_count));
+      p.truncated_copyable_ppl = std::exp(copy_trunc / static_cast<double>(copy_count));
+    }
+    if (other_count > 0) {
+      p.sharedllm_other_ppl = std::exp(other_shared / static_cast<double>(other_count));
+      p.truncated_other_ppl = std::exp(other_trunc / static_cast<double>(other_count));
+    }
     if (full) {
       p.full_linear_ppl = std::exp(linear_sum / p.windows);
       p.full_yarn_ppl = std::exp(yarn_sum / p.windows);

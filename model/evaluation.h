@@ -29,6 +29,12 @@ struct PplPoint {
   double log_ratio_se = 0;
   // The same for log(streaming_ppl / truncated_ppl): StreamingLLM scores the same windows too.
   double streaming_log_ratio_se = 0;
+  // The scored tokens split by CopyableTokens (model/scoring.h) against the context read: the
+  // fraction copyable, and each model's perplexity over the copyable tokens and over the others
+  // (all windows pooled; 0 where there are none, and at 1x, which has no context).
+  double copyable_fraction = 0;
+  double sharedllm_copyable_ppl = 0, truncated_copyable_ppl = 0;
+  double sharedllm_other_ppl = 0, truncated_other_ppl = 0;
 };
 
 // Mean and standard error of the paired differences a[i] - b[i] (a and b the same length; the

@@ -12,4 +12,10 @@ namespace sharedllm {
 std::vector<double> TokenNll(CausalLM& lm, const std::vector<int64_t>& ids,
                              const InjectionContext* context = nullptr);
 
+// ids: n tokens -> n-1 flags, copyable[i]: ids[i+1] is a token only `context` gives, by copying —
+// the bigram (ids[i], ids[i+1]) occurs in the context but not in ids[0..i], and ids[i+1] does not
+// occur in ids[0..i]. What a long context can add that the running text cannot (identifiers of a
+// file, names of a book); `eval ppl` reports these tokens apart, `lm_copy_weight` weights them.
+std::vector<bool> CopyableTokens(const std::vector<int64_t>& context, const std::vector<int64_t>& ids);
+
 }  // namespace sharedllm

@@ -24,6 +24,7 @@
 #include "model/sharedllm_config.h"
 #include "model/sft_data.h"
 #include "model/token_shards.h"
+#include "model/scoring.h"
 #include "model/weights.h"
 
 namespace sharedllm {
@@ -115,6 +116,7 @@ struct Batch {
   at::Tensor targets;  // [B, T], -100 where not scored
   std::vector<std::vector<EncodedNode>> trees;  // lm/sft: per sample, the selected nodes
   at::Tensor teacher_inputs;  // lm_distill: [B, D + T], the context's last D tokens, then inputs
+  at::Tensor weights;  // lm_copy_weight: [B, T] per-token cross-entropy weights (CopyTokenWeights)
   int64_t num_chunks = 0;
   int64_t scored = 0;
 };
@@ -150,6 +152,9 @@ class Run {
     Check(c.lm_distill >= 0 && c.lm_distill <= 1, "lm_distill must be in [0, 1]");
     Check(c.lm_distill == 0 || c.mode != "base",
           "lm_distill distils the language modelling of a SharedLLM (lm or sft), not base training");
+    Check(c.lm_copy_weight > 0, "lm_copy_weight must be > 0");
+    Check(c.lm_copy_weight == 1 || c.mode != "base",
+          "lm_copy_weight weights the language modelling of a SharedLLM (lm or sft), not base training");
     Check(c.lm_distill_context >= -1,
           "lm_distill_context must be >= 0 tokens, or -1 for seq_len");
     RuntimeOptions runtime;
@@ -316,6 +321,7 @@ class Run {
   Batch MakeBatch(const TokenPool& pool, int64_t step, int64_t micro, uint64_t stream) {
     Batch b;
     std::vector<std::vector<int64_t>> inputs, targets, teacher;
+    std::vector<std::vector<float>> weights;
     if (c_.mode == "base") {
       for (int64_t i = 0; i < c_.batch_size; ++i) {
         auto rng = SampleRng(c_.seed, step, micro * c_.batch_size + i, stream);
@@ -368,6 +374,13 @@ class Run {
           const int64_t scored = c_.lm_scored_tokens > 0 ? c_.lm_scored_tokens : c_.seq_len;
           std::fill(targets.back().begin(), targets.back().end() - scored, int64_t{-100});
           b.scored += scored;
+          if (c_.lm_copy_weight != 1 && stream == kTrainStream) {
+            const std::vector<bool> copyable = CopyableTokens(context, sample.running);
+            std::vector<float>& w = weights.emplace_back(copyable.size(), 0.0f);
+            for (size_t t = 0; t < w.size(); ++t) {
+              if (targets.back()[t] != -100) w[t] = copyable[t] ? c_.lm_copy_weight : 1.0f;
+            }
+          }
           if (c_.lm_distill > 0 && stream == kTrainStream) {
             const int64_t d = std::min<int64_t>(
                 c_.lm_distill_context < 0 ? c_.seq_len : c_.lm_distill_context,
@@ -404,6 +417,14 @@ class Run {
     b.inputs = IdsTensor(inputs, 0).to(device_);
     b.targets = IdsTensor(targets, -100).to(device_);
     if (!teacher.empty()) b.teacher_inputs = IdsTensor(teacher, 0).to(device_);
+    if (!weights.empty()) {
+      const int64_t rows = static_cast<int64_t>(weights.size()), cols = b.inputs.size(1);
+      at::Tensor w = at::zeros({rows, cols}, at::kFloat);
+      for (int64_t i = 0; i < rows; ++i) {
+        std::copy(weights[i].begin(), weights[i].end(), w[i].data_ptr<float>());
+      }
+      b.weights = w.to(device_);
+    }
     return b;
   }
 
@@ -424,8 +445,17 @@ class Run {
     at::Tensor logits = model_->lm->forward(b.inputs, nullptr, ctx_ptr);  // [B, T, V] float32
     if (c_.bf16_autocast) SetAutocast(device_, false);
     logits = logits.to(at::kFloat);
-    at::Tensor ce = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}),
-                                           b.targets.reshape({-1}), {}, at::Reduction::Mean, -100);
+    at::Tensor ce;
+    if (b.weights.defined()) {  // lm_copy_weight: a weighted mean over the scored tokens
+      const at::Tensor per_token = at::cross_entropy_loss(
+          logits.reshape({-1, logits.size(-1)}), b.targets.reshape({-1}), {},
+          at::Reduction::None, -100);
+      const at::Tensor w = b.weights.reshape({-1});
+      ce = (per_token * w).sum() / w.sum();
+    } else {
+      ce = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}),
+                                  b.targets.reshape({-1}), {}, at::Reduction::Mean, -100);
+    }
     if (!b.teacher_inputs.defined()) return ce;
     const at::Tensor log_teacher = TeacherLogProbs(b);
     const at::Tensor scored = b.targets.ne(-100).to(at::kFloat);  // [B, T]
@@ -504,7 +534,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
       "mode", "init", "model_config", "tokenizer", "out", "train_shards", "train_shard_weights",
       "eval_shards", "seq_len",
       "context_chunks", "lm_chunks_min", "lm_scored_tokens", "lm_foreign_context",
-      "lm_within_document", "lm_distill", "lm_distill_context", "batch_size",
+      "lm_within_document", "lm_distill", "lm_distill_context", "lm_copy_weight", "batch_size",
       "grad_accum", "steps", "warmup_steps", "lr", "min_lr_ratio", "new_params_lr_scale",
       "weight_decay", "grad_clip",
       "bf16_autocast", "lower_trainable", "separate_compressor", "upper_trainable", "gate", "sink",
@@ -522,7 +552,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
     GET(train_shard_weights);
     GET(eval_shards); GET(seq_len); GET(context_chunks); GET(lm_chunks_min);
     GET(lm_scored_tokens); GET(lm_foreign_context); GET(lm_within_document);
-    GET(lm_distill); GET(lm_distill_context);
+    GET(lm_distill); GET(lm_distill_context); GET(lm_copy_weight);
     GET(batch_size); GET(grad_accum);
     GET(steps); GET(warmup_steps); GET(lr); GET(min_lr_ratio); GET(new_params_lr_scale);
     GET(weight_decay); GET(grad_clip); GET(bf16_autocast); GET(lower_trainable); GET(seed);
@@ -558,7 +588,8 @@ std::string TrainConfig::ToJsonText() const {
             {"lm_chunks_min", lm_chunks_min}, {"lm_scored_tokens", lm_scored_tokens},
             {"lm_foreign_context", lm_foreign_context},
             {"lm_within_document", lm_within_document}, {"lm_distill", lm_distill},
-            {"lm_distill_context", lm_distill_context}, {"batch_size", batch_size},
+            {"lm_distill_context", lm_distill_context}, {"lm_copy_weight", lm_copy_weight},
+            {"batch_size", batch_size},
             {"grad_accum", grad_accum}, {"steps", steps},
             {"warmup_steps", warmup_steps}, {"lr", lr}, {"min_lr_ratio", min_lr_ratio},
             {"new_params_lr_scale", new_params_lr_scale}, {"weight_decay", weight_decay},

@@ -47,6 +47,10 @@ struct TrainConfig {
   // 0: cross-entropy only.
   double lm_distill = 0;
   int64_t lm_distill_context = -1;   // -1: seq_len tokens; 0: none (the truncated model)
+  // lm/sft: language-modelling samples weight the cross-entropy of their copyable tokens by this
+  // (model/scoring.h CopyableTokens: tokens that only the context gives, by copying); the loss is
+  // the weighted mean over the scored tokens. 1: the plain mean.
+  double lm_copy_weight = 1;
   int64_t batch_size = 8;            // samples per micro-batch
   int64_t grad_accum = 1;            // micro-batches per optimizer step
   int64_t steps = 1000;              // optimizer steps in all

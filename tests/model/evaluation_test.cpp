@@ -1,5 +1,6 @@
 // Evaluation harness: scorer worked examples and smoke runs of `eval ppl` / `eval passkey` on a
 // tiny model (an untrained SharedLLM must score exactly like its truncated base model).
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 
@@ -8,6 +9,7 @@
 #include "model/errors.h"
 #include "model/evaluation.h"
 #include "model/runtime.h"
+#include "model/scoring.h"
 #include "tests/model_util.h"
 
 namespace sharedllm {
@@ -59,6 +61,52 @@ TEST(EvaluationTest, UntrainedSharedLLMPerplexityEqualsTruncated) {
   EXPECT_TRUE(std::isfinite(points[2].streaming_log_ratio_se));
   // Same windows at every length: the truncated column is one number.
   EXPECT_DOUBLE_EQ(points[0].truncated_ppl, points[2].truncated_ppl);
+}
+
+TEST(EvaluationTest, CopyableTokensWorkedExample) {
+  // context 7 8 9 3 5; text 1 7 8 2 3 5 3 5: flags for the targets 7 8 2 3 5 3 5.
+  // (1,7) not in the context; (7,8) is and 8 is new: copyable; (8,2), (2,3), (5,3) are not in it;
+  // (3,5) is and 5 is new: copyable; the second (3,5) is already in the text.
+  EXPECT_EQ(CopyableTokens({7, 8, 9, 3, 5}, {1, 7, 8, 2, 3, 5, 3, 5}),
+            (std::vector<bool>{false, true, false, false, true, false, false}));
+  // A token already in the text is not copyable, even with a bigram the text has not had.
+  EXPECT_EQ(CopyableTokens({9, 1}, {1, 9, 1}), (std::vector<bool>{false, false}));
+  EXPECT_EQ(CopyableTokens({}, {1, 2}), (std::vector<bool>{false}));
+  EXPECT_TRUE(CopyableTokens({1, 2}, {1}).empty());
+}
+
+// Perplexity split by copyability: a document that repeats itself with a period longer than the
+// window has its scored tokens copyable once the context holds a period, none without context;
+// both parts pool to the whole (each window scores as many tokens).
+TEST(EvaluationTest, PerplexitySplitsCopyableTokensFromTheOthers) {
+  test::TempDir dir;
+  auto model = TinySharedLLM(dir);
+  test::RandomizeCrossAttention(model->lm, 9);
+  const std::vector<int64_t> period = test::SeededIds(400, 1000, 5);
+  std::vector<int64_t> doc;
+  for (int r = 0; r < 3; ++r) doc.insert(doc.end(), period.begin(), period.end());
+  test::WriteTokenShard(dir / "periodic.bin", 1000, {doc});
+  const TokenShard shard = TokenShard::Open(dir / "periodic.bin");
+  const auto points = EvaluatePerplexity(*model, shard, {1, 4}, 3, 1);
+  ASSERT_EQ(points.size(), 2u);
+  EXPECT_EQ(points[0].copyable_fraction, 0.0);
+  EXPECT_EQ(points[0].sharedllm_copyable_ppl, 0.0);
+  const PplPoint& p = points[1];
+  EXPECT_GT(p.copyable_fraction, 0.5);
+  for (double ppl : {p.sharedllm_copyable_ppl, p.truncated_copyable_ppl}) EXPECT_GT(ppl, 1.0);
+  const auto pooled = [&](double copyable, double other) {
+    return std::exp(p.copyable_fraction * std::log(copyable) +
+                    (1 - p.copyable_fraction) * std::log(std::max(other, 1e-300)));
+  };
+  if (p.copyable_fraction < 1) {
+    EXPECT_NEAR(pooled(p.sharedllm_copyable_ppl, p.sharedllm_other_ppl), p.sharedllm_ppl, 1e-6 * p.sharedllm_ppl);
+    EXPECT_NEAR(pooled(p.truncated_copyable_ppl, p.truncated_other_ppl), p.truncated_ppl, 1e-6 * p.truncated_ppl);
+  } else {
+    EXPECT_NEAR(p.sharedllm_copyable_ppl, p.sharedllm_ppl, 1e-6 * p.sharedllm_ppl);
+    EXPECT_NEAR(p.truncated_copyable_ppl, p.truncated_ppl, 1e-6 * p.truncated_ppl);
+  }
+  // The cross-attention reads the context: the copyable tokens score differently with it.
+  EXPECT_NE(p.sharedllm_copyable_ppl, p.truncated_copyable_ppl);
 }
 
 // --foreign-context: the same windows and text (the truncated column is identical), but SharedLLM

@@ -723,6 +723,33 @@ TEST(TrainerTest, DistillationLearnsTheFullAttentionTeacher) {
   EXPECT_THROW(Train(base), ModelError);
 }
 
+// Weight 1 is the run from before, bit for bit; another weight changes the training loss, not
+// the eval loss (plain cross-entropy); the field round-trips, is refused <= 0 and in base mode.
+TEST(TrainerTest, CopyWeightChangesOnlyTheTrainingLoss) {
+  test::TempDir dir;
+  TrainConfig plain = SharedLLMLanguageModelling(dir, "plain", 3);
+  TrainConfig one = SharedLLMLanguageModelling(dir, "one", 3);
+  one.lm_copy_weight = 1;
+  EXPECT_EQ(Train(plain).final_loss, Train(one).final_loss);
+  // Weights held (lr 0) so both runs see the same model: the eval loss is the same.
+  TrainConfig held = SharedLLMLanguageModelling(dir, "held", 2);
+  held.lr = 0;
+  held.context_chunks = 8;
+  TrainConfig heavy = held;
+  heavy.out = dir / "heavy";
+  heavy.lm_copy_weight = 50;
+  const TrainResult h = Train(held), y = Train(heavy);
+  EXPECT_NE(h.final_loss, y.final_loss);
+  EXPECT_EQ(h.eval_loss, y.eval_loss);
+  EXPECT_EQ(TrainConfig::FromJsonText(heavy.ToJsonText()).lm_copy_weight, 50.0);
+  TrainConfig bad = SharedLLMLanguageModelling(dir, "bad", 3);
+  bad.lm_copy_weight = 0;
+  EXPECT_THROW(Train(bad), ModelError);
+  TrainConfig base = BaseConfig(dir, "base-copy");
+  base.lm_copy_weight = 2;
+  EXPECT_THROW(Train(base), ModelError);
+}
+
 // The fields that change a SharedLLM are refused in base mode, not silently ignored.
 TEST(TrainerTest, BaseModeRefusesSharedLLMOnlyFields) {
   test::TempDir dir;

@@ -132,6 +132,13 @@ int EvalCommand(const Args& args) {
                               {"sharedllm_ppl", p.sharedllm_ppl}, {"truncated_ppl", p.truncated_ppl},
                               {"streaming_ppl", p.streaming_ppl}, {"log_ratio_se", p.log_ratio_se},
                               {"streaming_log_ratio_se", p.streaming_log_ratio_se}};
+      if (p.copyable_fraction > 0) {
+        point["copyable_fraction"] = p.copyable_fraction;
+        point["sharedllm_copyable_ppl"] = p.sharedllm_copyable_ppl;
+        point["truncated_copyable_ppl"] = p.truncated_copyable_ppl;
+        point["sharedllm_other_ppl"] = p.sharedllm_other_ppl;
+        point["truncated_other_ppl"] = p.truncated_other_ppl;
+      }
       if (p.full_linear_ppl > 0) {
         point["full_linear_ppl"] = p.full_linear_ppl;
         point["full_yarn_ppl"] = p.full_yarn_ppl;
@@ -150,6 +157,14 @@ int EvalCommand(const Args& args) {
                    point["log_ratio_se"].get<double>(), point["streaming_ppl"].get<double>(),
                    point.value("full_linear_ppl", 0.0), point.value("full_yarn_ppl", 0.0),
                    static_cast<long long>(point["windows"].get<int64_t>()));
+      if (point.contains("copyable_fraction")) {
+        std::fprintf(stderr, "       copyable tokens %.1f %%: SharedLLM ppl %.3f, truncated %.3f; the others: %.3f, %.3f\n",
+                     100 * point["copyable_fraction"].get<double>(),
+                     point["sharedllm_copyable_ppl"].get<double>(),
+                     point["truncated_copyable_ppl"].get<double>(),
+                     point["sharedllm_other_ppl"].get<double>(),
+                     point["truncated_other_ppl"].get<double>());
+      }
     }
   } else {
     for (const auto& p : EvaluatePasskey(*model, ParseDoubleList(lengths), ParseDoubleList(depths), trials, seed)) {
