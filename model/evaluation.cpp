@@ -86,13 +86,22 @@ int64_t FirstInteger(const std::string& text) {
 // Mean NLL of the last `scored` tokens of `all`, read whole by the base model with its rotary
 // embedding scaled for the length (the zero-shot context-extension baselines).
 double FullAttentionNll(LoadedModel& m, const std::vector<int64_t>& all, int64_t scored,
-                        RopeType type, double factor) {
+                        RopeType type, double factor, std::vector<double>* tail = nullptr) {
   const ScopedRopeScaling scaled(*m.lm, type, factor);
   double sum = 0;
   const auto nll = TokenNll(m.lm, all);
   for (size_t i = nll.size() - scored; i < nll.size(); ++i) sum += nll[i];
+  if (tail != nullptr) tail->assign(nll.end() - scored, nll.end());
   return sum / scored;
 }
+
+// One model's NLL summed over the copyable scored tokens and over the others, all windows pooled.
+struct SplitNll {
+  double copyable = 0, other = 0;
+  void Add(const std::vector<double>& tail, const std::vector<bool>& flags) {
+    for (size_t k = 0; k < tail.size(); ++k) (flags[k] ? copyable : other) += tail[k];
+  }
+};
 
 std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard,
                                          const std::vector<double>& multiples, int64_t windows,
@@ -124,8 +133,8 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
     std::mt19937_64 foreign_rng(seed ^ 0x5eed'f0e1'9c0fULL);  // apart, so the windows stay the same
     std::vector<double> shared_nll, trunc_nll, stream_nll;  // per window
     double linear_sum = 0, yarn_sum = 0;
-    // NLL sums and counts of the copyable scored tokens and the others (CopyableTokens).
-    double copy_shared = 0, copy_trunc = 0, other_shared = 0, other_trunc = 0;
+    // The scored tokens split by CopyableTokens: NLL sums per model, and counts.
+    SplitNll split_shared, split_trunc, split_yarn;
     int64_t copy_count = 0, other_count = 0;
     const bool full = x > 1 && x <= full_attention_max;
     for (int64_t i = 0; i < windows; ++i) {
@@ -149,20 +158,22 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
       trunc_nll.push_back(truncated);
       shared_nll.push_back(context.empty() ? truncated
                                            : TailNll(m, context, text, scored, &shared_tail));
+      std::vector<bool> flags;  // the scored tokens' CopyableTokens against the context read
       if (!context.empty()) {
         const std::vector<bool> copyable = CopyableTokens(context, text);
-        for (int64_t k = 0; k < scored; ++k) {
-          const bool c = copyable[copyable.size() - scored + k];
-          (c ? copy_trunc : other_trunc) += trunc_tail[k];
-          (c ? copy_shared : other_shared) += shared_tail[k];
-          ++(c ? copy_count : other_count);
-        }
+        flags.assign(copyable.end() - scored, copyable.end());
+        split_trunc.Add(trunc_tail, flags);
+        split_shared.Add(shared_tail, flags);
+        for (bool c : flags) ++(c ? copy_count : other_count);
       }
       stream_nll.push_back(StreamingNll(m.lm, all, scored));
       if (full) {
         const double factor = static_cast<double>(all.size()) / w;
+        std::vector<double> yarn_tail;
         linear_sum += FullAttentionNll(m, all, scored, RopeType::kLinear, factor);
-        yarn_sum += FullAttentionNll(m, all, scored, RopeType::kYarn, factor);
+        yarn_sum += FullAttentionNll(m, all, scored, RopeType::kYarn, factor, &yarn_tail);
+        // Full attention reads the text's own context: split by it (foreign: not comparable).
+        if (!foreign_context) split_yarn.Add(yarn_tail, flags);
       }
       ++p.windows;
     }
@@ -179,17 +190,20 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
     if (copy_count + other_count > 0) {
       p.copyable_fraction = static_cast<double>(copy_count) / static_cast<double>(copy_count + other_count);
     }
-    if (copy_count > 0) {
-      p.sharedllm_copyable_ppl = std::exp(copy_shared / static_cast<double>(copy_count));
-      p.truncated_copyable_ppl = std::exp(copy_trunc / static_cast<double>(copy_count));
-    }
-    if (other_count > 0) {
-      p.sharedllm_other_ppl = std::exp(other_shared / static_cast<double>(other_count));
-      p.truncated_other_ppl = std::exp(other_trunc / static_cast<double>(other_count));
-    }
+    const auto ppl = [](double sum, int64_t count) {
+      return count > 0 ? std::exp(sum / static_cast<double>(count)) : 0.0;
+    };
+    p.sharedllm_copyable_ppl = ppl(split_shared.copyable, copy_count);
+    p.truncated_copyable_ppl = ppl(split_trunc.copyable, copy_count);
+    p.sharedllm_other_ppl = ppl(split_shared.other, other_count);
+    p.truncated_other_ppl = ppl(split_trunc.other, other_count);
     if (full) {
       p.full_linear_ppl = std::exp(linear_sum / p.windows);
       p.full_yarn_ppl = std::exp(yarn_sum / p.windows);
+      if (!foreign_context) {
+        p.full_yarn_copyable_ppl = ppl(split_yarn.copyable, copy_count);
+        p.full_yarn_other_ppl = ppl(split_yarn.other, other_count);
+      }
     }
     out.push_back(p);
   }

@@ -35,6 +35,8 @@ struct PplPoint {
   double copyable_fraction = 0;
   double sharedllm_copyable_ppl = 0, truncated_copyable_ppl = 0;
   double sharedllm_other_ppl = 0, truncated_other_ppl = 0;
+  // Full attention with YaRN on the same split (where measured, own context only).
+  double full_yarn_copyable_ppl = 0, full_yarn_other_ppl = 0;
 };
 
 // Mean and standard error of the paired differences a[i] - b[i] (a and b the same length; the

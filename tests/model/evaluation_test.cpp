@@ -87,7 +87,7 @@ TEST(EvaluationTest, PerplexitySplitsCopyableTokensFromTheOthers) {
   for (int r = 0; r < 3; ++r) doc.insert(doc.end(), period.begin(), period.end());
   test::WriteTokenShard(dir / "periodic.bin", 1000, {doc});
   const TokenShard shard = TokenShard::Open(dir / "periodic.bin");
-  const auto points = EvaluatePerplexity(*model, shard, {1, 4}, 3, 1);
+  const auto points = EvaluatePerplexity(*model, shard, {1, 4}, 3, 1, /*full_attention_max=*/4);
   ASSERT_EQ(points.size(), 2u);
   EXPECT_EQ(points[0].copyable_fraction, 0.0);
   EXPECT_EQ(points[0].sharedllm_copyable_ppl, 0.0);
@@ -104,6 +104,13 @@ TEST(EvaluationTest, PerplexitySplitsCopyableTokensFromTheOthers) {
   } else {
     EXPECT_NEAR(p.sharedllm_copyable_ppl, p.sharedllm_ppl, 1e-6 * p.sharedllm_ppl);
     EXPECT_NEAR(p.truncated_copyable_ppl, p.truncated_ppl, 1e-6 * p.truncated_ppl);
+  }
+  // Full attention (YaRN) splits the same way: its parts pool to its perplexity.
+  EXPECT_GT(p.full_yarn_copyable_ppl, 1.0);
+  if (p.copyable_fraction < 1) {
+    EXPECT_NEAR(pooled(p.full_yarn_copyable_ppl, p.full_yarn_other_ppl), p.full_yarn_ppl, 1e-6 * p.full_yarn_ppl);
+  } else {
+    EXPECT_NEAR(p.full_yarn_copyable_ppl, p.full_yarn_ppl, 1e-6 * p.full_yarn_ppl);
   }
   // The cross-attention reads the context: the copyable tokens score differently with it.
   EXPECT_NE(p.sharedllm_copyable_ppl, p.truncated_copyable_ppl);

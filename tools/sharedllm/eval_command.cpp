@@ -49,6 +49,9 @@ void FullAttentionFrom(const std::string& path, nlohmann::json& points) {
                 std::to_string(point["windows"].get<int64_t>()) + " windows)");
       point["full_linear_ppl"] = e["full_linear_ppl"];
       point["full_yarn_ppl"] = e["full_yarn_ppl"];
+      for (const char* key : {"full_yarn_copyable_ppl", "full_yarn_other_ppl"}) {
+        if (e.contains(key)) point[key] = e[key];
+      }
     }
   }
 }
@@ -142,6 +145,10 @@ int EvalCommand(const Args& args) {
       if (p.full_linear_ppl > 0) {
         point["full_linear_ppl"] = p.full_linear_ppl;
         point["full_yarn_ppl"] = p.full_yarn_ppl;
+        if (p.full_yarn_copyable_ppl > 0) {
+          point["full_yarn_copyable_ppl"] = p.full_yarn_copyable_ppl;
+          point["full_yarn_other_ppl"] = p.full_yarn_other_ppl;
+        }
       }
       j["points"].push_back(point);
     }
@@ -164,6 +171,11 @@ int EvalCommand(const Args& args) {
                      point["truncated_copyable_ppl"].get<double>(),
                      point["sharedllm_other_ppl"].get<double>(),
                      point["truncated_other_ppl"].get<double>());
+        if (point.contains("full_yarn_copyable_ppl")) {
+          std::fprintf(stderr, "       full YaRN: copyable %.3f, the others %.3f\n",
+                       point["full_yarn_copyable_ppl"].get<double>(),
+                       point["full_yarn_other_ppl"].get<double>());
+        }
       }
     }
   } else {
