@@ -58,6 +58,26 @@ std::vector<std::pair<int64_t, int64_t>> DigitRuns(const Tokenizer& tok, const s
 
 }  // namespace
 
+PairedDifference PooledMeanDifference(const std::vector<double>& sums, const std::vector<double>& counts) {
+  Check(sums.size() == counts.size(), "PooledMeanDifference needs one count per sum");
+  PairedDifference d;
+  double total = 0, n = 0;
+  for (size_t i = 0; i < sums.size(); ++i) {
+    total += sums[i];
+    n += counts[i];
+  }
+  if (n <= 0) return d;
+  d.mean = total / n;
+  const auto windows = static_cast<double>(sums.size());
+  if (sums.size() < 2) return d;
+  double ss = 0;
+  for (size_t i = 0; i < sums.size(); ++i) {
+    ss += (sums[i] - d.mean * counts[i]) * (sums[i] - d.mean * counts[i]);
+  }
+  d.standard_error = std::sqrt(ss * windows / (windows - 1)) / n;
+  return d;
+}
+
 PairedDifference PairedMeanDifference(const std::vector<double>& a, const std::vector<double>& b) {
   Check(a.size() == b.size(), "PairedMeanDifference needs two samples of the same size");
   PairedDifference d;
@@ -136,6 +156,7 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
     // The scored tokens split by CopyableTokens: NLL sums per model, and counts.
     SplitNll split_shared, split_trunc, split_yarn;
     int64_t copy_count = 0, other_count = 0;
+    std::vector<double> copy_diff, copy_n;  // per window: Σ (SharedLLM − truncated) NLL, count
     const bool full = x > 1 && x <= full_attention_max;
     for (int64_t i = 0; i < windows; ++i) {
       const size_t doc = rng() % docs.size();
@@ -164,7 +185,16 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
         flags.assign(copyable.end() - scored, copyable.end());
         split_trunc.Add(trunc_tail, flags);
         split_shared.Add(shared_tail, flags);
-        for (bool c : flags) ++(c ? copy_count : other_count);
+        double diff = 0, n = 0;
+        for (int64_t k = 0; k < scored; ++k) {
+          if (!flags[k]) continue;
+          diff += shared_tail[k] - trunc_tail[k];
+          ++n;
+        }
+        copy_count += static_cast<int64_t>(n);
+        other_count += scored - static_cast<int64_t>(n);
+        copy_diff.push_back(diff);
+        copy_n.push_back(n);
       }
       stream_nll.push_back(StreamingNll(m.lm, all, scored));
       if (full) {
@@ -197,6 +227,7 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
     p.truncated_copyable_ppl = ppl(split_trunc.copyable, copy_count);
     p.sharedllm_other_ppl = ppl(split_shared.other, other_count);
     p.truncated_other_ppl = ppl(split_trunc.other, other_count);
+    p.copyable_log_ratio_se = PooledMeanDifference(copy_diff, copy_n).standard_error;
     if (full) {
       p.full_linear_ppl = std::exp(linear_sum / p.windows);
       p.full_yarn_ppl = std::exp(yarn_sum / p.windows);

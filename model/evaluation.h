@@ -35,6 +35,8 @@ struct PplPoint {
   double copyable_fraction = 0;
   double sharedllm_copyable_ppl = 0, truncated_copyable_ppl = 0;
   double sharedllm_other_ppl = 0, truncated_other_ppl = 0;
+  // Standard error of log(sharedllm_copyable_ppl / truncated_copyable_ppl), windows as the draws.
+  double copyable_log_ratio_se = 0;
   // Full attention with YaRN on the same split (where measured, own context only).
   double full_yarn_copyable_ppl = 0, full_yarn_other_ppl = 0;
 };
@@ -46,6 +48,11 @@ struct PairedDifference {
   double standard_error = 0;
 };
 PairedDifference PairedMeanDifference(const std::vector<double>& a, const std::vector<double>& b);
+
+// Per-token mean of differences summed per window: window i holds counts[i] tokens whose
+// differences sum to sums[i]; the mean is Σ sums / Σ counts and its standard error treats the
+// windows as the independent draws (a ratio estimator, delta method; 0 below two windows).
+PairedDifference PooledMeanDifference(const std::vector<double>& sums, const std::vector<double>& counts);
 
 // Perplexity at L = multiple × W for each multiple; windows drawn (seeded) from `shard`'s
 // documents long enough for the longest multiple. StreamingLLM (model/streaming_llm.h) reads all

@@ -50,6 +50,7 @@ TEST(EvaluationTest, UntrainedSharedLLMPerplexityEqualsTruncated) {
     // o_proj is zero: the context cannot change a score.
     EXPECT_NEAR(p.sharedllm_ppl, p.truncated_ppl, 1e-6 * p.truncated_ppl) << p.length_multiple;
     EXPECT_LT(p.log_ratio_se, 1e-6) << p.length_multiple;
+    EXPECT_LT(p.copyable_log_ratio_se, 1e-6) << p.length_multiple;
     EXPECT_GT(p.streaming_ppl, 1.0);
   }
   // StreamingLLM over L = W tokens evicts nothing: it is the truncated model; beyond, it is not,
@@ -112,6 +113,8 @@ TEST(EvaluationTest, PerplexitySplitsCopyableTokensFromTheOthers) {
   } else {
     EXPECT_NEAR(p.full_yarn_copyable_ppl, p.full_yarn_ppl, 1e-6 * p.full_yarn_ppl);
   }
+  EXPECT_GT(p.copyable_log_ratio_se, 0.0);
+  EXPECT_TRUE(std::isfinite(p.copyable_log_ratio_se));
   // The cross-attention reads the context: the copyable tokens score differently with it.
   EXPECT_NE(p.sharedllm_copyable_ppl, p.truncated_copyable_ppl);
 }
@@ -157,6 +160,21 @@ TEST(EvaluationTest, PairedMeanDifferenceWorkedExample) {
   EXPECT_DOUBLE_EQ(one.mean, 1.5);
   EXPECT_DOUBLE_EQ(one.standard_error, 0.0);
   EXPECT_THROW(PairedMeanDifference({1, 2}, {1}), ModelError);
+}
+
+TEST(EvaluationTest, PooledMeanDifferenceWorkedExample) {
+  // Windows of 1 and 3 tokens summing to 2 and 4: mean 6 / 4 = 1.5; residuals 2 - 1.5 = 0.5 and
+  // 4 - 4.5 = -0.5, so SE = sqrt(0.5 x 2 / 1) / 4 = 0.25.
+  const auto d = PooledMeanDifference({2, 4}, {1, 3});
+  EXPECT_DOUBLE_EQ(d.mean, 1.5);
+  EXPECT_NEAR(d.standard_error, 0.25, 1e-12);
+  // Equal counts: the per-window means' paired standard error, divided by the count.
+  const auto e = PooledMeanDifference({2, 4, 6}, {2, 2, 2});
+  EXPECT_DOUBLE_EQ(e.mean, 2.0);
+  EXPECT_NEAR(e.standard_error, PairedMeanDifference({1, 2, 3}, {0, 0, 0}).standard_error, 1e-12);
+  EXPECT_DOUBLE_EQ(PooledMeanDifference({}, {}).mean, 0.0);
+  EXPECT_DOUBLE_EQ(PooledMeanDifference({3}, {2}).standard_error, 0.0);
+  EXPECT_THROW(PooledMeanDifference({1, 2}, {1}), ModelError);
 }
 
 TEST(EvaluationTest, PasskeySmokeRun) {

@@ -141,6 +141,7 @@ int EvalCommand(const Args& args) {
         point["truncated_copyable_ppl"] = p.truncated_copyable_ppl;
         point["sharedllm_other_ppl"] = p.sharedllm_other_ppl;
         point["truncated_other_ppl"] = p.truncated_other_ppl;
+        point["copyable_log_ratio_se"] = p.copyable_log_ratio_se;
       }
       if (p.full_linear_ppl > 0) {
         point["full_linear_ppl"] = p.full_linear_ppl;
@@ -165,10 +166,11 @@ int EvalCommand(const Args& args) {
                    point.value("full_linear_ppl", 0.0), point.value("full_yarn_ppl", 0.0),
                    static_cast<long long>(point["windows"].get<int64_t>()));
       if (point.contains("copyable_fraction")) {
-        std::fprintf(stderr, "       copyable tokens %.1f %%: SharedLLM ppl %.3f, truncated %.3f; the others: %.3f, %.3f\n",
+        std::fprintf(stderr, "       copyable tokens %.1f %%: SharedLLM ppl %.3f, truncated %.3f (log-ratio SE %.4f); the others: %.3f, %.3f\n",
                      100 * point["copyable_fraction"].get<double>(),
                      point["sharedllm_copyable_ppl"].get<double>(),
                      point["truncated_copyable_ppl"].get<double>(),
+                     point["copyable_log_ratio_se"].get<double>(),
                      point["sharedllm_other_ppl"].get<double>(),
                      point["truncated_other_ppl"].get<double>());
         if (point.contains("full_yarn_copyable_ppl")) {
