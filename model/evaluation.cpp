@@ -15,9 +15,7 @@ namespace sharedllm {
 namespace {
 
 // Mean NLL of the last `scored` tokens of `text`, reading `context` (may be empty) through the
-// right-child tree.
-// Mean NLL of the last `scored` tokens of `text` with `context` read through the tree; `tail`, if
-// given, receives those tokens' NLLs.
+// right-child tree; `tail`, if given, receives those tokens' NLLs.
 double TailNll(LoadedModel& m, const std::vector<int64_t>& context, const std::vector<int64_t>& text,
                int64_t scored, std::vector<double>* tail = nullptr) {
   InjectionContext ctx;
@@ -203,7 +201,7 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
         linear_sum += FullAttentionNll(m, all, scored, RopeType::kLinear, factor);
         yarn_sum += FullAttentionNll(m, all, scored, RopeType::kYarn, factor, &yarn_tail);
         // Full attention reads the text's own context: split by it (foreign: not comparable).
-        if (!foreign_context) split_yarn.Add(yarn_tail, flags);
+        if (!foreign_context && !flags.empty()) split_yarn.Add(yarn_tail, flags);
       }
       ++p.windows;
     }
