@@ -21,10 +21,10 @@
 #include "model/file_util.h"
 #include "model/llama.h"
 #include "model/runtime.h"
+#include "model/scoring.h"
 #include "model/sharedllm_config.h"
 #include "model/sft_data.h"
 #include "model/token_shards.h"
-#include "model/scoring.h"
 #include "model/weights.h"
 
 namespace sharedllm {
@@ -116,7 +116,7 @@ struct Batch {
   at::Tensor targets;  // [B, T], -100 where not scored
   std::vector<std::vector<EncodedNode>> trees;  // lm/sft: per sample, the selected nodes
   at::Tensor teacher_inputs;  // lm_distill: [B, D + T], the context's last D tokens, then inputs
-  at::Tensor weights;  // lm_copy_weight: [B, T] per-token cross-entropy weights (CopyTokenWeights)
+  at::Tensor weights;  // lm_copy_weight: [B, T] per-token cross-entropy weights (CopyableTokens)
   int64_t num_chunks = 0;
   int64_t scored = 0;
 };
