@@ -1,5 +1,6 @@
 #include "model/evaluation.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -13,6 +14,14 @@
 
 namespace sharedllm {
 namespace {
+
+// Mean of the last `scored` values of `nll`; `tail`, if given, receives them.
+double TailMean(const std::vector<double>& nll, int64_t scored, std::vector<double>* tail) {
+  double sum = 0;
+  for (auto it = nll.end() - scored; it != nll.end(); ++it) sum += *it;
+  if (tail != nullptr) tail->assign(nll.end() - scored, nll.end());
+  return sum / static_cast<double>(scored);
+}
 
 // Mean NLL of the last `scored` tokens of `text`, reading `context` (may be empty) through the
 // right-child tree; `tail`, if given, receives those tokens' NLLs.
@@ -28,11 +37,7 @@ double TailNll(LoadedModel& m, const std::vector<int64_t>& context, const std::v
     ctx = m.shared->MakeContext(p, static_cast<int64_t>(m.shared->Chunks(context.size()).size()));
     ptr = &ctx;
   }
-  const auto nll = TokenNll(m.lm, text, ptr);
-  double sum = 0;
-  for (int64_t i = static_cast<int64_t>(nll.size()) - scored; i < static_cast<int64_t>(nll.size()); ++i) sum += nll[i];
-  if (tail != nullptr) tail->assign(nll.end() - scored, nll.end());
-  return sum / scored;
+  return TailMean(TokenNll(m.lm, text, ptr), scored, tail);
 }
 
 // [begin, end) of each run of tokens of `ids` whose pieces hold a digit.
@@ -106,18 +111,20 @@ int64_t FirstInteger(const std::string& text) {
 double FullAttentionNll(LoadedModel& m, const std::vector<int64_t>& all, int64_t scored,
                         RopeType type, double factor, std::vector<double>* tail = nullptr) {
   const ScopedRopeScaling scaled(*m.lm, type, factor);
-  double sum = 0;
-  const auto nll = TokenNll(m.lm, all);
-  for (size_t i = nll.size() - scored; i < nll.size(); ++i) sum += nll[i];
-  if (tail != nullptr) tail->assign(nll.end() - scored, nll.end());
-  return sum / scored;
+  return TailMean(TokenNll(m.lm, all), scored, tail);
 }
 
-// One model's NLL summed over the copyable scored tokens and over the others, all windows pooled.
+// One model's NLL summed over the copyable scored tokens and over the others.
 struct SplitNll {
   double copyable = 0, other = 0;
-  void Add(const std::vector<double>& tail, const std::vector<bool>& flags) {
-    for (size_t k = 0; k < tail.size(); ++k) (flags[k] ? copyable : other) += tail[k];
+  static SplitNll Of(const std::vector<double>& tail, const std::vector<bool>& flags) {
+    SplitNll s;
+    for (size_t k = 0; k < tail.size(); ++k) (flags[k] ? s.copyable : s.other) += tail[k];
+    return s;
+  }
+  void operator+=(const SplitNll& o) {
+    copyable += o.copyable;
+    other += o.other;
   }
 };
 
@@ -151,10 +158,10 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
     std::mt19937_64 foreign_rng(seed ^ 0x5eed'f0e1'9c0fULL);  // apart, so the windows stay the same
     std::vector<double> shared_nll, trunc_nll, stream_nll;  // per window
     double linear_sum = 0, yarn_sum = 0;
-    // The scored tokens split by CopyableTokens: NLL sums per model, and counts.
+    // The scored tokens split by CopyableTokens: NLL sums per model (all windows pooled), and per
+    // window Σ (SharedLLM − truncated) NLL over its copyable tokens and their count.
     SplitNll split_shared, split_trunc, split_yarn;
-    int64_t copy_count = 0, other_count = 0;
-    std::vector<double> copy_diff, copy_n;  // per window: Σ (SharedLLM − truncated) NLL, count
+    std::vector<double> copy_diff, copy_n;
     const bool full = x > 1 && x <= full_attention_max;
     for (int64_t i = 0; i < windows; ++i) {
       const size_t doc = rng() % docs.size();
@@ -181,18 +188,11 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
       if (!context.empty()) {
         const std::vector<bool> copyable = CopyableTokens(context, text);
         flags.assign(copyable.end() - scored, copyable.end());
-        split_trunc.Add(trunc_tail, flags);
-        split_shared.Add(shared_tail, flags);
-        double diff = 0, n = 0;
-        for (int64_t k = 0; k < scored; ++k) {
-          if (!flags[k]) continue;
-          diff += shared_tail[k] - trunc_tail[k];
-          ++n;
-        }
-        copy_count += static_cast<int64_t>(n);
-        other_count += scored - static_cast<int64_t>(n);
-        copy_diff.push_back(diff);
-        copy_n.push_back(n);
+        const SplitNll t = SplitNll::Of(trunc_tail, flags), sh = SplitNll::Of(shared_tail, flags);
+        split_trunc += t;
+        split_shared += sh;
+        copy_diff.push_back(sh.copyable - t.copyable);
+        copy_n.push_back(static_cast<double>(std::count(flags.begin(), flags.end(), true)));
       }
       stream_nll.push_back(StreamingNll(m.lm, all, scored));
       if (full) {
@@ -201,7 +201,7 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
         linear_sum += FullAttentionNll(m, all, scored, RopeType::kLinear, factor);
         yarn_sum += FullAttentionNll(m, all, scored, RopeType::kYarn, factor, &yarn_tail);
         // Full attention reads the text's own context: split by it (foreign: not comparable).
-        if (!foreign_context && !flags.empty()) split_yarn.Add(yarn_tail, flags);
+        if (!foreign_context && !flags.empty()) split_yarn += SplitNll::Of(yarn_tail, flags);
       }
       ++p.windows;
     }
@@ -215,7 +215,11 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
     p.log_ratio_se = PairedMeanDifference(shared_nll, trunc_nll).standard_error;
     p.streaming_ppl = std::exp(mean(stream_nll));
     p.streaming_log_ratio_se = PairedMeanDifference(stream_nll, trunc_nll).standard_error;
-    if (copy_count + other_count > 0) {
+    // Windows with a context, each scoring `scored` tokens.
+    int64_t copy_count = 0;
+    for (double n : copy_n) copy_count += static_cast<int64_t>(n);
+    const int64_t other_count = static_cast<int64_t>(copy_n.size()) * scored - copy_count;
+    if (!copy_n.empty()) {
       p.copyable_fraction = static_cast<double>(copy_count) / static_cast<double>(copy_count + other_count);
     }
     const auto ppl = [](double sum, int64_t count) {
