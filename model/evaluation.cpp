@@ -130,9 +130,14 @@ struct SplitNll {
 
 std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard,
                                          const std::vector<double>& multiples, int64_t windows,
-                                         uint64_t seed, double full_attention_max,
-                                         bool foreign_context) {
+                                         uint64_t seed, const PplOptions& options) {
   Check(m.shared != nullptr, "perplexity evaluation needs a SharedLLM model");
+  const bool foreign_context = options.foreign_context;
+  const std::vector<int64_t>& rename = options.rename_ids;
+  Check(rename.empty() || (rename.size() == 2 && rename[0] >= 0 && rename[0] + 2 <= rename[1] &&
+                           rename[1] <= m.config.vocab_size),
+        "rename ids must be [lo, hi) inside the vocabulary, at least two ids");
+  Check(rename.empty() || !foreign_context, "renaming and a foreign context exclude each other");
   c10::InferenceMode guard;
   const int64_t w = m.config.max_position_embeddings;
   const int64_t chunk = m.shared->config().chunk_size;
@@ -162,15 +167,23 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
     // window Σ (SharedLLM − truncated) NLL over its copyable tokens and their count.
     SplitNll split_shared, split_trunc, split_yarn;
     std::vector<double> copy_diff, copy_n;
-    const bool full = x > 1 && x <= full_attention_max;
+    const bool full = x > 1 && x <= options.full_attention_max;
     for (int64_t i = 0; i < windows; ++i) {
       const size_t doc = rng() % docs.size();
       const auto [first, count] = shard.Document(docs[doc]);
       const int64_t start = first + static_cast<int64_t>(rng() % (count - max_len + 1));
       // The same last W tokens in every length: only the context in front of them grows.
-      const auto all = shard.Slice(start + max_len - w - context_len, context_len + w);
+      std::vector<int64_t> all = shard.Slice(start + max_len - w - context_len, context_len + w);
       std::vector<int64_t> context(all.begin(), all.begin() + context_len);
-      const std::vector<int64_t> text(all.begin() + context_len, all.end());
+      std::vector<int64_t> text(all.begin() + context_len, all.end());
+      if (!rename.empty()) {
+        // One generator per window, the text's ids drawn first: its renaming is the same at
+        // every length, only the context's grows.
+        std::mt19937_64 rename_rng((seed ^ 0x4e41'4d45'7265'6eULL) + static_cast<uint64_t>(i));
+        RenameTokens(text, context, rename[0], rename[1], rename_rng);
+        std::copy(context.begin(), context.end(), all.begin());
+        std::copy(text.begin(), text.end(), all.begin() + context_len);
+      }
       if (foreign_context) {
         // As long a context from another document: what the text gains from its genre alone.
         const size_t other = (doc + 1 + foreign_rng() % (docs.size() - 1)) % docs.size();

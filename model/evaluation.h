@@ -57,15 +57,22 @@ PairedDifference PooledMeanDifference(const std::vector<double>& sums, const std
 // Perplexity at L = multiple × W for each multiple; windows drawn (seeded) from `shard`'s
 // documents long enough for the longest multiple. StreamingLLM (model/streaming_llm.h) reads all
 // L tokens at every length (O(L W)).
-// `foreign_context`: SharedLLM reads an equally long context from another document of the shard
-// instead of the text's own (the same windows and text scored): the gain a context of the same
-// genre gives without bearing on the text.
-// `full_attention_max` > 0 also measures the full-attention baselines at multiples up to it
-// (attention over L tokens costs O(L^2) memory).
+struct PplOptions {
+  // > 0: also measure the full-attention baselines at multiples up to this (attention over L
+  // tokens costs O(L^2) memory).
+  double full_attention_max = 0;
+  // SharedLLM reads an equally long context from another document of the shard instead of the
+  // text's own (the same windows and text scored): the gain a context of the same genre gives
+  // without bearing on the text.
+  bool foreign_context = false;
+  // [lo, hi): each window's tokens with ids in the range renamed (RenameTokens, model/scoring.h),
+  // the text's the same at every length: a document whose identifiers no model knows from
+  // training, only from its context. Empty: the text as it is.
+  std::vector<int64_t> rename_ids;
+};
 std::vector<PplPoint> EvaluatePerplexity(LoadedModel& model, const TokenShard& shard,
                                          const std::vector<double>& multiples, int64_t windows,
-                                         uint64_t seed, double full_attention_max = 0,
-                                         bool foreign_context = false);
+                                         uint64_t seed, const PplOptions& options = {});
 
 struct PasskeyPoint {
   double length_multiple = 1;

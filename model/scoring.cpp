@@ -1,6 +1,8 @@
 #include "model/scoring.h"
 
+#include <numeric>
 #include <set>
+#include <unordered_map>
 #include <utility>
 
 #include <ATen/ATen.h>
@@ -41,6 +43,32 @@ std::vector<bool> CopyableTokens(const std::vector<int64_t>& context, const std:
     in_running.insert(b);
   }
   return copyable;
+}
+
+void RenameTokens(std::vector<int64_t>& context, std::vector<int64_t>& running, int64_t lo, int64_t hi,
+                  std::mt19937_64& rng) {
+  Check(lo >= 0 && lo < hi, "RenameTokens needs 0 <= lo < hi");
+  // The distinct ids in range, in order of first appearance; each takes the next id of a
+  // partial Fisher-Yates shuffle of [lo, hi), so no two share a new id.
+  std::unordered_map<int64_t, int64_t> to;
+  std::vector<int64_t> pool;
+  const auto rename = [&](int64_t& id) {
+    if (id < lo || id >= hi) return;
+    auto it = to.find(id);
+    if (it == to.end()) {
+      if (pool.empty()) {
+        pool.resize(static_cast<size_t>(hi - lo));
+        std::iota(pool.begin(), pool.end(), lo);
+      }
+      const size_t k = to.size();
+      const size_t j = std::uniform_int_distribution<size_t>(k, pool.size() - 1)(rng);
+      std::swap(pool[k], pool[j]);
+      it = to.emplace(id, pool[k]).first;
+    }
+    id = it->second;
+  };
+  for (int64_t& id : context) rename(id);
+  for (int64_t& id : running) rename(id);
 }
 
 }  // namespace sharedllm

@@ -1,6 +1,7 @@
 // Per-token negative log-likelihood, the quantity perplexity is made of.
 #pragma once
 
+#include <random>
 #include <vector>
 
 #include "model/llama.h"
@@ -17,5 +18,12 @@ std::vector<double> TokenNll(CausalLM& lm, const std::vector<int64_t>& ids,
 // occur in ids[0..i]. What a long context can add that the running text cannot (identifiers of a
 // file, names of a book); `eval ppl` reports these tokens apart, `lm_copy_weight` weights them.
 std::vector<bool> CopyableTokens(const std::vector<int64_t>& context, const std::vector<int64_t>& ids);
+
+// Renames every distinct token of `context` and `running` whose id lies in [lo, hi) to an id of
+// that range drawn without replacement: one to one, the same in both, every other token as it was
+// (`lm_rename` trains on such documents, `eval ppl --rename-ids` scores them). Draws from `rng`
+// only for the tokens it renames, in order of first appearance: `context` first.
+void RenameTokens(std::vector<int64_t>& context, std::vector<int64_t>& running, int64_t lo, int64_t hi,
+                  std::mt19937_64& rng);
 
 }  // namespace sharedllm

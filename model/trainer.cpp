@@ -155,6 +155,13 @@ class Run {
     Check(c.lm_copy_weight > 0, "lm_copy_weight must be > 0");
     Check(c.lm_copy_weight == 1 || c.mode != "base",
           "lm_copy_weight weights the language modelling of a SharedLLM (lm or sft), not base training");
+    Check(c.lm_rename >= 0 && c.lm_rename <= 1, "lm_rename must be in [0, 1]");
+    Check(c.lm_rename == 0 || c.mode != "base",
+          "lm_rename renames the language modelling of a SharedLLM (lm or sft), not base training");
+    Check(c.lm_rename == 0 ||
+              (c.lm_rename_ids.size() == 2 && c.lm_rename_ids[0] >= 0 &&
+               c.lm_rename_ids[0] + 2 <= c.lm_rename_ids[1]),
+          "lm_rename needs lm_rename_ids [lo, hi): 0 <= lo and at least two ids");
     Check(c.lm_distill_context >= -1,
           "lm_distill_context must be >= 0 tokens, or -1 for seq_len");
     RuntimeOptions runtime;
@@ -203,6 +210,9 @@ class Run {
         }
         Check(matched, "frozen: no parameter name contains '" + part + "'");
       }
+      Check(c.lm_rename == 0 || c.lm_rename_ids[1] <= model_->config.vocab_size,
+            "lm_rename_ids must lie inside the model's vocabulary (" +
+                std::to_string(model_->config.vocab_size) + " ids)");
       Check(c.mode != "sft" || model_->tokenizer, "sft needs the model's tokenizer.model");
     }
     Check(train_->vocab_size() <= model_->config.vocab_size,
@@ -368,6 +378,14 @@ class Run {
           // (the eval loss keeps the text's own context)
           const double foreign = stream == kTrainStream ? c_.lm_foreign_context : 0.0;
           LmSample sample = DrawLmSample(lm_window, rng, n * chunk, c_.seq_len + 1, foreign);
+          if (c_.lm_rename > 0 && stream == kTrainStream) {
+            // Its own generator: the sample's draws (and so its tree) are those of a run without.
+            auto rename_rng = SampleRng(c_.seed, step, micro * c_.batch_size + i, stream + 200);
+            if (std::uniform_real_distribution<double>(0, 1)(rename_rng) < c_.lm_rename) {
+              RenameTokens(sample.context, sample.running, c_.lm_rename_ids[0], c_.lm_rename_ids[1],
+                           rename_rng);
+            }
+          }
           context = std::move(sample.context);
           inputs.emplace_back(sample.running.begin(), sample.running.end() - 1);
           targets.emplace_back(sample.running.begin() + 1, sample.running.end());
@@ -534,7 +552,8 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
       "mode", "init", "model_config", "tokenizer", "out", "train_shards", "train_shard_weights",
       "eval_shards", "seq_len",
       "context_chunks", "lm_chunks_min", "lm_scored_tokens", "lm_foreign_context",
-      "lm_within_document", "lm_distill", "lm_distill_context", "lm_copy_weight", "batch_size",
+      "lm_within_document", "lm_distill", "lm_distill_context", "lm_copy_weight", "lm_rename",
+      "lm_rename_ids", "batch_size",
       "grad_accum", "steps", "warmup_steps", "lr", "min_lr_ratio", "new_params_lr_scale",
       "weight_decay", "grad_clip",
       "bf16_autocast", "lower_trainable", "separate_compressor", "upper_trainable", "gate", "sink",
@@ -552,7 +571,8 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
     GET(train_shard_weights);
     GET(eval_shards); GET(seq_len); GET(context_chunks); GET(lm_chunks_min);
     GET(lm_scored_tokens); GET(lm_foreign_context); GET(lm_within_document);
-    GET(lm_distill); GET(lm_distill_context); GET(lm_copy_weight);
+    GET(lm_distill); GET(lm_distill_context); GET(lm_copy_weight); GET(lm_rename);
+    GET(lm_rename_ids);
     GET(batch_size); GET(grad_accum);
     GET(steps); GET(warmup_steps); GET(lr); GET(min_lr_ratio); GET(new_params_lr_scale);
     GET(weight_decay); GET(grad_clip); GET(bf16_autocast); GET(lower_trainable); GET(seed);
@@ -589,6 +609,7 @@ std::string TrainConfig::ToJsonText() const {
             {"lm_foreign_context", lm_foreign_context},
             {"lm_within_document", lm_within_document}, {"lm_distill", lm_distill},
             {"lm_distill_context", lm_distill_context}, {"lm_copy_weight", lm_copy_weight},
+            {"lm_rename", lm_rename}, {"lm_rename_ids", lm_rename_ids},
             {"batch_size", batch_size},
             {"grad_accum", grad_accum}, {"steps", steps},
             {"warmup_steps", warmup_steps}, {"lr", lr}, {"min_lr_ratio", min_lr_ratio},

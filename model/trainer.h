@@ -51,6 +51,12 @@ struct TrainConfig {
   // (model/scoring.h CopyableTokens: tokens that only the context gives, by copying); the loss is
   // the weighted mean over the scored tokens. 1: the plain mean.
   double lm_copy_weight = 1;
+  // lm/sft: the fraction of language-modelling training samples whose tokens with ids in
+  // [lm_rename_ids[0], lm_rename_ids[1]) are renamed, one to one and alike in the context and the
+  // running text (RenameTokens): a document whose identifiers the model cannot know from training,
+  // only copy from its context. The eval loss reads the text as it is. 0: none.
+  double lm_rename = 0;
+  std::vector<int64_t> lm_rename_ids;
   int64_t batch_size = 8;            // samples per micro-batch
   int64_t grad_accum = 1;            // micro-batches per optimizer step
   int64_t steps = 1000;              // optimizer steps in all

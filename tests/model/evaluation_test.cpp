@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <random>
+#include <set>
 
 #include <gtest/gtest.h>
 
@@ -76,6 +78,74 @@ TEST(EvaluationTest, CopyableTokensWorkedExample) {
   EXPECT_TRUE(CopyableTokens({1, 2}, {1}).empty());
 }
 
+// Renaming is one to one, alike in the context and the running text, inside [lo, hi), and leaves
+// every other id; the same generator state gives the same renaming.
+TEST(EvaluationTest, RenameTokensIsOneToOneAndAlikeInBoth) {
+  const std::vector<int64_t> context0 = {5, 100, 101, 5, 100, 109}, running0 = {100, 7, 101, 102, 110};
+  int moved = 0;
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    std::vector<int64_t> context = context0, running = running0;
+    std::mt19937_64 rng(seed);
+    RenameTokens(context, running, 100, 110, rng);
+    EXPECT_EQ(context[0], 5);
+    EXPECT_EQ(context[3], 5);
+    EXPECT_EQ(running[1], 7);
+    EXPECT_EQ(running[4], 110);  // hi is outside the range
+    EXPECT_EQ(context[1], context[4]);
+    EXPECT_EQ(context[1], running[0]);
+    EXPECT_EQ(context[2], running[2]);
+    const std::set<int64_t> renamed = {context[1], context[2], context[5], running[3]};
+    EXPECT_EQ(renamed.size(), 4u) << seed;  // 100, 101, 109, 102 stay distinct
+    for (int64_t id : renamed) {
+      EXPECT_GE(id, 100);
+      EXPECT_LT(id, 110);
+    }
+    moved += context[1] != 100;
+    std::vector<int64_t> again_c = context0, again_r = running0;
+    std::mt19937_64 again(seed);
+    RenameTokens(again_c, again_r, 100, 110, again);
+    EXPECT_EQ(again_c, context);
+    EXPECT_EQ(again_r, running);
+  }
+  EXPECT_GE(moved, 15);  // 100 keeps its id with probability 1/10
+  std::vector<int64_t> c = {1}, r = {2};
+  std::mt19937_64 rng(1);
+  EXPECT_THROW(RenameTokens(c, r, 5, 5, rng), ModelError);
+}
+
+// --rename-ids: a bijection on the ids, so the same tokens are copyable (the same fraction), the
+// text's renaming is the same at every length (one truncated perplexity), and the text scored is
+// another than without it; bad ranges and renaming beside a foreign context are refused.
+TEST(EvaluationTest, RenamedPerplexityScoresTheSameWindowsRenamed) {
+  test::TempDir dir;
+  auto model = TinySharedLLM(dir);
+  test::RandomizeCrossAttention(model->lm, 9);
+  const std::vector<int64_t> period = test::SeededIds(400, 1000, 5);
+  std::vector<int64_t> doc;
+  for (int r = 0; r < 3; ++r) doc.insert(doc.end(), period.begin(), period.end());
+  test::WriteTokenShard(dir / "periodic.bin", 1000, {doc});
+  const TokenShard shard = TokenShard::Open(dir / "periodic.bin");
+  PplOptions renamed;
+  renamed.rename_ids = {3, 1000};
+  const auto plain = EvaluatePerplexity(*model, shard, {1, 2, 4}, 3, 1);
+  const auto r = EvaluatePerplexity(*model, shard, {1, 2, 4}, 3, 1, renamed);
+  ASSERT_EQ(r.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(r[i].copyable_fraction, plain[i].copyable_fraction);
+    EXPECT_DOUBLE_EQ(r[i].truncated_ppl, r[0].truncated_ppl);
+    EXPECT_GT(std::fabs(r[i].truncated_ppl - plain[i].truncated_ppl), 1e-3 * plain[i].truncated_ppl);
+  }
+  EXPECT_GT(r[2].copyable_fraction, 0.5);
+  EXPECT_DOUBLE_EQ(EvaluatePerplexity(*model, shard, {4}, 3, 1, renamed)[0].sharedllm_ppl, r[2].sharedllm_ppl);
+  for (const std::vector<int64_t>& bad : std::vector<std::vector<int64_t>>{{3}, {3, 4}, {3, 1001}, {-1, 5}}) {
+    PplOptions o;
+    o.rename_ids = bad;
+    EXPECT_THROW(EvaluatePerplexity(*model, shard, {4}, 1, 1, o), ModelError) << bad.size();
+  }
+  renamed.foreign_context = true;
+  EXPECT_THROW(EvaluatePerplexity(*model, shard, {4}, 1, 1, renamed), ModelError);
+}
+
 // Perplexity split by copyability: a document that repeats itself with a period longer than the
 // window has its scored tokens copyable once the context holds a period, none without context;
 // both parts pool to the whole (each window scores as many tokens).
@@ -88,7 +158,9 @@ TEST(EvaluationTest, PerplexitySplitsCopyableTokensFromTheOthers) {
   for (int r = 0; r < 3; ++r) doc.insert(doc.end(), period.begin(), period.end());
   test::WriteTokenShard(dir / "periodic.bin", 1000, {doc});
   const TokenShard shard = TokenShard::Open(dir / "periodic.bin");
-  const auto points = EvaluatePerplexity(*model, shard, {1, 4}, 3, 1, /*full_attention_max=*/4);
+  PplOptions full;
+  full.full_attention_max = 4;
+  const auto points = EvaluatePerplexity(*model, shard, {1, 4}, 3, 1, full);
   ASSERT_EQ(points.size(), 2u);
   EXPECT_EQ(points[0].copyable_fraction, 0.0);
   EXPECT_EQ(points[0].sharedllm_copyable_ppl, 0.0);
@@ -130,7 +202,9 @@ TEST(EvaluationTest, ForeignContextScoresTheSameTextWithAnotherDocumentsContext)
                         {test::SeededIds(4 * 256 + 10, 1000, 3), test::SeededIds(4 * 256 + 10, 1000, 4)});
   const TokenShard two = TokenShard::Open(dir / "two.bin");
   const auto own = EvaluatePerplexity(*model, two, {1, 4}, 4, 1);
-  const auto foreign = EvaluatePerplexity(*model, two, {1, 4}, 4, 1, 0, true);
+  PplOptions foreign_options;
+  foreign_options.foreign_context = true;
+  const auto foreign = EvaluatePerplexity(*model, two, {1, 4}, 4, 1, foreign_options);
   ASSERT_EQ(own.size(), 2u);
   ASSERT_EQ(foreign.size(), 2u);
   for (size_t i = 0; i < 2; ++i) {
@@ -141,12 +215,12 @@ TEST(EvaluationTest, ForeignContextScoresTheSameTextWithAnotherDocumentsContext)
   EXPECT_NE(own[1].sharedllm_ppl, own[1].truncated_ppl);
   EXPECT_GT(std::fabs(foreign[1].sharedllm_ppl - own[1].sharedllm_ppl), 1e-6 * own[1].sharedllm_ppl);
   // Deterministic: the same foreign contexts again.
-  EXPECT_DOUBLE_EQ(EvaluatePerplexity(*model, two, {4}, 4, 1, 0, true)[0].sharedllm_ppl,
+  EXPECT_DOUBLE_EQ(EvaluatePerplexity(*model, two, {4}, 4, 1, foreign_options)[0].sharedllm_ppl,
                    foreign[1].sharedllm_ppl);
 
   test::WriteTokenShard(dir / "one.bin", 1000, {test::SeededIds(4 * 256 + 10, 1000, 3)});
   const TokenShard one = TokenShard::Open(dir / "one.bin");
-  EXPECT_THROW(EvaluatePerplexity(*model, one, {4}, 2, 1, 0, true), ModelError);
+  EXPECT_THROW(EvaluatePerplexity(*model, one, {4}, 2, 1, foreign_options), ModelError);
 }
 
 TEST(EvaluationTest, PairedMeanDifferenceWorkedExample) {

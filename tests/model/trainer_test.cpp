@@ -750,6 +750,44 @@ TEST(TrainerTest, CopyWeightChangesOnlyTheTrainingLoss) {
   EXPECT_THROW(Train(base), ModelError);
 }
 
+// lm_rename 0 is the run from before, bit for bit; renaming changes the training loss and not
+// the eval loss (the text as it is); the fields round-trip and bad values are refused.
+TEST(TrainerTest, RenameChangesOnlyTheTrainingLoss) {
+  test::TempDir dir;
+  TrainConfig plain = SharedLLMLanguageModelling(dir, "plain", 3);
+  TrainConfig off = SharedLLMLanguageModelling(dir, "off", 3);
+  off.lm_rename_ids = {3, 61};
+  EXPECT_EQ(Train(plain).final_loss, Train(off).final_loss);
+  TrainConfig held = SharedLLMLanguageModelling(dir, "held", 2);
+  held.lr = 0;
+  TrainConfig renamed = held;
+  renamed.out = dir / "renamed";
+  renamed.lm_rename = 1;
+  renamed.lm_rename_ids = {3, 61};
+  const TrainResult h = Train(held), y = Train(renamed);
+  EXPECT_NE(h.final_loss, y.final_loss);
+  EXPECT_GT(h.eval_loss, 0.0);
+  EXPECT_EQ(h.eval_loss, y.eval_loss);
+  const TrainConfig parsed = TrainConfig::FromJsonText(renamed.ToJsonText());
+  EXPECT_EQ(parsed.lm_rename, 1.0);
+  EXPECT_EQ(parsed.lm_rename_ids, (std::vector<int64_t>{3, 61}));
+  const std::vector<std::function<void(TrainConfig&)>> bad = {
+      [](TrainConfig& c) { c.lm_rename = 1.5; },
+      [](TrainConfig& c) { c.lm_rename_ids.clear(); },
+      [](TrainConfig& c) { c.lm_rename_ids = {3, 4}; },    // one id: nothing to rename it to
+      [](TrainConfig& c) { c.lm_rename_ids = {3, 62}; }};  // past the 61-id vocabulary
+  for (size_t i = 0; i < bad.size(); ++i) {
+    TrainConfig c = renamed;
+    c.out = dir / ("bad-" + std::to_string(i));
+    bad[i](c);
+    EXPECT_THROW(Train(c), ModelError) << i;
+  }
+  TrainConfig base = BaseConfig(dir, "base-rename");
+  base.lm_rename = 0.5;
+  base.lm_rename_ids = {3, 61};
+  EXPECT_THROW(Train(base), ModelError);
+}
+
 // The fields that change a SharedLLM are refused in base mode, not silently ignored.
 TEST(TrainerTest, BaseModeRefusesSharedLLMOnlyFields) {
   test::TempDir dir;

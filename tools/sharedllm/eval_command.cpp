@@ -79,8 +79,8 @@ int EvalCommand(const Args& args) {
   std::string model_dir, shard_path, lengths = "1,2,4,8,16,32", depths = "0,0.25,0.5,0.75,1", out, ablate,
       full_from;
   int64_t windows = 50, trials = 5, seed = 1;
-  double full_max = 0;
-  bool foreign_context = false;
+  PplOptions ppl_options;
+  std::string rename_ids;
   RuntimeFlags runtime;
   FlagSet flags("sharedllm eval " + task + " --model DIR" +
                     (task == "ppl" ? " --shard F [--lengths L] [--windows N]" : " [--lengths L] [--depths D] [--trials N]") +
@@ -99,15 +99,18 @@ int EvalCommand(const Args& args) {
   if (task == "ppl") {
     flags.String("shard", &shard_path, "held-out token shard (tools/corpus/make_shards.py)");
     flags.Int("windows", &windows, "windows per length");
-    flags.Double("full-attention-max", &full_max,
+    flags.Double("full-attention-max", &ppl_options.full_attention_max,
                  "also score full attention over all L tokens with PI and YaRN rotary scaling, at "
                  "multiples up to this (O(L^2) memory); 0 = off");
     flags.String("full-attention-from", &full_from,
                  "instead, copy them from this earlier `eval ppl` JSON of the same base model, "
                  "shard, --windows and --seed (refused unless its truncated perplexities match)");
-    flags.Bool("foreign-context", &foreign_context,
+    flags.Bool("foreign-context", &ppl_options.foreign_context,
                "SharedLLM reads an equally long context from another document of the shard instead "
                "of the text's own (same windows): what the genre alone gives");
+    flags.String("rename-ids", &rename_ids,
+                 "LO,HI: rename each window's tokens with ids in [LO, HI) one to one (the same in "
+                 "context and text): identifiers only the context gives, a test of copying");
     flags.Require("shard");
   } else {
     flags.String("depths", &depths, "needle depths in [0, 1], comma-separated");
@@ -116,7 +119,7 @@ int EvalCommand(const Args& args) {
   runtime.Register(flags);
   flags.Require("model");
   if (int rc = flags.Parse(Args(args.begin() + 1, args.end())); rc >= 0) return rc;
-  if (full_max > 0 && !full_from.empty()) {
+  if (ppl_options.full_attention_max > 0 && !full_from.empty()) {
     std::cerr << "--full-attention-max and --full-attention-from exclude each other\n";
     return 2;
   }
@@ -128,9 +131,19 @@ int EvalCommand(const Args& args) {
   if (task == "ppl") {
     const TokenShard shard = TokenShard::Open(shard_path, model->config.vocab_size);
     j["shard"] = shard_path;
-    if (foreign_context) j["context"] = "foreign";
-    for (const auto& p : EvaluatePerplexity(*model, shard, ParseDoubleList(lengths), windows, seed, full_max,
-                                           foreign_context)) {
+    if (ppl_options.foreign_context) j["context"] = "foreign";
+    if (!rename_ids.empty()) {
+      for (double id : ParseDoubleList(rename_ids)) {
+        if (id != std::floor(id)) {
+          std::cerr << "--rename-ids takes two token ids, LO,HI; got " << rename_ids << "\n";
+          return 2;
+        }
+        ppl_options.rename_ids.push_back(static_cast<int64_t>(id));
+      }
+      j["rename_ids"] = ppl_options.rename_ids;
+    }
+    for (const auto& p : EvaluatePerplexity(*model, shard, ParseDoubleList(lengths), windows, seed,
+                                           ppl_options)) {
       nlohmann::json point = {{"length_multiple", p.length_multiple}, {"windows", p.windows},
                               {"sharedllm_ppl", p.sharedllm_ppl}, {"truncated_ppl", p.truncated_ppl},
                               {"streaming_ppl", p.streaming_ppl}, {"log_ratio_se", p.log_ratio_se},
