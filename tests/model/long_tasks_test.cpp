@@ -542,6 +542,17 @@ TEST(EvalCliTest, JsonAblationsAndResultsTables) {
               1e-5 * pj["points"][0].at("truncated_ppl").get<double>());
   EXPECT_GT(pj["points"][1].at("streaming_ppl").get<double>(), 1.0);
 
+  // --rename-ids: recorded in the JSON, the same windows' text renamed; a fractional id refused.
+  auto renamed = run({"eval", "ppl", "--shard", dir / "heldout.bin", "--lengths", "1,2", "--windows", "2",
+                      "--ablate", "selection=mean", "--rename-ids", "3,1000", "--out", dir / "renamed.json"});
+  ASSERT_EQ(renamed.exit_code, 0) << renamed.err;
+  const auto rn = nlohmann::json::parse(test::ReadFile(dir / "renamed.json"));
+  EXPECT_EQ(rn.at("rename_ids"), (std::vector<int64_t>{3, 1000}));
+  EXPECT_NE(rn["points"][0].at("truncated_ppl").get<double>(), pj["points"][0].at("truncated_ppl").get<double>());
+  auto fractional = run({"eval", "ppl", "--shard", dir / "heldout.bin", "--rename-ids", "3,999.5"});
+  EXPECT_EQ(fractional.exit_code, 2);
+  EXPECT_NE(fractional.err.find("--rename-ids"), std::string::npos) << fractional.err;
+
   auto mf = run({"eval", "mathfind", "--lengths", "2", "--trials", "1", "--ablate", "depth=1,search=off",
                  "--out", dir / "mf.json"});
   ASSERT_EQ(mf.exit_code, 0) << mf.err;
