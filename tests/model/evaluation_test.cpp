@@ -66,6 +66,16 @@ TEST(EvaluationTest, UntrainedSharedLLMPerplexityEqualsTruncated) {
   EXPECT_DOUBLE_EQ(points[0].truncated_ppl, points[2].truncated_ppl);
 }
 
+// One document of three periods of 400 seeded ids (vocabulary 1,000): past the first period every
+// token is copyable from the context.
+TokenShard PeriodicShard(const test::TempDir& dir) {
+  const std::vector<int64_t> period = test::SeededIds(400, 1000, 5);
+  std::vector<int64_t> doc;
+  for (int r = 0; r < 3; ++r) doc.insert(doc.end(), period.begin(), period.end());
+  test::WriteTokenShard(dir / "periodic.bin", 1000, {doc});
+  return TokenShard::Open(dir / "periodic.bin");
+}
+
 TEST(EvaluationTest, CopyableTokensWorkedExample) {
   // context 7 8 9 3 5; text 1 7 8 2 3 5 3 5: flags for the targets 7 8 2 3 5 3 5.
   // (1,7) not in the context; (7,8) is and 8 is new: copyable; (8,2), (2,3), (5,3) are not in it;
@@ -120,11 +130,7 @@ TEST(EvaluationTest, RenamedPerplexityScoresTheSameWindowsRenamed) {
   test::TempDir dir;
   auto model = TinySharedLLM(dir);
   test::RandomizeCrossAttention(model->lm, 9);
-  const std::vector<int64_t> period = test::SeededIds(400, 1000, 5);
-  std::vector<int64_t> doc;
-  for (int r = 0; r < 3; ++r) doc.insert(doc.end(), period.begin(), period.end());
-  test::WriteTokenShard(dir / "periodic.bin", 1000, {doc});
-  const TokenShard shard = TokenShard::Open(dir / "periodic.bin");
+  const TokenShard shard = PeriodicShard(dir);
   PplOptions renamed;
   renamed.rename_ids = {3, 1000};
   const auto plain = EvaluatePerplexity(*model, shard, {1, 2, 4}, 3, 1);
@@ -153,11 +159,7 @@ TEST(EvaluationTest, PerplexitySplitsCopyableTokensFromTheOthers) {
   test::TempDir dir;
   auto model = TinySharedLLM(dir);
   test::RandomizeCrossAttention(model->lm, 9);
-  const std::vector<int64_t> period = test::SeededIds(400, 1000, 5);
-  std::vector<int64_t> doc;
-  for (int r = 0; r < 3; ++r) doc.insert(doc.end(), period.begin(), period.end());
-  test::WriteTokenShard(dir / "periodic.bin", 1000, {doc});
-  const TokenShard shard = TokenShard::Open(dir / "periodic.bin");
+  const TokenShard shard = PeriodicShard(dir);
   PplOptions full;
   full.full_attention_max = 4;
   const auto points = EvaluatePerplexity(*model, shard, {1, 4}, 3, 1, full);
