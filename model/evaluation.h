@@ -54,9 +54,7 @@ PairedDifference PairedMeanDifference(const std::vector<double>& a, const std::v
 // windows as the independent draws (a ratio estimator, delta method; 0 below two windows).
 PairedDifference PooledMeanDifference(const std::vector<double>& sums, const std::vector<double>& counts);
 
-// Perplexity at L = multiple × W for each multiple; windows drawn (seeded) from `shard`'s
-// documents long enough for the longest multiple. StreamingLLM (model/streaming_llm.h) reads all
-// L tokens at every length (O(L W)).
+// Options of EvaluatePerplexity.
 struct PplOptions {
   // > 0: also measure the full-attention baselines at multiples up to this (attention over L
   // tokens costs O(L^2) memory).
@@ -70,6 +68,10 @@ struct PplOptions {
   // training, only from its context. Empty: the text as it is.
   std::vector<int64_t> rename_ids;
 };
+
+// Perplexity at L = multiple × W for each multiple; windows drawn (seeded) from `shard`'s
+// documents long enough for the longest multiple. StreamingLLM (model/streaming_llm.h) reads all
+// L tokens at every length (O(L W)).
 std::vector<PplPoint> EvaluatePerplexity(LoadedModel& model, const TokenShard& shard,
                                          const std::vector<double>& multiples, int64_t windows,
                                          uint64_t seed, const PplOptions& options = {});

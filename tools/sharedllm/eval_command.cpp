@@ -123,6 +123,15 @@ int EvalCommand(const Args& args) {
     std::cerr << "--full-attention-max and --full-attention-from exclude each other\n";
     return 2;
   }
+  if (!rename_ids.empty()) {
+    for (double id : ParseDoubleList(rename_ids)) {
+      if (id != std::floor(id)) {
+        std::cerr << "--rename-ids takes two token ids, LO,HI; got " << rename_ids << "\n";
+        return 2;
+      }
+      ppl_options.rename_ids.push_back(static_cast<int64_t>(id));
+    }
+  }
   const Ablation ablation = ParseAblation(ablate);
   auto model = LoadModel(model_dir, runtime.Get());
   nlohmann::json j = {{"task", task}, {"model", model_dir}, {"seed", seed},
@@ -132,16 +141,7 @@ int EvalCommand(const Args& args) {
     const TokenShard shard = TokenShard::Open(shard_path, model->config.vocab_size);
     j["shard"] = shard_path;
     if (ppl_options.foreign_context) j["context"] = "foreign";
-    if (!rename_ids.empty()) {
-      for (double id : ParseDoubleList(rename_ids)) {
-        if (id != std::floor(id)) {
-          std::cerr << "--rename-ids takes two token ids, LO,HI; got " << rename_ids << "\n";
-          return 2;
-        }
-        ppl_options.rename_ids.push_back(static_cast<int64_t>(id));
-      }
-      j["rename_ids"] = ppl_options.rename_ids;
-    }
+    if (!ppl_options.rename_ids.empty()) j["rename_ids"] = ppl_options.rename_ids;
     for (const auto& p : EvaluatePerplexity(*model, shard, ParseDoubleList(lengths), windows, seed,
                                            ppl_options)) {
       nlohmann::json point = {{"length_multiple", p.length_multiple}, {"windows", p.windows},
