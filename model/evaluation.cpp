@@ -134,9 +134,7 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
   Check(m.shared != nullptr, "perplexity evaluation needs a SharedLLM model");
   const bool foreign_context = options.foreign_context;
   const std::vector<int64_t>& rename = options.rename_ids;
-  Check(rename.empty() || (rename.size() == 2 && rename[0] >= 0 && rename[0] + 2 <= rename[1] &&
-                           rename[1] <= m.config.vocab_size),
-        "rename ids must be [lo, hi) inside the vocabulary, at least two ids");
+  if (!rename.empty()) CheckRenameIds(rename, m.config.vocab_size);
   Check(rename.empty() || !foreign_context, "renaming and a foreign context exclude each other");
   c10::InferenceMode guard;
   const int64_t w = m.config.max_position_embeddings;

@@ -2,6 +2,7 @@
 
 #include <numeric>
 #include <set>
+#include <string>
 #include <unordered_map>
 #include <utility>
 
@@ -43,6 +44,12 @@ std::vector<bool> CopyableTokens(const std::vector<int64_t>& context, const std:
     in_running.insert(b);
   }
   return copyable;
+}
+
+void CheckRenameIds(const std::vector<int64_t>& ids, int64_t vocab_size) {
+  Check(ids.size() == 2 && ids[0] >= 0 && ids[0] + 2 <= ids[1] && ids[1] <= vocab_size,
+        "rename ids must be [lo, hi) with 0 <= lo, at least two ids, inside the " +
+            std::to_string(vocab_size) + "-id vocabulary");
 }
 
 void RenameTokens(std::vector<int64_t>& context, std::vector<int64_t>& running, int64_t lo, int64_t hi,

@@ -26,4 +26,8 @@ std::vector<bool> CopyableTokens(const std::vector<int64_t>& context, const std:
 void RenameTokens(std::vector<int64_t>& context, std::vector<int64_t>& running, int64_t lo, int64_t hi,
                   std::mt19937_64& rng);
 
+// Throws ModelError unless `ids` is a renaming range [lo, hi): two ids, 0 <= lo, at least two ids
+// in it, inside a vocabulary of `vocab_size` (lm_rename_ids, eval ppl --rename-ids).
+void CheckRenameIds(const std::vector<int64_t>& ids, int64_t vocab_size);
+
 }  // namespace sharedllm

@@ -158,10 +158,6 @@ class Run {
     Check(c.lm_rename >= 0 && c.lm_rename <= 1, "lm_rename must be in [0, 1]");
     Check(c.lm_rename == 0 || c.mode != "base",
           "lm_rename renames the language modelling of a SharedLLM (lm or sft), not base training");
-    Check(c.lm_rename == 0 ||
-              (c.lm_rename_ids.size() == 2 && c.lm_rename_ids[0] >= 0 &&
-               c.lm_rename_ids[0] + 2 <= c.lm_rename_ids[1]),
-          "lm_rename needs lm_rename_ids [lo, hi): 0 <= lo and at least two ids");
     Check(c.lm_distill_context >= -1,
           "lm_distill_context must be >= 0 tokens, or -1 for seq_len");
     RuntimeOptions runtime;
@@ -210,9 +206,7 @@ class Run {
         }
         Check(matched, "frozen: no parameter name contains '" + part + "'");
       }
-      Check(c.lm_rename == 0 || c.lm_rename_ids[1] <= model_->config.vocab_size,
-            "lm_rename_ids must lie inside the model's vocabulary (" +
-                std::to_string(model_->config.vocab_size) + " ids)");
+      if (c.lm_rename > 0) CheckRenameIds(c.lm_rename_ids, model_->config.vocab_size);
       Check(c.mode != "sft" || model_->tokenizer, "sft needs the model's tokenizer.model");
     }
     Check(train_->vocab_size() <= model_->config.vocab_size,
