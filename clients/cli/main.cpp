@@ -379,20 +379,32 @@ std::unique_ptr<Client> ConnectForDocument(const Connection& base, const Args& a
   return client;
 }
 
-int StatusCommand(const Connection& base, const Args& args) {
+// A unary call on one document: parses `ID`, sends {document_id: ID} with `rpc` and prints the
+// response with `print(id, response)`.
+template <typename Request, typename Response, typename Print>
+int DocumentCall(const Connection& base, const Args& args, const char* usage, const char* help,
+                 grpc::Status (pb::DocumentService::Stub::*rpc)(grpc::ClientContext*,
+                                                                const Request&, Response*),
+                 Print print) {
   std::string id;
   int rc;
-  auto client = ConnectForDocument(base, args, "sharedllm-cli status ID",
-                                   "Prints the index job of document ID once.", &id, &rc);
+  auto client = ConnectForDocument(base, args, usage, help, &id, &rc);
   if (!client) return rc;
   auto ctx = client->Context();
-  pb::GetIndexStatusRequest request;
+  Request request;
   request.set_document_id(id);
-  pb::IndexJob job;
-  grpc::Status status = client->documents().GetIndexStatus(ctx.get(), request, &job);
+  Response response;
+  grpc::Status status = (client->documents().*rpc)(ctx.get(), request, &response);
   if (!status.ok()) return RpcError(status);
-  PrintJob(job);
+  print(id, response);
   return 0;
+}
+
+int StatusCommand(const Connection& base, const Args& args) {
+  return DocumentCall(base, args, "sharedllm-cli status ID",
+                      "Prints the index job of document ID once.",
+                      &pb::DocumentService::Stub::GetIndexStatus,
+                      [](const std::string&, const pb::IndexJob& job) { PrintJob(job); });
 }
 
 int WatchCommand(const Connection& base, const Args& args) {
@@ -408,19 +420,9 @@ int WatchCommand(const Connection& base, const Args& args) {
 }
 
 int GetCommand(const Connection& base, const Args& args) {
-  std::string id;
-  int rc;
-  auto client = ConnectForDocument(base, args, "sharedllm-cli get ID",
-                                   "Prints the metadata of document ID.", &id, &rc);
-  if (!client) return rc;
-  auto ctx = client->Context();
-  pb::GetDocumentRequest request;
-  request.set_document_id(id);
-  pb::Document doc;
-  grpc::Status status = client->documents().GetDocument(ctx.get(), request, &doc);
-  if (!status.ok()) return RpcError(status);
-  PrintDocument(doc);
-  return 0;
+  return DocumentCall(base, args, "sharedllm-cli get ID", "Prints the metadata of document ID.",
+                      &pb::DocumentService::Stub::GetDocument,
+                      [](const std::string&, const pb::Document& doc) { PrintDocument(doc); });
 }
 
 int ListCommand(const Connection& base, const Args& args) {
@@ -466,37 +468,20 @@ int ListCommand(const Connection& base, const Args& args) {
 }
 
 int DeleteCommand(const Connection& base, const Args& args) {
-  std::string id;
-  int rc;
-  auto client = ConnectForDocument(base, args, "sharedllm-cli delete ID",
-                                   "Removes document ID and its context tree.", &id, &rc);
-  if (!client) return rc;
-  auto ctx = client->Context();
-  pb::DeleteDocumentRequest request;
-  request.set_document_id(id);
-  pb::DeleteDocumentResponse response;
-  grpc::Status status = client->documents().DeleteDocument(ctx.get(), request, &response);
-  if (!status.ok()) return RpcError(status);
-  std::cout << "deleted " << id << "\n";
-  return 0;
+  return DocumentCall(base, args, "sharedllm-cli delete ID",
+                      "Removes document ID and its context tree.",
+                      &pb::DocumentService::Stub::DeleteDocument,
+                      [](const std::string& id, const pb::DeleteDocumentResponse&) {
+                        std::cout << "deleted " << id << "\n";
+                      });
 }
 
 int CancelCommand(const Connection& base, const Args& args) {
-  std::string id;
-  int rc;
-  auto client = ConnectForDocument(
+  return DocumentCall(
       base, args, "sharedllm-cli cancel ID",
-      "Cancels the queued or running index job of document ID (the document is removed).", &id,
-      &rc);
-  if (!client) return rc;
-  auto ctx = client->Context();
-  pb::CancelIndexJobRequest request;
-  request.set_document_id(id);
-  pb::IndexJob job;
-  grpc::Status status = client->documents().CancelIndexJob(ctx.get(), request, &job);
-  if (!status.ok()) return RpcError(status);
-  PrintJob(job);
-  return 0;
+      "Cancels the queued or running index job of document ID (the document is removed).",
+      &pb::DocumentService::Stub::CancelIndexJob,
+      [](const std::string&, const pb::IndexJob& job) { PrintJob(job); });
 }
 
 // Flags shared by ask and retrieve: which documents, and the question.

@@ -101,6 +101,16 @@ class FakeDocuments final : public pb::DocumentService::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status GetDocument(grpc::ServerContext* ctx, const pb::GetDocumentRequest* req,
+                           pb::Document* doc) override {
+    if (auto t = keys_->Authenticate(*ctx); !t.ok()) return ToGrpcStatus(t.status());
+    doc->set_document_id(req->document_id());
+    doc->set_collection_id("c9");
+    doc->set_state(pb::IndexJob::READY);
+    doc->set_num_tokens(1234);
+    return grpc::Status::OK;
+  }
+
   grpc::Status ListDocuments(grpc::ServerContext* ctx, const pb::ListDocumentsRequest* req,
                              pb::ListDocumentsResponse* resp) override {
     if (auto t = keys_->Authenticate(*ctx); !t.ok()) return ToGrpcStatus(t.status());
@@ -315,6 +325,12 @@ TEST_F(CliClientTest, OtherCommands) {
   auto status = Cli({"status", "doc"});
   EXPECT_EQ(status.exit_code, 0);
   EXPECT_NE(status.out.find("doc  READY"), std::string::npos) << status.out;
+
+  auto get = Cli({"get", "doc"});
+  EXPECT_EQ(get.exit_code, 0) << get.err;
+  EXPECT_NE(get.out.find("document_id:       doc\n"), std::string::npos) << get.out;
+  EXPECT_NE(get.out.find("collection_id:     c9\n"), std::string::npos) << get.out;
+  EXPECT_NE(get.out.find("num_tokens:        1234\n"), std::string::npos) << get.out;
 
   auto list = Cli({"list", "--collection", "c9"});
   EXPECT_EQ(list.exit_code, 0) << list.err;
