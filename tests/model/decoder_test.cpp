@@ -16,27 +16,16 @@
 #include "model/errors.h"
 #include "model/sampler.h"
 #include "model/tokenizer.h"
+#include "tests/model_error.h"
 #include "tests/model_util.h"
 
 namespace sharedllm {
 namespace {
 
+using test::ErrorOf;
 using test::FullLogits;
 using test::SeededIds;
 using test::TinyModel;
-
-std::string ErrorOf(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ModelError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "threw a non-ModelError: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "did not throw";
-  return "";
-}
 
 SamplingOptions Greedy(int64_t max_tokens) {
   SamplingOptions o;

@@ -20,11 +20,13 @@
 #include "model/safetensors.h"
 #include "model/scoring.h"
 #include "model/weights.h"
+#include "tests/model_error.h"
 #include "tests/model_util.h"
 
 namespace sharedllm {
 namespace {
 
+using test::ErrorOf;
 using test::FullLogits;
 using test::Ids;
 using test::MaxAbsDiff;
@@ -48,19 +50,6 @@ ModelConfig MistralConfig(int64_t window) {
   c.model_type = "mistral";
   c.sliding_window = window;
   return c;
-}
-
-std::string ErrorOf(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ModelError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "threw a non-ModelError: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "did not throw";
-  return "";
 }
 
 // Prefills `ids` in the given chunk sizes, then decodes the rest one token at a time, checking

@@ -15,11 +15,13 @@
 #include <set>
 
 #include "model/errors.h"
+#include "tests/model_error.h"
 #include "tests/test_util.h"
 
 namespace sharedllm {
 namespace {
 
+using test::ErrorOf;
 using nlohmann::json;
 using test::TempDir;
 
@@ -40,21 +42,6 @@ std::string RawFile(const std::string& header, const std::string& data = "") {
   const uint64_t n = header.size();
   for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
   return out + header + data;
-}
-
-// The ModelError message of opening `path`; fails the test when nothing (or something else) is thrown.
-template <typename Open>
-std::string ErrorOf(Open open) {
-  try {
-    open();
-  } catch (const ModelError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "threw a non-ModelError: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "did not throw";
-  return "";
 }
 
 std::string FileError(const std::string& path) {

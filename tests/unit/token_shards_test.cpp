@@ -14,11 +14,13 @@
 #include <vector>
 
 #include "model/errors.h"
+#include "tests/model_error.h"
 #include "tests/test_util.h"
 
 namespace sharedllm {
 namespace {
 
+using test::ErrorOf;
 using test::TempDir;
 
 void PutU32(std::string* out, uint32_t v) {
@@ -69,21 +71,6 @@ struct ShardSpec {
 };
 
 std::vector<int64_t> AsInt64(const std::vector<uint32_t>& v) { return {v.begin(), v.end()}; }
-
-// The ModelError message of `open`; fails the test when nothing (or something else) is thrown.
-template <typename Fn>
-std::string ErrorOf(Fn fn) {
-  try {
-    fn();
-  } catch (const ModelError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "threw a non-ModelError: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "did not throw";
-  return "";
-}
 
 class TokenShardTest : public ::testing::Test {
  protected:
