@@ -74,7 +74,7 @@ at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& h, const LayerInputs
   return x + mlp(post_attention_layernorm(x));
 }
 
-void LlamaDecoderLayerImpl::AddCrossAttention(const ModelConfig& c) {
+void LlamaDecoderLayerImpl::AddCrossAttention(const ModelConfig& c, double inherit_o_scale) {
   if (cross_attn) return;
   const auto options = self_attn->q_proj->weight.options();
   cross_attn = register_module(
@@ -84,7 +84,9 @@ void LlamaDecoderLayerImpl::AddCrossAttention(const ModelConfig& c) {
   cross_attn->norm->weight.copy_(input_layernorm->weight);
   cross_attn->q_proj->weight.copy_(self_attn->q_proj->weight);
   if (c.qkv_bias) cross_attn->q_proj->bias.copy_(self_attn->q_proj->bias);
-  cross_attn->o_proj->weight.zero_();
+  // 0: o_proj zero, the layer neutral. Otherwise the layer's own heads over the context: the
+  // base's trained output map (copying heads included) rather than one learned from nothing.
+  cross_attn->o_proj->weight.copy_(self_attn->o_proj->weight * inherit_o_scale);
 }
 
 LlamaModelImpl::LlamaModelImpl(const ModelConfig& c, const at::TensorOptions& options) {

@@ -63,8 +63,10 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
   // Only this layer's keys and values for h (see LlamaAttentionImpl::CaptureKV).
   void CaptureKV(const at::Tensor& h, const LayerInputs& in) { self_attn->CaptureKV(input_layernorm(h), in); }
   // Adds `cross_attn` (norm and q_proj copied from this layer's input_layernorm and
-  // self_attn.q_proj, o_proj zero), so the layer still computes exactly what it did before.
-  void AddCrossAttention(const ModelConfig& c);
+  // self_attn.q_proj, o_proj zero), so the layer still computes exactly what it did before; or,
+  // with `inherit_o_scale` s > 0, o_proj = s x self_attn.o_proj: the layer's own heads, reading
+  // the context, added at scale s.
+  void AddCrossAttention(const ModelConfig& c, double inherit_o_scale = 0.0);
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   LlamaAttention self_attn{nullptr};
   LlamaMLP mlp{nullptr};

@@ -1,6 +1,7 @@
 #include "model/sharedllm.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <map>
 #include <numeric>
@@ -22,6 +23,11 @@ bool IsSharedLLMParameter(const std::string& name) {
 
 namespace {
 
+void CheckInheritScale(double s) {
+  Check(std::isfinite(s) && s >= 0,
+        "inherit_o_scale must be a number >= 0 (0: cross-attention starts neutral)");
+}
+
 // A compressor layer: a copy of base layer i's own weights (an injection layer's cross_attn.*
 // stays in the upper model), on the model's device and dtype.
 LlamaDecoderLayer CopyOfBaseLayer(CausalLM& lm, int64_t i) {
@@ -36,14 +42,17 @@ LlamaDecoderLayer CopyOfBaseLayer(CausalLM& lm, int64_t i) {
 
 }  // namespace
 
-SharedLLM::SharedLLM(CausalLM lm, SharedLLMConfig config)
+SharedLLM::SharedLLM(CausalLM lm, SharedLLMConfig config, double inherit_o_scale)
     : lm_(std::move(lm)), config_(std::move(config)) {
   config_.Validate(lm_->config.num_hidden_layers);
+  CheckInheritScale(inherit_o_scale);
   Check(config_.chunk_size <= lm_->config.max_position_embeddings,
         "chunk_size " + std::to_string(config_.chunk_size) + " exceeds the model's window " +
             std::to_string(lm_->config.max_position_embeddings));
   injection_layers_ = config_.InjectionLayers(lm_->config.num_hidden_layers);
-  for (int64_t layer : injection_layers_) lm_->model->layer(layer).AddCrossAttention(lm_->config);
+  for (int64_t layer : injection_layers_) {
+    lm_->model->layer(layer).AddCrossAttention(lm_->config, inherit_o_scale);
+  }
   if (config_.compressor == "separate") SeparateCompressor();
   if (config_.gate) AddGate();
   if (config_.sink) AddSink();
@@ -86,7 +95,7 @@ void SharedLLM::SetAlphas(const std::vector<int64_t>& alphas) {
   config_ = std::move(next);
 }
 
-void SharedLLM::SetNumInjectionLayers(int64_t m, double sink_logit) {
+void SharedLLM::SetNumInjectionLayers(int64_t m, double sink_logit, double inherit_o_scale) {
   const int64_t old = config_.num_injection_layers;
   if (m == old) return;
   Check(m > old, "num_injection_layers can only grow a trained model (" + std::to_string(old) +
@@ -94,13 +103,14 @@ void SharedLLM::SetNumInjectionLayers(int64_t m, double sink_logit) {
   Check(config_.injection == "bottom",
         "num_injection_layers can grow only a bottom injection (this model's is '" +
             config_.injection + "')");
+  CheckInheritScale(inherit_o_scale);
   // Also refuses per-layer sink_keys_ref / sink_keys_slope arrays, sized for the old M.
   SharedLLMConfig next = config_;
   next.num_injection_layers = m;
   next.Validate(lm_->config.num_hidden_layers);
   config_ = std::move(next);
   for (int64_t i = old; i < m; ++i) {
-    lm_->model->layer(i).AddCrossAttention(lm_->config);
+    lm_->model->layer(i).AddCrossAttention(lm_->config, inherit_o_scale);
     injection_layers_.push_back(i);
     if (compressor_) compressor_->push_back(CopyOfBaseLayer(lm_, i));
   }

@@ -48,8 +48,10 @@ struct DocumentTree {
 class SharedLLM {
  public:
   // Adds cross-attention to `lm`'s injection layers (zero o_proj: the model is unchanged until
-  // trained). Throws ModelError when `config` does not fit the base model.
-  SharedLLM(CausalLM lm, SharedLLMConfig config);
+  // trained), or with `inherit_o_scale` s > 0 each layer's own self-attention heads reading the
+  // context, added at scale s (LlamaDecoderLayerImpl::AddCrossAttention). Throws ModelError when
+  // `config` does not fit the base model.
+  SharedLLM(CausalLM lm, SharedLLMConfig config, double inherit_o_scale = 0.0);
 
   const SharedLLMConfig& config() const { return config_; }
   CausalLM& lm() { return lm_; }
@@ -121,10 +123,13 @@ class SharedLLM {
   // Deepens a trained model's bottom injection to `m` layers (config num_injection_layers, at
   // least the current M): each new injection layer gets a neutral cross-attention (zero o_proj;
   // gated, and with a sink at `sink_logit`, when the model has them), a separate compressor a copy
-  // of the base layer. Scores do not change until the new layers train. Only for injection
-  // "bottom" (the other modes move the existing layers) and per-layer sink settings of one value.
-  // Validates first: on an error nothing changes.
-  void SetNumInjectionLayers(int64_t m, double sink_logit = 0.0);
+  // of the base layer. Scores do not change until the new layers train. With `inherit_o_scale`
+  // s > 0 the new cross-attentions start as their layers' own self-attention heads instead
+  // (LlamaDecoderLayerImpl::AddCrossAttention), adding s times what those heads read from the
+  // context (the gate's half-open start compensated), so the base's copying heads read the context
+  // from the first step. Only for injection "bottom" (the other modes move the existing layers) and
+  // per-layer sink settings of one value. Validates first: on an error nothing changes.
+  void SetNumInjectionLayers(int64_t m, double sink_logit = 0.0, double inherit_o_scale = 0.0);
 
   // Marks which parameters train (requires_grad): cross_attn.* always; the layers above the lower
   // model, the final norm and lm_head when `upper_trainable` (the language-modelling default);

@@ -88,6 +88,10 @@ struct TrainConfig {
   // lm/sft: deepen the init's bottom injection to this many layers (SharedLLM::
   // SetNumInjectionLayers; new sinks start at sink_logit); 0 keeps the init's.
   int64_t num_injection_layers = 0;
+  // lm/sft, with num_injection_layers: the new injection layers' cross-attentions start as their
+  // layers' own self-attention heads reading the context, added at this scale (SharedLLM::
+  // SetNumInjectionLayers); 0 starts them neutral (o_proj zero).
+  double inherit_o_scale = 0;
   // lm/sft: each cross-attention query reads only its k highest-scoring context keys
   // (SharedLLMConfig::context_top_k), in training and in the saved model; -1 keeps the init's,
   // 0 reads all.

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <memory>
 
@@ -243,6 +244,36 @@ TEST_F(CliErrorTest, ModelErrorsExit1WithMessage) {
   const CommandResult dtype = Sharedllm({"score", "--model", m, "--token-ids", "1,2", "--dtype", "fp8"});
   EXPECT_EQ(dtype.exit_code, 1);
   EXPECT_TRUE(Contains(dtype.err, "unknown dtype 'fp8'")) << dtype.err;
+}
+
+// init --inherit-o-scale S starts each cross-attention as its layer's own heads: o_proj is S times
+// the self-attention's (0, the default, zero); a negative S is refused (exit 1), nothing written.
+TEST_F(CliTest, InitCanStartTheReadersAsTheLayersOwnHeads) {
+  const std::string base = NewModel("base", test::TinyConfig(), 7);
+  auto init = [&](const std::string& out, std::vector<std::string> extra) {
+    std::vector<std::string> args = {"init",         "--base", base, "--out", dir_ / out,
+                                     "--layers",     "2",      "--chunk-size", "32",
+                                     "--depth",      "2",      "--alphas",     "4,2"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return Sharedllm(args);
+  };
+  ASSERT_EQ(init("neutral", {}).exit_code, 0);
+  const CommandResult inherit = init("inherit", {"--inherit-o-scale", "0.5"});
+  ASSERT_EQ(inherit.exit_code, 0) << inherit.err;
+  CheckpointReader self(base);
+  auto neutral = CheckpointReader::FromFile(dir_ / "neutral/sharedllm.safetensors");
+  auto inherited = CheckpointReader::FromFile(dir_ / "inherit/sharedllm.safetensors");
+  for (const std::string layer : {"0", "1"}) {
+    const std::string l = "model.layers." + layer + ".";
+    const auto o = self.tensor(l + "self_attn.o_proj.weight");
+    ASSERT_GT(o.abs().sum().item<double>(), 0.0);
+    EXPECT_TRUE(at::allclose(inherited.tensor(l + "cross_attn.o_proj.weight"), 0.5 * o)) << layer;
+    EXPECT_EQ(neutral.tensor(l + "cross_attn.o_proj.weight").abs().sum().item<double>(), 0.0);
+  }
+  const CommandResult negative = init("negative", {"--inherit-o-scale", "-1"});
+  EXPECT_EQ(negative.exit_code, 1);
+  EXPECT_TRUE(Contains(negative.err, "inherit_o_scale must be a number >= 0")) << negative.err;
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "negative/sharedllm.safetensors"));
 }
 
 // ---- eval ppl --full-attention-from --------------------------------------------------------------

@@ -630,6 +630,41 @@ TEST(SharedLLMTest, DeeperInjectionStartsNeutralAndRoundTrips) {
   EXPECT_EQ(t.config().num_injection_layers, 1);
 }
 
+// With inherit_o_scale s the new layers start as their own self-attention heads over the
+// context: o_proj = s x self_attn.o_proj (divided by the half-open gate's 0.5 where gated), so the
+// scores move at once; a bad scale is refused with nothing changed.
+TEST(SharedLLMTest, DeeperInjectionCanStartAsTheLayersOwnHeads) {
+  for (const bool gated : {false, true}) {
+    CausalLM lm = test::TinyModel(Config());
+    SharedLLM s(lm, SmallShared(1));
+    s.SeparateCompressor();
+    if (gated) s.AddGate();
+    RandomizeCrossAttention(lm, 13);
+    const auto context = SeededIds(100, 61, 96), text = SeededIds(20, 61, 97);
+    const auto before = ScoreWithContext(s, context, text);
+    const std::string json = s.config().ToJsonText();
+    EXPECT_THROW(s.SetNumInjectionLayers(3, 0.0, -0.5), ModelError);
+    EXPECT_THROW(s.SetNumInjectionLayers(3, 0.0, std::nan("")), ModelError);
+    EXPECT_EQ(s.config().ToJsonText(), json);
+    s.SetNumInjectionLayers(3, 0.0, 0.25);
+    const auto params = lm->named_parameters();
+    for (const std::string layer : {"1", "2"}) {
+      const std::string l = "model.layers." + layer + ".";
+      const auto self_o = params[l + "self_attn.o_proj.weight"];
+      EXPECT_TRUE(at::allclose(params[l + "cross_attn.o_proj.weight"],
+                               self_o * (gated ? 0.5 : 0.25)))
+          << layer;
+      EXPECT_TRUE(at::equal(params[l + "cross_attn.q_proj.weight"],
+                            params[l + "self_attn.q_proj.weight"]));
+      EXPECT_TRUE(at::equal(params[l + "cross_attn.norm.weight"],
+                            params[l + "input_layernorm.weight"]));
+    }
+    // Layer 0's trained reader is left as it was.
+    EXPECT_GT(params["model.layers.0.cross_attn.o_proj.weight"].abs().sum().item<double>(), 0.0);
+    EXPECT_GT(MaxDiff(ScoreWithContext(s, context, text), before), 1e-4) << gated;
+  }
+}
+
 TEST(SharedLLMTest, SaveAndLoadRoundTrip) {
   test::TempDir dir;
   CausalLM lm = test::TinyModel(Config());

@@ -644,6 +644,38 @@ TEST(TrainerTest, InjectionDeepenedByTheConfigTrainsAndIsSaved) {
   EXPECT_THROW(Train(c), ModelError);
 }
 
+// inherit_o_scale starts the added layer as its own self-attention heads (the trained run differs
+// from the neutral start's); it is saved with the recipe, and refused without
+// num_injection_layers or below 0.
+TEST(TrainerTest, InjectionDeepenedFromTheLayersOwnHeads) {
+  test::TempDir dir;
+  TrainConfig neutral = SharedLLMLanguageModelling(dir, "deeper-neutral", 3);
+  neutral.num_injection_layers = 2;
+  Train(neutral);
+  TrainConfig c = SharedLLMLanguageModelling(dir, "deeper-inherit", 3);
+  c.num_injection_layers = 2;
+  c.inherit_o_scale = 0.5;
+  Train(c);
+  const std::string name = "model.layers.1.cross_attn.o_proj.weight";
+  const auto inherited = CheckpointReader::FromFile(c.out + "/sharedllm.safetensors").tensor(name);
+  const auto zero_start =
+      CheckpointReader::FromFile(neutral.out + "/sharedllm.safetensors").tensor(name);
+  // Three steps move each weight by about lr at most: the inherited run stays near its start,
+  // half of the init's self-attention o_proj, and the neutral run near zero.
+  const auto start =
+      0.5 * CheckpointReader(c.init).tensor("model.layers.1.self_attn.o_proj.weight");
+  EXPECT_LT((inherited - start).norm().item<double>(),
+            0.5 * (zero_start - start).norm().item<double>());
+  EXPECT_EQ(TrainConfig::FromJsonText(c.ToJsonText()).inherit_o_scale, 0.5);
+  c.out = dir / "inherit-negative";
+  c.inherit_o_scale = -1;
+  EXPECT_THROW(Train(c), ModelError);
+  c.out = dir / "inherit-alone";
+  c.inherit_o_scale = 0.5;
+  c.num_injection_layers = 0;
+  EXPECT_THROW(Train(c), ModelError);
+}
+
 // context_top_k trains with the top-k read and saves it with the model: the trained weights differ
 // from the same run reading every key, and a negative k is refused.
 TEST(TrainerTest, ContextTopKTrainsAndIsSaved) {

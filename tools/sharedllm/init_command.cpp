@@ -12,11 +12,14 @@ int InitCommand(const Args& args) {
   std::string base, out, alphas = "16,8,4", selection = "first", injection = "bottom";
   int64_t layers = 4, chunk_size = 1024, depth = 3;
   bool no_chunk_positions = false, no_search = false;
+  double inherit_o_scale = 0;
   FlagSet flags("sharedllm init --base DIR --out DIR [--layers M] [--chunk-size C] [--depth H]",
                 "Writes an untrained SharedLLM: the base model's files, sharedllm.json, and\n"
                 "sharedllm.safetensors with the new cross-attention weights (q_proj and norm\n"
                 "copied from each injection layer, o_proj zero), so that it computes exactly what\n"
-                "the base model computes until it is trained.");
+                "the base model computes until it is trained; or, with --inherit-o-scale S,\n"
+                "o_proj = S x the layer's self-attention o_proj: each injection layer's own heads\n"
+                "read the context from the start, the base's copying heads among them.");
   flags.String("base", &base, "base model directory (Hugging Face layout)");
   flags.String("out", &out, "output directory (created)");
   flags.Int("layers", &layers, "M: lower-model depth = number of cross-attention layers");
@@ -27,6 +30,9 @@ int InitCommand(const Args& args) {
   flags.String("injection", &injection, "injection layers: bottom | top | interleaved");
   flags.Bool("no-chunk-positions", &no_chunk_positions, "no rotary chunk positions (ablation)");
   flags.Bool("no-search", &no_search, "no query-aware search (ablation): right child always");
+  flags.Double("inherit-o-scale", &inherit_o_scale,
+               "start the cross-attentions as their layers' own heads, output scaled by S "
+               "(0: neutral)");
   flags.Require("base");
   flags.Require("out");
   if (int rc = flags.Parse(args); rc >= 0) return rc;
@@ -44,7 +50,7 @@ int InitCommand(const Args& args) {
   RuntimeOptions runtime;
   auto model = LoadModel(base, runtime);
   Check(model->shared == nullptr, base + " is already a SharedLLM");
-  SharedLLM shared(model->lm, config);  // validates against the base model
+  SharedLLM shared(model->lm, config, inherit_o_scale);  // validates against the base model
   namespace fs = std::filesystem;
   fs::create_directories(out);
   Check(fs::canonical(out) != fs::canonical(base), "--out must differ from --base");
