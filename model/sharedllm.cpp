@@ -21,12 +21,12 @@ bool IsSharedLLMParameter(const std::string& name) {
   return IsCrossAttentionParameter(name) || name.rfind("compressor.", 0) == 0;
 }
 
-namespace {
-
-void CheckInheritScale(double s) {
+void CheckInheritOScale(double s) {
   Check(std::isfinite(s) && s >= 0,
         "inherit_o_scale must be a number >= 0 (0: cross-attention starts neutral)");
 }
+
+namespace {
 
 // A compressor layer: a copy of base layer i's own weights (an injection layer's cross_attn.*
 // stays in the upper model), on the model's device and dtype.
@@ -45,7 +45,7 @@ LlamaDecoderLayer CopyOfBaseLayer(CausalLM& lm, int64_t i) {
 SharedLLM::SharedLLM(CausalLM lm, SharedLLMConfig config, double inherit_o_scale)
     : lm_(std::move(lm)), config_(std::move(config)) {
   config_.Validate(lm_->config.num_hidden_layers);
-  CheckInheritScale(inherit_o_scale);
+  CheckInheritOScale(inherit_o_scale);
   Check(config_.chunk_size <= lm_->config.max_position_embeddings,
         "chunk_size " + std::to_string(config_.chunk_size) + " exceeds the model's window " +
             std::to_string(lm_->config.max_position_embeddings));
@@ -97,13 +97,16 @@ void SharedLLM::SetAlphas(const std::vector<int64_t>& alphas) {
 
 void SharedLLM::SetNumInjectionLayers(int64_t m, double sink_logit, double inherit_o_scale) {
   const int64_t old = config_.num_injection_layers;
+  CheckInheritOScale(inherit_o_scale);
+  Check(m != old || inherit_o_scale == 0,
+        "inherit_o_scale starts the injection layers num_injection_layers adds; the model already "
+        "has " + std::to_string(old));
   if (m == old) return;
   Check(m > old, "num_injection_layers can only grow a trained model (" + std::to_string(old) +
                      " to " + std::to_string(m) + ")");
   Check(config_.injection == "bottom",
         "num_injection_layers can grow only a bottom injection (this model's is '" +
             config_.injection + "')");
-  CheckInheritScale(inherit_o_scale);
   // Also refuses per-layer sink_keys_ref / sink_keys_slope arrays, sized for the old M.
   SharedLLMConfig next = config_;
   next.num_injection_layers = m;

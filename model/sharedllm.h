@@ -45,6 +45,10 @@ struct DocumentTree {
   int64_t num_chunks() const { return static_cast<int64_t>(chunks.size()); }
 };
 
+// Throws ModelError unless `s` is a cross-attention start scale: finite and >= 0 (inherit_o_scale;
+// 0 starts neutral).
+void CheckInheritOScale(double s);
+
 class SharedLLM {
  public:
   // Adds cross-attention to `lm`'s injection layers (zero o_proj: the model is unchanged until
@@ -127,8 +131,9 @@ class SharedLLM {
   // s > 0 the new cross-attentions start as their layers' own self-attention heads instead
   // (LlamaDecoderLayerImpl::AddCrossAttention), adding s times what those heads read from the
   // context (the gate's half-open start compensated), so the base's copying heads read the context
-  // from the first step. Only for injection "bottom" (the other modes move the existing layers) and
-  // per-layer sink settings of one value. Validates first: on an error nothing changes.
+  // from the first step (a scale where no layer is added is refused). Only for injection "bottom"
+  // (the other modes move the existing layers) and per-layer sink settings of one value.
+  // Validates first: on an error nothing changes.
   void SetNumInjectionLayers(int64_t m, double sink_logit = 0.0, double inherit_o_scale = 0.0);
 
   // Marks which parameters train (requires_grad): cross_attn.* always; the layers above the lower

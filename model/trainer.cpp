@@ -22,6 +22,7 @@
 #include "model/llama.h"
 #include "model/runtime.h"
 #include "model/scoring.h"
+#include "model/sharedllm.h"
 #include "model/sharedllm_config.h"
 #include "model/sft_data.h"
 #include "model/token_shards.h"
@@ -142,8 +143,7 @@ class Run {
           "alphas, num_injection_layers and context_top_k change a SharedLLM (lm or sft); a base "
           "model has none");
     Check(c.num_injection_layers >= 0, "num_injection_layers must be >= 0 (0: the init's)");
-    Check(std::isfinite(c.inherit_o_scale) && c.inherit_o_scale >= 0,
-          "inherit_o_scale must be a number >= 0 (0: new injection layers start neutral)");
+    CheckInheritOScale(c.inherit_o_scale);
     Check(c.inherit_o_scale == 0 || c.num_injection_layers > 0,
           "inherit_o_scale starts the layers num_injection_layers adds; set that too");
     Check(c.context_top_k >= -1, "context_top_k must be >= 0 (0: every key), or -1 for the init's");

@@ -632,7 +632,8 @@ TEST(SharedLLMTest, DeeperInjectionStartsNeutralAndRoundTrips) {
 
 // With inherit_o_scale s the new layers start as their own self-attention heads over the
 // context: o_proj = s x self_attn.o_proj (divided by the half-open gate's 0.5 where gated), so the
-// scores move at once; a bad scale is refused with nothing changed.
+// scores move at once; a bad scale, or a scale that would start no new layer, is refused with
+// nothing changed.
 TEST(SharedLLMTest, DeeperInjectionCanStartAsTheLayersOwnHeads) {
   for (const bool gated : {false, true}) {
     CausalLM lm = test::TinyModel(Config());
@@ -645,6 +646,8 @@ TEST(SharedLLMTest, DeeperInjectionCanStartAsTheLayersOwnHeads) {
     const std::string json = s.config().ToJsonText();
     EXPECT_THROW(s.SetNumInjectionLayers(3, 0.0, -0.5), ModelError);
     EXPECT_THROW(s.SetNumInjectionLayers(3, 0.0, std::nan("")), ModelError);
+    EXPECT_THROW(s.SetNumInjectionLayers(1, 0.0, 0.25), ModelError);  // adds no layer to start
+    EXPECT_THROW(s.SetNumInjectionLayers(1, 0.0, -0.5), ModelError);
     EXPECT_EQ(s.config().ToJsonText(), json);
     s.SetNumInjectionLayers(3, 0.0, 0.25);
     const auto params = lm->named_parameters();
