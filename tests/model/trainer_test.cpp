@@ -187,6 +187,30 @@ TrainConfig SharedLLMLanguageModelling(const test::TempDir& dir, const std::stri
   return c;
 }
 
+// An option set to its "off" value must leave the 3-step run from before it bit for bit:
+// `set_off` applied to one of two otherwise equal runs.
+void ExpectOffIsTheRunFromBefore(const test::TempDir& dir, const std::function<void(TrainConfig&)>& set_off) {
+  TrainConfig plain = SharedLLMLanguageModelling(dir, "plain", 3);
+  TrainConfig off = SharedLLMLanguageModelling(dir, "off", 3);
+  set_off(off);
+  EXPECT_EQ(Train(plain).final_loss, Train(off).final_loss);
+}
+
+// Two 2-step runs with the weights held (lr 0), so both see the same model: the plain one and
+// one changed by `set`. An option that changes only the training loss changes the first result's
+// final loss and leaves its eval loss.
+std::pair<TrainResult, TrainResult> HeldPair(const test::TempDir& dir, const std::function<void(TrainConfig&)>& set,
+                                             const std::function<void(TrainConfig&)>& both = nullptr) {
+  TrainConfig held = SharedLLMLanguageModelling(dir, "held", 2);
+  held.lr = 0;
+  if (both) both(held);
+  TrainConfig changed = held;
+  changed.out = dir / "held-changed";
+  set(changed);
+  const TrainResult h = Train(held);
+  return {h, Train(changed)};
+}
+
 TEST(TrainerTest, SharedLLMLanguageModellingTrainsTheCrossAttention) {
   test::TempDir dir;
   TrainConfig c = SharedLLMLanguageModelling(dir, "lm", 6);
@@ -704,10 +728,7 @@ TEST(TrainerTest, ContextTopKTrainsAndIsSaved) {
 // (with YaRN past the window) is learnt from; the eval loss stays the cross-entropy.
 TEST(TrainerTest, DistillationLearnsTheFullAttentionTeacher) {
   test::TempDir dir;
-  TrainConfig plain = SharedLLMLanguageModelling(dir, "plain", 3);
-  TrainConfig off = SharedLLMLanguageModelling(dir, "off", 3);
-  off.lm_distill_context = 8;
-  EXPECT_EQ(Train(plain).final_loss, Train(off).final_loss);
+  ExpectOffIsTheRunFromBefore(dir, [](TrainConfig& c) { c.lm_distill_context = 8; });
 
   // The untrained cross-attention (zero o_proj) reads nothing, so the model is the truncated one:
   // a teacher that reads no context is the model itself, KL 0.
@@ -759,20 +780,13 @@ TEST(TrainerTest, DistillationLearnsTheFullAttentionTeacher) {
 // the eval loss (plain cross-entropy); the field round-trips, is refused <= 0 and in base mode.
 TEST(TrainerTest, CopyWeightChangesOnlyTheTrainingLoss) {
   test::TempDir dir;
-  TrainConfig plain = SharedLLMLanguageModelling(dir, "plain", 3);
-  TrainConfig one = SharedLLMLanguageModelling(dir, "one", 3);
-  one.lm_copy_weight = 1;
-  EXPECT_EQ(Train(plain).final_loss, Train(one).final_loss);
-  // Weights held (lr 0) so both runs see the same model: the eval loss is the same.
-  TrainConfig held = SharedLLMLanguageModelling(dir, "held", 2);
-  held.lr = 0;
-  held.context_chunks = 8;
-  TrainConfig heavy = held;
-  heavy.out = dir / "heavy";
-  heavy.lm_copy_weight = 50;
-  const TrainResult h = Train(held), y = Train(heavy);
+  ExpectOffIsTheRunFromBefore(dir, [](TrainConfig& c) { c.lm_copy_weight = 1; });
+  const auto [h, y] = HeldPair(
+      dir, [](TrainConfig& c) { c.lm_copy_weight = 50; }, [](TrainConfig& c) { c.context_chunks = 8; });
   EXPECT_NE(h.final_loss, y.final_loss);
   EXPECT_EQ(h.eval_loss, y.eval_loss);
+  TrainConfig heavy = SharedLLMLanguageModelling(dir, "heavy", 3);
+  heavy.lm_copy_weight = 50;
   EXPECT_EQ(TrainConfig::FromJsonText(heavy.ToJsonText()).lm_copy_weight, 50.0);
   TrainConfig bad = SharedLLMLanguageModelling(dir, "bad", 3);
   bad.lm_copy_weight = 0;
@@ -786,20 +800,17 @@ TEST(TrainerTest, CopyWeightChangesOnlyTheTrainingLoss) {
 // the eval loss (the text as it is); the fields round-trip and bad values are refused.
 TEST(TrainerTest, RenameChangesOnlyTheTrainingLoss) {
   test::TempDir dir;
-  TrainConfig plain = SharedLLMLanguageModelling(dir, "plain", 3);
-  TrainConfig off = SharedLLMLanguageModelling(dir, "off", 3);
-  off.lm_rename_ids = {3, 61};
-  EXPECT_EQ(Train(plain).final_loss, Train(off).final_loss);
-  TrainConfig held = SharedLLMLanguageModelling(dir, "held", 2);
-  held.lr = 0;
-  TrainConfig renamed = held;
-  renamed.out = dir / "renamed";
-  renamed.lm_rename = 1;
-  renamed.lm_rename_ids = {3, 61};
-  const TrainResult h = Train(held), y = Train(renamed);
+  ExpectOffIsTheRunFromBefore(dir, [](TrainConfig& c) { c.lm_rename_ids = {3, 61}; });
+  const auto rename_all = [](TrainConfig& c) {
+    c.lm_rename = 1;
+    c.lm_rename_ids = {3, 61};
+  };
+  const auto [h, y] = HeldPair(dir, rename_all);
   EXPECT_NE(h.final_loss, y.final_loss);
   EXPECT_GT(h.eval_loss, 0.0);
   EXPECT_EQ(h.eval_loss, y.eval_loss);
+  TrainConfig renamed = SharedLLMLanguageModelling(dir, "renamed", 2);
+  rename_all(renamed);
   const TrainConfig parsed = TrainConfig::FromJsonText(renamed.ToJsonText());
   EXPECT_EQ(parsed.lm_rename, 1.0);
   EXPECT_EQ(parsed.lm_rename_ids, (std::vector<int64_t>{3, 61}));
