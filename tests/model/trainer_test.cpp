@@ -197,8 +197,8 @@ void ExpectOffIsTheRunFromBefore(const test::TempDir& dir, const std::function<v
 }
 
 // Two 2-step runs with the weights held (lr 0), so both see the same model: the plain one and
-// one changed by `set`. An option that changes only the training loss changes the first result's
-// final loss and leaves its eval loss.
+// one changed by `set` (`both` applies to the two). An option that changes only the training loss
+// makes the second result's final loss differ from the first's and leaves the eval loss equal.
 std::pair<TrainResult, TrainResult> HeldPair(const test::TempDir& dir, const std::function<void(TrainConfig&)>& set,
                                              const std::function<void(TrainConfig&)>& both = nullptr) {
   TrainConfig held = SharedLLMLanguageModelling(dir, "held", 2);
