@@ -95,8 +95,12 @@ void SharedLLM::SetAlphas(const std::vector<int64_t>& alphas) {
   config_ = std::move(next);
 }
 
-void SharedLLM::SetNumInjectionLayers(int64_t m, double sink_logit, double inherit_o_scale) {
+void SharedLLM::SetNumInjectionLayers(int64_t m, double sink_logit, double inherit_o_scale,
+                                      bool own_lower) {
   const int64_t old = config_.num_injection_layers;
+  Check(!own_lower || compressor_,
+        "own_lower gives the new injection layers the base model's own lower layers, which only a "
+        "separate compressor does not already do");
   CheckInheritOScale(inherit_o_scale);
   Check(m != old || inherit_o_scale == 0,
         "inherit_o_scale starts the injection layers num_injection_layers adds; the model already "
@@ -110,12 +114,16 @@ void SharedLLM::SetNumInjectionLayers(int64_t m, double sink_logit, double inher
   // Also refuses per-layer sink_keys_ref / sink_keys_slope arrays, sized for the old M.
   SharedLLMConfig next = config_;
   next.num_injection_layers = m;
+  // A copy that already holds fewer than M layers can only grow from the base's own above it.
+  const int64_t copied = compressor_ ? static_cast<int64_t>(compressor_->size()) : 0;
+  const bool own = compressor_ && (own_lower || copied < old);
+  if (own) next.separate_layers = copied;
   next.Validate(lm_->config.num_hidden_layers);
   config_ = std::move(next);
   for (int64_t i = old; i < m; ++i) {
     lm_->model->layer(i).AddCrossAttention(lm_->config, inherit_o_scale);
     injection_layers_.push_back(i);
-    if (compressor_) compressor_->push_back(CopyOfBaseLayer(lm_, i));
+    if (compressor_ && !own) compressor_->push_back(CopyOfBaseLayer(lm_, i));
   }
   // Each is a no-op on the layers that already have it.
   if (config_.gate) AddGate();
@@ -148,9 +156,26 @@ void SharedLLM::SeparateCompressor() {
     return;
   }
   torch::nn::ModuleList layers;
-  for (int64_t i = 0; i < config_.num_injection_layers; ++i) layers->push_back(CopyOfBaseLayer(lm_, i));
+  const int64_t copied =
+      config_.separate_layers > 0 ? config_.separate_layers : config_.num_injection_layers;
+  for (int64_t i = 0; i < copied; ++i) layers->push_back(CopyOfBaseLayer(lm_, i));
   compressor_ = lm_->register_module("compressor", layers);
   config_.compressor = "separate";
+}
+
+CausalLMImpl::LowerOutput SharedLLM::Lower(const at::Tensor& ids) {
+  const int64_t m = config_.num_injection_layers;
+  const int64_t copied = compressor_ ? static_cast<int64_t>(compressor_->size()) : m;
+  if (copied == m) return lm_->ForwardLower(ids, m, compressor_);
+  // separate_layers < M: the copy's layers, then the base's own above them (a second pass: layer
+  // j's keys depend on the base's own layers below j, not on the copy's).
+  auto lower = lm_->ForwardLower(ids, copied, compressor_);
+  auto own = lm_->ForwardLower(ids, m);
+  for (int64_t j = copied; j < m; ++j) {
+    lower.k.push_back(std::move(own.k[j]));
+    lower.v.push_back(std::move(own.v[j]));
+  }
+  return lower;
 }
 
 std::vector<std::pair<int64_t, int64_t>> SharedLLM::Chunks(int64_t length) const {
@@ -270,8 +295,7 @@ std::vector<EncodedNode> SharedLLM::Encode(const std::vector<NodeJob>& jobs,
       lengths.push_back(job.node.length());
       strides.push_back(config_.alphas[job.node.level - 1]);
     }
-    auto lower = lm_->ForwardLower(at::tensor(ids, longs).view({n, width}).to(device),
-                                   config_.num_injection_layers, compressor_);
+    auto lower = Lower(at::tensor(ids, longs).view({n, width}).to(device));
     const int64_t heads = lower.k[0].size(1), d = lower.k[0].size(3);
     const KeptRows plan = PlanKeptRows(lengths, strides, heads, width, config_.selection);
     const auto rows = at::tensor(plan.rows, longs).to(device);

@@ -133,8 +133,12 @@ class SharedLLM {
   // context (the gate's half-open start compensated), so the base's copying heads read the context
   // from the first step (a scale where no layer is added is refused). Only for injection "bottom"
   // (the other modes move the existing layers) and per-layer sink settings of one value.
-  // Validates first: on an error nothing changes.
-  void SetNumInjectionLayers(int64_t m, double sink_logit = 0.0, double inherit_o_scale = 0.0);
+  // With `own_lower` (a separate compressor only) the new layers read the base model's own lower
+  // layers instead of copies added to the compressor (config separate_layers), so inherited heads
+  // read the keys they were trained on; a compressor already holding fewer than M layers always
+  // grows so. Validates first: on an error nothing changes.
+  void SetNumInjectionLayers(int64_t m, double sink_logit = 0.0, double inherit_o_scale = 0.0,
+                             bool own_lower = false);
 
   // Marks which parameters train (requires_grad): cross_attn.* always; the layers above the lower
   // model, the final norm and lm_head when `upper_trainable` (the language-modelling default);
@@ -143,6 +147,9 @@ class SharedLLM {
   void SetTrainable(bool lower_trainable, bool upper_trainable = true);
 
  private:
+  // The lower model over ids [B, L]: the compressor's layers (a separate copy's, else the base's
+  // own), then with separate_layers < M the base's own above them.
+  CausalLMImpl::LowerOutput Lower(const at::Tensor& ids);
   // Copies the config's read settings (sink_keys_ref, sink_keys_slope, sink_keys_effective per
   // injection layer, context_top_k) into the cross-attention layers.
   void SyncReadSettings();

@@ -31,6 +31,7 @@ SharedLLMConfig SharedLLMConfig::FromJsonText(const std::string& text) {
     c.chunk_positions = j.value("chunk_positions", c.chunk_positions);
     c.lower_trainable = j.value("lower_trainable", c.lower_trainable);
     c.compressor = j.value("compressor", c.compressor);
+    c.separate_layers = j.value("separate_layers", c.separate_layers);
     c.gate = j.value("gate", c.gate);
     c.sink = j.value("sink", c.sink);
     if (j.contains("sink_keys_ref")) c.sink_keys_ref = SinkKeysRefFromJson(j["sink_keys_ref"]);
@@ -73,6 +74,7 @@ std::string SharedLLMConfig::ToJsonText() const {
   if (!sink_keys_ref.empty()) j["sink_keys_ref"] = SinkKeysRefToJson(sink_keys_ref);
   if (!sink_keys_slope.empty()) j["sink_keys_slope"] = PerLayerToJson(sink_keys_slope);
   if (context_top_k > 0) j["context_top_k"] = context_top_k;
+  if (separate_layers > 0) j["separate_layers"] = separate_layers;
   if (sink_keys_effective) j["sink_keys_effective"] = true;
   return j.dump(2) + "\n";
 }
@@ -105,6 +107,13 @@ void SharedLLMConfig::Validate(int64_t num_layers) const {
   }
   if (compressor != "shared" && compressor != "separate") {
     p.push_back("compressor must be shared or separate, not '" + compressor + "'");
+  }
+  if (separate_layers < 0 || separate_layers > num_injection_layers) {
+    p.push_back("separate_layers must be in 0..num_injection_layers (" +
+                std::to_string(num_injection_layers) + ")");
+  }
+  if (separate_layers > 0 && compressor != "separate") {
+    p.push_back("separate_layers needs a separate compressor (\"compressor\": \"separate\")");
   }
   auto check_per_layer = [&](const std::string& name, const std::vector<double>& values) {
     const auto count = static_cast<int64_t>(values.size());

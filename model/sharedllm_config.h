@@ -29,6 +29,12 @@ struct SharedLLMConfig {
   // copy of them (`compressor.*` in sharedllm.safetensors), so training the compressor leaves the
   // base model, and with it the model truncated to its window, unchanged.
   std::string compressor = "shared";
+  // With compressor "separate": how many of the M lower layers the copy holds, bottom first; the
+  // lower layers above them are the base model's own (their keys and values come from a second
+  // lower pass, through the base's own bottom layers), so an injection layer can read the very
+  // keys its own self-attention heads were trained on while those below read the trained copy.
+  // 0: the copy holds all M.
+  int64_t separate_layers = 0;
   // A per-head gate on each cross-attention's output, sigmoid(gate_proj(norm(h))): lets a token
   // take nothing from the context (softmax attention alone always injects a mix of values).
   bool gate = false;

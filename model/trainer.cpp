@@ -146,6 +146,9 @@ class Run {
     CheckInheritOScale(c.inherit_o_scale);
     Check(c.inherit_o_scale == 0 || c.num_injection_layers > 0,
           "inherit_o_scale starts the layers num_injection_layers adds; set that too");
+    Check(!c.own_lower || c.num_injection_layers > 0,
+          "own_lower gives the layers num_injection_layers adds the base's own lower layers; set "
+          "that too");
     Check(c.context_top_k >= -1, "context_top_k must be >= 0 (0: every key), or -1 for the init's");
     Check(c.lm_foreign_context >= 0 && c.lm_foreign_context <= 1,
           "lm_foreign_context must be in [0, 1]");
@@ -194,7 +197,7 @@ class Run {
       if (c.sink) model_->shared->AddSink(c.sink_logit);
       if (c.num_injection_layers > 0) {
         model_->shared->SetNumInjectionLayers(c.num_injection_layers, c.sink_logit,
-                                              c.inherit_o_scale);
+                                              c.inherit_o_scale, c.own_lower);
       }
       if (!c.sink_keys_ref.empty() || !c.sink_keys_slope.empty() || c.sink_keys_effective) {
         model_->shared->SetSinkKeysRef(c.sink_keys_ref, c.sink_keys_slope, c.sink_keys_effective);
@@ -556,7 +559,7 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
       "grad_accum", "steps", "warmup_steps", "lr", "min_lr_ratio", "new_params_lr_scale",
       "weight_decay", "grad_clip",
       "bf16_autocast", "lower_trainable", "separate_compressor", "upper_trainable", "gate", "sink",
-      "sink_logit", "sink_keys_ref", "sink_keys_slope", "sink_keys_effective", "alphas", "num_injection_layers", "inherit_o_scale", "context_top_k", "seed", "log_every", "eval_every", "eval_batches",
+      "sink_logit", "sink_keys_ref", "sink_keys_slope", "sink_keys_effective", "alphas", "num_injection_layers", "inherit_o_scale", "own_lower", "context_top_k", "seed", "log_every", "eval_every", "eval_batches",
       "checkpoint_every", "threads", "sft_tasks", "frozen",
       "stop_after", "device", "lm_mix", "time_budget"};
   for (auto it = j.begin(); it != j.end(); ++it) {
@@ -581,7 +584,8 @@ TrainConfig TrainConfig::FromJsonText(const std::string& text) {
     if (j.contains("sink_keys_slope")) {
       c.sink_keys_slope = PerLayerFromJson(j["sink_keys_slope"], "sink_keys_slope");
     }
-    GET(alphas); GET(num_injection_layers); GET(inherit_o_scale); GET(context_top_k);
+    GET(alphas); GET(num_injection_layers); GET(inherit_o_scale); GET(own_lower);
+    GET(context_top_k);
     GET(log_every); GET(eval_every); GET(eval_batches); GET(checkpoint_every); GET(threads);
     GET(sft_tasks); GET(frozen); GET(stop_after); GET(device); GET(lm_mix); GET(time_budget);
 #undef GET
@@ -620,7 +624,8 @@ std::string TrainConfig::ToJsonText() const {
             {"sink_keys_slope", sink_keys_slope}, {"sink_keys_effective", sink_keys_effective},
             {"alphas", alphas},
             {"num_injection_layers", num_injection_layers},
-            {"inherit_o_scale", inherit_o_scale}, {"context_top_k", context_top_k},
+            {"inherit_o_scale", inherit_o_scale}, {"own_lower", own_lower},
+            {"context_top_k", context_top_k},
             {"seed", seed}, {"log_every", log_every},
             {"eval_every", eval_every}, {"eval_batches", eval_batches},
             {"checkpoint_every", checkpoint_every}, {"threads", threads}, {"sft_tasks", sft_tasks},

@@ -92,6 +92,10 @@ struct TrainConfig {
   // layers' own self-attention heads reading the context, added at this scale (SharedLLM::
   // SetNumInjectionLayers); 0 starts them neutral (o_proj zero).
   double inherit_o_scale = 0;
+  // lm/sft, with num_injection_layers and a separate compressor: the new injection layers read the
+  // base model's own lower layers (SharedLLMConfig::separate_layers) instead of copies added to
+  // the compressor (SharedLLM::SetNumInjectionLayers).
+  bool own_lower = false;
   // lm/sft: each cross-attention query reads only its k highest-scoring context keys
   // (SharedLLMConfig::context_top_k), in training and in the saved model; -1 keeps the init's,
   // 0 reads all.

@@ -668,6 +668,78 @@ TEST(SharedLLMTest, DeeperInjectionCanStartAsTheLayersOwnHeads) {
   }
 }
 
+// own_lower: the new injection layers read the base model's own lower layers, not copies added to
+// the (trained) separate compressor. Layer 0's keys stay the copy's; layers 1 and 2's are those
+// the base's own bottom layers give (what a shared compressor encodes), so the copy's training
+// does not reach them. A copy holding fewer than M layers only grows so; the mixed model
+// round-trips; own_lower without a separate compressor, and a separate_layers that does not fit,
+// are refused.
+TEST(SharedLLMTest, OwnLowerLayersReadTheBaseModelsOwnKeys) {
+  test::TempDir dir;
+  CausalLM lm = test::TinyModel(Config());
+  SaveModel(lm, dir.path());
+  SharedLLM s(lm, SmallShared(1));
+  s.SeparateCompressor();
+  {
+    c10::NoGradGuard no_grad;  // a "trained" copy: its keys differ from the base's
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(21);
+    for (auto& p : lm->named_parameters()) {
+      if (p.key().rfind("compressor.", 0) == 0) p.value().add_(at::normal(0.0, 0.05, p.value().sizes(), gen));
+    }
+  }
+  RandomizeCrossAttention(lm, 23);
+  const auto context = SeededIds(100, 61, 98), text = SeededIds(20, 61, 99);
+  const DocumentTree copied = s.BuildStaticTree(context);
+  s.SetNumInjectionLayers(2, 0.0, 0.25, /*own_lower=*/true);
+  EXPECT_EQ(s.config().separate_layers, 1);
+  s.SetNumInjectionLayers(3);  // the copy holds fewer than M: grows from the base's own
+  EXPECT_EQ(s.config().separate_layers, 1);
+  int copies = 0;
+  for (auto& p : lm->named_parameters()) copies += p.key().rfind("compressor.", 0) == 0;
+  EXPECT_EQ(copies, 9);  // one layer
+
+  CausalLM plain = test::TinyModel(Config());  // the same base weights, a shared compressor
+  SharedLLM own(plain, SmallShared(3));
+  const DocumentTree mixed = s.BuildStaticTree(context), reference = own.BuildStaticTree(context);
+  ASSERT_EQ(mixed.nodes.size(), reference.nodes.size());
+  bool copy_differs = false;
+  for (size_t c = 0; c < mixed.nodes.size(); ++c) {
+    for (size_t n = 0; n < mixed.nodes[c].size(); ++n) {
+      const EncodedNode &m = mixed.nodes[c][n], &r = reference.nodes[c][n];
+      ASSERT_EQ(m.k.size(), 3u);
+      EXPECT_TRUE(at::equal(m.k[0], copied.nodes[c][n].k[0]));
+      EXPECT_TRUE(at::equal(m.v[0], copied.nodes[c][n].v[0]));
+      copy_differs = copy_differs || !at::allclose(m.k[0], r.k[0]);
+      for (size_t j = 1; j < 3; ++j) {
+        EXPECT_TRUE(at::allclose(m.k[j], r.k[j], 1e-5, 1e-6)) << c << " " << n << " " << j;
+        EXPECT_TRUE(at::allclose(m.v[j], r.v[j], 1e-5, 1e-6)) << c << " " << n << " " << j;
+      }
+    }
+  }
+  EXPECT_TRUE(copy_differs);
+
+  const auto scores = ScoreWithContext(s, context, text);
+  SaveSharedLLM(s, dir.path());
+  RuntimeOptions options;
+  options.threads = 1;
+  auto loaded = LoadModel(dir.path(), options);
+  EXPECT_EQ(loaded->shared->config().separate_layers, 1);
+  EXPECT_LT(MaxDiff(ScoreWithContext(*loaded->shared, context, text), scores), 1e-6);
+
+  SharedLLM shared(test::TinyModel(Config()), SmallShared(1));
+  EXPECT_THROW(shared.SetNumInjectionLayers(2, 0.0, 0.0, /*own_lower=*/true), ModelError);
+  EXPECT_EQ(shared.config().num_injection_layers, 1);
+  SharedLLMConfig c = SmallShared(2);
+  c.separate_layers = 1;
+  EXPECT_THROW(c.Validate(3), ModelError);  // needs a separate compressor
+  c.compressor = "separate";
+  c.Validate(3);
+  EXPECT_EQ(SharedLLMConfig::FromJsonText(c.ToJsonText()).separate_layers, 1);
+  c.separate_layers = 3;
+  EXPECT_THROW(c.Validate(3), ModelError);  // more than M
+  EXPECT_EQ(SmallShared(2).ToJsonText().find("separate_layers"), std::string::npos);
+}
+
 TEST(SharedLLMTest, SaveAndLoadRoundTrip) {
   test::TempDir dir;
   CausalLM lm = test::TinyModel(Config());

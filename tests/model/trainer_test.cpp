@@ -700,6 +700,32 @@ TEST(TrainerTest, InjectionDeepenedFromTheLayersOwnHeads) {
   EXPECT_THROW(Train(c), ModelError);
 }
 
+// own_lower: with a separate compressor the added layer reads the base model's own lower layer,
+// so the saved copy keeps one layer and the model says so (separate_layers); saved with the
+// recipe; refused without num_injection_layers, and without a separate compressor.
+TEST(TrainerTest, InjectionDeepenedOntoTheBaseModelsOwnLowerLayers) {
+  test::TempDir dir;
+  TrainConfig c = SharedLLMLanguageModelling(dir, "deeper-own", 3);
+  c.separate_compressor = true;
+  c.num_injection_layers = 2;
+  c.own_lower = true;
+  Train(c);
+  RuntimeOptions o;
+  o.threads = 1;
+  EXPECT_EQ(LoadModel(c.out, o)->shared->config().separate_layers, 1);
+  auto saved = CheckpointReader::FromFile(c.out + "/sharedllm.safetensors");
+  EXPECT_TRUE(saved.contains("compressor.0.self_attn.k_proj.weight"));
+  EXPECT_FALSE(saved.contains("compressor.1.self_attn.k_proj.weight"));
+  EXPECT_TRUE(TrainConfig::FromJsonText(c.ToJsonText()).own_lower);
+  c.out = dir / "own-alone";
+  c.num_injection_layers = 0;
+  EXPECT_THROW(Train(c), ModelError);
+  c.out = dir / "own-shared";
+  c.num_injection_layers = 2;
+  c.separate_compressor = false;
+  EXPECT_THROW(Train(c), ModelError);
+}
+
 // context_top_k trains with the top-k read and saves it with the model: the trained weights differ
 // from the same run reading every key, and a negative k is refused.
 TEST(TrainerTest, ContextTopKTrainsAndIsSaved) {
