@@ -39,6 +39,17 @@ SharedLLMConfig SmallShared(int64_t layers = 2) {
   return s;
 }
 
+// "Trains" a separate compressor: seeded noise on every compressor.* weight.
+void TrainCompressor(CausalLM& lm, uint64_t seed) {
+  c10::NoGradGuard no_grad;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  for (auto& p : lm->named_parameters()) {
+    if (p.key().rfind("compressor.", 0) == 0) {
+      p.value().add_(at::normal(0.0, 0.05, p.value().sizes(), gen));
+    }
+  }
+}
+
 std::vector<const EncodedNode*> Pointers(const std::vector<EncodedNode>& nodes) {
   std::vector<const EncodedNode*> out;
   for (const auto& n : nodes) out.push_back(&n);
@@ -428,13 +439,7 @@ TEST(SharedLLMTest, SeparateCompressorTrainsWithoutTouchingTheBaseModel) {
   EXPECT_EQ(copies, 2 * 9);  // two layers: 2 norms, q/k/v/o, gate/up/down
 
   // "Train" the copy: the context's effect moves, the base model (truncated scores) does not.
-  {
-    c10::NoGradGuard no_grad;
-    auto gen = at::make_generator<at::CPUGeneratorImpl>(9);
-    for (auto& p : lm->named_parameters()) {
-      if (p.key().rfind("compressor.", 0) == 0) p.value().add_(at::normal(0.0, 0.05, p.value().sizes(), gen));
-    }
-  }
+  TrainCompressor(lm, 9);
   const auto trained = ScoreWithContext(s, context, text);
   EXPECT_GT(MaxDiff(trained, shared_scores), 1e-3);
   EXPECT_EQ(TokenNll(lm, text, nullptr), truncated);
@@ -680,13 +685,7 @@ TEST(SharedLLMTest, OwnLowerLayersReadTheBaseModelsOwnKeys) {
   SaveModel(lm, dir.path());
   SharedLLM s(lm, SmallShared(1));
   s.SeparateCompressor();
-  {
-    c10::NoGradGuard no_grad;  // a "trained" copy: its keys differ from the base's
-    auto gen = at::make_generator<at::CPUGeneratorImpl>(21);
-    for (auto& p : lm->named_parameters()) {
-      if (p.key().rfind("compressor.", 0) == 0) p.value().add_(at::normal(0.0, 0.05, p.value().sizes(), gen));
-    }
-  }
+  TrainCompressor(lm, 21);  // its keys now differ from the base's
   RandomizeCrossAttention(lm, 23);
   const auto context = SeededIds(100, 61, 98), text = SeededIds(20, 61, 99);
   const DocumentTree copied = s.BuildStaticTree(context);
