@@ -100,6 +100,12 @@ double LowerModelFlops(const ModelConfig& c, int64_t layers, const std::vector<i
   return f;
 }
 
+double EncodeFlops(const ModelConfig& c, const SharedLLMConfig& s, const std::vector<int64_t>& lengths) {
+  const int64_t m = s.num_injection_layers, copied = s.CopiedLayers();
+  if (copied == 0 || copied == m) return LowerModelFlops(c, m, lengths);
+  return LowerModelFlops(c, copied, lengths) + LowerModelFlops(c, m, lengths);
+}
+
 double UpperForwardFlops(const ModelConfig& c, int64_t injection_layers, int64_t tokens,
                          int64_t past, int64_t context) {
   double f = c.num_hidden_layers * (LayerMatmulFlopsPerToken(c) * tokens + SelfAttentionFlops(c, tokens, past));
@@ -255,7 +261,7 @@ PhaseResult RunPhase(LoadedModel& m, EfficiencyPhase phase, const PhaseInput& in
     r.device_peak_bytes = DeviceAllocatorPeakBytes(device.str());
     const TreeShape shape = StaticTreeShape(s.config(), length);
     const auto lengths = shape.NodeLengths();
-    r.flops = LowerModelFlops(c, layers_m, lengths);
+    r.flops = EncodeFlops(c, s.config(), lengths);
     for (int64_t l : lengths) r.encoded_tokens += l;
     if (!in.tree_file.empty()) {
       // What the store would hold: vectors first (the search reads them all), then K/V.
@@ -371,7 +377,8 @@ PhaseResult RunPhase(LoadedModel& m, EfficiencyPhase phase, const PhaseInput& in
   r.device_peak_bytes = DeviceAllocatorPeakBytes(device.str());
   r.context_positions = context.k[s.config().InjectionLayers(c.num_hidden_layers)[0]].size(2);
   for (int64_t l : encoded_lengths) r.encoded_tokens += l;
-  r.flops = LowerModelFlops(c, 1, {q}) + LowerModelFlops(c, layers_m, encoded_lengths) +
+  r.flops = LowerModelFlops(c, 1, {q}) +
+            EncodeFlops(c, s.config(), encoded_lengths) +
             UpperForwardFlops(c, layers_m, q, 0, r.context_positions);
   r.decode_flops = DecodeFlops(c, layers_m, q, in.decode_tokens, r.context_positions);
   return r;
@@ -481,10 +488,11 @@ PlanPrediction PredictPlan(const ModelConfig& c, const SharedLLMConfig& s, int64
   p.chunks = static_cast<int64_t>(shape.spans.size());
   p.context_positions = PreservedContextPositions(s, shape);
   // Base model + per injection layer the cross-attention's norm, q_proj, o_proj (+ the gate, the
-  // sink), + a separate compressor's copy of the bottom M layers.
+  // sink), + a separate compressor's copy of its bottom layers.
   p.weight_bytes = (c.NumParameters() + m * (hid + 2 * hid * qd) +
                     (s.gate ? m * (hid + 1) * heads : 0) + (s.sink ? m * heads : 0) +
-                    (s.compressor == "separate" ? m * c.LayerParameters() : 0)) * e;
+                    s.CopiedLayers() * c.LayerParameters()) * e;
+  const int64_t lower_passes = s.LowerLayerPasses();
   const double peak = rates.matmul_flops_per_second, layer = rates.layer_overhead_seconds;
   auto time = [&](double flops, double layer_passes) { return flops / peak + layer_passes * layer; };
   // Activations of one forward of `tokens` tokens (B x T) attending to `keys` keys per sequence of
@@ -514,9 +522,9 @@ PlanPrediction PredictPlan(const ModelConfig& c, const SharedLLMConfig& s, int64
     // + the captured K/V of every lower layer and the final-normed first layer of the batch.
     working = std::max(working, activations(batch_tokens, l, l) + batch_tokens * (2 * m * kvh * d + hid) * e);
   }
-  p.ingest.flops = LowerModelFlops(c, m, padded);
-  p.ingest.seconds = time(p.ingest.flops, static_cast<double>(passes * m)) +
-                     static_cast<double>(lengths.size() * m) * rates.node_seconds;
+  p.ingest.flops = EncodeFlops(c, s, padded);
+  p.ingest.seconds = time(p.ingest.flops, static_cast<double>(passes * lower_passes)) +
+                     static_cast<double>(lengths.size() * lower_passes) * rates.node_seconds;
   p.ingest.memory_bytes = p.weight_bytes + stored + working + length * 8;
 
   // A question over the built tree: all vectors, the selected nodes' K/V (stored, gathered and
@@ -536,8 +544,9 @@ PlanPrediction PredictPlan(const ModelConfig& c, const SharedLLMConfig& s, int64
 
   // Rebuilding the tree for the question: the dynamic tree's nodes through the lower model.
   const auto dynamic = DynamicTreeLengths(s, shape);
-  p.rebuild_ttft.flops = p.ask_ttft.flops + LowerModelFlops(c, m, dynamic);
-  p.rebuild_ttft.seconds = time(p.rebuild_ttft.flops, 1 + n + m + static_cast<double>(s.tree_depth * m));
+  p.rebuild_ttft.flops = p.ask_ttft.flops + EncodeFlops(c, s, dynamic);
+  p.rebuild_ttft.seconds =
+      time(p.rebuild_ttft.flops, 1 + n + m + static_cast<double>(s.tree_depth * lower_passes));
   int64_t dynamic_tokens = 0;
   for (int64_t l : dynamic) dynamic_tokens += l;
   p.rebuild_ttft.memory_bytes = p.ask_ttft.memory_bytes - vectors +

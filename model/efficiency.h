@@ -35,6 +35,9 @@ double LmHeadFlops(const ModelConfig& c, int64_t rows);
 // The lower model (`layers` bottom layers) run over each sequence alone (positions 0..l-1); above
 // one layer, the top layer costs only its key/value projections (CausalLMImpl::ForwardLower).
 double LowerModelFlops(const ModelConfig& c, int64_t layers, const std::vector<int64_t>& lengths);
+// The lower model as SharedLLM encodes (`s`): one pass of M layers, or with separate_layers K < M
+// the copy's K layers and then the base's own M.
+double EncodeFlops(const ModelConfig& c, const SharedLLMConfig& s, const std::vector<int64_t>& lengths);
 // One upper-model forward of `tokens` after `past` cached ones, cross-attending to `context`
 // positions in `injection_layers` layers, logits of the last position only (Decoder::Prefill).
 double UpperForwardFlops(const ModelConfig& c, int64_t injection_layers, int64_t tokens,

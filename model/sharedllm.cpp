@@ -99,8 +99,8 @@ void SharedLLM::SetNumInjectionLayers(int64_t m, double sink_logit, double inher
                                       bool own_lower) {
   const int64_t old = config_.num_injection_layers;
   Check(!own_lower || compressor_,
-        "own_lower gives the new injection layers the base model's own lower layers, which only a "
-        "separate compressor does not already do");
+        "own_lower needs a separate compressor (with a shared one every lower layer is already the "
+        "base model's own)");
   CheckInheritOScale(inherit_o_scale);
   Check(m != old || inherit_o_scale == 0,
         "inherit_o_scale starts the injection layers num_injection_layers adds; the model already "
@@ -156,11 +156,9 @@ void SharedLLM::SeparateCompressor() {
     return;
   }
   torch::nn::ModuleList layers;
-  const int64_t copied =
-      config_.separate_layers > 0 ? config_.separate_layers : config_.num_injection_layers;
-  for (int64_t i = 0; i < copied; ++i) layers->push_back(CopyOfBaseLayer(lm_, i));
-  compressor_ = lm_->register_module("compressor", layers);
   config_.compressor = "separate";
+  for (int64_t i = 0; i < config_.CopiedLayers(); ++i) layers->push_back(CopyOfBaseLayer(lm_, i));
+  compressor_ = lm_->register_module("compressor", layers);
 }
 
 CausalLMImpl::LowerOutput SharedLLM::Lower(const at::Tensor& ids) {

@@ -79,6 +79,17 @@ std::string SharedLLMConfig::ToJsonText() const {
   return j.dump(2) + "\n";
 }
 
+int64_t SharedLLMConfig::CopiedLayers() const {
+  if (compressor != "separate") return 0;
+  return separate_layers > 0 ? separate_layers : num_injection_layers;
+}
+
+int64_t SharedLLMConfig::LowerLayerPasses() const {
+  const int64_t copied = CopiedLayers();
+  return copied > 0 && copied < num_injection_layers ? copied + num_injection_layers
+                                                     : num_injection_layers;
+}
+
 void SharedLLMConfig::Validate(int64_t num_layers) const {
   std::vector<std::string> p;
   if (num_injection_layers < 1 || num_injection_layers > num_layers) {

@@ -75,6 +75,11 @@ struct SharedLLMConfig {
   // Throws ModelError when inconsistent with itself or with a base model of `num_layers` layers.
   void Validate(int64_t num_layers) const;
 
+  // Layers the separate compressor holds (0 when shared).
+  int64_t CopiedLayers() const;
+  // Lower-model layers one encode runs: M, or with separate_layers K < M the copy's K plus the
+  // base's own M (the second pass).
+  int64_t LowerLayerPasses() const;
   // The upper-model layer indices that cross-attend, in order; the j-th reads lower layer j.
   std::vector<int64_t> InjectionLayers(int64_t num_layers) const;
   // Tokens of context per kept position, for full-size nodes: e.g. 8 for (16, 8, 4).

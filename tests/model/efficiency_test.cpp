@@ -65,6 +65,18 @@ TEST(FlopCountTest, WorkedExample) {
   EXPECT_DOUBLE_EQ(LowerModelFlops(c, 1, {4}), 1152 + 160);
   // Two lower layers: the first in full, the top one only its k and v (2 x 4x2 per token).
   EXPECT_DOUBLE_EQ(LowerModelFlops(c, 2, {4}), 1152 + 160 + 2.0 * 16 * 4);
+  // As SharedLLM encodes: shared or all copied, one pass; a copy of 1 of 2 layers, two passes.
+  SharedLLMConfig two;
+  two.num_injection_layers = 2;
+  EXPECT_DOUBLE_EQ(EncodeFlops(c, two, {4}), LowerModelFlops(c, 2, {4}));
+  two.compressor = "separate";
+  EXPECT_DOUBLE_EQ(EncodeFlops(c, two, {4}), LowerModelFlops(c, 2, {4}));
+  EXPECT_EQ(two.CopiedLayers(), 2);
+  EXPECT_EQ(two.LowerLayerPasses(), 2);
+  two.separate_layers = 1;
+  EXPECT_DOUBLE_EQ(EncodeFlops(c, two, {4}), LowerModelFlops(c, 1, {4}) + LowerModelFlops(c, 2, {4}));
+  EXPECT_EQ(two.CopiedLayers(), 1);
+  EXPECT_EQ(two.LowerLayerPasses(), 3);
 
   // 40 tokens, chunks of 16: 16 + 16 + 8 (the 8-token tail is a chunk of its own: 2^3 = 8).
   const SharedLLMConfig s = WorkedShared();
