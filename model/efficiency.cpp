@@ -101,9 +101,9 @@ double LowerModelFlops(const ModelConfig& c, int64_t layers, const std::vector<i
 }
 
 double EncodeFlops(const ModelConfig& c, const SharedLLMConfig& s, const std::vector<int64_t>& lengths) {
-  const int64_t m = s.num_injection_layers, copied = s.CopiedLayers();
-  if (copied == 0 || copied == m) return LowerModelFlops(c, m, lengths);
-  return LowerModelFlops(c, copied, lengths) + LowerModelFlops(c, m, lengths);
+  const int64_t m = s.num_injection_layers;
+  if (!s.SplitLower()) return LowerModelFlops(c, m, lengths);
+  return LowerModelFlops(c, s.CopiedLayers(), lengths) + LowerModelFlops(c, m, lengths);
 }
 
 double UpperForwardFlops(const ModelConfig& c, int64_t injection_layers, int64_t tokens,

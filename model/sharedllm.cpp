@@ -115,9 +115,8 @@ void SharedLLM::SetNumInjectionLayers(int64_t m, double sink_logit, double inher
   SharedLLMConfig next = config_;
   next.num_injection_layers = m;
   // A copy that already holds fewer than M layers can only grow from the base's own above it.
-  const int64_t copied = compressor_ ? static_cast<int64_t>(compressor_->size()) : 0;
-  const bool own = compressor_ && (own_lower || copied < old);
-  if (own) next.separate_layers = copied;
+  const bool own = compressor_ && (own_lower || config_.SplitLower());
+  if (own) next.separate_layers = config_.CopiedLayers();
   next.Validate(lm_->config.num_hidden_layers);
   config_ = std::move(next);
   for (int64_t i = old; i < m; ++i) {
@@ -163,10 +162,10 @@ void SharedLLM::SeparateCompressor() {
 
 CausalLMImpl::LowerOutput SharedLLM::Lower(const at::Tensor& ids) {
   const int64_t m = config_.num_injection_layers;
-  const int64_t copied = compressor_ ? static_cast<int64_t>(compressor_->size()) : m;
-  if (copied == m) return lm_->ForwardLower(ids, m, compressor_);
-  // separate_layers < M: the copy's layers, then the base's own above them (a second pass: layer
-  // j's keys depend on the base's own layers below j, not on the copy's).
+  if (!config_.SplitLower()) return lm_->ForwardLower(ids, m, compressor_);
+  // The copy's layers, then the base's own above them (a second pass: layer j's keys depend on
+  // the base's own layers below j, not on the copy's).
+  const int64_t copied = config_.CopiedLayers();
   auto lower = lm_->ForwardLower(ids, copied, compressor_);
   auto own = lm_->ForwardLower(ids, m);
   for (int64_t j = copied; j < m; ++j) {

@@ -84,10 +84,13 @@ int64_t SharedLLMConfig::CopiedLayers() const {
   return separate_layers > 0 ? separate_layers : num_injection_layers;
 }
 
-int64_t SharedLLMConfig::LowerLayerPasses() const {
+bool SharedLLMConfig::SplitLower() const {
   const int64_t copied = CopiedLayers();
-  return copied > 0 && copied < num_injection_layers ? copied + num_injection_layers
-                                                     : num_injection_layers;
+  return copied > 0 && copied < num_injection_layers;
+}
+
+int64_t SharedLLMConfig::LowerLayerPasses() const {
+  return SplitLower() ? CopiedLayers() + num_injection_layers : num_injection_layers;
 }
 
 void SharedLLMConfig::Validate(int64_t num_layers) const {

@@ -77,8 +77,10 @@ struct SharedLLMConfig {
 
   // Layers the separate compressor holds (0 when shared).
   int64_t CopiedLayers() const;
-  // Lower-model layers one encode runs: M, or with separate_layers K < M the copy's K plus the
-  // base's own M (the second pass).
+  // True when the copy holds fewer than M layers (separate_layers 0 < K < M): an encode runs the
+  // copy's K layers, then the base's own M.
+  bool SplitLower() const;
+  // Lower-model layers one encode runs: M, or when SplitLower the copy's K plus the base's own M.
   int64_t LowerLayerPasses() const;
   // The upper-model layer indices that cross-attend, in order; the j-th reads lower layer j.
   std::vector<int64_t> InjectionLayers(int64_t num_layers) const;

@@ -73,10 +73,12 @@ TEST(FlopCountTest, WorkedExample) {
   EXPECT_DOUBLE_EQ(EncodeFlops(c, two, {4}), LowerModelFlops(c, 2, {4}));
   EXPECT_EQ(two.CopiedLayers(), 2);
   EXPECT_EQ(two.LowerLayerPasses(), 2);
+  EXPECT_FALSE(two.SplitLower());
   two.separate_layers = 1;
   EXPECT_DOUBLE_EQ(EncodeFlops(c, two, {4}), LowerModelFlops(c, 1, {4}) + LowerModelFlops(c, 2, {4}));
   EXPECT_EQ(two.CopiedLayers(), 1);
   EXPECT_EQ(two.LowerLayerPasses(), 3);
+  EXPECT_TRUE(two.SplitLower());
 
   // 40 tokens, chunks of 16: 16 + 16 + 8 (the 8-token tail is a chunk of its own: 2^3 = 8).
   const SharedLLMConfig s = WorkedShared();
