@@ -43,6 +43,11 @@ def repeat_shard(path, vocab, window, docs, seed, bos=1):
     write_shard(path, vocab, documents)
 
 
+def head_name(head):
+    """(2, 4) -> "2:4", as --heads and the report write it."""
+    return f"{head[0]}:{head[1]}"
+
+
 def log_ppl(binary, model, shard, windows, threads, out):
     cmd = [binary, "eval", "ppl", "--model", model, "--shard", shard, "--lengths", "2",
            "--windows", str(windows), "--seed", "1", "--threads", str(threads), "--out", out]
@@ -96,26 +101,26 @@ def main():
                     without = os.path.join(tmp, "without")
                     scale_injection(a.model, 0.0, without, heads={(layer, head)})
                     s = log_ppl(a.bin, without, shard, a.windows, a.threads, os.path.join(tmp, "h.json"))
-                    scores[f"{layer}:{head}"] = s - base
+                    scores[(layer, head)] = s - base
                     print(f"head {layer}:{head}: copy score {s - base:+.4f}", flush=True)
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             sys.exit(f"copy_heads: {e}")
     best = max(scores.values())
     # --keep 0 keeps every head; otherwise a head must copy (score > 0) and come near the best.
     kept = [h for h, s in scores.items() if a.keep == 0 or (s > 0 and s >= a.keep * best)]
-    dropped = [h for h in scores if h not in kept]
-    if dropped:
-        scale_injection(a.model, 0.0, a.out,
-                        heads={tuple(int(x) for x in h.split(":")) for h in dropped})
-    else:
-        scale_injection(a.model, 1.0, a.out)
+    dropped = {h for h in scores if h not in kept}
+    try:
+        scale_injection(a.model, 0.0 if dropped else 1.0, a.out, heads=dropped or None)
+    except (OSError, ValueError, KeyError) as e:
+        sys.exit(f"copy_heads: {e}")
     report = {"model": a.model, "out": a.out, "layers": layers, "windows": a.windows, "seed": a.seed,
-              "keep": a.keep, "log_ppl": base, "scores": scores, "kept": kept}
+              "keep": a.keep, "log_ppl": base,
+              "scores": {head_name(h): v for h, v in scores.items()}, "kept": [head_name(h) for h in kept]}
     if a.report:
         with open(a.report, "w") as f:
             json.dump(report, f, indent=1)
             f.write("\n")
-    print(f"{a.out}: kept {', '.join(kept) or 'no head'} of layers {a.layers}"
+    print(f"{a.out}: kept {', '.join(map(head_name, kept)) or 'no head'} of layers {a.layers}"
           f" (best score {best:+.4f}); took out {len(dropped)}")
 
 
