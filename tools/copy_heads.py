@@ -10,7 +10,11 @@ scores the next W, every one of which the context alone predicts. `sharedllm eva
 scores the model, then the model with one head of --layers taken out (its o_proj columns zero,
 tools/scale_injection.py --heads); the score is log(perplexity without the head) - log(perplexity
 with it). Heads scoring at least --keep x the highest score are kept; every other head of --layers
-is taken out of the written model (the other layers, and everything else, unchanged).
+is taken out of the written model (the other layers, and everything else, unchanged). With a
+bottom injection, top injection layers left with no head add nothing: they are removed from the
+written model (num_injection_layers lowered, their tensors and per-layer settings dropped), which
+then scores exactly as with them, while encoding, the stored tree and decoding no longer pay for
+them.
 
 Why: the base model's own heads, inherited as readers (`inherit_o_scale`, `separate_layers`),
 copy through a few of them; the rest read the context as if it were the previous tokens and cost
@@ -28,6 +32,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "corpus"))
+from checkpoint_to_model import read_safetensors, write_safetensors  # noqa: E402
 from scale_injection import scale_injection  # noqa: E402
 from shards import write_shard  # noqa: E402
 
@@ -57,6 +62,46 @@ def log_ppl(binary, model, shard, windows, threads, out):
     with open(out) as f:
         point = json.load(f)["points"][-1]
     return math.log(point["sharedllm_ppl"])
+
+
+def remove_silent_top_layers(out, scored, kept):
+    """In the model directory `out` (bottom injection), removes the top injection layers that were
+    scored (`scored`: layer indices) and kept no head (`kept`: (layer, head) pairs): everything they
+    add is zero. Returns the removed layers."""
+    path = os.path.join(out, "sharedllm.json")
+    with open(path) as f:
+        config = json.load(f)
+    if config.get("injection", "bottom") != "bottom":
+        return []
+    m = config["num_injection_layers"]
+    live = {layer for layer, _ in kept}
+    new_m = m
+    while new_m > 1 and new_m - 1 in scored and new_m - 1 not in live:
+        new_m -= 1
+    if new_m == m:
+        return []
+
+    def wanted(name):
+        parts = name.split(".")
+        if name.startswith("compressor."):  # the separate compressor's copy of lower layer j
+            return int(parts[1]) < new_m
+        if ".layers." in name and ".cross_attn." in name:
+            return int(name.split(".layers.")[1].split(".")[0]) < new_m
+        return True
+
+    st = os.path.join(out, "sharedllm.safetensors")
+    header, data = read_safetensors(st)
+    write_safetensors(st, header, data, [n for n in header if wanted(n)])
+    config["num_injection_layers"] = new_m
+    if config.get("separate_layers", 0) >= new_m:
+        del config["separate_layers"]  # every remaining layer reads the copy: a plain separate one
+    for key in ("sink_keys_ref", "sink_keys_slope"):
+        if isinstance(config.get(key), list) and len(config[key]) == m:
+            config[key] = config[key][:new_m]
+    with open(path, "w") as f:
+        json.dump(config, f, indent=2)
+        f.write("\n")
+    return list(range(new_m, m))
 
 
 def main():
@@ -111,17 +156,20 @@ def main():
     dropped = {h for h in scores if h not in kept}
     try:
         scale_injection(a.model, 0.0 if dropped else 1.0, a.out, heads=dropped or None)
+        removed = remove_silent_top_layers(a.out, set(layers), kept)
     except (OSError, ValueError, KeyError) as e:
         sys.exit(f"copy_heads: {e}")
     report = {"model": a.model, "out": a.out, "layers": layers, "windows": a.windows, "seed": a.seed,
               "keep": a.keep, "log_ppl": base,
-              "scores": {head_name(h): v for h, v in scores.items()}, "kept": [head_name(h) for h in kept]}
+              "scores": {head_name(h): v for h, v in scores.items()}, "kept": [head_name(h) for h in kept],
+              "removed_layers": removed}
     if a.report:
         with open(a.report, "w") as f:
             json.dump(report, f, indent=1)
             f.write("\n")
     print(f"{a.out}: kept {', '.join(map(head_name, kept)) or 'no head'} of layers {a.layers}"
-          f" (best score {best:+.4f}); took out {len(dropped)}")
+          f" (best score {best:+.4f}); took out {len(dropped)}"
+          + (f"; removed the silent top injection layers {removed}" if removed else ""))
 
 
 if __name__ == "__main__":

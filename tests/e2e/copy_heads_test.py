@@ -80,15 +80,32 @@ with tempfile.TemporaryDirectory() as tmp:
     want_kept = [h for h, s in scores.items() if s > 0 and s >= 0.5 * best]
     check(report["kept"] == want_kept, f"kept {report['kept']}, the rule gives {want_kept}")
     written, source = shared(out), shared(neutral1)
-    for layer in (0, 1):
-        w = source[O.format(layer)].copy()
-        for h in range(4):
-            if f"{layer}:{h}" not in report["kept"]:
-                w[:, h * D:(h + 1) * D] = 0
-        check(np.array_equal(written[O.format(layer)], w), f"layer {layer}: exactly the dropped heads zero")
-    check(all(np.array_equal(written[n], source[n]) for n in source if ".o_proj." not in n),
-          "nothing but o_proj changes")
-    check("kept" in r.stdout and "took out" in r.stdout, "says what it kept: " + r.stdout[-200:])
+    w = source[O.format(0)].copy()
+    for h in range(4):
+        if f"0:{h}" not in report["kept"]:
+            w[:, h * D:(h + 1) * D] = 0
+    check(np.array_equal(written[O.format(0)], w), "layer 0: exactly the dropped heads zero")
+    # Layer 1, the top injection, kept no head: removed from the written model.
+    check(report["removed_layers"] == [1], f"the silent top layer removed: {report['removed_layers']}")
+    with open(os.path.join(out, "sharedllm.json")) as f:
+        check(json.load(f)["num_injection_layers"] == 1, "sharedllm.json: one injection layer left")
+    check(sorted(written) == sorted(n for n in source if ".layers.1." not in n),
+          f"layer 1's tensors gone, the rest kept: {sorted(set(source) ^ set(written))}")
+    check(all(np.array_equal(written[n], source[n]) for n in written if n != O.format(0)),
+          "nothing else changes")
+    check("removed the silent top injection layers [1]" in r.stdout and "took out" in r.stdout,
+          "says what it kept and removed: " + r.stdout[-300:])
+    # ... and it scores exactly as the same heads zeroed with layer 1 still in place.
+    zeroed = os.path.join(tmp, "zeroed")
+    dropped = ",".join(f"{l}:{h}" for l in (0, 1) for h in range(4) if f"{l}:{h}" not in report["kept"])
+    r = tool("scale_injection.py", "--model", neutral1, "--scale", "0", "--heads", dropped, "--out", zeroed)
+    check(r.returncode == 0, "the same heads zeroed in place: " + r.stderr)
+    sys.path.insert(0, tools)
+    import copy_heads as ch  # noqa: E402
+    shard = os.path.join(tmp, "repeat.bin")
+    ch.repeat_shard(shard, 1000, 256, 2, 3)  # models/tiny: V 1000, W 256
+    scores = [ch.log_ppl(binary, m, shard, 2, 1, os.path.join(tmp, "p.json")) for m in (out, zeroed)]
+    check(scores[0] == scores[1], f"the removed layer changes nothing: {scores}")
 
     r = copy_heads(run, os.path.join(tmp, "all"), "--layers", "0", "--keep", "0")
     check(r.returncode == 0 and all(np.array_equal(shared(os.path.join(tmp, "all"))[n], trained[n]) for n in trained),
