@@ -6,7 +6,9 @@
 # (models/mini/recipe/gpu/ignore-{a,b}.json: 4 minutes on one H200 through
 # `tools/train_mini_gpu.sh ignore`, copied back to runs/gpu-ignore-b; without that copy they run
 # here, about 1.7 hours) -> stage G, the same mix with Coq proofs among its text windows
-# (models/mini/recipe/stage-g.json, about 20 minutes on 2 cores) -> every evaluation and
+# (models/mini/recipe/stage-g.json, about 20 minutes on 2 cores) -> stage H, a deeper reader
+# (models/mini/recipe/mixed/g-own23-lm-rename025-distill.json, about 30 minutes) -> its copying
+# heads kept (tools/copy_heads.py, about 4 minutes) -> every evaluation and
 # docs/RESULTS.md (tools/eval_mini.sh). Every training stage resumes from its checkpoint when
 # re-run. See models/mini/README.md for what each stage measured.
 set -euo pipefail
@@ -72,7 +74,18 @@ for path in sys.argv[2:]:
     else:
         print(f"{path}: the base, tensor for tensor")
 PY
-cp runs/mini-g/{sharedllm.json,sharedllm.safetensors} models/mini/
+cp runs/mini-g/{sharedllm.json,sharedllm.safetensors} models/mini/recipe/g-stage/
+# Stage H, the mixed reader: from G, two more injection layers (M = 4) whose readers start as the
+# base's own heads of layers 2-3 reading the base's own bottom layers (`separate_layers`), the
+# language modelling with renamed windows and distillation beside G's retrieval (about 30 minutes
+# on one core). Then tools/copy_heads.py keeps the three inherited heads that copy and takes out
+# the thirteen that do not (about 4 minutes): what models/mini ships.
+$bin train lm --config models/mini/recipe/mixed/g-own23-lm-rename025-distill.json
+cp runs/g-own23-lm-rename025-distill/train_log.jsonl \
+  models/mini/recipe/mixed/g-own23-lm-rename025-distill_log.jsonl
+/usr/bin/python3 tools/copy_heads.py --model runs/g-own23-lm-rename025-distill --layers 2,3 \
+  --out runs/mini-copyheads --report models/mini/recipe/copy_heads.json
+cp runs/mini-copyheads/{sharedllm.json,sharedllm.safetensors} models/mini/
 stages=(--stage "lm=models/mini/recipe/lm_log.jsonl")
 for stage in 1 2 3 4 6 7 8 9 10; do
   stages+=(--stage "$stage=models/mini/recipe/passkey-separate/stage${stage}_log.jsonl")
@@ -80,6 +93,7 @@ done
 stages+=(--stage "A=models/mini/recipe/gpu/ignore_a_log.jsonl")
 stages+=(--stage "B=models/mini/recipe/gpu/ignore_b_log.jsonl")
 stages+=(--stage "G=models/mini/recipe/stage-g_log.jsonl")
+stages+=(--stage "H=models/mini/recipe/mixed/g-own23-lm-rename025-distill_log.jsonl")
 /usr/bin/python3 tools/plot_training.py --out models/mini/loss_curves.png \
   --base models/mini/recipe/base_log.jsonl "${stages[@]}"
 
