@@ -79,12 +79,13 @@ cp runs/mini-g/{sharedllm.json,sharedllm.safetensors} models/mini/recipe/g-stage
 # base's own heads of layers 2-3 reading the base's own bottom layers (`separate_layers`), the
 # language modelling with renamed windows and distillation beside G's retrieval (about 30 minutes
 # on one core). Then tools/copy_heads.py keeps the three inherited heads that copy and takes out
-# the thirteen that do not (about 4 minutes): what models/mini ships.
+# the thirteen that do not, removing layer 3, left with none (about 4 minutes): what models/mini
+# ships.
 $bin train lm --config models/mini/recipe/mixed/g-own23-lm-rename025-distill.json
 cp runs/g-own23-lm-rename025-distill/train_log.jsonl \
   models/mini/recipe/mixed/g-own23-lm-rename025-distill_log.jsonl
 /usr/bin/python3 tools/copy_heads.py --model runs/g-own23-lm-rename025-distill --layers 2,3 \
-  --out runs/mini-copyheads --report models/mini/recipe/copy_heads.json
+  --out runs/mini-copyheads --report docs/results/mini-copy-heads.json
 cp runs/mini-copyheads/{sharedllm.json,sharedllm.safetensors} models/mini/
 stages=(--stage "lm=models/mini/recipe/lm_log.jsonl")
 for stage in 1 2 3 4 6 7 8 9 10; do
