@@ -21,6 +21,12 @@ for doc in books code proofs; do
   $bin eval ppl --model "$model" $flags --shard "$s/heldout-$doc.bin" --windows 100 \
     --out "$r/ppl-$doc.json"
 done
+# What the context gives code varies a lot from window to window (copying a file's identifiers),
+# so code also gets two fresh samples of 200 windows (seeds 2 and 3); the card pools all 500.
+for seed in 2 3; do
+  $bin eval ppl --model "$model" $flags --shard "$s/heldout-code.bin" --windows 200 --seed $seed \
+    --out "$r/ppl-code-seed$seed-200w.json"
+done
 # The full-attention baselines (PI, YaRN: attention over up to 32x W tokens) cost most of the time
 # (O(L^2)) and depend only on the base model and the windows: they are on 30 windows, beside the
 # same model's SharedLLM and truncated scores on those windows (ppl-*-30w.json). An earlier result
@@ -77,7 +83,8 @@ for f in "$r"/abl-books-trained-*.json; do
 done
 
 /usr/bin/python3 tools/make_results.py --ppl "books=$r/ppl-books.json" --ppl "code=$r/ppl-code.json" \
-  --ppl "proofs=$r/ppl-proofs.json" --ppl "books-30w=$r/ppl-books-30w.json" \
+  --ppl "proofs=$r/ppl-proofs.json" --ppl "code-seed2=$r/ppl-code-seed2-200w.json" \
+  --ppl "code-seed3=$r/ppl-code-seed3-200w.json" --ppl "books-30w=$r/ppl-books-30w.json" \
   --ppl "code-30w=$r/ppl-code-30w.json" --ppl "proofs-30w=$r/ppl-proofs-30w.json" \
   --passkey "$r/passkey.json" --passkey "$r/passkey-seed2-10trials.json" \
   --passkey "$r/passkey-seed3-10trials.json" --ask "$r/ask-seed1.json" --ask "$r/ask-seed2.json" \
