@@ -84,7 +84,8 @@ done
 
 /usr/bin/python3 tools/make_results.py --ppl "books=$r/ppl-books.json" --ppl "code=$r/ppl-code.json" \
   --ppl "proofs=$r/ppl-proofs.json" --ppl "code-seed2=$r/ppl-code-seed2-200w.json" \
-  --ppl "code-seed3=$r/ppl-code-seed3-200w.json" --ppl "books-30w=$r/ppl-books-30w.json" \
+  --ppl "code-seed3=$r/ppl-code-seed3-200w.json" --pool "code-500w=code,code-seed2,code-seed3" \
+  --ppl "books-30w=$r/ppl-books-30w.json" \
   --ppl "code-30w=$r/ppl-code-30w.json" --ppl "proofs-30w=$r/ppl-proofs-30w.json" \
   --passkey "$r/passkey.json" --passkey "$r/passkey-seed2-10trials.json" \
   --passkey "$r/passkey-seed3-10trials.json" --ask "$r/ask-seed1.json" --ask "$r/ask-seed2.json" \

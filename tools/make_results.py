@@ -5,13 +5,16 @@ truncated base, StreamingLLM, full attention PI/YaRN), the pass-key length x dep
 RULER / Math.Find table and an ablation table. Every number in RESULTS.md is read from the JSON
 given here.
 
-usage: make_results.py --ppl NAME=PPL.json [--ppl ...] --passkey PASSKEY.json
-                       [--tasks RULER.json] [--tasks MATHFIND.json]
+usage: make_results.py --ppl NAME=PPL.json [--ppl ...] [--pool NAME=PPL_NAME,PPL_NAME,...]
+                       --passkey PASSKEY.json [--tasks RULER.json] [--tasks MATHFIND.json]
                        [--ablation [LABEL=]F.json ...] [--efficiency EFF.json] --out docs/
 --ablation takes any eval JSON (ppl, passkey, ruler, mathfind), typically one per `--ablate`
 setting plus the unablated run of the same command (and, as LABEL=F.json, runs of separately
 trained variants: injection layers, split noise); rows are labelled LABEL or, without one, by
-the JSON's "ablation" field. Runs of the same task (and held-out shard) share a table."""
+the JSON's "ablation" field. Runs of the same task (and held-out shard) share a table.
+--pool pools --ppl runs of the same model and shard drawn with different seeds (independent
+windows): per length, the log ratio weighted by the windows, its standard error
+sqrt(sum (n_i SE_i)^2) / sum n_i."""
 import argparse
 import json
 import math
@@ -49,6 +52,34 @@ def ppl_table(runs):
             lines.append(f"| {name} | {p['length_multiple']:g} | {p['windows']} | "
                          f"{p['sharedllm_ppl']:.3f} | {p['truncated_ppl']:.3f} | {ratio} | {stream} | "
                          f"{pi} | {yarn} |")
+    return "\n".join(lines)
+
+
+def pooled_points(members):
+    """Per length that every member measured with a spread: (length, windows, pooled ratio, its
+    standard error of the log ratio). Members: `eval ppl` runs on independent windows."""
+    out = []
+    lengths = sorted(set.intersection(*({p["length_multiple"] for p in r["points"]} for r in members)))
+    for x in lengths:
+        points = [next(p for p in r["points"] if p["length_multiple"] == x) for r in members]
+        if not all(p.get("log_ratio_se", 0) > 0 for p in points):
+            continue
+        n = sum(p["windows"] for p in points)
+        mean = sum(p["windows"] * math.log(p["sharedllm_ppl"] / p["truncated_ppl"]) for p in points) / n
+        se = math.sqrt(sum((p["windows"] * p["log_ratio_se"]) ** 2 for p in points)) / n
+        out.append((x, n, math.exp(mean), se))
+    return out
+
+
+def pooled_table(pools, runs):
+    by_name = dict(runs)
+    lines = ["| pooled | runs | length (× W) | windows | SharedLLM / truncated (95 % interval) | "
+             "standard errors from 1 |", "|---|---|---:|---:|---:|---:|"]
+    for name, members in pools:
+        for x, n, ratio, se in pooled_points([by_name[m] for m in members]):
+            lines.append(f"| {name} | {', '.join(members)} | {x:g} | {n} | {ratio:.4f} "
+                         f"({ratio * math.exp(-1.96 * se):.4f}–{ratio * math.exp(1.96 * se):.4f}) | "
+                         f"{abs(math.log(ratio)) / se:.1f} |")
     return "\n".join(lines)
 
 
@@ -283,6 +314,8 @@ def gnuplot(script):
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--ppl", action="append", default=[], help="NAME=FILE.json")
+    ap.add_argument("--pool", action="append", default=[],
+                    help="NAME=PPL_NAME,PPL_NAME,...: those --ppl runs pooled (independent windows)")
     ap.add_argument("--passkey", action="append", default=[],
                     help="FILE.json from `sharedllm eval passkey` (repeatable: the first gives the "
                          "table and heat map, every one a row of the summary)")
@@ -305,6 +338,16 @@ def main():
     for spec in a.ppl:
         name, path = spec.split("=", 1)
         runs.append((name, json.load(open(path))))
+    pools = []
+    for spec in a.pool:
+        name, _, members = spec.partition("=")
+        members = members.split(",")
+        missing = [m for m in members if m not in dict(runs)]
+        if not name or len(members) < 2 or missing:
+            ap.error(f"--pool {spec!r}: NAME=two or more --ppl names" + (f" (not given: {missing})" if missing else ""))
+        if len({(dict(runs)[m]["model"], dict(runs)[m]["shard"]) for m in members}) != 1:
+            ap.error(f"--pool {spec!r}: the runs must share the model and the held-out shard")
+        pools.append((name, members))
     passkeys = [(path, json.load(open(path))) for path in a.passkey]
     passkey = passkeys[0][1] if passkeys else None
     asks = [(path, json.load(open(path))) for path in a.ask]
@@ -403,7 +446,12 @@ plot '{dat}' using 1:2:3 with image notitle
             if any("streaming_log_ratio_se" in p for _, r in runs for p in r["points"]):
                 f.write("In the StreamingLLM column, the parenthesis is StreamingLLM / truncated and its "
                         "95 % interval, by the same rule (the paired SE of StreamingLLM − truncated).\n\n")
-            f.write(ppl_table(runs) + "\n\n![perplexity vs length](ppl_vs_length.png)\n\n")
+            f.write(ppl_table(runs) + "\n\n")
+            if pools:
+                f.write("Pooled: runs of the same model and held-out set with different seeds (independent "
+                        "windows), per length the log ratio weighted by the windows, its standard error "
+                        "sqrt(Σ (n_i SE_i)²) / Σ n_i.\n\n" + pooled_table(pools, runs) + "\n\n")
+            f.write("![perplexity vs length](ppl_vs_length.png)\n\n")
             if any(has_spread(r) for _, r in runs):
                 f.write("![SharedLLM / truncated perplexity vs length](ppl_ratio_vs_length.png)\n\n")
         if passkey:

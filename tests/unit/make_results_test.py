@@ -2,8 +2,9 @@
 """tools/make_results.py's pass-key summary and `sharedllm ask` table on hand-made results whose
 answers are known: keys counted over every cell, the weakest length and depth found, each run's
 seed and trials shown, the ask table's counts and document sizes; and RESULTS.md written with both
-sections. Usage: make_results_test.py SOURCE_DIR"""
+sections; pooled perplexity runs. Usage: make_results_test.py SOURCE_DIR"""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -60,6 +61,38 @@ streaming = {"task": "ppl", "points": [
      "log_ratio_se": 0.0, "streaming_ppl": 21.0, "streaming_log_ratio_se": 0.01}]}
 row_s = make_results.ppl_table([("code", streaming)]).splitlines()[2]
 check("| 21.000 (1.050: 1.030–1.071) |" in row_s, row_s)
+
+# Pooled runs: per length the windows-weighted log ratio and sqrt(sum (n SE)^2) / sum n; a length
+# not in every run, or without a spread, is left out.
+def pool_run(ratio2, se2, windows):
+    return {"task": "ppl", "model": "m", "shard": "code.bin", "points": [
+        {"length_multiple": 1.0, "windows": windows, "sharedllm_ppl": 9.0, "truncated_ppl": 9.0, "log_ratio_se": 0.0},
+        {"length_multiple": 2.0, "windows": windows, "sharedllm_ppl": 9.0 * ratio2, "truncated_ppl": 9.0,
+         "log_ratio_se": se2}]}
+r1, r2 = pool_run(0.99, 0.01, 100), pool_run(0.97, 0.02, 300)
+pooled = make_results.pooled_points([r1, r2])
+want = math.exp((100 * math.log(0.99) + 300 * math.log(0.97)) / 400)
+want_se = math.sqrt((100 * 0.01) ** 2 + (300 * 0.02) ** 2) / 400
+check(len(pooled) == 1 and pooled[0][:2] == (2.0, 400) and abs(pooled[0][2] - want) < 1e-12
+      and abs(pooled[0][3] - want_se) < 1e-12, f"pooled 2x: {pooled}, want {want}, {want_se}")
+row = make_results.pooled_table([("code-all", ["c1", "c2"])], [("c1", r1), ("c2", r2)]).splitlines()[2]
+check(row.startswith(f"| code-all | c1, c2 | 2 | 400 | {want:.4f} (") and row.endswith(f"| {-math.log(want) / want_se:.1f} |"), row)
+
+with tempfile.TemporaryDirectory() as tmp:
+    pool_files = []
+    for name, run in (("c1", r1), ("c2", dict(r2, model="other"))):
+        pool_files.append(os.path.join(tmp, name + ".json"))
+        json.dump(dict(run, window=256), open(pool_files[-1], "w"))
+    base_cmd = [sys.executable, os.path.join(src, "tools", "make_results.py"), "--ppl", "c1=" + pool_files[0],
+                "--ppl", "c2=" + pool_files[1], "--out", os.path.join(tmp, "p")]
+    r = subprocess.run(base_cmd + ["--pool", "all=c1,c2"], capture_output=True, text=True)
+    check(r.returncode != 0 and "share the model" in r.stderr, "refuses to pool two models: " + r.stderr[-200:])
+    r = subprocess.run(base_cmd + ["--pool", "all=c1,c3"], capture_output=True, text=True)
+    check(r.returncode != 0 and "c3" in r.stderr, "refuses a run it was not given: " + r.stderr[-200:])
+    json.dump(dict(r2, window=256), open(pool_files[1], "w"))
+    r = subprocess.run(base_cmd + ["--pool", "all=c1,c2"], capture_output=True, text=True)
+    text = open(os.path.join(tmp, "p", "RESULTS.md")).read() if r.returncode == 0 else r.stderr
+    check("Pooled:" in text and "| all | c1, c2 | 2 | 400 |" in text, "RESULTS.md: the pooled table")
 
 with tempfile.TemporaryDirectory() as tmp:
     files = []
