@@ -376,7 +376,8 @@ def main():
                             f.write(f"{p['length_multiple']} {p['full_linear_ppl']} {p['full_yarn_ppl']}\n")
                     plots.append(f"'{fdat}' using 1:2 with linespoints dashtype 3 title '{name}: full attn PI'")
                     plots.append(f"'{fdat}' using 1:3 with linespoints dashtype 4 title '{name}: full attn YaRN'")
-            gnuplot(f"""set terminal png size 800,500
+            # One line per method and run: the key grows with the runs, and so does the canvas.
+            gnuplot(f"""set terminal png size {max(800, 400 + 25 * len(plots))},{max(500, 14 * len(plots) + 150)}
 set output '{a.out}/ppl_vs_length.png'
 set logscale x 2
 set logscale y
