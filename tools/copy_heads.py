@@ -33,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "corpus"))
 from checkpoint_to_model import read_safetensors, write_safetensors  # noqa: E402
-from scale_injection import scale_injection  # noqa: E402
+from scale_injection import decoder_layer, scale_injection  # noqa: E402
 from shards import write_shard  # noqa: E402
 
 
@@ -82,11 +82,10 @@ def remove_silent_top_layers(out, scored, kept):
         return []
 
     def wanted(name):
-        parts = name.split(".")
         if name.startswith("compressor."):  # the separate compressor's copy of lower layer j
-            return int(parts[1]) < new_m
+            return int(name.split(".")[1]) < new_m
         if ".layers." in name and ".cross_attn." in name:
-            return int(name.split(".layers.")[1].split(".")[0]) < new_m
+            return decoder_layer(name) < new_m
         return True
 
     st = os.path.join(out, "sharedllm.safetensors")

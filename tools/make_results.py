@@ -339,13 +339,14 @@ def main():
         name, path = spec.split("=", 1)
         runs.append((name, json.load(open(path))))
     pools = []
+    by_name = dict(runs)
     for spec in a.pool:
         name, _, members = spec.partition("=")
         members = members.split(",")
-        missing = [m for m in members if m not in dict(runs)]
+        missing = [m for m in members if m not in by_name]
         if not name or len(members) < 2 or missing:
             ap.error(f"--pool {spec!r}: NAME=two or more --ppl names" + (f" (not given: {missing})" if missing else ""))
-        if len({(dict(runs)[m]["model"], dict(runs)[m]["shard"]) for m in members}) != 1:
+        if len({(by_name[m]["model"], by_name[m]["shard"]) for m in members}) != 1:
             ap.error(f"--pool {spec!r}: the runs must share the model and the held-out shard")
         pools.append((name, members))
     passkeys = [(path, json.load(open(path))) for path in a.passkey]

@@ -32,6 +32,11 @@ def parse_heads(text):
     return heads
 
 
+def decoder_layer(name):
+    """The decoder layer index of a `model.layers.L....` tensor name."""
+    return int(name.split(".layers.")[1].split(".")[0])
+
+
 def scale_injection(model, scale, out, layers=None, heads=None):
     """Writes `out`: `model` with the o_proj of the injections in `layers` (None: all), or only the
     columns of `heads` ({(layer, head)}), multiplied by `scale`. Returns how many o_proj changed."""
@@ -50,7 +55,7 @@ def scale_injection(model, scale, out, layers=None, heads=None):
     for name, t in header.items():
         if not name.endswith(".cross_attn.o_proj.weight"):
             continue
-        layer = int(name.split(".layers.")[1].split(".")[0])
+        layer = decoder_layer(name)
         if layers is not None and layer not in layers:
             continue
         begin, end = t["data_offsets"]
