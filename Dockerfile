@@ -1,4 +1,4 @@
-# sharedllm-server image (Debian 12). Installs exactly what tools/setup.sh installs, so the image
+# sharedllm-server image (Debian 12). Installs exactly what scripts/setup.sh installs, so the image
 # and a developer machine stay in step, builds in Release, and runs the server on the bundled model.
 #   docker build -t sharedllm .
 #   docker run -p 50051:50051 -p 9090:9090 -v sharedllm-data:/var/lib/sharedllm sharedllm
@@ -6,8 +6,8 @@ FROM debian:bookworm
 
 ENV DEBIAN_FRONTEND=noninteractive
 WORKDIR /opt/sharedllm
-COPY tools/setup.sh tools/setup.sh
-RUN bash tools/setup.sh && rm -rf /var/lib/apt/lists/*
+COPY scripts/setup.sh scripts/setup.sh
+RUN bash scripts/setup.sh && rm -rf /var/lib/apt/lists/*
 
 COPY . .
 RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DSHAREDLLM_BUILD_TESTS=OFF \

@@ -9,7 +9,7 @@
 #include "sharedllm/v1/documents.grpc.pb.h"
 #include "service/auth.h"
 #include "service/indexer.h"
-#include "treestore/tree_store.h"
+#include "store/tree_store.h"
 
 namespace sharedllm::service {
 

@@ -9,10 +9,10 @@
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
-#include "model/decoder.h"
-#include "model/errors.h"
-#include "model/runtime.h"
-#include "model/tree_codec.h"
+#include "llm/decoder.h"
+#include "llm/errors.h"
+#include "sharedllm/loaded_model.h"
+#include "sharedllm/node_records.h"
 
 namespace sharedllm::service {
 namespace {

@@ -11,7 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "core/tree_types.h"
+#include "store/records.h"
 
 namespace sharedllm {
 struct LoadedModel;

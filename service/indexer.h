@@ -21,7 +21,7 @@
 #include "absl/status/statusor.h"
 #include "service/engine.h"
 #include "service/metrics.h"
-#include "treestore/tree_store.h"
+#include "store/tree_store.h"
 
 namespace sharedllm::service {
 

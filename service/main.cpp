@@ -3,7 +3,7 @@
 #include <iostream>
 
 #include "service/server.h"
-#include "tools/sharedllm/flags.h"
+#include "cli/flags/flags.h"
 
 int main(int argc, char** argv) {
   sharedllm::service::ServerOptions o;

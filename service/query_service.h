@@ -12,7 +12,7 @@
 #include "service/document_service.h"
 #include "service/engine.h"
 #include "service/metrics.h"
-#include "treestore/tree_store.h"
+#include "store/tree_store.h"
 
 namespace sharedllm::service {
 

@@ -18,7 +18,7 @@
 #include "service/query_service.h"
 #include "service/request_log.h"
 #include "service/startup_gate.h"
-#include "treestore/rocksdb_tree_store.h"
+#include "store/rocksdb_tree_store.h"
 
 namespace sharedllm::service {
 namespace {

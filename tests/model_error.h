@@ -1,5 +1,5 @@
 // ErrorOf: the message of the ModelError a call throws, for tests of what bad input is told.
-// Free of libtorch (model/errors.h is std::runtime_error), so the pure-logic tests may use it.
+// Free of libtorch (llm/errors.h is std::runtime_error), so the pure-logic tests may use it.
 #pragma once
 
 #include <exception>
@@ -7,7 +7,7 @@
 
 #include <gtest/gtest.h>
 
-#include "model/errors.h"
+#include "llm/errors.h"
 
 namespace sharedllm::test {
 

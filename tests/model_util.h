@@ -11,10 +11,10 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
-#include "model/config.h"
-#include "model/llama.h"
-#include "model/sharedllm.h"
-#include "model/token_shards.h"
+#include "llm/config.h"
+#include "llm/llama.h"
+#include "sharedllm/sharedllm.h"
+#include "training/token_shards.h"
 #include "tests/test_util.h"
 
 #ifndef SHAREDLLM_SPM_TRAIN
@@ -71,7 +71,7 @@ inline std::vector<int64_t> SeededIds(int64_t n, int64_t vocab, uint64_t seed) {
   return std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + n);
 }
 
-// Writes a token shard in the SLTOKv1 format (model/token_shards.h) with uint16 tokens.
+// Writes a token shard in the SLTOKv1 format (training/token_shards.h) with uint16 tokens.
 inline void WriteTokenShard(const std::string& path, uint32_t vocab,
                             const std::vector<std::vector<int64_t>>& docs) {
   std::string out = std::string("SLTOKv1", 7) + '\0';

@@ -67,7 +67,7 @@ check(hpa is not None and hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] ==
 with open(os.path.join(src, "Dockerfile")) as f:
     dockerfile = f.read()
 check(dockerfile.startswith("#") and "FROM debian:bookworm" in dockerfile, "Dockerfile on debian:bookworm")
-check("tools/setup.sh" in dockerfile, "Dockerfile installs packages through tools/setup.sh")
+check("scripts/setup.sh" in dockerfile, "Dockerfile installs packages through scripts/setup.sh")
 entry = re.search(r"ENTRYPOINT \[(.*?)\]", dockerfile, re.S).group(1)
 flags = re.findall(r'"--([a-z-]+)"', entry)
 check(flags and all(f in known_flags for f in flags), f"Dockerfile flags known to the server: {flags}")

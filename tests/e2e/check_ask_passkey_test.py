@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""tools/check_ask_passkey.py end to end on a tiny untrained SharedLLM (models/tiny): it runs
+"""recipes/check_ask_passkey.py end to end on a tiny untrained SharedLLM (models/tiny): it runs
 `sharedllm ask` once per document, reports every document and a summary whose count matches its
 rows, and refuses a directory that is not a SharedLLM model. Usage: check_ask_passkey_test.py
 SOURCE_DIR SHAREDLLM_BIN"""
@@ -11,11 +11,11 @@ import tempfile
 
 sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
 from pycheck import check, finish  # noqa: E402
-sys.path.insert(0, os.path.join(sys.argv[1], "tools"))
+sys.path.insert(0, os.path.join(sys.argv[1], "recipes"))
 import check_ask_passkey  # noqa: E402
 
 src, binary = sys.argv[1], sys.argv[2]
-script = os.path.join(src, "tools", "check_ask_passkey.py")
+script = os.path.join(src, "recipes", "check_ask_passkey.py")
 
 
 # Scoring: the first integer decides "correct"; the key anywhere in the digits is a leak.

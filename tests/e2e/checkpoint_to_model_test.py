@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""tools/checkpoint_to_model.py against the trainer: a tiny SharedLLM (models/tiny) trains 3 steps
+"""recipes/checkpoint_to_model.py against the trainer: a tiny SharedLLM (models/tiny) trains 3 steps
 of `sharedllm train lm`; its final checkpoint, converted, must equal the model directory the trainer
 itself saved, tensor for tensor and file for file in how the names split (read with the
 independent reader of tests/reference, not the tool's own); the converted directory loads in
@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.join(src, "tests", "reference"))
 import safetensors_io  # noqa: E402
 from tiny_run import train_tiny_sharedllm  # noqa: E402
 
-script = os.path.join(src, "tools", "checkpoint_to_model.py")
+script = os.path.join(src, "recipes", "checkpoint_to_model.py")
 
 
 def tensors(path):

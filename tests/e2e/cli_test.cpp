@@ -9,11 +9,11 @@
 #include <map>
 #include <memory>
 
-#include "model/decoder.h"
-#include "model/runtime.h"
-#include "model/safetensors.h"
-#include "model/scoring.h"
-#include "model/tokenizer.h"
+#include "llm/decoder.h"
+#include "sharedllm/loaded_model.h"
+#include "llm/safetensors.h"
+#include "llm/scoring.h"
+#include "llm/tokenizer.h"
 #include "tests/model_util.h"
 
 #ifndef SHAREDLLM_BIN

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""tools/copy_heads.py on a tiny SharedLLM (models/tiny, 2 injection layers, 4 heads) trained 3
-steps, with layer 1's injection then zeroed (tools/scale_injection.py): every layer-1 head must
+"""recipes/copy_heads.py on a tiny SharedLLM (models/tiny, 2 injection layers, 4 heads) trained 3
+steps, with layer 1's injection then zeroed (experiments/tools/scale_injection.py): every layer-1 head must
 score exactly 0 (taking out a head that adds nothing changes nothing) and layer 0's heads not all
 0; the kept heads follow the --keep rule; the written model zeroes exactly the dropped heads'
 o_proj columns, removes layer 1 (left with no head) and scores exactly as with it; removing
@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(src, "tests", "e2e"))
 import safetensors_io  # noqa: E402
 from tiny_run import train_tiny_sharedllm  # noqa: E402
 
-tools = os.path.join(src, "tools")
+tools = os.path.join(src, "experiments", "tools")
 O = "model.layers.{}.cross_attn.o_proj.weight"
 D = 16  # models/tiny head_dim
 

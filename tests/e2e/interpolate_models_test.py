@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""tools/interpolate_models.py on a tiny SharedLLM (models/tiny) and the 3-step run trained from it
+"""experiments/tools/interpolate_models.py on a tiny SharedLLM (models/tiny) and the 3-step run trained from it
 (upper model frozen, so the two share one base):
 W = 0 and W = 1 copy the two runs, W = 0.5 is their mean tensor by tensor, the result loads and
 scores with `sharedllm eval ppl`, and mismatched models and bad weights are refused.
@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.join(src, "tests", "reference"))
 import safetensors_io  # noqa: E402
 from tiny_run import train_tiny_sharedllm  # noqa: E402
 
-script = os.path.join(src, "tools", "interpolate_models.py")
+script = os.path.join(src, "experiments", "tools", "interpolate_models.py")
 
 
 def shared(d):

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""tools/scale_injection.py on a tiny SharedLLM (models/tiny, 2 injection layers) trained 3 steps
+"""experiments/tools/scale_injection.py on a tiny SharedLLM (models/tiny, 2 injection layers) trained 3 steps
 so its cross-attention is not zero: scale 1 copies every tensor; --layers 0 at 0.5 halves layer 0's
 o_proj and nothing else; scale 0 makes `sharedllm eval ppl` score SharedLLM exactly as the
 truncated base model (and the trained model differs from it); bad inputs are refused.
@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.join(src, "tests", "reference"))
 import safetensors_io  # noqa: E402
 from tiny_run import train_tiny_sharedllm  # noqa: E402
 
-script = os.path.join(src, "tools", "scale_injection.py")
+script = os.path.join(src, "experiments", "tools", "scale_injection.py")
 O0, O1 = "model.layers.0.cross_attn.o_proj.weight", "model.layers.1.cross_attn.o_proj.weight"
 
 

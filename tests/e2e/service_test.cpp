@@ -770,7 +770,7 @@ std::string ServiceTest::model_dir_;
 std::string ServiceTest::model_error_;
 
 // Chunks of a document of `tokens` tokens: C tokens each, a last piece shorter than a tree's
-// minimum (2^depth tokens) joins the chunk before it (model/context_tree.cpp ChunkSpans).
+// minimum (2^depth tokens) joins the chunk before it (sharedllm/context_tree.cpp ChunkSpans).
 int64_t NumChunks(int64_t tokens) {
   return tokens / kChunkSize + (tokens % kChunkSize >= (1 << kDepth) ? 1 : 0);
 }

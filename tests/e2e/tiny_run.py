@@ -11,7 +11,7 @@ import sys
 def train_tiny_sharedllm(src, binary, tmp, layers, doc_tokens, seed, **overrides):
     """Returns (init dir, run dir, shard path, the training CompletedProcess); `overrides` are
     trainer config fields that replace the defaults below."""
-    sys.path.insert(0, os.path.join(src, "tools", "corpus"))
+    sys.path.insert(0, os.path.join(src, "corpus"))
     from shards import write_shard
     init = os.path.join(tmp, "init")
     subprocess.run([binary, "init", "--base", os.path.join(src, "models", "tiny"), "--out", init,

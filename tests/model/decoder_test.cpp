@@ -12,10 +12,10 @@
 
 #include <ATen/ATen.h>
 
-#include "model/decoder.h"
-#include "model/errors.h"
-#include "model/sampler.h"
-#include "model/tokenizer.h"
+#include "llm/decoder.h"
+#include "llm/errors.h"
+#include "llm/sampler.h"
+#include "llm/tokenizer.h"
 #include "tests/model_error.h"
 #include "tests/model_util.h"
 

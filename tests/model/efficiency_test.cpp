@@ -1,8 +1,8 @@
-// model/efficiency.h: FLOP counting against a worked example, the measured phases on a tiny
+// eval/efficiency.h: FLOP counting against a worked example, the measured phases on a tiny
 // random SharedLLM, the `sharedllm eval efficiency` command as a subprocess (smoke), and the
 // `sharedllm plan` cost model against a measurement. The tree-store byte count is checked against
 // a real RocksDB in plan_store_test.cpp.
-#include "model/efficiency.h"
+#include "eval/efficiency.h"
 
 #include <gtest/gtest.h>
 
@@ -12,8 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "model/runtime.h"
-#include "model/sharedllm.h"
+#include "sharedllm/loaded_model.h"
+#include "sharedllm/sharedllm.h"
 #include "tests/model_util.h"
 
 #ifndef SHAREDLLM_BIN

@@ -8,10 +8,10 @@
 
 #include <gtest/gtest.h>
 
-#include "model/errors.h"
-#include "model/evaluation.h"
-#include "model/runtime.h"
-#include "model/scoring.h"
+#include "llm/errors.h"
+#include "eval/evaluation.h"
+#include "sharedllm/loaded_model.h"
+#include "llm/scoring.h"
 #include "tests/model_util.h"
 
 namespace sharedllm {

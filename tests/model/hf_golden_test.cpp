@@ -2,7 +2,7 @@
 // checkpoints that transformers wrote with save_pretrained (its own config.json layout: v5's
 // rope_parameters, tied embeddings, Qwen2 biases, a Mistral sliding window, llama3 / yarn / linear
 // rotary scaling), with transformers' float64 token NLLs and greedy continuations
-// (tests/reference/hf_golden.py, run on the GPU machine by tools/gpu_check.sh).
+// (tests/reference/hf_golden.py, run on the GPU machine by scripts/gpu_check.sh).
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -14,10 +14,10 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "model/decoder.h"
-#include "model/kv_cache.h"
-#include "model/runtime.h"
-#include "model/scoring.h"
+#include "llm/decoder.h"
+#include "llm/kv_cache.h"
+#include "sharedllm/loaded_model.h"
+#include "llm/scoring.h"
 
 namespace sharedllm {
 namespace {

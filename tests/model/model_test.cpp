@@ -12,14 +12,14 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
-#include "model/decoder.h"
-#include "model/errors.h"
-#include "model/llama.h"
-#include "model/rope.h"
-#include "model/runtime.h"
-#include "model/safetensors.h"
-#include "model/scoring.h"
-#include "model/weights.h"
+#include "llm/decoder.h"
+#include "llm/errors.h"
+#include "llm/llama.h"
+#include "llm/rope.h"
+#include "sharedllm/loaded_model.h"
+#include "llm/safetensors.h"
+#include "llm/scoring.h"
+#include "llm/weights.h"
 #include "tests/model_error.h"
 #include "tests/model_util.h"
 
@@ -113,76 +113,6 @@ TEST(ModelTest, AttentionSinkIsAZeroValueKeyPerQueryHead) {
   }
   // No sink: the plain softmax.
   EXPECT_FALSE(at::allclose(Attention(q, k, v, mask), out, 1e-3, 1e-3));
-}
-
-// Attention's top_k against its definition: per query row, the softmax (with the sink) over only
-// its k highest-scoring keys. Grouped heads, a key mask; k at or above the keys is a no-op.
-TEST(ModelTest, AttentionTopKReadsOnlyTheBestKeysOfEachRow) {
-  const AttentionInputs in(6, 7);
-  const auto &q = in.q, &k = in.k, &v = in.v, &sink = in.sink, &mask = in.mask;
-  for (const int64_t top_k : {1, 3}) {
-    for (const bool with_sink : {false, true}) {
-      const auto out = Attention(q, k, v, mask, with_sink ? sink : at::Tensor(), top_k);
-      for (int64_t b = 0; b < 2; ++b) {
-        for (int64_t h = 0; h < 4; ++h) {
-          auto scores = in.Scores(b, h);
-          for (int64_t t = 0; t < 3; ++t) {
-            // Keep the row's top_k by sorting, mask the rest.
-            const auto order = std::get<1>(scores[t].sort(-1, true));
-            auto row = at::full({7}, -std::numeric_limits<float>::infinity());
-            for (int64_t i = 0; i < top_k; ++i) {
-              const int64_t j = order[i].item<int64_t>();
-              row[j] = scores[t][j];
-            }
-            scores[t].copy_(row);
-          }
-          at::Tensor p;
-          if (with_sink) {
-            const auto all = at::cat({scores, at::full({3, 1}, sink[h].item<float>())}, 1);
-            p = at::softmax(all, -1).narrow(1, 0, 7);
-          } else {
-            p = at::softmax(scores, -1);
-          }
-          EXPECT_TRUE(at::allclose(out[b][h], at::matmul(p, v[b][h / 2]), 1e-5, 1e-6))
-              << "top_k " << top_k << " sink " << with_sink << " " << b << " " << h;
-        }
-      }
-      EXPECT_FALSE(at::allclose(out, Attention(q, k, v, mask, with_sink ? sink : at::Tensor()), 1e-3, 1e-3));
-    }
-  }
-  EXPECT_TRUE(at::equal(Attention(q, k, v, mask, sink, 7), Attention(q, k, v, mask, sink)));
-  EXPECT_TRUE(at::equal(Attention(q, k, v, mask, sink, 100), Attention(q, k, v, mask, sink)));
-}
-
-// Attention's effective-key sink offset against its definition: per row, the sink s becomes
-// s + g * max(0, log(n_eff / N)), n_eff = sum_j e^(score_j - max score). A reference at or above
-// the number of keys never raises it; keys that all score alike count fully.
-TEST(ModelTest, AttentionEffectiveKeySinkOffsetFollowsItsDefinition) {
-  const AttentionInputs in(7, 9, 0.3);
-  const auto &q = in.q, &k = in.k, &v = in.v, &sink = in.sink, &mask = in.mask;
-  const double ref = 2.0, slope = 0.7;
-  const auto out = Attention(q, k, v, mask, sink, 0, ref, slope);
-  int raised = 0;
-  for (int64_t b = 0; b < 2; ++b) {
-    for (int64_t h = 0; h < 4; ++h) {
-      const auto scores = in.Scores(b, h);
-      for (int64_t t = 0; t < 3; ++t) {
-        const auto row = scores[t];
-        const double n_eff = at::exp(row - row.max()).sum().item<double>();
-        const double offset = slope * std::max(0.0, std::log(n_eff / ref));
-        raised += offset > 0;
-        const auto all = at::cat({row, at::full({1}, sink[h].item<float>() + offset)});
-        const auto p = at::softmax(all, -1).narrow(0, 0, 9);
-        EXPECT_TRUE(at::allclose(out[b][h][t], at::matmul(p, v[b][h / 2]), 1e-5, 1e-6)) << b << h << t;
-      }
-    }
-  }
-  EXPECT_GT(raised, 0);
-  EXPECT_TRUE(at::allclose(Attention(q, k, v, mask, sink, 0, 9.0, slope), Attention(q, k, v, mask, sink)));
-  // Alike keys (zero queries): n_eff = n, so the offset is log(n / N), as the count-based sink's.
-  const auto zero = at::zeros_like(q);
-  const auto counted = Attention(zero, k, v, at::Tensor(), sink + std::log(9.0 / ref));
-  EXPECT_TRUE(at::allclose(Attention(zero, k, v, at::Tensor(), sink, 0, ref), counted, 1e-5, 1e-6));
 }
 
 TEST(ModelTest, LogitsShapeDtypeAndDeterminism) {

@@ -1,4 +1,4 @@
-// `sharedllm plan`'s tree-store byte count (treestore/footprint.h, from the model configuration
+// `sharedllm plan`'s tree-store byte count (store/footprint.h, from the model configuration
 // alone) against the bytes a RocksDbTreeStore actually holds after the indexer's writes for a
 // document encoded by a tiny random SharedLLM. Tolerance: none. The count is of logical key and
 // value bytes per column family, which the formats of key_codec/value_codec fix exactly; RocksDB's
@@ -9,12 +9,12 @@
 #include <map>
 #include <memory>
 
-#include "model/efficiency.h"
-#include "model/sharedllm.h"
-#include "model/tree_codec.h"
+#include "eval/efficiency.h"
+#include "sharedllm/sharedllm.h"
+#include "sharedllm/node_records.h"
 #include "tests/model_util.h"
-#include "treestore/footprint.h"
-#include "treestore/rocksdb_tree_store.h"
+#include "store/footprint.h"
+#include "store/rocksdb_tree_store.h"
 
 namespace sharedllm {
 namespace {

@@ -7,14 +7,14 @@
 
 #include <c10/core/InferenceMode.h>
 
-#include "model/cross_attention.h"
-#include "model/decoder.h"
-#include "model/errors.h"
-#include "model/runtime.h"
-#include "model/safetensors.h"
-#include "model/scoring.h"
-#include "model/sharedllm.h"
-#include "model/weights.h"
+#include "sharedllm/cross_attention.h"
+#include "llm/decoder.h"
+#include "llm/errors.h"
+#include "sharedllm/loaded_model.h"
+#include "llm/safetensors.h"
+#include "llm/scoring.h"
+#include "sharedllm/sharedllm.h"
+#include "llm/weights.h"
 #include "tests/model_util.h"
 
 namespace sharedllm {
@@ -777,230 +777,13 @@ TEST(SharedLLMConfigTest, ValidatesAndRoundTrips) {
   EXPECT_EQ(c.InjectionLayers(8), (std::vector<int64_t>{6, 7}));
   const auto back = SharedLLMConfig::FromJsonText(c.ToJsonText());
   EXPECT_EQ(back.ToJsonText(), c.ToJsonText());
-}
-
-// sink_keys_ref: only with a sink, never negative, one value or one per injection layer; written
-// only when set (a number for one value), read back as written.
-TEST(SharedLLMConfigTest, SinkKeysRefNeedsTheSinkAndRoundTrips) {
-  SharedLLMConfig c;  // 4 injection layers
-  c.sink_keys_ref = {1536};
-  EXPECT_THROW(c.Validate(8), ModelError);  // no sink
-  c.sink = true;
-  c.Validate(8);
-  c.sink_keys_ref = {-1};
-  EXPECT_THROW(c.Validate(8), ModelError);
-  c.sink_keys_ref = {};
-  EXPECT_EQ(c.ToJsonText().find("sink_keys_ref"), std::string::npos);
-  EXPECT_EQ(c.SinkKeysRef(3), 0);
-  c.sink_keys_ref = {1536};
-  EXPECT_NE(c.ToJsonText().find("\"sink_keys_ref\": 1536"), std::string::npos);
-  EXPECT_EQ(SharedLLMConfig::FromJsonText(c.ToJsonText()).sink_keys_ref, c.sink_keys_ref);
-  EXPECT_EQ(c.SinkKeysRef(3), 1536);
-  // Per layer: exactly one value per injection layer, 0 keeping that layer's sink fixed.
-  c.sink_keys_ref = {192, 0, 0};
-  EXPECT_THROW(c.Validate(8), ModelError);
-  c.sink_keys_ref = {192, 0, 0, 768};
-  c.Validate(8);
-  EXPECT_EQ(SharedLLMConfig::FromJsonText(c.ToJsonText()).sink_keys_ref, c.sink_keys_ref);
-  EXPECT_EQ(c.SinkKeysRef(1), 0);
-  EXPECT_EQ(c.SinkKeysRef(3), 768);
-  EXPECT_TRUE(SharedLLMConfig::FromJsonText(R"({"sink": true, "sink_keys_ref": 0})").sink_keys_ref.empty());
-  EXPECT_THROW(SharedLLMConfig::FromJsonText(R"({"sink_keys_ref": "192"})"), ModelError);
-  EXPECT_THROW(SharedLLMConfig::FromJsonText(R"({"sink_keys_ref": [192, "0"]})"), ModelError);
-}
-
-// sink_keys_slope: 1 unless given, one value or one per injection layer, never negative, only
-// beside a length-aware sink; written only when set, read back as written (0 stays 0).
-TEST(SharedLLMConfigTest, SinkKeysSlopeNeedsALengthAwareSinkAndRoundTrips) {
-  SharedLLMConfig c;  // 4 injection layers
-  c.sink = true;
-  EXPECT_EQ(c.SinkKeysSlope(2), 1);
-  c.sink_keys_slope = {0.5};
-  EXPECT_THROW(c.Validate(8), ModelError);  // no sink_keys_ref
-  c.sink_keys_ref = {192};
-  c.Validate(8);
-  EXPECT_EQ(c.SinkKeysSlope(2), 0.5);
-  EXPECT_NE(c.ToJsonText().find("\"sink_keys_slope\": 0.5"), std::string::npos);
-  c.sink_keys_slope = {1, 0.5, 0};
-  EXPECT_THROW(c.Validate(8), ModelError);
-  c.sink_keys_slope = {1, 0.5, -0.5, 0};
-  EXPECT_THROW(c.Validate(8), ModelError);
-  c.sink_keys_slope = {1, 0.5, 0.25, 0};
-  c.Validate(8);
-  const auto back = SharedLLMConfig::FromJsonText(c.ToJsonText());
-  EXPECT_EQ(back.sink_keys_slope, c.sink_keys_slope);
-  EXPECT_EQ(back.SinkKeysSlope(1), 0.5);
-  EXPECT_EQ(back.SinkKeysSlope(3), 0);
-  EXPECT_EQ(SharedLLMConfig::FromJsonText(R"({"sink_keys_slope": 0})").sink_keys_slope,
-            std::vector<double>{0});
-  c.sink_keys_slope = {};
-  EXPECT_EQ(c.ToJsonText().find("sink_keys_slope"), std::string::npos);
-  EXPECT_THROW(SharedLLMConfig::FromJsonText(R"({"sink_keys_slope": "0.5"})"), ModelError);
-}
-
-// sink_keys_effective: only beside a length-aware sink, written only when set, read back.
-TEST(SharedLLMConfigTest, SinkKeysEffectiveNeedsALengthAwareSinkAndRoundTrips) {
-  SharedLLMConfig c;
-  c.sink = true;
-  EXPECT_EQ(c.ToJsonText().find("sink_keys_effective"), std::string::npos);
-  c.sink_keys_effective = true;
-  EXPECT_THROW(c.Validate(8), ModelError);  // no sink_keys_ref
-  c.sink_keys_ref = {192};
-  c.Validate(8);
-  EXPECT_NE(c.ToJsonText().find("\"sink_keys_effective\": true"), std::string::npos);
-  EXPECT_TRUE(SharedLLMConfig::FromJsonText(c.ToJsonText()).sink_keys_effective);
-}
-
-// A saved tiny base model and a two-layer SharedLLM on it, cross-attention random (`seed`), sinks at
-// logit 1: what the read switches (top-k, length-aware sinks) are tried on.
-struct TinySinkedSharedLLM {
-  explicit TinySinkedSharedLLM(uint64_t seed) : lm(test::TinyModel(Config())) {
-    SaveModel(lm, dir.path());
-    s = std::make_unique<SharedLLM>(lm, SmallShared(2));
-    RandomizeCrossAttention(lm, seed);
-    s->AddSink(1.0);
-  }
-  // Saves the SharedLLM beside the base and loads both back.
-  std::shared_ptr<LoadedModel> SavedAndLoaded() {
-    SaveSharedLLM(*s, dir.path());
-    RuntimeOptions options;
-    options.threads = 1;
-    return LoadModel(dir.path(), options);
-  }
-  test::TempDir dir;
-  CausalLM lm;
-  std::unique_ptr<SharedLLM> s;
-};
-
-// context_top_k: never negative, written only when set, read back as written.
-TEST(SharedLLMConfigTest, ContextTopKRoundTrips) {
-  SharedLLMConfig c;
-  EXPECT_EQ(c.ToJsonText().find("context_top_k"), std::string::npos);
-  c.context_top_k = 192;
-  c.Validate(8);
-  EXPECT_NE(c.ToJsonText().find("\"context_top_k\": 192"), std::string::npos);
-  EXPECT_EQ(SharedLLMConfig::FromJsonText(c.ToJsonText()).context_top_k, 192);
-  c.context_top_k = -1;
-  EXPECT_THROW(c.Validate(8), ModelError);
-  EXPECT_THROW(SharedLLMConfig::FromJsonText(R"({"context_top_k": "192"})"), ModelError);
-}
-
-// The top-k read reaches every injection layer: k at or above the context's keys scores exactly as
-// without it, a smaller k changes the scores, a saved model reads back the same, and a negative k
-// is refused without changing the model.
-TEST(SharedLLMTest, ContextTopKReadsFewerKeysAndRoundTrips) {
-  TinySinkedSharedLLM tiny(13);
-  CausalLM& lm = tiny.lm;
-  SharedLLM& s = *tiny.s;
-  const auto context = SeededIds(100, 61, 98), text = SeededIds(20, 61, 99);
-  const auto all = ScoreWithContext(s, context, text);
-  s.SetContextTopK(100000);
-  EXPECT_LT(MaxDiff(ScoreWithContext(s, context, text), all), 1e-6);
-  s.SetContextTopK(4);
-  EXPECT_EQ(lm->model->layer(0).cross_attn->context_top_k, 4);
-  EXPECT_EQ(lm->model->layer(1).cross_attn->context_top_k, 4);
-  const auto few = ScoreWithContext(s, context, text);
-  EXPECT_GT(MaxDiff(few, all), 1e-4);
-  EXPECT_THROW(s.SetContextTopK(-1), ModelError);
-  EXPECT_EQ(s.config().context_top_k, 4);
-  auto loaded = tiny.SavedAndLoaded();
-  EXPECT_EQ(loaded->shared->config().context_top_k, 4);
-  EXPECT_LT(MaxDiff(ScoreWithContext(*loaded->shared, context, text), few), 1e-6);
-  s.SetContextTopK(0);
-  EXPECT_LT(MaxDiff(ScoreWithContext(s, context, text), all), 1e-6);
-}
-
-// Per-layer sink_keys_ref reaches the right layers, each setting changes the scores, a wrong count
-// is refused without changing the model, and a saved model reads back the same.
-TEST(SharedLLMTest, PerLayerSinkKeysRefSetsEachInjectionLayer) {
-  TinySinkedSharedLLM tiny(12);
-  CausalLM& lm = tiny.lm;
-  SharedLLM& s = *tiny.s;
-  const auto context = SeededIds(100, 61, 96), text = SeededIds(20, 61, 97);
-  const auto fixed = ScoreWithContext(s, context, text);
-  s.SetSinkKeysRef({2});
-  const auto both = ScoreWithContext(s, context, text);
-  s.SetSinkKeysRef({2, 0});
-  EXPECT_EQ(lm->model->layer(0).cross_attn->sink_keys_ref, 2);
-  EXPECT_EQ(lm->model->layer(1).cross_attn->sink_keys_ref, 0);
-  const auto first = ScoreWithContext(s, context, text);
-  EXPECT_GT(MaxDiff(first, fixed), 1e-4);
-  EXPECT_GT(MaxDiff(first, both), 1e-4);
-  EXPECT_THROW(s.SetSinkKeysRef({2, 0, 0}), ModelError);
-  EXPECT_EQ(s.config().sink_keys_ref, (std::vector<double>{2, 0}));
-  EXPECT_EQ(lm->model->layer(0).cross_attn->sink_keys_ref, 2);
-  auto loaded = tiny.SavedAndLoaded();
-  EXPECT_EQ(loaded->shared->config().sink_keys_ref, (std::vector<double>{2, 0}));
-  EXPECT_LT(MaxDiff(ScoreWithContext(*loaded->shared, context, text), first), 1e-6);
-  // A slope per layer reaches its layer; slope 0 is the fixed sink again.
-  s.SetSinkKeysRef({2, 2}, {0.5, 0});
-  EXPECT_EQ(lm->model->layer(0).cross_attn->sink_keys_slope, 0.5);
-  EXPECT_EQ(lm->model->layer(1).cross_attn->sink_keys_slope, 0);
-  const auto half = ScoreWithContext(s, context, text);
-  EXPECT_GT(MaxDiff(half, first), 1e-4);
-  EXPECT_THROW(s.SetSinkKeysRef({2, 2}, {0.5, 0, 1}), ModelError);
-  EXPECT_EQ(lm->model->layer(0).cross_attn->sink_keys_slope, 0.5);
-  auto reloaded = tiny.SavedAndLoaded();
-  EXPECT_EQ(reloaded->shared->config().sink_keys_slope, (std::vector<double>{0.5, 0}));
-  EXPECT_LT(MaxDiff(ScoreWithContext(*reloaded->shared, context, text), half), 1e-6);
-  s.SetSinkKeysRef({2, 2}, {0, 0});
-  EXPECT_LT(MaxDiff(ScoreWithContext(s, context, text), fixed), 1e-6);
-  s.SetSinkKeysRef({});
-  EXPECT_LT(MaxDiff(ScoreWithContext(s, context, text), fixed), 1e-6);
-  // Counting effective keys reaches every layer, scores otherwise, and reads back from disk.
-  s.SetSinkKeysRef({2}, {}, true);
-  EXPECT_TRUE(lm->model->layer(0).cross_attn->sink_keys_effective);
-  EXPECT_TRUE(lm->model->layer(1).cross_attn->sink_keys_effective);
-  const auto effective = ScoreWithContext(s, context, text);
-  EXPECT_GT(MaxDiff(effective, both), 1e-4);
-  EXPECT_GT(MaxDiff(effective, fixed), 1e-4);
-  auto third = tiny.SavedAndLoaded();
-  EXPECT_TRUE(third->shared->config().sink_keys_effective);
-  EXPECT_LT(MaxDiff(ScoreWithContext(*third->shared, context, text), effective), 1e-6);
-  EXPECT_THROW(s.SetSinkKeysRef({}, {}, true), ModelError);
-  EXPECT_TRUE(s.config().sink_keys_effective);
-}
-
-// The length-aware sink against its definition. Every key scores alike (zero queries) and holds
-// the same value u, so a head reads p·u with p = n / (n + e^s) for a fixed sink s: more of u as the
-// context grows. With sink_keys_ref R the sink is s + log(n / R) and p = 1 / (1 + e^s / R) at every
-// n; n counts only the keys a sample's mask leaves.
-TEST(SharedLLMTest, LengthAwareSinkTakesTheSameShareOfAnyContextLength) {
-  torch::manual_seed(3);
-  const int64_t hidden = 16, heads = 4, kv_heads = 2, head_dim = 4;
-  CrossAttention ca(hidden, heads, kv_heads, head_dim, false, 1e-6, at::TensorOptions());
-  ca->AddSink(1.0);
-  {
-    c10::NoGradGuard no_grad;
-    ca->q_proj->weight.zero_();
-    ca->o_proj->weight.copy_(at::eye(hidden));  // the heads' outputs, concatenated
-  }
-  const auto h = at::randn({1, 3, hidden});
-  const auto u = at::randn({1, kv_heads, 1, head_dim});
-  auto read = [&](int64_t n, int64_t padded_to = 0) {
-    const int64_t s = std::max(n, padded_to);
-    InjectionContext ctx;
-    if (padded_to > 0) {
-      ctx.key_mask = at::zeros({1, 1, 1, s});
-      ctx.key_mask.narrow(3, n, s - n).fill_(-std::numeric_limits<float>::infinity());
-    }
-    const auto k = at::randn({1, kv_heads, s, head_dim});
-    return ca->forward(h, k, u.expand({1, kv_heads, s, head_dim}), ctx);
-  };
-  // Share p of u in head 0's output (u's head-0 slice is kv head 0's value).
-  auto share = [&](const at::Tensor& out) {
-    return (out[0][0].narrow(0, 0, head_dim) / u[0][0][0]).mean().item<double>();
-  };
-  const double e = std::exp(1.0);
-  EXPECT_NEAR(share(read(6)), 6 / (6 + e), 1e-5);
-  EXPECT_NEAR(share(read(48)), 48 / (48 + e), 1e-5);
-  ca->sink_keys_ref = 12;
-  for (int64_t n : {6, 48, 480}) EXPECT_NEAR(share(read(n)), 1 / (1 + e / 12), 1e-5) << n;
-  EXPECT_NEAR(share(read(6, /*padded_to=*/48)), 1 / (1 + e / 12), 1e-5);  // n = 6, not 48
-  // Slope g: the sink is s + g log(n / R), p = n / (n + e^s (n / R)^g), between the two.
-  ca->sink_keys_slope = 0.5;
-  for (int64_t n : {6, 48, 480}) {
-    EXPECT_NEAR(share(read(n)), n / (n + e * std::sqrt(n / 12.0)), 1e-5) << n;
+  // A field this build does not know is refused with its name, not ignored: a model that relied on
+  // it would otherwise load and compute something else.
+  try {
+    SharedLLMConfig::FromJsonText(R"({"chunk_size": 64, "context_top_k": 4, "lower_trainable": false})");
+    ADD_FAILURE() << "unknown fields accepted";
+  } catch (const ModelError& e) {
+    EXPECT_NE(std::string(e.what()).find("context_top_k, lower_trainable"), std::string::npos) << e.what();
   }
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""tools/blas_env.sh: SkylakeX kernels only on a CPU with AVX-512 (anything else would die with an
+"""scripts/blas_env.sh: SkylakeX kernels only on a CPU with AVX-512 (anything else would die with an
 illegal instruction), OpenBLAS's own choice elsewhere, a value already set kept.
 Usage: blas_env_test.py SOURCE_DIR"""
 import os

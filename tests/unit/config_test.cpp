@@ -1,11 +1,11 @@
 // ModelConfig: parsing Hugging Face config.json texts of the supported families, the JSON it
 // writes back, and the errors for invalid configs.
-#include "model/config.h"
+#include "llm/config.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "model/errors.h"
+#include "llm/errors.h"
 #include "tests/test_util.h"
 
 namespace sharedllm {

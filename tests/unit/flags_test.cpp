@@ -1,5 +1,5 @@
-// The command-line flag parser of the sharedllm tool (tools/sharedllm/flags.cpp).
-#include "tools/sharedllm/flags.h"
+// The command-line flag parser of the sharedllm tool (cli/sharedllm/flags.cpp).
+#include "cli/flags/flags.h"
 
 #include <gtest/gtest.h>
 

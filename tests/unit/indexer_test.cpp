@@ -16,7 +16,7 @@
 #include "service/engine.h"
 #include "service/metrics.h"
 #include "tests/test_util.h"
-#include "treestore/rocksdb_tree_store.h"
+#include "store/rocksdb_tree_store.h"
 
 namespace sharedllm::service {
 namespace {

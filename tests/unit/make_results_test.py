@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""tools/make_results.py's pass-key summary and `sharedllm ask` table on hand-made results whose
+"""recipes/make_results.py's pass-key summary and `sharedllm ask` table on hand-made results whose
 answers are known: keys counted over every cell, the weakest length and depth found, each run's
 seed and trials shown, the ask table's counts and document sizes; and RESULTS.md written with both
 sections; pooled perplexity runs. Usage: make_results_test.py SOURCE_DIR"""
@@ -12,7 +12,7 @@ import tempfile
 
 src = sys.argv[1]
 sys.path.insert(0, os.path.join(src, "tests"))
-sys.path.insert(0, os.path.join(src, "tools"))
+sys.path.insert(0, os.path.join(src, "recipes"))
 from pycheck import check, finish  # noqa: E402
 import make_results  # noqa: E402
 
@@ -83,7 +83,7 @@ with tempfile.TemporaryDirectory() as tmp:
     for name, run in (("c1", r1), ("c2", dict(r2, model="other"))):
         pool_files.append(os.path.join(tmp, name + ".json"))
         json.dump(dict(run, window=256), open(pool_files[-1], "w"))
-    base_cmd = [sys.executable, os.path.join(src, "tools", "make_results.py"), "--ppl", "c1=" + pool_files[0],
+    base_cmd = [sys.executable, os.path.join(src, "recipes", "make_results.py"), "--ppl", "c1=" + pool_files[0],
                 "--ppl", "c2=" + pool_files[1], "--out", os.path.join(tmp, "p")]
     r = subprocess.run(base_cmd + ["--pool", "all=c1,c2"], capture_output=True, text=True)
     check(r.returncode != 0 and "share the model" in r.stderr, "refuses to pool two models: " + r.stderr[-200:])
@@ -100,7 +100,7 @@ with tempfile.TemporaryDirectory() as tmp:
         files.append(os.path.join(tmp, name))
         json.dump(run, open(files[-1], "w"))
     out = os.path.join(tmp, "docs")
-    subprocess.run([sys.executable, os.path.join(src, "tools", "make_results.py"),
+    subprocess.run([sys.executable, os.path.join(src, "recipes", "make_results.py"),
                     "--passkey", files[0], "--passkey", files[1], "--ask", files[2], "--out", out],
                    check=True)
     text = open(os.path.join(out, "RESULTS.md")).read()
@@ -111,7 +111,7 @@ with tempfile.TemporaryDirectory() as tmp:
     ppl_file = os.path.join(tmp, "ppl.json")
     json.dump(dict(ppl, shard="heldout-proofs.bin", model="m", window=256), open(ppl_file, "w"))
     with_ppl = os.path.join(tmp, "with-ppl")
-    subprocess.run([sys.executable, os.path.join(src, "tools", "make_results.py"),
+    subprocess.run([sys.executable, os.path.join(src, "recipes", "make_results.py"),
                     "--ppl", "proofs=" + ppl_file, "--out", with_ppl], check=True)
     text = open(os.path.join(with_ppl, "RESULTS.md")).read()
     check(rows_ppl[2] in text and "ppl_ratio_vs_length.png" in text and
@@ -119,13 +119,13 @@ with tempfile.TemporaryDirectory() as tmp:
           "RESULTS.md: the perplexity table and the plot of the ratios with their intervals")
     check("In the StreamingLLM column" not in text, "no StreamingLLM spread: its parenthesis not explained")
     json.dump(dict(streaming, shard="heldout-code.bin", model="m", window=256), open(ppl_file, "w"))
-    subprocess.run([sys.executable, os.path.join(src, "tools", "make_results.py"),
+    subprocess.run([sys.executable, os.path.join(src, "recipes", "make_results.py"),
                     "--ppl", "code=" + ppl_file, "--out", with_ppl], check=True)
     text = open(os.path.join(with_ppl, "RESULTS.md")).read()
     check(row_s in text and "In the StreamingLLM column, the parenthesis is StreamingLLM / truncated"
           in text, "RESULTS.md: StreamingLLM's ratio and interval, and what its parenthesis means")
     one = os.path.join(tmp, "one")
-    subprocess.run([sys.executable, os.path.join(src, "tools", "make_results.py"),
+    subprocess.run([sys.executable, os.path.join(src, "recipes", "make_results.py"),
                     "--passkey", files[0], "--out", one], check=True)
     check("Every run" not in open(os.path.join(one, "RESULTS.md")).read(),
           "one pass-key run: no summary table")

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""tools/plot_training.py on hand-made logs: stages laid end to end on one step axis (train and
+"""recipes/plot_training.py on hand-made logs: stages laid end to end on one step axis (train and
 eval points where they belong, a start label per stage), malformed logs refused with exit 2 and the
 file and line named, and a PNG written. Usage: plot_training_test.py SOURCE_DIR"""
 import contextlib

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""clients/python/sharedllm_client.py against an in-process fake of the services (grpcio):
+"""cli/python/sharedllm_client.py against an in-process fake of the services (grpcio):
 stub generation, chunked upload with SHA-256, watching, streamed answers, paging, API keys.
 Exits 77 (skipped) when python3-grpcio or python3-grpc-tools is missing."""
 

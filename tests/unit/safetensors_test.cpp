@@ -1,6 +1,6 @@
 // Safetensors reading and writing: bit-exact round trips, sharded checkpoints, and corrupted
 // inputs, which must throw ModelError with a useful message rather than crash.
-#include "model/safetensors.h"
+#include "llm/safetensors.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -14,7 +14,7 @@
 #include <limits>
 #include <set>
 
-#include "model/errors.h"
+#include "llm/errors.h"
 #include "tests/model_error.h"
 #include "tests/test_util.h"
 

@@ -1,7 +1,7 @@
-// Token shards (model/token_shards.h): round trips through a writer that follows the format spec
-// byte by byte, a cross-check against the Python writer (tools/corpus/shards.py), and every kind
+// Token shards (training/token_shards.h): round trips through a writer that follows the format spec
+// byte by byte, a cross-check against the Python writer (corpus/shards.py), and every kind
 // of malformed file, which must throw ModelError naming the file and the problem.
-#include "model/token_shards.h"
+#include "training/token_shards.h"
 
 #include <gtest/gtest.h>
 
@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "model/errors.h"
+#include "llm/errors.h"
 #include "tests/model_error.h"
 #include "tests/test_util.h"
 
@@ -162,7 +162,7 @@ TEST_F(TokenShardTest, CopiesShareTheMappingAndOutliveTheOriginal) {
 // tokens (and its zlib CRC agrees with ours).
 TEST_F(TokenShardTest, ReadsWhatThePythonWriterWrites) {
   const std::string python = "/usr/bin/python3";
-  const std::string script = std::string(SHAREDLLM_SOURCE_DIR) + "/tools/corpus/shards.py";
+  const std::string script = std::string(SHAREDLLM_SOURCE_DIR) + "/corpus/shards.py";
   if (test::Run({python, "-c", "import numpy"}, dir_.path()).exit_code != 0) {
     GTEST_SKIP() << python << " with numpy is not available";
   }
@@ -328,39 +328,6 @@ TEST_F(TokenShardTest, PoolPicksShardsByTokensOrByWeight) {
   EXPECT_NE(ErrorOf([&] { TokenPool({ones, twos}, {0, 1}).Window(rng, 100); }).find(twos),
             std::string::npos);
   EXPECT_NE(ErrorOf([&] { TokenPool(std::vector<std::string>{}).Window(rng, 1); }).find("no token shards"),
-            std::string::npos);
-}
-
-// Documents of 20 ones, 5 twos and 12 threes. Windows of 8 inside one document start in the ones
-// 13 times out of 18 and in the threes 5 times, never in the too-short twos and never across a
-// boundary; the plain draw does cross. A window longer than every document is refused.
-TEST_F(TokenShardTest, WindowsInsideOneDocumentNeverCrossIt) {
-  const std::string path = dir_ / "docs.bin";
-  test::WriteFile(path, ShardSpec::FromDocuments({std::vector<uint32_t>(20, 1), std::vector<uint32_t>(5, 2),
-                                                  std::vector<uint32_t>(12, 3)},
-                                                 100)
-                            .Bytes());
-  const TokenPool pool({path});
-  std::mt19937_64 rng(11);
-  std::map<int64_t, int> starts_in;
-  int crossing = 0;
-  const int n = 3600;
-  for (int i = 0; i < n; ++i) {
-    const auto w = pool.Window(rng, 8, /*within_document=*/true);
-    ASSERT_EQ(w.size(), 8u);
-    ASSERT_TRUE(std::all_of(w.begin(), w.end(), [&](int64_t t) { return t == w[0]; }))
-        << "a window crossed documents";
-    ++starts_in[w[0]];
-    const auto plain = pool.Window(rng, 8);
-    crossing += !std::all_of(plain.begin(), plain.end(), [&](int64_t t) { return t == plain[0]; });
-  }
-  EXPECT_EQ(starts_in.count(2), 0u);
-  EXPECT_NEAR(static_cast<double>(starts_in[1]) / n, 13.0 / 18, 0.03);
-  EXPECT_NEAR(static_cast<double>(starts_in[3]) / n, 5.0 / 18, 0.03);
-  EXPECT_GT(crossing, n / 10);
-  // A whole document is a window of its own; one token more is none.
-  EXPECT_EQ(pool.Window(rng, 20, true), std::vector<int64_t>(20, 1));
-  EXPECT_NE(ErrorOf([&] { pool.Window(rng, 21, true); }).find("no document of 21 tokens"),
             std::string::npos);
 }
 

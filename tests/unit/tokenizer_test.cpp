@@ -9,8 +9,8 @@
 
 #include <gtest/gtest.h>
 
-#include "model/errors.h"
-#include "model/tokenizer.h"
+#include "llm/errors.h"
+#include "llm/tokenizer.h"
 
 namespace sharedllm {
 namespace {

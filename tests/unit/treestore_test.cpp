@@ -3,7 +3,7 @@
 // closing the database), checksums, deletion, tenant isolation, paging, fingerprints and jobs.
 // Where a test must look below the store's API (count keys, corrupt a value) it opens the
 // directory with plain RocksDB after closing the store.
-#include "treestore/rocksdb_tree_store.h"
+#include "store/rocksdb_tree_store.h"
 
 #include <dirent.h>
 #include <gtest/gtest.h>
@@ -18,8 +18,8 @@
 #include <thread>
 
 #include "tests/test_util.h"
-#include "treestore/crc32c.h"
-#include "treestore/key_codec.h"
+#include "store/crc32c.h"
+#include "store/key_codec.h"
 
 namespace sharedllm {
 namespace {

@@ -1,0 +1,46 @@
+# sharedllm_forbid_links(TARGET FORBIDDEN...): fails the configure step when TARGET links, directly
+# or through any library it links, one of the FORBIDDEN targets. Static archives hide what a
+# binary pulls in, so the boundary is checked on the CMake target graph instead: e.g. the server
+# must build from what it serves, never from training or evaluation.
+function(_sharedllm_link_closure target out_var)
+  set(seen "")
+  set(queue ${target})
+  while(queue)
+    list(POP_FRONT queue current)
+    if(NOT TARGET ${current} OR current IN_LIST seen)
+      continue()
+    endif()
+    list(APPEND seen ${current})
+    get_target_property(type ${current} TYPE)
+    set(deps "")
+    if(NOT type STREQUAL "INTERFACE_LIBRARY")
+      get_target_property(direct ${current} LINK_LIBRARIES)
+      if(direct)
+        list(APPEND deps ${direct})
+      endif()
+    endif()
+    get_target_property(iface ${current} INTERFACE_LINK_LIBRARIES)
+    if(iface)
+      list(APPEND deps ${iface})
+    endif()
+    foreach(dep IN LISTS deps)
+      # $<LINK_ONLY:x> (PRIVATE deps of static libraries) still ends up in the binary.
+      string(REGEX REPLACE "^\\$<LINK_ONLY:(.*)>$" "\\1" dep "${dep}")
+      if(TARGET ${dep})
+        list(APPEND queue ${dep})
+      endif()
+    endforeach()
+  endwhile()
+  set(${out_var} ${seen} PARENT_SCOPE)
+endfunction()
+
+function(sharedllm_forbid_links target)
+  _sharedllm_link_closure(${target} closure)
+  foreach(forbidden IN LISTS ARGN)
+    if(forbidden IN_LIST closure)
+      message(FATAL_ERROR "${target} links ${forbidden} (directly or through a library it links): "
+                          "the server builds only from the inference core, the method, the store "
+                          "and the service (docs/design/architecture.md)")
+    endif()
+  endforeach()
+endfunction()

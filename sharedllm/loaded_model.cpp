@@ -1,0 +1,46 @@
+#include "sharedllm/loaded_model.h"
+
+#include <filesystem>
+
+#include "llm/errors.h"
+#include "llm/file_util.h"
+#include "llm/safetensors.h"
+#include "llm/weights.h"
+
+namespace sharedllm {
+
+std::shared_ptr<LoadedModel> LoadModel(const std::string& dir, const RuntimeOptions& options) {
+  auto out = std::make_shared<LoadedModel>();
+  out->dir = dir;
+  out->lm = LoadCausalLM(dir, options);
+  out->config = out->lm->config;
+  if (FileExists(JoinPath(dir, "sharedllm.json"))) {
+    out->shared = std::make_shared<SharedLLM>(out->lm, SharedLLMConfig::Load(dir));
+    const std::string path = JoinPath(dir, "sharedllm.safetensors");
+    if (!FileExists(path)) {
+      throw ModelError(dir + " has sharedllm.json but no sharedllm.safetensors (hint: `sharedllm "
+                             "init` writes both)");
+    }
+    LoadParameters(*out->lm, CheckpointReader::FromFile(path), path, IsSharedLLMParameter);
+  }
+  FinishLoading(out->lm, options);
+  out->tokenizer = LoadTokenizer(dir);
+  if (out->tokenizer && out->tokenizer->vocab_size() > out->config.vocab_size) {
+    throw ModelError(dir + ": tokenizer.model has " + std::to_string(out->tokenizer->vocab_size()) +
+                     " pieces but the model only " + std::to_string(out->config.vocab_size));
+  }
+  return out;
+}
+
+void SaveModel(CausalLM& lm, const std::string& dir, at::ScalarType dtype) {
+  SaveCausalLM(lm, dir, dtype, IsSharedLLMParameter);
+}
+
+void SaveSharedLLM(SharedLLM& model, const std::string& dir, at::ScalarType dtype) {
+  std::filesystem::create_directories(dir);
+  WriteFileAtomic(JoinPath(dir, "sharedllm.json"), model.config().ToJsonText());
+  WriteSafetensors(JoinPath(dir, "sharedllm.safetensors"),
+                   CollectParameters(*model.lm(), IsSharedLLMParameter, dtype), {{"format", "pt"}});
+}
+
+}  // namespace sharedllm

@@ -1,0 +1,36 @@
+// The model facade: a checkpoint directory loaded for serving — the base model, and with
+// sharedllm.json the SharedLLM built on it — and writing a SharedLLM's own files.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "llm/config.h"
+#include "llm/llama.h"
+#include "llm/runtime.h"
+#include "llm/tokenizer.h"
+#include "sharedllm/sharedllm.h"
+
+namespace sharedllm {
+
+// Weights are shared and never mutated after loading; per-request state lives in KVCache.
+struct LoadedModel {
+  std::string dir;
+  ModelConfig config;
+  CausalLM lm{nullptr};
+  std::shared_ptr<SharedLLM> shared;  // set when the directory has sharedllm.json; shares lm
+  std::shared_ptr<const Tokenizer> tokenizer;  // null when the directory has no tokenizer.model
+};
+
+// Loads config.json, the safetensors weights (single or sharded) and tokenizer.model from `dir`;
+// with sharedllm.json also sharedllm.safetensors, giving a SharedLLM over the same weights.
+// Throws ModelError with every problem found.
+std::shared_ptr<LoadedModel> LoadModel(const std::string& dir, const RuntimeOptions& options);
+
+// Writes config.json and model.safetensors (as `dtype`) for `lm`'s base model into `dir`, without
+// the parameters SharedLLM adds.
+void SaveModel(CausalLM& lm, const std::string& dir, at::ScalarType dtype = at::kFloat);
+// Writes sharedllm.json and sharedllm.safetensors (the cross_attn.* parameters) into `dir`.
+void SaveSharedLLM(SharedLLM& model, const std::string& dir, at::ScalarType dtype = at::kFloat);
+
+}  // namespace sharedllm

@@ -1,0 +1,680 @@
+#include "store/rocksdb_tree_store.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <set>
+#include <utility>
+
+#include <rocksdb/cache.h>
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/slice.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "store/key_codec.h"
+#include "store/rocksdb_view.h"
+#include "store/value_codec.h"
+
+namespace sharedllm {
+namespace {
+
+using treestore::ChunkKey;
+using treestore::DescribeKey;
+using treestore::DocumentKey;
+using treestore::FromRocks;
+using treestore::JobKey;
+using treestore::KeyReader;
+using treestore::LayerKey;
+using treestore::NodeKey;
+using treestore::PrefixSuccessor;
+using treestore::TenantPrefix;
+using treestore::ToSlice;
+using treestore::ValidateId;
+
+#define TS_RETURN_IF_ERROR(expr)                          \
+  do {                                                    \
+    if (absl::Status _st = (expr); !_st.ok()) return _st; \
+  } while (0)
+
+constexpr int64_t kDefaultPageSize = 100;
+constexpr int64_t kMaxPageSize = 1000;
+
+// A decoder's DATA_LOSS, prefixed with the key it was reading.
+absl::Status Corrupt(RocksDbTreeStore::Family family, absl::string_view key,
+                     const absl::Status& s) {
+  return absl::DataLossError(
+      absl::StrCat(DescribeKey(RocksDbTreeStore::FamilyName(family), key), ": ", s.message()));
+}
+
+int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string Quoted(const std::string& id) { return absl::StrCat("\"", absl::CHexEscape(id), "\""); }
+
+absl::Status ValidateIds(const std::string& tenant, const std::string& document_id) {
+  TS_RETURN_IF_ERROR(ValidateId("tenant", tenant));
+  return ValidateId("document", document_id);
+}
+
+bool IsState(const std::string& state) {
+  return state == kDocumentIndexing || state == kDocumentReady || state == kDocumentFailed;
+}
+
+}  // namespace
+
+const char* RocksDbTreeStore::FamilyName(Family family) {
+  switch (family) {
+    case kDocuments:
+      return "documents";
+    case kTokens:
+      return "tokens";
+    case kVectors:
+      return "vectors";
+    case kKv:
+      return "kv";
+    case kJobs:
+      return "jobs";
+    case kNumFamilies:
+      break;
+  }
+  return "?";
+}
+
+absl::StatusOr<std::unique_ptr<RocksDbTreeStore>> RocksDbTreeStore::Open(
+    const RocksDbTreeStoreOptions& options) {
+  if (options.path.empty()) return absl::InvalidArgumentError("tree store path is empty");
+  if (options.block_cache_mb < 0) {
+    return absl::InvalidArgumentError("tree store block_cache_mb is negative");
+  }
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = options.create_if_missing;
+  db_options.create_missing_column_families = options.create_if_missing;
+
+  rocksdb::BlockBasedTableOptions table;
+  if (options.block_cache_mb > 0) {
+    table.block_cache = rocksdb::NewLRUCache(static_cast<size_t>(options.block_cache_mb) << 20);
+  }
+  // One factory, hence one cache, for every column family.
+  std::shared_ptr<rocksdb::TableFactory> factory(rocksdb::NewBlockBasedTableFactory(table));
+
+  std::vector<rocksdb::ColumnFamilyDescriptor> families;
+  rocksdb::ColumnFamilyOptions base;
+  base.table_factory = factory;
+  // RocksDB requires the default family to be opened; the store keeps nothing in it.
+  families.emplace_back(rocksdb::kDefaultColumnFamilyName, base);
+  for (int f = 0; f < kNumFamilies; ++f) {
+    rocksdb::ColumnFamilyOptions cf = base;
+    if (f == kKv && options.kv_blob_files) {
+      cf.enable_blob_files = true;
+      cf.min_blob_size = 4096;
+      cf.enable_blob_garbage_collection = true;            // reclaims deleted documents' blobs
+      cf.blob_compression_type = rocksdb::kNoCompression;  // float K/V barely compresses
+    }
+    families.emplace_back(FamilyName(static_cast<Family>(f)), cf);
+  }
+
+  rocksdb::DB* raw = nullptr;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  const rocksdb::Status s = rocksdb::DB::Open(db_options, options.path, families, &handles, &raw);
+  std::unique_ptr<rocksdb::DB> db(raw);  // owns the DB from here on, on every path
+  if (!s.ok()) return FromRocks(s, absl::StrCat("open tree store at ", options.path));
+  if (handles.size() != families.size()) {
+    for (auto* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+    return absl::InternalError("RocksDB opened an unexpected number of column families");
+  }
+  // The default family's handle is not needed.
+  if (absl::Status st =
+          FromRocks(db->DestroyColumnFamilyHandle(handles[0]), "close default family");
+      !st.ok()) {
+    for (size_t i = 1; i < handles.size(); ++i) {
+      db->DestroyColumnFamilyHandle(handles[i]).PermitUncheckedError();
+    }
+    return st;
+  }
+  handles.erase(handles.begin());
+  return std::unique_ptr<RocksDbTreeStore>(
+      new RocksDbTreeStore(options, std::move(db), std::move(handles)));
+}
+
+RocksDbTreeStore::RocksDbTreeStore(const RocksDbTreeStoreOptions& options,
+                                   std::unique_ptr<rocksdb::DB> db,
+                                   std::vector<rocksdb::ColumnFamilyHandle*> handles)
+    : options_(options), db_(std::move(db)), handles_(std::move(handles)) {}
+
+RocksDbTreeStore::~RocksDbTreeStore() {
+  for (auto* h : handles_) {
+    const rocksdb::Status s = db_->DestroyColumnFamilyHandle(h);
+    if (!s.ok())
+      std::fprintf(stderr, "tree store: closing a column family: %s\n", s.ToString().c_str());
+  }
+  const rocksdb::Status s = db_->Close();
+  if (!s.ok()) std::fprintf(stderr, "tree store: close: %s\n", s.ToString().c_str());
+}
+
+std::mutex& RocksDbTreeStore::DocumentLock(const std::string& tenant,
+                                           const std::string& document_id) {
+  return document_locks_[std::hash<std::string>()(DocumentKey(tenant, document_id)) %
+                         document_locks_.size()];
+}
+
+absl::Status RocksDbTreeStore::Write(rocksdb::WriteBatch* batch, const std::string& what) {
+  rocksdb::WriteOptions write_options;
+  write_options.sync = options_.sync_writes;
+  return FromRocks(db_->Write(write_options, batch), what);
+}
+
+absl::StatusOr<DocumentMeta> RocksDbTreeStore::ReadMeta(const treestore::SnapshotView& view,
+                                                        const std::string& tenant,
+                                                        const std::string& document_id) const {
+  const std::string key = DocumentKey(tenant, document_id);
+  std::string value;
+  const absl::Status s = view.Get(kDocuments, key, &value);
+  if (absl::IsNotFound(s)) {
+    return absl::NotFoundError(absl::StrCat("document ", Quoted(document_id), " not found"));
+  }
+  TS_RETURN_IF_ERROR(s);
+  absl::StatusOr<DocumentMeta> meta = treestore::DecodeDocumentMeta(value);
+  if (!meta.ok()) return Corrupt(kDocuments, key, meta.status());
+  // The key is authoritative for who owns the record.
+  meta->tenant = tenant;
+  meta->document_id = document_id;
+  return meta;
+}
+
+absl::StatusOr<DocumentMeta> RocksDbTreeStore::ReadReadyMeta(const treestore::SnapshotView& view,
+                                                             const std::string& tenant,
+                                                             const std::string& document_id) const {
+  absl::StatusOr<DocumentMeta> meta = ReadMeta(view, tenant, document_id);
+  if (meta.ok() && meta->state != kDocumentReady) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("document ", Quoted(document_id), " is ", meta->state, " (", meta->chunks_done,
+                     " of ", meta->num_chunks, " chunks stored), not READY"));
+  }
+  return meta;
+}
+
+// Documents -----------------------------------------------------------------------------------
+
+absl::Status RocksDbTreeStore::PutDocument(const DocumentMeta& meta) {
+  TS_RETURN_IF_ERROR(ValidateIds(meta.tenant, meta.document_id));
+  if (!IsState(meta.state)) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown document state \"", meta.state, "\""));
+  }
+  if (meta.num_chunks < 0 || meta.num_chunks > treestore::kMaxChunks) {
+    return absl::InvalidArgumentError(absl::StrCat("num_chunks ", meta.num_chunks));
+  }
+  if (meta.chunks_done < 0 || meta.chunks_done > meta.num_chunks) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunks_done ", meta.chunks_done, " is outside 0..", meta.num_chunks));
+  }
+  if (meta.size_bytes < 0 || meta.num_tokens < 0) {
+    return absl::InvalidArgumentError("negative document size");
+  }
+  const std::string key = DocumentKey(meta.tenant, meta.document_id);
+
+  std::lock_guard<std::mutex> lock(DocumentLock(meta.tenant, meta.document_id));
+  treestore::SnapshotView view(db_.get(), handles_);
+  absl::StatusOr<DocumentMeta> stored = ReadMeta(view, meta.tenant, meta.document_id);
+  if (!stored.ok() && !absl::IsNotFound(stored.status())) return stored.status();
+  const int64_t stored_done = stored.ok() ? stored->chunks_done : 0;
+  if (meta.chunks_done > stored_done) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "document ", Quoted(meta.document_id), ": chunks_done ", meta.chunks_done,
+        " is ahead of the ", stored_done, " chunks stored; only PutChunk advances it"));
+  }
+  if (meta.state == kDocumentReady &&
+      !(stored.ok() && stored->state == kDocumentReady && stored->num_chunks == meta.num_chunks &&
+        meta.chunks_done == meta.num_chunks)) {
+    return absl::FailedPreconditionError(absl::StrCat("document ", Quoted(meta.document_id),
+                                                      ": only MarkReady makes a document READY"));
+  }
+
+  rocksdb::WriteBatch batch;
+  if (meta.chunks_done < stored_done) {
+    // A restarted job: drop the chunks it will rewrite, so that tree data exists for exactly the
+    // chunks [0, chunks_done) (invariant I1).
+    const std::string begin =
+        ChunkKey(meta.tenant, meta.document_id, static_cast<uint32_t>(meta.chunks_done));
+    const std::string end = PrefixSuccessor(key);
+    for (Family f : {kTokens, kVectors, kKv}) {
+      TS_RETURN_IF_ERROR(
+          FromRocks(batch.DeleteRange(handles_[f], ToSlice(begin), ToSlice(end)), "batch"));
+    }
+  }
+  TS_RETURN_IF_ERROR(FromRocks(
+      batch.Put(handles_[kDocuments], ToSlice(key), treestore::EncodeDocumentMeta(meta)), "batch"));
+  return Write(&batch, absl::StrCat("write document ", Quoted(meta.document_id)));
+}
+
+absl::StatusOr<DocumentMeta> RocksDbTreeStore::GetDocument(const std::string& tenant,
+                                                           const std::string& document_id) const {
+  TS_RETURN_IF_ERROR(ValidateIds(tenant, document_id));
+  treestore::SnapshotView view(db_.get(), handles_);
+  return ReadMeta(view, tenant, document_id);
+}
+
+absl::StatusOr<DocumentPage> RocksDbTreeStore::ListDocuments(const std::string& tenant,
+                                                             const std::string& collection_id,
+                                                             const std::string& page_token,
+                                                             int64_t page_size) const {
+  TS_RETURN_IF_ERROR(ValidateId("tenant", tenant));
+  if (page_size <= 0) page_size = kDefaultPageSize;
+  page_size = std::min(page_size, kMaxPageSize);
+  std::string after;  // the last document id of the previous page
+  if (!page_token.empty()) {
+    absl::StatusOr<std::string> decoded = treestore::DecodePageToken(page_token);
+    if (!decoded.ok()) return decoded.status();
+    after = *std::move(decoded);
+    TS_RETURN_IF_ERROR(ValidateId("page token document", after));
+  }
+  const std::string prefix = TenantPrefix(tenant);
+  const std::string start = after.empty() ? prefix : DocumentKey(tenant, after);
+
+  treestore::SnapshotView view(db_.get(), handles_);
+  DocumentPage page;
+  bool full = false;
+  TS_RETURN_IF_ERROR(view.Scan(
+      kDocuments, prefix, start,
+      [&](absl::string_view key, absl::string_view value, bool* stop) -> absl::Status {
+        if (full) {  // a key remains after a full page: there is a next page
+          page.next_page_token = treestore::EncodePageToken(page.documents.back().document_id);
+          *stop = true;
+          return absl::OkStatus();
+        }
+        KeyReader reader(key);
+        reader.Str();
+        const absl::string_view id = reader.Str();
+        if (!reader.done()) return Corrupt(kDocuments, key, absl::DataLossError("malformed key"));
+        if (!after.empty() && id == after) return absl::OkStatus();
+        absl::StatusOr<DocumentMeta> meta = treestore::DecodeDocumentMeta(value);
+        if (!meta.ok()) return Corrupt(kDocuments, key, meta.status());
+        if (!collection_id.empty() && meta->collection_id != collection_id) {
+          return absl::OkStatus();
+        }
+        meta->tenant = tenant;
+        meta->document_id = std::string(id);
+        page.documents.push_back(*std::move(meta));
+        full = static_cast<int64_t>(page.documents.size()) == page_size;
+        return absl::OkStatus();
+      }));
+  return page;
+}
+
+absl::Status RocksDbTreeStore::DeleteDocument(const std::string& tenant,
+                                              const std::string& document_id) {
+  TS_RETURN_IF_ERROR(ValidateIds(tenant, document_id));
+  const std::string begin = DocumentKey(tenant, document_id);
+  // Non-empty: the key starts with a u16 length <= kMaxIdBytes, never 0xff 0xff.
+  const std::string end = PrefixSuccessor(begin);
+
+  std::lock_guard<std::mutex> lock(DocumentLock(tenant, document_id));
+  {
+    // Existence only, without decoding: a document with corrupt metadata can still be deleted.
+    treestore::SnapshotView view(db_.get(), handles_);
+    std::string value;
+    const absl::Status got = view.Get(kDocuments, begin, &value);
+    if (absl::IsNotFound(got)) {
+      return absl::NotFoundError(absl::StrCat("document ", Quoted(document_id), " not found"));
+    }
+    TS_RETURN_IF_ERROR(got);
+  }
+  // The length-prefixed document id makes [begin, end) exactly this document's keys: "doc1"
+  // encodes as 00 04 'd' 'o' 'c' '1', outside the range of "doc" (00 03 'd' 'o' 'c' ...).
+  rocksdb::WriteBatch batch;
+  for (Family f : {kDocuments, kTokens, kVectors, kKv}) {
+    TS_RETURN_IF_ERROR(
+        FromRocks(batch.DeleteRange(handles_[f], ToSlice(begin), ToSlice(end)), "batch"));
+  }
+  return Write(&batch, absl::StrCat("delete document ", Quoted(document_id)));
+}
+
+absl::Status RocksDbTreeStore::CheckFingerprint(const std::string& tenant,
+                                                const std::string& document_id,
+                                                const std::string& expected_fingerprint) const {
+  absl::StatusOr<DocumentMeta> meta = GetDocument(tenant, document_id);
+  if (!meta.ok()) return meta.status();
+  if (meta->model_fingerprint != expected_fingerprint) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("document ", Quoted(document_id), " was built by model fingerprint \"",
+                     meta->model_fingerprint, "\" but this server's model is \"",
+                     expected_fingerprint, "\"; re-index the document"));
+  }
+  return absl::OkStatus();
+}
+
+// Ingestion -----------------------------------------------------------------------------------
+
+absl::Status RocksDbTreeStore::PutChunk(const std::string& tenant, const std::string& document_id,
+                                        int64_t chunk_index, const std::vector<int64_t>& tokens,
+                                        const std::vector<NodeRecord>& nodes) {
+  TS_RETURN_IF_ERROR(ValidateIds(tenant, document_id));
+  if (chunk_index < 0 || chunk_index >= treestore::kMaxChunks) {
+    return absl::InvalidArgumentError(absl::StrCat("chunk index ", chunk_index));
+  }
+  if (nodes.empty()) return absl::InvalidArgumentError("a chunk needs at least one node");
+  const auto chunk = static_cast<uint32_t>(chunk_index);
+
+  // Validate and encode outside the lock: checksumming megabytes of K/V takes a while.
+  std::vector<std::pair<std::string, std::string>> vectors, kv;
+  std::set<uint16_t> seen;
+  for (const NodeRecord& node : nodes) {
+    absl::StatusOr<uint16_t> flat = treestore::ValidateNodeRecord(node, chunk_index, tokens.size());
+    if (!flat.ok()) return flat.status();
+    if (!seen.insert(*flat).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("node (level ", node.level, ", index ", node.index, ") is passed twice"));
+    }
+    treestore::NodeVectorValue value{node.begin, node.end, static_cast<uint16_t>(node.k.size()),
+                                     node.search};
+    vectors.emplace_back(NodeKey(tenant, document_id, chunk, *flat),
+                         treestore::EncodeNodeVector(value));
+    for (size_t l = 0; l < node.k.size(); ++l) {
+      kv.emplace_back(LayerKey(tenant, document_id, chunk, *flat, static_cast<uint16_t>(l)),
+                      treestore::EncodeLayerKv(node.k[l], node.v[l]));
+    }
+  }
+  const std::string tokens_key = ChunkKey(tenant, document_id, chunk);
+  const std::string tokens_value = treestore::EncodeTokens(tokens);
+  const std::string meta_key = DocumentKey(tenant, document_id);
+
+  std::lock_guard<std::mutex> lock(DocumentLock(tenant, document_id));
+  absl::StatusOr<DocumentMeta> meta;
+  {
+    treestore::SnapshotView view(db_.get(), handles_);
+    meta = ReadMeta(view, tenant, document_id);
+  }
+  if (!meta.ok()) return meta.status();
+  if (meta->state != kDocumentIndexing) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("document ", Quoted(document_id), " is ", meta->state, ", not INDEXING"));
+  }
+  if (chunk_index >= meta->num_chunks) {
+    return absl::OutOfRangeError(absl::StrCat("chunk ", chunk_index, " of document ",
+                                              Quoted(document_id), " with ", meta->num_chunks,
+                                              " chunks"));
+  }
+  if (chunk_index > meta->chunks_done) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "document ", Quoted(document_id), ": chunk ", chunk_index,
+        " written out of order; chunks are written in order and the next is ", meta->chunks_done));
+  }
+
+  rocksdb::WriteBatch batch;
+  if (chunk_index < meta->chunks_done) {
+    // A rewrite (a retried write): clear the chunk first so no node of the old write lingers.
+    // Within a batch the later puts win over this earlier range deletion.
+    const std::string end = PrefixSuccessor(tokens_key);
+    for (Family f : {kTokens, kVectors, kKv}) {
+      TS_RETURN_IF_ERROR(
+          FromRocks(batch.DeleteRange(handles_[f], ToSlice(tokens_key), ToSlice(end)), "batch"));
+    }
+  }
+  TS_RETURN_IF_ERROR(
+      FromRocks(batch.Put(handles_[kTokens], ToSlice(tokens_key), ToSlice(tokens_value)), "batch"));
+  for (const auto& [key, value] : vectors) {
+    TS_RETURN_IF_ERROR(
+        FromRocks(batch.Put(handles_[kVectors], ToSlice(key), ToSlice(value)), "batch"));
+  }
+  for (const auto& [key, value] : kv) {
+    TS_RETURN_IF_ERROR(FromRocks(batch.Put(handles_[kKv], ToSlice(key), ToSlice(value)), "batch"));
+  }
+  meta->chunks_done = std::max(meta->chunks_done, chunk_index + 1);
+  meta->updated_unix_ms = NowUnixMs();
+  TS_RETURN_IF_ERROR(FromRocks(
+      batch.Put(handles_[kDocuments], ToSlice(meta_key), treestore::EncodeDocumentMeta(*meta)),
+      "batch"));
+  return Write(&batch,
+               absl::StrCat("write chunk ", chunk_index, " of document ", Quoted(document_id)));
+}
+
+absl::Status RocksDbTreeStore::MarkReady(const std::string& tenant,
+                                         const std::string& document_id) {
+  TS_RETURN_IF_ERROR(ValidateIds(tenant, document_id));
+  std::lock_guard<std::mutex> lock(DocumentLock(tenant, document_id));
+  absl::StatusOr<DocumentMeta> meta;
+  {
+    treestore::SnapshotView view(db_.get(), handles_);
+    meta = ReadMeta(view, tenant, document_id);
+  }
+  if (!meta.ok()) return meta.status();
+  if (meta->state == kDocumentReady) return absl::OkStatus();
+  if (meta->state != kDocumentIndexing) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("document ", Quoted(document_id), " is ", meta->state, ", not INDEXING"));
+  }
+  if (meta->chunks_done != meta->num_chunks) {
+    return absl::FailedPreconditionError(absl::StrCat("document ", Quoted(document_id), " has ",
+                                                      meta->chunks_done, " of ", meta->num_chunks,
+                                                      " chunks stored; it cannot be READY yet"));
+  }
+  meta->state = kDocumentReady;
+  meta->error.clear();
+  meta->updated_unix_ms = NowUnixMs();
+  rocksdb::WriteBatch batch;
+  TS_RETURN_IF_ERROR(
+      FromRocks(batch.Put(handles_[kDocuments], ToSlice(DocumentKey(tenant, document_id)),
+                          treestore::EncodeDocumentMeta(*meta)),
+                "batch"));
+  return Write(&batch, absl::StrCat("mark document ", Quoted(document_id), " READY"));
+}
+
+// Tree reads ----------------------------------------------------------------------------------
+
+absl::StatusOr<std::vector<NodeRecord>> RocksDbTreeStore::LoadVectors(
+    const std::string& tenant, const std::string& document_id) const {
+  TS_RETURN_IF_ERROR(ValidateIds(tenant, document_id));
+  treestore::SnapshotView view(db_.get(), handles_);
+  absl::StatusOr<DocumentMeta> meta = ReadReadyMeta(view, tenant, document_id);
+  if (!meta.ok()) return meta.status();
+
+  std::vector<NodeRecord> nodes;
+  int64_t last_chunk = -1;
+  const std::string prefix = DocumentKey(tenant, document_id);
+  TS_RETURN_IF_ERROR(view.Scan(
+      kVectors, prefix, prefix,
+      [&](absl::string_view key, absl::string_view value, bool*) -> absl::Status {
+        KeyReader reader(key);
+        reader.Str();
+        reader.Str();
+        const int64_t chunk = reader.U32();
+        const uint16_t flat = reader.U16();
+        if (!reader.done()) return Corrupt(kVectors, key, absl::DataLossError("malformed key"));
+        // Invariant I1: a READY document has nodes for exactly the chunks 0..num_chunks-1.
+        if (chunk != last_chunk) {
+          if (chunk != last_chunk + 1 || chunk >= meta->num_chunks) {
+            return Corrupt(kVectors, key,
+                           absl::DataLossError(absl::StrCat("expected chunk ", last_chunk + 1,
+                                                            " of ", meta->num_chunks)));
+          }
+          last_chunk = chunk;
+        }
+        absl::StatusOr<treestore::NodeVectorValue> decoded = treestore::DecodeNodeVector(value);
+        if (!decoded.ok()) return Corrupt(kVectors, key, decoded.status());
+        NodeRecord node;
+        node.chunk = chunk;
+        treestore::LevelAndIndex(flat, &node.level, &node.index);
+        node.begin = decoded->begin;
+        node.end = decoded->end;
+        node.search = std::move(decoded->search);
+        nodes.push_back(std::move(node));
+        return absl::OkStatus();
+      }));
+  if (last_chunk + 1 != meta->num_chunks) {
+    return absl::DataLossError(absl::StrCat("document ", Quoted(document_id), " is READY with ",
+                                            meta->num_chunks, " chunks but has nodes for ",
+                                            last_chunk + 1));
+  }
+  return nodes;
+}
+
+absl::StatusOr<std::vector<NodeRecord>> RocksDbTreeStore::LoadNodes(
+    const std::string& tenant, const std::string& document_id,
+    const std::vector<NodeRef>& refs) const {
+  TS_RETURN_IF_ERROR(ValidateIds(tenant, document_id));
+  treestore::SnapshotView view(db_.get(), handles_);
+  absl::StatusOr<DocumentMeta> meta = ReadReadyMeta(view, tenant, document_id);
+  if (!meta.ok()) return meta.status();
+
+  std::vector<NodeRecord> nodes;
+  nodes.reserve(refs.size());
+  for (const NodeRef& ref : refs) {
+    if (ref.chunk < 0 || ref.chunk >= meta->num_chunks) {
+      return absl::OutOfRangeError(absl::StrCat("chunk ", ref.chunk, " of document ",
+                                                Quoted(document_id), " with ", meta->num_chunks,
+                                                " chunks"));
+    }
+    absl::StatusOr<uint16_t> flat = treestore::FlatNodeIndex(ref.level, ref.index);
+    if (!flat.ok()) return flat.status();
+    const auto chunk = static_cast<uint32_t>(ref.chunk);
+    const std::string node_key = NodeKey(tenant, document_id, chunk, *flat);
+
+    std::string value;
+    const absl::Status got = view.Get(kVectors, node_key, &value);
+    if (absl::IsNotFound(got)) {
+      return absl::NotFoundError(absl::StrCat("document ", Quoted(document_id),
+                                              " has no node (chunk ", ref.chunk, ", level ",
+                                              ref.level, ", index ", ref.index, ")"));
+    }
+    TS_RETURN_IF_ERROR(got);
+    absl::StatusOr<treestore::NodeVectorValue> decoded = treestore::DecodeNodeVector(value);
+    if (!decoded.ok()) return Corrupt(kVectors, node_key, decoded.status());
+
+    NodeRecord node;
+    node.chunk = ref.chunk;
+    node.level = ref.level;
+    node.index = ref.index;
+    node.begin = decoded->begin;
+    node.end = decoded->end;
+    node.search = std::move(decoded->search);
+    node.k.resize(decoded->num_layers);
+    node.v.resize(decoded->num_layers);
+    // The node's layers are the keys node_key | u16 layer, 0..num_layers-1, contiguous.
+    uint16_t layer = 0;
+    TS_RETURN_IF_ERROR(view.Scan(
+        kKv, node_key, node_key,
+        [&](absl::string_view key, absl::string_view kv_value, bool*) -> absl::Status {
+          if (layer >= decoded->num_layers ||
+              key != LayerKey(tenant, document_id, chunk, *flat, layer)) {
+            return Corrupt(kKv, key,
+                           absl::DataLossError(absl::StrCat("expected layer ", layer, " of ",
+                                                            decoded->num_layers)));
+          }
+          absl::Status s = treestore::DecodeLayerKv(kv_value, &node.k[layer], &node.v[layer]);
+          if (!s.ok()) return Corrupt(kKv, key, s);
+          ++layer;
+          return absl::OkStatus();
+        }));
+    if (layer != decoded->num_layers) {
+      return Corrupt(kKv, LayerKey(tenant, document_id, chunk, *flat, layer),
+                     absl::DataLossError(
+                         absl::StrCat("missing: the node has ", decoded->num_layers, " layers")));
+    }
+    nodes.push_back(std::move(node));
+  }
+  return nodes;
+}
+
+absl::StatusOr<std::vector<int64_t>> RocksDbTreeStore::LoadChunkTokens(
+    const std::string& tenant, const std::string& document_id, int64_t chunk_index) const {
+  TS_RETURN_IF_ERROR(ValidateIds(tenant, document_id));
+  treestore::SnapshotView view(db_.get(), handles_);
+  absl::StatusOr<DocumentMeta> meta = ReadReadyMeta(view, tenant, document_id);
+  if (!meta.ok()) return meta.status();
+  if (chunk_index < 0 || chunk_index >= meta->num_chunks) {
+    return absl::OutOfRangeError(absl::StrCat("chunk ", chunk_index, " of document ",
+                                              Quoted(document_id), " with ", meta->num_chunks,
+                                              " chunks"));
+  }
+  const std::string key = ChunkKey(tenant, document_id, static_cast<uint32_t>(chunk_index));
+  std::string value;
+  const absl::Status got = view.Get(kTokens, key, &value);
+  // A READY document has every chunk's tokens (invariant I1): absence is loss, not a bad request.
+  if (absl::IsNotFound(got)) return Corrupt(kTokens, key, absl::DataLossError("missing"));
+  TS_RETURN_IF_ERROR(got);
+  absl::StatusOr<std::vector<int64_t>> tokens = treestore::DecodeTokens(value);
+  if (!tokens.ok()) return Corrupt(kTokens, key, tokens.status());
+  return tokens;
+}
+
+// Jobs ----------------------------------------------------------------------------------------
+
+absl::Status RocksDbTreeStore::PutJob(const std::string& tenant, const std::string& job_id,
+                                      const std::string& json) {
+  TS_RETURN_IF_ERROR(ValidateId("tenant", tenant));
+  TS_RETURN_IF_ERROR(ValidateId("job", job_id));
+  if (!nlohmann::json::accept(json)) {
+    return absl::InvalidArgumentError(absl::StrCat("job ", Quoted(job_id), ": record is not JSON"));
+  }
+  rocksdb::WriteBatch batch;
+  TS_RETURN_IF_ERROR(FromRocks(
+      batch.Put(handles_[kJobs], ToSlice(JobKey(tenant, job_id)), treestore::EncodeJob(json)),
+      "batch"));
+  return Write(&batch, absl::StrCat("write job ", Quoted(job_id)));
+}
+
+absl::StatusOr<std::string> RocksDbTreeStore::GetJob(const std::string& tenant,
+                                                     const std::string& job_id) const {
+  TS_RETURN_IF_ERROR(ValidateId("tenant", tenant));
+  TS_RETURN_IF_ERROR(ValidateId("job", job_id));
+  const std::string key = JobKey(tenant, job_id);
+  treestore::SnapshotView view(db_.get(), handles_);
+  std::string value;
+  const absl::Status got = view.Get(kJobs, key, &value);
+  if (absl::IsNotFound(got)) {
+    return absl::NotFoundError(absl::StrCat("job ", Quoted(job_id), " not found"));
+  }
+  TS_RETURN_IF_ERROR(got);
+  absl::StatusOr<std::string> json = treestore::DecodeJob(value);
+  if (!json.ok()) return Corrupt(kJobs, key, json.status());
+  return json;
+}
+
+absl::StatusOr<std::vector<JobRecord>> RocksDbTreeStore::ListJobs(const std::string& tenant) const {
+  TS_RETURN_IF_ERROR(ValidateId("tenant", tenant));
+  const std::string prefix = TenantPrefix(tenant);
+  treestore::SnapshotView view(db_.get(), handles_);
+  std::vector<JobRecord> jobs;
+  TS_RETURN_IF_ERROR(
+      view.Scan(kJobs, prefix, prefix,
+                [&](absl::string_view key, absl::string_view value, bool*) -> absl::Status {
+                  KeyReader reader(key);
+                  reader.Str();
+                  const absl::string_view id = reader.Str();
+                  if (!reader.done())
+                    return Corrupt(kJobs, key, absl::DataLossError("malformed key"));
+                  absl::StatusOr<std::string> json = treestore::DecodeJob(value);
+                  if (!json.ok()) return Corrupt(kJobs, key, json.status());
+                  jobs.push_back({std::string(id), *std::move(json)});
+                  return absl::OkStatus();
+                }));
+  return jobs;
+}
+
+absl::Status RocksDbTreeStore::DeleteJob(const std::string& tenant, const std::string& job_id) {
+  TS_RETURN_IF_ERROR(ValidateId("tenant", tenant));
+  TS_RETURN_IF_ERROR(ValidateId("job", job_id));
+  {
+    // Existence only, without decoding: a corrupt record can still be deleted.
+    treestore::SnapshotView view(db_.get(), handles_);
+    std::string value;
+    const absl::Status got = view.Get(kJobs, JobKey(tenant, job_id), &value);
+    if (absl::IsNotFound(got)) {
+      return absl::NotFoundError(absl::StrCat("job ", Quoted(job_id), " not found"));
+    }
+    TS_RETURN_IF_ERROR(got);
+  }
+  rocksdb::WriteBatch batch;
+  TS_RETURN_IF_ERROR(
+      FromRocks(batch.Delete(handles_[kJobs], ToSlice(JobKey(tenant, job_id))), "batch"));
+  return Write(&batch, absl::StrCat("delete job ", Quoted(job_id)));
+}
+
+}  // namespace sharedllm

@@ -1,8 +1,0 @@
-#!/usr/bin/env bash
-# The README's test command: setup, build, then every ctest test (labels: unit, model, e2e).
-# Pass ctest arguments to narrow it, e.g. `tools/run_tests.sh -L unit`.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-bash tools/build.sh
-cd build
-ctest --output-on-failure -j "$(nproc)" "$@"
