@@ -11,7 +11,7 @@ train/ is what the tokenizer and the base model learn from; adapt/ is text that 
 stages train on (Coq proofs and Django code, which the base never saw); heldout/ is never trained on.
 
 Every step is deterministic: files are visited in sorted order, selections are by size or by hash,
-nothing records a time or an absolute path. See docs/DATA.md for the rules.
+nothing records a time or an absolute path. See docs/design/data.md for the rules.
 """
 
 import argparse

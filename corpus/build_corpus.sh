@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the training and held-out text corpus (data/corpus/) from pinned Debian packages.
-# See docs/DATA.md for what goes where and why.
+# See docs/design/data.md for what goes where and why.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

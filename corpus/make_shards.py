@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Tokenises data/corpus/ into token shards (format: corpus/shards.py, docs/DATA.md).
+"""Tokenises data/corpus/ into token shards (format: corpus/shards.py, docs/design/data.md).
 
   data/shards/train-0000.bin, ...      every training document, in a fixed pseudo-random order
                                        (sha256 of "<source>/<index>") so that sources mix in every

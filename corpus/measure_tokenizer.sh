@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Measures the tokenizer's vocabulary size: trains BPE models of 4K, 8K and 16K pieces with the
 # options of corpus/train_tokenizer.sh and reports tokens per byte on the held-out books, code and
-# proofs (and the training sample). The table goes into docs/DATA.md with --write-docs.
+# proofs (and the training sample). The table goes into docs/design/data.md with --write-docs.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,7 +16,7 @@ Usage: corpus/measure_tokenizer.sh [--write-docs] [--sizes "4096 8192 16384"] [-
 
 Trains one tokenizer per size into <out>/vocab-<N>/ (default data/tokenizer/sweep) and prints
 tokens/byte on data/corpus/heldout/{books,code,proofs} and on the training sample.
-  --write-docs   also replace the table in docs/DATA.md
+  --write-docs   also replace the table in docs/design/data.md
 EOF
 }
 
@@ -38,6 +38,6 @@ for n in "${SIZES[@]}"; do
   models+=("$OUT/vocab-$n/tokenizer.model")
 done
 args=(--corpus "$CORPUS" --sample "$OUT/vocab-${SIZES[0]}/sample.txt")
-[[ $WRITE_DOCS == 1 ]] && args+=(--docs "$ROOT/docs/DATA.md")
+[[ $WRITE_DOCS == 1 ]] && args+=(--docs "$ROOT/docs/design/data.md")
 /usr/bin/python3 "$ROOT/corpus/measure_tokenizer.py" "${args[@]}" "${models[@]}"
 echo "[measure_tokenizer] done in ${SECONDS}s"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Trains the project's sentencepiece BPE tokenizer on a deterministic sample of data/corpus/train.
-# See docs/DATA.md ("Tokenizer").
+# See docs/design/data.md ("Tokenizer").
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

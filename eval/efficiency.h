@@ -1,4 +1,4 @@
-// Efficiency of SharedLLM against its baselines (EVALUATION.md "Efficiency"): FLOP counts of each
+// Efficiency of SharedLLM against its baselines (docs/PERFORMANCE.md): FLOP counts of each
 // phase from the configuration, the phases themselves as the `sharedllm eval efficiency` child
 // processes run them (ingestion, a question over a built tree, a question that rebuilds the tree,
 // full attention over the whole document), process-memory probes, and the cost model behind

@@ -1,4 +1,4 @@
-// Evaluation protocols of EVALUATION.md on one model: CEPE/SharedLLM perplexity (n chunks to the
+// Evaluation protocols on one model (docs/RESULTS.md): CEPE/SharedLLM perplexity (n chunks to the
 // compressor, W running tokens to the upper model, the last W/16 scored) and passkey retrieval
 // (Landmark/LongLoRA format, first integer generated == key), each against the base model
 // truncated to its window. Results are plain structs; the CLI writes them as JSON.

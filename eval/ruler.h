@@ -1,4 +1,4 @@
-// Retrieval and aggregation over long input, generated offline and seeded (EVALUATION.md):
+// Retrieval and aggregation over long input, generated offline and seeded (docs/RESULTS.md):
 // RULER's offline tasks (Hsieh et al., arXiv 2404.06654) with its templates and
 // `string_match_all` scoring — niah_single_1 (noise haystack), niah_multikey_2 and _3 (needle
 // haystacks: words->numbers, uuids->uuids), vt (variable tracking, 1 chain of 4 hops), cwe

@@ -15,7 +15,7 @@ mkdir -p "$r"
 source scripts/blas_env.sh
 
 # Perplexity: SharedLLM against the truncated base model and StreamingLLM on 100 windows per
-# length (EVALUATION.md asks for >= 50; the JSON's log_ratio_se is the paired standard error of
+# length (at least 50 for a stable ratio; the JSON's log_ratio_se is the paired standard error of
 # log(SharedLLM / truncated), ~0.002-0.005 here, which 30 windows would make twice as wide).
 for doc in books code proofs; do
   $bin eval ppl --model "$model" $flags --shard "$s/heldout-$doc.bin" --windows 100 \

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The ablations that need training (EVALUATION.md): the shipped models/mini recipe (same base, same
+# The ablations that need training: the shipped models/mini recipe (same base, same
 # lm config and seed) with one switch changed at `sharedllm init` — injection top / interleaved,
 # split noise off — each trained and then evaluated like models/mini's books ablations.
 #   recipes/train_ablations.sh            (after recipes/train_mini.sh; runs/<variant>, docs/results/)

@@ -52,7 +52,7 @@ for stage in a b; do
   cp runs/gpu-ignore-$stage/train_log.jsonl recipes/mini/gpu/ignore_${stage}_log.jsonl
 done
 # Stage G: B's cross-attention trained on, 2 in 5 windows from the Coq adaptation text
-# (docs/DATA.md, "Adaptation text"): what models/mini ships. About 20 minutes on 2 cores.
+# (docs/design/data.md, "Adaptation text"): what models/mini ships. About 20 minutes on 2 cores.
 $bin train sft --config recipes/mini/stage-g.json
 cp runs/mini-g/train_log.jsonl recipes/mini/stage-g_log.jsonl
 # The base model is unchanged (tensor for tensor; the file layout may differ).

@@ -31,11 +31,11 @@
 #        runs/gpu-ignore-b, whose sharedllm.* models/mini ships. Send data/gpu/sub along (the
 #        device tool's `carry`); bring runs/gpu-ignore-b back (recipes/train_mini.sh copies it).
 #
-# Code rounds (experiments/mini-passkey/README.md, "Fifth round"): longer runs of stage G's recipe than
+# Code runs (an experiment, not the shipped chain; experiments/mini-passkey/README.md): longer runs of stage G's recipe than
 # the CPU affords, three weightings at once on one GPU.
 # pack-code (CPU machine): data/gpu/code/ = a seeded 40 % sample of the training shard's documents
 #        (corpus/select_sources.py --fraction 0.4 --seed 1), the Coq and Python-view shards
-#        (view-python.bin: select_sources.py --sources python-stdlib,sympy, docs/DATA.md), the
+#        (view-python.bin: select_sources.py --sources python-stdlib,sympy, docs/design/data.md), the
 #        held-out code, books and proofs shards, xz-packed, and stage B's sharedllm.* (runs/
 #        gpu-ignore-b). Carry data/gpu/code and data/gpu/include: 32 MB, under the 64 MiB a call
 #        sends with the repository only once the weights no GPU run reads are moved aside for the

@@ -1,4 +1,4 @@
-// Authentication and transport security of the service (DESIGN.md §3 "Security"): API keys that
+// Authentication and transport security of the service (docs/user/security.md): API keys that
 // map to tenants, TLS / mTLS server credentials, id validation and absl <-> gRPC status mapping.
 // The tenant always comes from the credentials, never from a request field.
 #pragma once

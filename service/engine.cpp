@@ -17,7 +17,7 @@
 namespace sharedllm::service {
 namespace {
 
-// Runs `fn`, turning the model's exceptions into a status (the facade of DESIGN.md/STYLE.md).
+// Runs `fn`, turning the model's exceptions into a status (exceptions stay inside the model layers).
 template <typename F>
 auto Guard(F&& fn) -> absl::StatusOr<decltype(fn())> {
   try {

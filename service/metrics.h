@@ -1,7 +1,7 @@
-// Prometheus metrics of the service (DESIGN.md §3) and the HTTP endpoint that serves them.
+// Prometheus metrics of the service (docs/user/metrics.md) and the HTTP endpoint that serves them.
 //
 // prometheus-cpp's own `Exposer` (civetweb, 100 KB worker stacks) cannot start in a process that
-// has loaded Debian's libtorch (DESIGN.md §5), so `MetricsServer` serves the registry's text
+// has loaded Debian's libtorch (docs/design/decisions.md), so `MetricsServer` serves the registry's text
 // exposition with cpp-httplib instead, whose workers are std::threads with the default stack.
 #pragma once
 
@@ -20,7 +20,7 @@
 
 namespace sharedllm::service {
 
-// Owns a prometheus::Registry with exactly the metric families of DESIGN.md §3. Every method is
+// Owns a prometheus::Registry with exactly the metric families of docs/user/metrics.md. Every method is
 // thread-safe and cheap enough to call per token.
 class Metrics {
  public:

@@ -1,4 +1,4 @@
-// The context tree of SharedLLM (DESIGN.md §2): chunking, the binary split of a chunk down to
+// The context tree of SharedLLM (docs/design/method.md): chunking, the binary split of a chunk down to
 // depth h (with training noise), the query-aware choice of which nodes to preserve, and the
 // per-level downsampling of keys/values. Pure shape logic plus one tensor op; no model weights.
 #pragma once

@@ -1,5 +1,5 @@
 // Bytes the tree store holds for one document, counted from the formats of key_codec.h and
-// value_codec.h (docs/TREESTORE.md "Keys", "Values") without opening a database: what
+// value_codec.h (docs/design/tree_store.md "Keys", "Values") without opening a database: what
 // `sharedllm plan` predicts. Header-only and free of RocksDB, abseil and libtorch, so the model-only
 // `sharedllm` tool can include it. tests/model/efficiency_test.cpp checks the count against the
 // key and value bytes a RocksDbTreeStore actually holds after the indexer's sequence of writes.

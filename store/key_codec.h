@@ -1,4 +1,4 @@
-// Binary keys of the tree store (docs/TREESTORE.md "Keys"):
+// Binary keys of the tree store (docs/design/tree_store.md "Keys"):
 //
 //   tenant | document | chunk | node | layer
 //   u16 BE length + bytes | u16 BE length + bytes | u32 BE | u16 BE | u16 BE

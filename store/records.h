@@ -11,7 +11,7 @@
 namespace sharedllm {
 
 // Element types of stored tensors. The numeric values are part of the on-disk format
-// (docs/TREESTORE.md): never renumber them.
+// (docs/design/tree_store.md): never renumber them.
 enum class DType : uint8_t { kF32 = 1, kF16 = 2, kBF16 = 3, kI64 = 4 };
 
 // Bytes per element; 0 for a value outside the enum (e.g. read from a corrupt record).
@@ -63,7 +63,7 @@ struct TensorBlob {
   bool operator!=(const TensorBlob& o) const { return !(*this == o); }
 };
 
-// One encoded node of a chunk's context tree (DESIGN.md §2 "Static tree for persistence").
+// One encoded node of a chunk's context tree (docs/design/method.md).
 struct NodeRecord {
   int64_t chunk = 0;  // chunk index within the document, 0-based
   int64_t level = 0;  // 1..h (the root, level 0, is never encoded)

@@ -1,6 +1,6 @@
 // TreeStore on an embedded RocksDB (the default deployment: one process, a local directory).
 // Layout — column families, keys, values, why a crash cannot leave half a chunk — in
-// docs/TREESTORE.md. Thread-safe: reads run on a RocksDB snapshot without locks; writes that
+// docs/design/tree_store.md. Thread-safe: reads run on a RocksDB snapshot without locks; writes that
 // read-modify-write a document's metadata hold a per-document lock (striped).
 #pragma once
 
@@ -44,7 +44,7 @@ struct RocksDbTreeStoreOptions {
 
 class RocksDbTreeStore : public TreeStore {
  public:
-  // Column families, in the order of their handles (docs/TREESTORE.md).
+  // Column families, in the order of their handles (docs/design/tree_store.md).
   enum Family { kDocuments = 0, kTokens, kVectors, kKv, kJobs, kNumFamilies };
   static const char* FamilyName(Family family);  // "documents", "tokens", "vectors", "kv", "jobs"
 

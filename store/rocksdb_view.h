@@ -15,7 +15,7 @@
 
 namespace sharedllm::treestore {
 
-// Maps a RocksDB status onto the canonical codes of DESIGN.md §3; `context` says what failed.
+// Maps a RocksDB status onto the canonical gRPC codes (docs/design/tree_store.md); `context` says what failed.
 absl::Status FromRocks(const rocksdb::Status& s, const std::string& context);
 
 inline rocksdb::Slice ToSlice(absl::string_view s) { return rocksdb::Slice(s.data(), s.size()); }

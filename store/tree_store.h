@@ -1,8 +1,8 @@
-// The tree store: persistence of documents' encoded context trees (DESIGN.md §3 "Tree store").
+// The tree store: persistence of documents' encoded context trees (docs/design/tree_store.md).
 // An interface so that the service can be tested against a fake and so that a remote/sharded
 // store can replace the embedded RocksDB one (rocksdb_tree_store.h) without touching callers.
 //
-// Invariants every implementation keeps (docs/TREESTORE.md):
+// Invariants every implementation keeps (docs/design/tree_store.md):
 //   I1  tree data (tokens, vectors, K/V) exists for exactly the chunks [0, meta.chunks_done);
 //       a chunk and the chunks_done that counts it are written atomically.
 //   I2  state READY implies chunks_done == num_chunks; only MarkReady sets READY.

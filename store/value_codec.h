@@ -1,4 +1,4 @@
-// Values of the tree store (docs/TREESTORE.md "Values"). Every value, in every column family, is
+// Values of the tree store (docs/design/tree_store.md "Values"). Every value, in every column family, is
 //
 //   payload | u32 LE CRC32C(payload)        payload = u8 format version (1) | body
 //

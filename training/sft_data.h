@@ -1,6 +1,6 @@
 // Generated retrieval instructions for SharedLLM instruction tuning (loss on the answer only).
 // Every sample is a pure function of (seed); fillers come from training text, never from the
-// evaluation sets' fillers (EVALUATION.md), and keys/values are drawn from other ranges of seeds.
+// evaluation sets' fillers, and keys/values are drawn from other ranges of seeds.
 #pragma once
 
 #include <cstdint>

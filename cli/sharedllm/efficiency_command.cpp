@@ -1,5 +1,5 @@
 // `sharedllm eval efficiency` (time and memory of SharedLLM against full attention and against
-// rebuilding the tree per question, EVALUATION.md "Efficiency") and `sharedllm plan` (the cost
+// rebuilding the tree per question, docs/PERFORMANCE.md) and `sharedllm plan` (the cost
 // model's prediction for one document length). Every configuration of every run is measured in a
 // fresh child process — this binary re-executed with the hidden flag --child-phase — so that one
 // phase's peak memory cannot mask another's; ratios are taken within a run, then the medians.

@@ -26,6 +26,7 @@ namespace {
 using nlohmann::json;
 using test::CommandResult;
 
+SharedLLMConfig LoadSharedLLMConfig(const std::string& dir) { return SharedLLMConfig::Load(dir); }
 bool Contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 class CliTest : public ::testing::Test {
@@ -274,6 +275,91 @@ TEST_F(CliTest, InitCanStartTheReadersAsTheLayersOwnHeads) {
   EXPECT_EQ(negative.exit_code, 1);
   EXPECT_TRUE(Contains(negative.err, "inherit_o_scale must be a number >= 0")) << negative.err;
   EXPECT_FALSE(std::filesystem::exists(dir_ / "negative/sharedllm.safetensors"));
+}
+
+// `sharedllm edit` writes a changed copy and leaves the input alone: the gate (neutral) keeps every
+// score; dropping heads changes them; dropping every head of the top injection layer removes that
+// layer, giving exactly the one-layer model `init` writes (tensors and scores); bad edits exit 1 and
+// write nothing.
+TEST_F(CliTest, EditWritesAChangedCopyAndRemovesSilentTopLayers) {
+  const std::string base = NewModel("base", test::TinyConfig(), 7);
+  auto init = [&](const std::string& out, const std::string& layers) {
+    return Sharedllm({"init", "--base", base, "--out", dir_ / out, "--layers", layers,
+                      "--chunk-size", "32", "--depth", "2", "--alphas", "4,2",
+                      "--inherit-o-scale", "0.5"});
+  };
+  ASSERT_EQ(init("m2", "2").exit_code, 0);
+  ASSERT_EQ(init("m1", "1").exit_code, 0);
+  std::string context;
+  for (int i = 0; i < 96; ++i) context += (i ? "," : "") + std::to_string(3 + (i * 7) % 50);
+  auto score = [&](const std::string& model) {
+    const CommandResult r = Sharedllm({"score", "--model", model, "--token-ids", "5,9,13,4,8,21,30",
+                                       "--context-token-ids", context, "--json", "--threads", "1"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return nlohmann::json::parse(r.out)["nll"];
+  };
+  auto edit = [&](const std::string& out, std::vector<std::string> extra) {
+    std::vector<std::string> args = {"edit", "--model", dir_ / "m2", "--out", dir_ / out};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return Sharedllm(args);
+  };
+  const auto original = score(dir_ / "m2");
+  ASSERT_EQ(edit("gated", {"--gate"}).exit_code, 0);
+  EXPECT_EQ(score(dir_ / "gated"), original);
+  EXPECT_TRUE(LoadSharedLLMConfig(dir_ / "gated").gate);
+  EXPECT_FALSE(LoadSharedLLMConfig(dir_ / "m2").gate);  // the input is left as it was
+
+  const int64_t heads = test::TinyConfig().num_attention_heads;
+  std::string top;
+  for (int64_t h = 0; h < heads; ++h) top += (h ? ",1:" : "1:") + std::to_string(h);
+  ASSERT_EQ(edit("one-head-less", {"--drop-heads", "0:1"}).exit_code, 0);
+  EXPECT_NE(score(dir_ / "one-head-less"), original);
+  const CommandResult silent = edit("silent-top", {"--drop-heads", top});
+  ASSERT_EQ(silent.exit_code, 0) << silent.err;
+  EXPECT_EQ(LoadSharedLLMConfig(dir_ / "silent-top").num_injection_layers, 1);
+  auto written = CheckpointReader::FromFile(dir_ / "silent-top/sharedllm.safetensors");
+  auto one = CheckpointReader::FromFile(dir_ / "m1/sharedllm.safetensors");
+  EXPECT_EQ(written.names(), one.names());
+  for (const auto& name : one.names()) EXPECT_TRUE(at::equal(written.tensor(name), one.tensor(name))) << name;
+  EXPECT_EQ(score(dir_ / "silent-top"), score(dir_ / "m1"));
+  // A separate compressor: the removed layer's copy goes too. A split one (the copy holds fewer
+  // layers than M, the layers above read the base's own): removing its top layer leaves the
+  // one-layer separate model it was deepened from, tensor for tensor.
+  ASSERT_EQ(edit("sep", {"--separate-compressor"}).exit_code, 0);
+  ASSERT_EQ(Sharedllm({"edit", "--model", dir_ / "sep", "--out", dir_ / "sep-1", "--drop-heads", top}).exit_code, 0);
+  auto sep1 = CheckpointReader::FromFile(dir_ / "sep-1/sharedllm.safetensors");
+  EXPECT_TRUE(sep1.contains("compressor.0.self_attn.k_proj.weight"));
+  EXPECT_FALSE(sep1.contains("compressor.1.self_attn.k_proj.weight"));
+  EXPECT_EQ(LoadSharedLLMConfig(dir_ / "sep-1").compressor, "separate");
+  ASSERT_EQ(Sharedllm({"edit", "--model", dir_ / "m1", "--out", dir_ / "s1", "--separate-compressor"}).exit_code, 0);
+  const CommandResult split = Sharedllm({"edit", "--model", dir_ / "s1", "--out", dir_ / "split",
+                                         "--injection-layers", "2", "--own-lower"});
+  ASSERT_EQ(split.exit_code, 0) << split.err;
+  EXPECT_EQ(LoadSharedLLMConfig(dir_ / "split").separate_layers, 1);
+  ASSERT_EQ(Sharedllm({"edit", "--model", dir_ / "split", "--out", dir_ / "split-1", "--drop-heads", top}).exit_code, 0);
+  const SharedLLMConfig split1 = LoadSharedLLMConfig(dir_ / "split-1");
+  EXPECT_EQ(split1.num_injection_layers, 1);
+  EXPECT_EQ(split1.separate_layers, 0);
+  auto s1 = CheckpointReader::FromFile(dir_ / "s1/sharedllm.safetensors");
+  auto back = CheckpointReader::FromFile(dir_ / "split-1/sharedllm.safetensors");
+  EXPECT_EQ(back.names(), s1.names());
+  for (const auto& name : s1.names()) EXPECT_TRUE(at::equal(back.tensor(name), s1.tensor(name))) << name;
+
+  for (const std::vector<std::string>& bad :
+       {std::vector<std::string>{"--drop-heads", "1:" + std::to_string(heads)},
+        {"--drop-heads", "5:0"}, {"--drop-heads", "1"}, {"--injection-layers", "9"},
+        {"--depth", "2"}, {"--inherit-o-scale", "0.5"}}) {
+    const CommandResult r = edit("bad", bad);
+    EXPECT_EQ(r.exit_code, 1) << bad[0] << " " << bad[1];
+    EXPECT_TRUE(Contains(r.err, "error:")) << r.err;
+    EXPECT_FALSE(std::filesystem::exists(dir_ / "bad")) << bad[0] << " " << bad[1];
+  }
+  const CommandResult same = Sharedllm({"edit", "--model", dir_ / "m2", "--out", dir_ / "m2", "--gate"});
+  EXPECT_EQ(same.exit_code, 1);
+  EXPECT_TRUE(Contains(same.err, "--out must differ from --model")) << same.err;
+  EXPECT_FALSE(LoadSharedLLMConfig(dir_ / "m2").gate);
+  const CommandResult plain = Sharedllm({"edit", "--model", base, "--out", dir_ / "p", "--gate"});
+  EXPECT_EQ(plain.exit_code, 1);
 }
 
 // ---- eval ppl --full-attention-from --------------------------------------------------------------

@@ -3,9 +3,9 @@
 steps, with layer 1's injection then zeroed (experiments/tools/scale_injection.py): every layer-1 head must
 score exactly 0 (taking out a head that adds nothing changes nothing) and layer 0's heads not all
 0; the kept heads follow the --keep rule; the written model zeroes exactly the dropped heads'
-o_proj columns, removes layer 1 (left with no head) and scores exactly as with it; removing
-silent top layers also on synthetic split and plain separate-compressor layouts (their copies and
-per-layer settings); --keep 0 copies the model; bad inputs are refused. Also
+o_proj columns, removes layer 1 (left with no head: `sharedllm edit --drop-heads`, whose other
+layouts tests/e2e/cli_test.cpp covers) and scores exactly as with it; --keep 0 copies the model;
+bad inputs are refused. Also
 scale_injection.py --heads on its own.
 Usage: copy_heads_test.py SOURCE_DIR SHAREDLLM_BIN"""
 import json
@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.join(src, "tests", "e2e"))
 import safetensors_io  # noqa: E402
 from tiny_run import train_tiny_sharedllm  # noqa: E402
 
+recipes = os.path.join(src, "recipes")
 tools = os.path.join(src, "experiments", "tools")
 O = "model.layers.{}.cross_attn.o_proj.weight"
 D = 16  # models/tiny head_dim
@@ -34,7 +35,8 @@ def shared(d):
 
 
 def tool(name, *args):
-    return subprocess.run([sys.executable, os.path.join(tools, name), *args], capture_output=True, text=True)
+    where = recipes if name == "copy_heads.py" else tools
+    return subprocess.run([sys.executable, os.path.join(where, name), *args], capture_output=True, text=True)
 
 
 def copy_heads(model, out, *extra):
@@ -102,48 +104,12 @@ with tempfile.TemporaryDirectory() as tmp:
     dropped = ",".join(f"{l}:{h}" for l in (0, 1) for h in range(4) if f"{l}:{h}" not in report["kept"])
     r = tool("scale_injection.py", "--model", neutral1, "--scale", "0", "--heads", dropped, "--out", zeroed)
     check(r.returncode == 0, "the same heads zeroed in place: " + r.stderr)
-    sys.path.insert(0, tools)
+    sys.path.insert(0, recipes)
     import copy_heads as ch  # noqa: E402
     shard = os.path.join(tmp, "repeat.bin")
     ch.repeat_shard(shard, 1000, 256, 2, 3)  # models/tiny: V 1000, W 256
     scores = [ch.log_ppl(binary, m, shard, 2, 1, os.path.join(tmp, "p.json")) for m in (out, zeroed)]
     check(scores[0] == scores[1], f"the removed layer changes nothing: {scores}")
-
-    # remove_silent_top_layers on the layouts models/mini has (a split compressor: copies for the
-    # bottom K layers, the base's own layers above) and a plain separate compressor.
-    def fake_model(d, config, names):
-        os.makedirs(d)
-        with open(os.path.join(d, "sharedllm.json"), "w") as f:
-            json.dump(config, f)
-        safetensors_io.save_file({n: np.full((2, 2), i, np.float32) for i, n in enumerate(names)},
-                                 os.path.join(d, "sharedllm.safetensors"))
-    X = "model.layers.{}.cross_attn.{}"
-    cross = [X.format(j, w) for j in range(4) for w in ("q_proj.weight", "o_proj.weight", "sink")]
-    split = os.path.join(tmp, "split")
-    fake_model(split, {"num_injection_layers": 4, "injection": "bottom", "compressor": "separate",
-                       "separate_layers": 2, "sink_keys_ref": [1, 2, 3, 4]},
-               [f"compressor.{j}.mlp.up_proj.weight" for j in range(2)] + cross)
-    before = shared(split)
-    check(ch.remove_silent_top_layers(split, {2, 3}, [(2, 1)]) == [3], "split: layer 3 removed")
-    with open(os.path.join(split, "sharedllm.json")) as f:
-        cfg = json.load(f)
-    check(cfg["num_injection_layers"] == 3 and cfg["separate_layers"] == 2 and cfg["sink_keys_ref"] == [1, 2, 3],
-          f"split: M 3, the copy for 2 layers kept, per-layer values cut: {cfg}")
-    after = shared(split)
-    check(sorted(after) == sorted(n for n in before if ".layers.3." not in n)
-          and all(np.array_equal(after[n], before[n]) for n in after), "split: only layer 3's tensors gone")
-    check(ch.remove_silent_top_layers(split, {0, 1, 2}, [(0, 1), (2, 0)]) == [], "a layer with a head stays")
-    plain = os.path.join(tmp, "plain")
-    fake_model(plain, {"num_injection_layers": 4, "injection": "bottom", "compressor": "separate"},
-               [f"compressor.{j}.mlp.up_proj.weight" for j in range(4)] + cross)
-    check(ch.remove_silent_top_layers(plain, {1, 2, 3}, []) == [1, 2, 3], "plain: layers 1-3 removed")
-    with open(os.path.join(plain, "sharedllm.json")) as f:
-        check(json.load(f)["num_injection_layers"] == 1, "plain: M 1")
-    check(sorted(shared(plain)) == sorted(["compressor.0.mlp.up_proj.weight"] + [n for n in cross if ".layers.0." in n]),
-          f"plain: layer 0's reader and its copy left: {sorted(shared(plain))}")
-    top = os.path.join(tmp, "top")
-    fake_model(top, {"num_injection_layers": 4, "injection": "top"}, cross)
-    check(ch.remove_silent_top_layers(top, {0, 1, 2, 3}, []) == [], "not a bottom injection: nothing removed")
 
     r = copy_heads(run, os.path.join(tmp, "all"), "--layers", "0", "--keep", "0")
     check(r.returncode == 0 and all(np.array_equal(shared(os.path.join(tmp, "all"))[n], trained[n]) for n in trained),

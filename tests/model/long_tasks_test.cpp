@@ -346,7 +346,7 @@ TEST(AblationTest, ParserRejectsUnknownAndRetrainingKeys) {
     EXPECT_NE(std::string(e.what()).find("unknown key 'foo'"), std::string::npos) << e.what();
   }
   for (const std::string spec : {"injection=top", "num_injection_layers=2", "split_noise=off",
-                                 "lower_trainable=on", "compressor=separate", "gate=on", "chunk_size=32"}) {
+                                 "compressor=separate", "gate=on", "chunk_size=32"}) {
     try {
       ParseAblation(spec);
       FAIL() << spec << " accepted";

@@ -11,7 +11,7 @@ src = sys.argv[1]
 sys.path.insert(0, os.path.join(src, "tests"))
 from pycheck import check, finish  # noqa: E402
 
-script = os.path.join(src, "tools", "blas_env.sh")
+script = os.path.join(src, "scripts", "blas_env.sh")
 
 
 def coretype(flags, preset=None):

@@ -1,6 +1,6 @@
-// service/metrics.h: the metric families of DESIGN.md §3 and the cpp-httplib /metrics endpoint.
+// service/metrics.h: the metric families of docs/user/metrics.md and the cpp-httplib /metrics endpoint.
 // The endpoint is tested in a process that has loaded libtorch, where prometheus-cpp's civetweb
-// Exposer cannot start (DESIGN.md §5).
+// Exposer cannot start (docs/design/decisions.md).
 #include "service/metrics.h"
 
 #include <gtest/gtest.h>

@@ -11,7 +11,7 @@ import tempfile
 
 src = sys.argv[1]
 sys.path.insert(0, os.path.join(src, "tests"))
-sys.path.insert(0, os.path.join(src, "tools"))
+sys.path.insert(0, os.path.join(src, "recipes"))
 from pycheck import check, finish  # noqa: E402
 import plot_training  # noqa: E402
 

@@ -19,7 +19,7 @@ except ImportError as e:
     sys.exit(77)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "clients", "python"))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "cli", "python"))
 os.environ.setdefault("SHAREDLLM_STUB_CACHE", tempfile.mkdtemp(prefix="sharedllm_stubs_"))
 import sharedllm_client  # noqa: E402
 
