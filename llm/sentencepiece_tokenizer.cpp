@@ -2,7 +2,7 @@
 // file format and sentencepiece's documented algorithm rather than linking libsentencepiece: that
 // library carries its own protobuf-lite, and no load order of it and libprotobuf works in one
 // process (first: a static-initialisation crash; second: its protobuf version check aborts when a
-// model is loaded). Parity with spm_encode/spm_decode is tested (tests/unit/tokenizer_test.cpp).
+// model is loaded). Parity with spm_encode/spm_decode is tested (tests/llm/tokenizer_test.cpp).
 //
 // Supported: model_type BPE, normalizer "identity" (Llama-2, Mistral and this project's models),
 // byte fallback, add_dummy_prefix, remove_extra_whitespaces, escape_whitespaces, user-defined

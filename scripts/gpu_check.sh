@@ -5,7 +5,7 @@
 #
 # 1. golden: Hugging Face transformers builds and runs tiny random checkpoints
 #    (tests/reference/hf_golden.py) -> DIR/hf-fixtures.tar.gz, unpacked into tests/fixtures/hf/
-#    on the CPU machine, where tests/model/hf_golden_test.cpp checks the C++ model against them;
+#    on the CPU machine, where tests/llm/hf_golden_test.cpp checks the C++ model against them;
 #    where tests/fixtures/hf/ exists, the fresh goldens must equal the committed ones.
 # 2. build: the sharedllm tool against the machine's CUDA libtorch (recipes/train_mini_gpu.sh build;
 #    needs data/gpu/include/nlohmann where the machine has no nlohmann-json).

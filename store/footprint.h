@@ -1,7 +1,7 @@
 // Bytes the tree store holds for one document, counted from the formats of key_codec.h and
 // value_codec.h (docs/design/tree_store.md "Keys", "Values") without opening a database: what
 // `sharedllm plan` predicts. Header-only and free of RocksDB, abseil and libtorch, so the model-only
-// `sharedllm` tool can include it. tests/model/efficiency_test.cpp checks the count against the
+// `sharedllm` tool can include it. tests/eval/efficiency_test.cpp checks the count against the
 // key and value bytes a RocksDbTreeStore actually holds after the indexer's sequence of writes.
 //
 // Counted: logical key + value bytes per column family (RocksDB adds its own per-record and per-file

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Golden outputs from Hugging Face transformers itself, for tests/model/hf_golden_test.cpp.
+"""Golden outputs from Hugging Face transformers itself, for tests/llm/hf_golden_test.cpp.
 
   hf_golden.py --out DIR [--only NAME ...]
 

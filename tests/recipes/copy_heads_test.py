@@ -4,7 +4,7 @@ steps, with layer 1's injection then zeroed (experiments/tools/scale_injection.p
 score exactly 0 (taking out a head that adds nothing changes nothing) and layer 0's heads not all
 0; the kept heads follow the --keep rule; the written model zeroes exactly the dropped heads'
 o_proj columns, removes layer 1 (left with no head: `sharedllm edit --drop-heads`, whose other
-layouts tests/e2e/cli_test.cpp covers) and scores exactly as with it; --keep 0 copies the model;
+layouts tests/cli/sharedllm_cli_test.cpp covers) and scores exactly as with it; --keep 0 copies the model;
 bad inputs are refused. Also
 scale_injection.py --heads on its own.
 Usage: copy_heads_test.py SOURCE_DIR SHAREDLLM_BIN"""
@@ -20,7 +20,6 @@ sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
 from pycheck import check, finish  # noqa: E402
 src, binary = sys.argv[1], sys.argv[2]
 sys.path.insert(0, os.path.join(src, "tests", "reference"))
-sys.path.insert(0, os.path.join(src, "tests", "e2e"))
 import safetensors_io  # noqa: E402
 from tiny_run import train_tiny_sharedllm  # noqa: E402
 
