@@ -242,7 +242,7 @@ PhaseResult RunPhase(LoadedModel& m, EfficiencyPhase phase, const PhaseInput& in
   Check(m.shared != nullptr, "the efficiency evaluation needs a SharedLLM model");
   Check(!in.question.empty(), "the question is empty");
   c10::InferenceMode guard;
-  SharedLLM& s = *m.shared;
+  const SharedLLM& s = *m.shared;
   const ModelConfig& c = m.config;
   const int64_t layers_m = s.config().num_injection_layers;
   const int64_t length = static_cast<int64_t>(in.document.size());

@@ -31,20 +31,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/blas_env.sh
 bin=build/bin/sharedllm
-# recipe_out CONFIG: the "out" directory of a training config.
-recipe_out() {
-  /usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['out'])" "$1"
-}
-# train_stages RECIPE_DIR N [FIRST]: stages FIRST (1)..N of RECIPE_DIR, each skipped once its "out"
-# holds a model.
-train_stages() {
-  local stage config out
-  for stage in $(seq "${3:-1}" "$2"); do
-    config=$1/stage$stage.json
-    out=$(recipe_out "$config")
-    [ -f "$out/sharedllm.json" ] || $bin train sft --config "$config"
-  done
-}
+source recipes/lib.sh
 # copy_model SRC DST: the files of a SharedLLM model directory.
 copy_model() {
   mkdir -p "$2"

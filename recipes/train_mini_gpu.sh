@@ -54,24 +54,8 @@ EOF
   $bin train "$mode" --config "$config" --steps "$(cat "$out.steps")"
 }
 
-# Unpacks DIR/*.bin.xz into data/shards/ (a shard already there is kept).
-unpack_shards() {
-  mkdir -p data/shards
-  for f in "$1"/*.bin.xz; do
-    dst=data/shards/$(basename "${f%.xz}")
-    [ -f "$dst" ] || $py -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" "$f" "$dst"
-  done
-}
+source recipes/lib.sh
 
-# A GPU machine has no runs/: makes run DST from models/mini's base and the sharedllm.* packed in
-# SRC, unless DST already holds its weights.
-assemble_run() {
-  local dst=$1 src=$2
-  [ ! -f "$dst/sharedllm.safetensors" ] || return 0
-  mkdir -p "$dst"
-  cp models/mini/{config.json,model.safetensors,tokenizer.model} "$dst/"
-  cp "$src"/* "$dst/"
-}
 
 for stage in "$@"; do
   echo "=== $stage ($(date -u +%H:%M:%S))"

@@ -24,30 +24,7 @@ if [ -n "${1:-}" ] && [ "$1" != separate ]; then
     "experiments/train_passkey.sh)" >&2
   exit 2
 fi
-# recipe_out CONFIG: the "out" directory of a training config.
-recipe_out() {
-  /usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['out'])" "$1"
-}
-# train_stages RECIPE_DIR N [FIRST]: stages FIRST (1)..N of RECIPE_DIR, each skipped once its "out"
-# holds a model.
-train_stages() {
-  local stage config out
-  for stage in $(seq "${3:-1}" "$2"); do
-    config=$1/stage$stage.json
-    out=$(recipe_out "$config")
-    [ -f "$out/sharedllm.json" ] || $bin train sft --config "$config"
-  done
-}
-# stopped_stage RECIPE_DIR N INIT: stage N ends on "stop_after" (a checkpoint, no final model); its
-# checkpoint becomes the model directory.
-stopped_stage() {
-  local out
-  out=$(recipe_out "$1/stage$2.json")
-  [ -f "$out/sharedllm.json" ] && return 0
-  # (a resumed run would not stop again: stop_after counts the steps of one invocation)
-  [ -f "$out/checkpoint/state.json" ] || $bin train sft --config "$1/stage$2.json"
-  /usr/bin/python3 recipes/checkpoint_to_model.py "$out" "$3" "$out"
-}
+source recipes/lib.sh
 # edit SRC DST FLAGS...: `sharedllm edit` (model surgery: a separate compressor, another tree,
 # the gate, the sink) writes DST from SRC once; the next stage trains DST.
 edit() {

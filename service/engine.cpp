@@ -114,7 +114,7 @@ absl::StatusOr<std::vector<NodeRecord>> Engine::EncodeChunk(const std::vector<in
                                                             int64_t chunk_index) {
   return Guard([&] {
     c10::InferenceMode guard;
-    SharedLLM& s = *model_->shared;
+    const SharedLLM& s = *model_->shared;
     const ChunkTree tree = ChunkTree::Build(static_cast<int64_t>(tokens.size()), s.config().tree_depth);
     std::vector<NodeRecord> out;
     for (const auto& node : s.EncodeNodes(tokens, chunk_index, tree.AllNodes())) {
@@ -137,7 +137,7 @@ absl::StatusOr<std::vector<SelectedRef>> Engine::Select(const std::vector<int64_
                                                         const std::vector<DocumentVectors>& docs) {
   return Guard([&] {
     c10::InferenceMode guard;
-    SharedLLM& s = *model_->shared;
+    const SharedLLM& s = *model_->shared;
     const at::Tensor query = s.QueryVector(prompt_ids);
     std::vector<SelectedRef> out;
     for (size_t d = 0; d < docs.size(); ++d) {
@@ -179,7 +179,7 @@ absl::StatusOr<AnswerResult> Engine::Answer(const std::vector<int64_t>& prompt_i
                                             const std::function<bool(const std::string&)>& on_delta) {
   return Guard([&] {
     c10::InferenceMode guard;
-    SharedLLM& s = *model_->shared;
+    const SharedLLM& s = *model_->shared;
     const auto& weight = model_->lm->model->embed_tokens->weight;
     std::vector<EncodedNode> nodes;
     for (size_t i = 0; i < records.size(); ++i) {

@@ -92,7 +92,7 @@ class Engine {
 
  private:
   Engine() = default;
-  std::shared_ptr<LoadedModel> model_;
+  std::shared_ptr<const LoadedModel> model_;  // shared by every request, never changed
   std::string fingerprint_, model_name_;
 };
 

@@ -9,13 +9,14 @@
 
 namespace sharedllm {
 
-std::shared_ptr<LoadedModel> LoadModel(const std::string& dir, const RuntimeOptions& options) {
-  auto out = std::make_shared<LoadedModel>();
+ModelToChange LoadModelToChange(const std::string& dir, const RuntimeOptions& options) {
+  ModelToChange result;
+  auto out = result.model = std::make_shared<LoadedModel>();
   out->dir = dir;
   out->lm = LoadCausalLM(dir, options);
   out->config = out->lm->config;
   if (FileExists(JoinPath(dir, "sharedllm.json"))) {
-    out->shared = std::make_shared<SharedLLM>(out->lm, SharedLLMConfig::Load(dir));
+    out->shared = result.shared = std::make_shared<SharedLLM>(out->lm, SharedLLMConfig::Load(dir));
     const std::string path = JoinPath(dir, "sharedllm.safetensors");
     if (!FileExists(path)) {
       throw ModelError(dir + " has sharedllm.json but no sharedllm.safetensors (hint: `sharedllm "
@@ -29,14 +30,18 @@ std::shared_ptr<LoadedModel> LoadModel(const std::string& dir, const RuntimeOpti
     throw ModelError(dir + ": tokenizer.model has " + std::to_string(out->tokenizer->vocab_size()) +
                      " pieces but the model only " + std::to_string(out->config.vocab_size));
   }
-  return out;
+  return result;
+}
+
+std::shared_ptr<LoadedModel> LoadModel(const std::string& dir, const RuntimeOptions& options) {
+  return LoadModelToChange(dir, options).model;
 }
 
 void SaveModel(CausalLM& lm, const std::string& dir, at::ScalarType dtype) {
   SaveCausalLM(lm, dir, dtype, IsSharedLLMParameter);
 }
 
-void SaveSharedLLM(SharedLLM& model, const std::string& dir, at::ScalarType dtype) {
+void SaveSharedLLM(const SharedLLM& model, const std::string& dir, at::ScalarType dtype) {
   std::filesystem::create_directories(dir);
   WriteFileAtomic(JoinPath(dir, "sharedllm.json"), model.config().ToJsonText());
   WriteSafetensors(JoinPath(dir, "sharedllm.safetensors"),

@@ -18,7 +18,9 @@ struct LoadedModel {
   std::string dir;
   ModelConfig config;
   CausalLM lm{nullptr};
-  std::shared_ptr<SharedLLM> shared;  // set when the directory has sharedllm.json; shares lm
+  // Set when the directory has sharedllm.json; shares lm. Const: readers only encode, search and
+  // build contexts (ModelToChange is the way to a writable one).
+  std::shared_ptr<const SharedLLM> shared;
   std::shared_ptr<const Tokenizer> tokenizer;  // null when the directory has no tokenizer.model
 };
 
@@ -27,10 +29,18 @@ struct LoadedModel {
 // Throws ModelError with every problem found.
 std::shared_ptr<LoadedModel> LoadModel(const std::string& dir, const RuntimeOptions& options);
 
+// A model loaded to be changed — surgery (sharedllm/surgery.h) and the trainer's choice of what
+// trains: LoadModel's result with its SharedLLM writable. Nothing that serves holds one.
+struct ModelToChange {
+  std::shared_ptr<LoadedModel> model;
+  std::shared_ptr<SharedLLM> shared;  // model->shared, writable; null for a plain base model
+};
+ModelToChange LoadModelToChange(const std::string& dir, const RuntimeOptions& options);
+
 // Writes config.json and model.safetensors (as `dtype`) for `lm`'s base model into `dir`, without
 // the parameters SharedLLM adds.
 void SaveModel(CausalLM& lm, const std::string& dir, at::ScalarType dtype = at::kFloat);
 // Writes sharedllm.json and sharedllm.safetensors (the cross_attn.* parameters) into `dir`.
-void SaveSharedLLM(SharedLLM& model, const std::string& dir, at::ScalarType dtype = at::kFloat);
+void SaveSharedLLM(const SharedLLM& model, const std::string& dir, at::ScalarType dtype = at::kFloat);
 
 }  // namespace sharedllm

@@ -44,15 +44,15 @@ LlamaDecoderLayer CopyOfBaseLayer(CausalLM& lm, int64_t i) {
 
 SharedLLM::SharedLLM(CausalLM lm, SharedLLMConfig config, double inherit_o_scale)
     : lm_(std::move(lm)), config_(std::move(config)) {
-  config_.Validate(lm_->config.num_hidden_layers);
+  config_.Validate(net().config.num_hidden_layers);
   CheckInheritOScale(inherit_o_scale);
-  Check(config_.chunk_size <= lm_->config.max_position_embeddings,
+  Check(config_.chunk_size <= net().config.max_position_embeddings,
         "chunk_size " + std::to_string(config_.chunk_size) + " exceeds the model's window " +
-            std::to_string(lm_->config.max_position_embeddings));
-  injection_layers_ = config_.InjectionLayers(lm_->config.num_hidden_layers);
-  readers_.resize(lm_->config.num_hidden_layers, CrossAttention(nullptr));
+            std::to_string(net().config.max_position_embeddings));
+  injection_layers_ = config_.InjectionLayers(net().config.num_hidden_layers);
+  readers_.resize(net().config.num_hidden_layers, CrossAttention(nullptr));
   for (int64_t layer : injection_layers_) {
-    readers_[layer] = AttachCrossAttention(lm_->model->layer(layer), lm_->config, inherit_o_scale);
+    readers_[layer] = AttachCrossAttention(net().model->layer(layer), net().config, inherit_o_scale);
   }
   if (config_.compressor == "separate") SeparateCompressor();
   if (config_.gate) AddGate();
@@ -63,7 +63,7 @@ void SharedLLM::SetTree(int64_t depth, const std::vector<int64_t>& alphas) {
   SharedLLMConfig next = config_;
   next.tree_depth = depth;
   next.alphas = alphas;
-  next.Validate(lm_->config.num_hidden_layers);
+  next.Validate(net().config.num_hidden_layers);
   config_ = std::move(next);
 }
 
@@ -88,10 +88,10 @@ void SharedLLM::SetNumInjectionLayers(int64_t m, double sink_logit, double inher
   // A copy that already holds fewer than M layers can only grow from the base's own above it.
   const bool own = compressor_ && (own_lower || config_.SplitLower());
   if (own) next.separate_layers = config_.CopiedLayers();
-  next.Validate(lm_->config.num_hidden_layers);
+  next.Validate(net().config.num_hidden_layers);
   config_ = std::move(next);
   for (int64_t i = old; i < m; ++i) {
-    readers_[i] = AttachCrossAttention(lm_->model->layer(i), lm_->config, inherit_o_scale);
+    readers_[i] = AttachCrossAttention(net().model->layer(i), net().config, inherit_o_scale);
     injection_layers_.push_back(i);
     if (compressor_ && !own) compressor_->push_back(CopyOfBaseLayer(lm_, i));
   }
@@ -117,7 +117,7 @@ void SharedLLM::SeparateCompressor() {
   if (compressor_) return;
   // A second SharedLLM over the same CausalLM (an evaluation-time ablation) adopts the trained copy
   // the model already holds instead of registering another one.
-  if (const auto* held = lm_->named_children().find("compressor")) {
+  if (const auto* held = net().named_children().find("compressor")) {
     auto list = std::dynamic_pointer_cast<torch::nn::ModuleListImpl>(*held);
     Check(list != nullptr, "the model's 'compressor' submodule is not a layer list");
     compressor_ = torch::nn::ModuleList(list);
@@ -127,17 +127,17 @@ void SharedLLM::SeparateCompressor() {
   torch::nn::ModuleList layers;
   config_.compressor = "separate";
   for (int64_t i = 0; i < config_.CopiedLayers(); ++i) layers->push_back(CopyOfBaseLayer(lm_, i));
-  compressor_ = lm_->register_module("compressor", layers);
+  compressor_ = net().register_module("compressor", layers);
 }
 
-CausalLMImpl::LowerOutput SharedLLM::Lower(const at::Tensor& ids) {
+CausalLMImpl::LowerOutput SharedLLM::Lower(const at::Tensor& ids) const {
   const int64_t m = config_.num_injection_layers;
-  if (!config_.SplitLower()) return lm_->ForwardLower(ids, m, compressor_);
+  if (!config_.SplitLower()) return net().ForwardLower(ids, m, compressor_);
   // The copy's layers, then the base's own above them (a second pass: layer j's keys depend on
   // the base's own layers below j, not on the copy's).
   const int64_t copied = config_.CopiedLayers();
-  auto lower = lm_->ForwardLower(ids, copied, compressor_);
-  auto own = lm_->ForwardLower(ids, m);
+  auto lower = net().ForwardLower(ids, copied, compressor_);
+  auto own = net().ForwardLower(ids, m);
   for (int64_t j = copied; j < m; ++j) {
     lower.k.push_back(std::move(own.k[j]));
     lower.v.push_back(std::move(own.v[j]));
@@ -150,7 +150,7 @@ std::vector<std::pair<int64_t, int64_t>> SharedLLM::Chunks(int64_t length) const
 }
 
 std::vector<EncodedNode> SharedLLM::EncodeNodes(const std::vector<int64_t>& chunk_ids,
-                                                int64_t chunk, const std::vector<TreeNode>& nodes) {
+                                                int64_t chunk, const std::vector<TreeNode>& nodes) const {
   std::vector<NodeJob> jobs;
   for (const TreeNode& n : nodes) jobs.push_back({chunk_ids.data(), chunk, n});
   return Encode(jobs);
@@ -241,8 +241,8 @@ at::Tensor SearchVectors(const at::Tensor& first_layer, const std::vector<int64_
 }  // namespace
 
 std::vector<EncodedNode> SharedLLM::Encode(const std::vector<NodeJob>& jobs,
-                                           int64_t max_batch_tokens) {
-  const auto device = lm_->model->embed_tokens->weight.device();
+                                           int64_t max_batch_tokens) const {
+  const auto device = net().model->embed_tokens->weight.device();
   const auto longs = at::TensorOptions().dtype(at::kLong);
   std::vector<EncodedNode> out(jobs.size());
   // Nodes of different lengths share a pass, right-padded to the batch's longest (EncodeBatches).
@@ -297,7 +297,7 @@ std::vector<EncodedNode> SharedLLM::Encode(const std::vector<NodeJob>& jobs,
   return out;
 }
 
-DocumentTree SharedLLM::BuildStaticTree(const std::vector<int64_t>& context_ids) {
+DocumentTree SharedLLM::BuildStaticTree(const std::vector<int64_t>& context_ids) const {
   DocumentTree tree;
   const auto spans = Chunks(static_cast<int64_t>(context_ids.size()));
   Check(!spans.empty(), "the context has " + std::to_string(context_ids.size()) +
@@ -353,13 +353,13 @@ std::vector<const EncodedNode*> SharedLLM::Select(const DocumentTree& tree,
 }
 
 std::vector<EncodedNode> SharedLLM::BuildDynamicTree(const std::vector<int64_t>& context_ids,
-                                                     const at::Tensor& query, std::mt19937_64* rng) {
+                                                     const at::Tensor& query, std::mt19937_64* rng) const {
   return std::move(BuildDynamicTrees({&context_ids}, {query}, {rng})[0]);
 }
 
 std::vector<std::vector<EncodedNode>> SharedLLM::BuildDynamicTrees(
     const std::vector<const std::vector<int64_t>*>& contexts, const std::vector<at::Tensor>& queries,
-    const std::vector<std::mt19937_64*>& rngs) {
+    const std::vector<std::mt19937_64*>& rngs) const {
   Check(queries.size() == contexts.size() && rngs.size() == contexts.size(), "bad tree batch");
   // Every chunk of every context, walked down together: one Encode (a few lower-model passes) and
   // one search per level for the whole batch. Splits are drawn per context in chunk order, as
@@ -443,11 +443,11 @@ std::vector<std::vector<EncodedNode>> SharedLLM::BuildDynamicTrees(
   return out;
 }
 
-at::Tensor SharedLLM::QueryVector(const std::vector<int64_t>& query_ids) {
+at::Tensor SharedLLM::QueryVector(const std::vector<int64_t>& query_ids) const {
   Check(!query_ids.empty(), "the query is empty");
-  const auto device = lm_->model->embed_tokens->weight.device();
+  const auto device = net().model->embed_tokens->weight.device();
   auto ids = at::tensor(query_ids, at::TensorOptions().dtype(at::kLong)).view({1, -1}).to(device);
-  auto lower = lm_->ForwardLower(ids, 1);
+  auto lower = net().ForwardLower(ids, 1);
   return SearchVectors(lower.first_layer, {ids.size(1)}, config_.search_vector)[0];
 }
 
@@ -460,7 +460,7 @@ InjectionContext SharedLLM::MakeBatchContext(
     const std::vector<std::vector<const EncodedNode*>>& per_sample,
     const std::vector<int64_t>& num_chunks) const {
   Check(!per_sample.empty() && per_sample.size() == num_chunks.size(), "bad context batch");
-  const ModelConfig& mc = lm_->config;
+  const ModelConfig& mc = net().config;
   const int64_t batch = static_cast<int64_t>(per_sample.size());
   // All samples share the query position n: the number of chunks (equal within a batch).
   for (int64_t n : num_chunks) Check(n == num_chunks[0], "a batch needs equal chunk counts");
@@ -476,8 +476,8 @@ InjectionContext SharedLLM::MakeBatchContext(
   }
   const int64_t s = *std::max_element(lengths.begin(), lengths.end());
   const auto& like = per_sample[0][0]->k[0];
-  const auto device = lm_->model->embed_tokens->weight.device();
-  const auto dtype = lm_->model->embed_tokens->weight.scalar_type();
+  const auto device = net().model->embed_tokens->weight.device();
+  const auto dtype = net().model->embed_tokens->weight.scalar_type();
   // Chunk index of every kept position (rotary position of its key).
   std::vector<int64_t> chunk_of(static_cast<size_t>(batch * s), 0);
   for (int64_t b = 0; b < batch; ++b) {
@@ -487,10 +487,10 @@ InjectionContext SharedLLM::MakeBatchContext(
   auto positions = at::tensor(chunk_of, at::TensorOptions().dtype(at::kLong)).view({batch, s});
   at::Tensor cos, sin;  // [B, 1, S, D]
   if (config_.chunk_positions) {
-    auto cs = lm_->rope.CosSin(positions.view({-1}), ctx.num_chunks + 1);
+    auto cs = net().rope.CosSin(positions.view({-1}), ctx.num_chunks + 1);
     cos = cs.first.view({batch, 1, s, -1}).to(device);
     sin = cs.second.view({batch, 1, s, -1}).to(device);
-    auto q = lm_->rope.CosSin(at::full({1}, ctx.num_chunks, at::TensorOptions().dtype(at::kLong)),
+    auto q = net().rope.CosSin(at::full({1}, ctx.num_chunks, at::TensorOptions().dtype(at::kLong)),
                               ctx.num_chunks + 1);
     ctx.query_cos = q.first.to(device);
     ctx.query_sin = q.second.to(device);
@@ -567,7 +567,7 @@ void SharedLLM::SetTrainable(bool lower_trainable, bool upper_trainable) {
   const int64_t m = config_.num_injection_layers;
   // With shared weights, training the lower model trains the base model's weights, all of them.
   const bool everything = lower_trainable && !compressor_;
-  for (auto& p : lm_->named_parameters()) {
+  for (auto& p : net().named_parameters()) {
     const std::string& name = p.key();
     bool train = everything || IsCrossAttentionParameter(name);
     if (name.rfind("compressor.", 0) == 0) {

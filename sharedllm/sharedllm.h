@@ -49,6 +49,9 @@ struct DocumentTree {
 // 0 starts neutral).
 void CheckInheritOScale(double s);
 
+// The const methods (encoding, search, contexts) are what serving uses: a loaded model is
+// shared by every request and never changed while it serves (LoadedModel holds it const). The
+// non-const ones are model surgery and training set-up.
 class SharedLLM {
  public:
   // Adds cross-attention to `lm`'s injection layers (zero o_proj: the model is unchanged until
@@ -59,6 +62,7 @@ class SharedLLM {
 
   const SharedLLMConfig& config() const { return config_; }
   CausalLM& lm() { return lm_; }
+  const CausalLM& lm() const { return lm_; }
   int64_t min_chunk_length() const { return int64_t{1} << config_.tree_depth; }
 
   // Chunk spans of a context of `length` tokens (see ChunkSpans).
@@ -66,7 +70,7 @@ class SharedLLM {
   // Encodes `nodes` of one chunk (token ids `chunk_ids`) through the lower model, each node alone
   // at positions 0..l-1, nodes of equal length batched together. Output in the order of `nodes`.
   std::vector<EncodedNode> EncodeNodes(const std::vector<int64_t>& chunk_ids, int64_t chunk,
-                                       const std::vector<TreeNode>& nodes);
+                                       const std::vector<TreeNode>& nodes) const;
   // A node to encode: its chunk's first token, the chunk index, and the node's span in the chunk.
   struct NodeJob {
     const int64_t* chunk_tokens;
@@ -75,24 +79,24 @@ class SharedLLM {
   };
   // Encodes nodes from any chunks; equal lengths are batched, at most `max_batch_tokens` per
   // lower-model pass. Output in the order of `jobs`.
-  std::vector<EncodedNode> Encode(const std::vector<NodeJob>& jobs, int64_t max_batch_tokens = 16384);
+  std::vector<EncodedNode> Encode(const std::vector<NodeJob>& jobs, int64_t max_batch_tokens = 16384) const;
   // Ingestion: every node of every chunk (no noise).
-  DocumentTree BuildStaticTree(const std::vector<int64_t>& context_ids);
+  DocumentTree BuildStaticTree(const std::vector<int64_t>& context_ids) const;
   // Query-time search over a static tree: per chunk in order, its h+1 preserved nodes (by
   // position). `query` undefined or search off: the right-child policy.
   std::vector<const EncodedNode*> Select(const DocumentTree& tree, const at::Tensor& query) const;
   // The same selection built directly (what training does): encodes only the nodes the search
   // needs. With `rng`, splits are jittered (training noise, if the config enables it).
   std::vector<EncodedNode> BuildDynamicTree(const std::vector<int64_t>& context_ids,
-                                            const at::Tensor& query, std::mt19937_64* rng = nullptr);
+                                            const at::Tensor& query, std::mt19937_64* rng = nullptr) const;
   // The same for a batch of contexts (what a training step does): their chunks are walked down
   // together, so a level costs one Encode and one search for the whole batch. queries[b] may be
   // undefined; rngs[b] may be null. Equal to BuildDynamicTree per context, up to float rounding.
   std::vector<std::vector<EncodedNode>> BuildDynamicTrees(
       const std::vector<const std::vector<int64_t>*>& contexts, const std::vector<at::Tensor>& queries,
-      const std::vector<std::mt19937_64*>& rngs);
+      const std::vector<std::mt19937_64*>& rngs) const;
   // Search vector of a question: float32 [hidden].
-  at::Tensor QueryVector(const std::vector<int64_t>& query_ids);
+  at::Tensor QueryVector(const std::vector<int64_t>& query_ids) const;
   // Cross-attention context of one sequence from selected nodes (chunk order as given).
   InjectionContext MakeContext(const std::vector<const EncodedNode*>& nodes, int64_t num_chunks) const;
   // A batch: sample b reads per_sample[b]; shorter contexts are padded and masked.
@@ -141,7 +145,10 @@ class SharedLLM {
  private:
   // The lower model over ids [B, L]: the compressor's layers (a separate copy's, else the base's
   // own), then with separate_layers < M the base's own above them.
-  CausalLMImpl::LowerOutput Lower(const at::Tensor& ids);
+  CausalLMImpl::LowerOutput Lower(const at::Tensor& ids) const;
+  // The base model's module. libtorch modules are not const-correct (forward() is non-const though
+  // it changes nothing): the const methods above only run forwards through it.
+  CausalLMImpl& net() const { return *lm_.ptr(); }
 
   CausalLM lm_;
   SharedLLMConfig config_;

@@ -87,11 +87,12 @@ int64_t DropHeads(LoadedModel& model, const std::vector<std::pair<int64_t, int64
 
 }  // namespace
 
-int64_t ApplyEdit(LoadedModel& model, const ModelEdit& e) {
-  Check(model.shared != nullptr, model.dir + " is a plain base model (no sharedllm.json); "
+int64_t ApplyEdit(ModelToChange& change, const ModelEdit& e) {
+  LoadedModel& model = *change.model;
+  Check(change.shared != nullptr, model.dir + " is a plain base model (no sharedllm.json); "
                                  "`sharedllm init` makes a SharedLLM of it");
   CheckEdit(model, e);
-  SharedLLM& shared = *model.shared;
+  SharedLLM& shared = *change.shared;
   if (e.separate_compressor) shared.SeparateCompressor();
   if (e.gate) shared.AddGate();
   if (e.sink) shared.AddSink(e.sink_logit);
@@ -143,8 +144,9 @@ void EditModel(const std::string& in, const std::string& out, const ModelEdit& e
   const at::ScalarType dtype = names.empty() ? at::kFloat : file.tensor(names.front()).scalar_type();
   RuntimeOptions runtime;
   runtime.dtype = "float32";
-  auto model = LoadModel(in, runtime);
-  const int64_t kept = ApplyEdit(*model, edit);
+  ModelToChange change = LoadModelToChange(in, runtime);
+  const int64_t kept = ApplyEdit(change, edit);
+  const auto& model = change.model;
   SharedLLMConfig config = model->shared->config();
   if (kept < config.num_injection_layers) {
     config.num_injection_layers = kept;

@@ -42,7 +42,7 @@ struct ModelEdit {
 // Applies `edit` to `model` (a SharedLLM) in the order of ModelEdit's fields and returns the
 // number of injection layers the written model keeps (fewer than now when drop_heads silences top
 // layers). Throws ModelError; everything is checked before anything changes.
-int64_t ApplyEdit(LoadedModel& model, const ModelEdit& edit);
+int64_t ApplyEdit(ModelToChange& model, const ModelEdit& edit);
 
 // Loads the SharedLLM at `in`, applies `edit`, and writes the result to `out` (created; must
 // differ from `in`): the base model's files copied as they are, sharedllm.json and

@@ -168,9 +168,11 @@ class Run {
       for (auto& p : model_->lm->parameters()) p.set_requires_grad(true);
     } else {
       Check(!c.init.empty(), c.mode + " mode needs \"init\": a SharedLLM directory (sharedllm init)");
-      model_ = LoadModel(c.init, runtime);
-      Check(model_->shared != nullptr, c.init + " is not a SharedLLM directory (run sharedllm init)");
-      model_->shared->SetTrainable(c.lower_trainable, c.upper_trainable);
+      // Loaded to be changed: which parameters train is set here (and only here).
+      ModelToChange change = LoadModelToChange(c.init, runtime);
+      model_ = change.model;
+      Check(change.shared != nullptr, c.init + " is not a SharedLLM directory (run sharedllm init)");
+      change.shared->SetTrainable(c.lower_trainable, c.upper_trainable);
       for (const std::string& part : c.frozen) {
         bool matched = false;
         for (auto& p : model_->lm->named_parameters()) {
@@ -308,7 +310,7 @@ class Run {
         b.scored += c_.seq_len;
       }
     } else {
-      SharedLLM& s = *model_->shared;
+      const SharedLLM& s = *model_->shared;
       const int64_t chunk = s.config().chunk_size;
       auto step_rng = SampleRng(c_.seed, step, micro, stream + 100);
       // sft may mix in language-modelling micro-batches (lm_mix).

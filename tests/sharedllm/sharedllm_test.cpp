@@ -57,11 +57,12 @@ std::vector<const EncodedNode*> Pointers(const std::vector<EncodedNode>& nodes) 
 }
 
 // Scores `text` reading `context` through the right-child (language modelling) tree.
-std::vector<double> ScoreWithContext(SharedLLM& s, const std::vector<int64_t>& context,
+std::vector<double> ScoreWithContext(const SharedLLM& s, const std::vector<int64_t>& context,
                                      const std::vector<int64_t>& text) {
   auto nodes = s.BuildDynamicTree(context, at::Tensor());
   auto ctx = s.MakeContext(Pointers(nodes), s.Chunks(context.size()).size());
-  return TokenNll(s.lm(), text, &ctx);
+  CausalLM lm = s.lm();  // a handle to the same module
+  return TokenNll(lm, text, &ctx);
 }
 
 double MaxDiff(const std::vector<double>& a, const std::vector<double>& b) {
