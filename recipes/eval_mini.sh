@@ -63,34 +63,15 @@ $bin eval mathfind --model "$model" $flags --trials 5 --out "$r/mathfind.json"
 # The depth ablation takes one level off the trained tree (or adds one to a one-level tree).
 depth=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['tree_depth'])" \
   "$model/sharedllm.json")
-ablations=()
 for a in depth=$((depth > 1 ? depth - 1 : 2)) beta=4 beta=16 chunk_positions=off selection=first selection=mean; do
   name=abl-books-${a//=/-}
   $bin eval ppl --model "$model" $flags --shard "$s/heldout-books.bin" --windows 10 \
     --lengths 1,4,16,32 --ablate "$a" --out "$r/$name.json"
-  ablations+=(--ablation "$r/$name.json")
 done
 $bin eval ppl --model "$model" $flags --shard "$s/heldout-books.bin" --windows 10 \
   --lengths 1,4,16,32 --out "$r/abl-books-none.json"
 $bin eval passkey --model "$model" $flags --trials 2 --ablate search=off \
   --out "$r/abl-passkey-search-off.json"
 
-# Separately trained variants (recipes/train_ablations.sh), where present.
-for f in "$r"/abl-books-trained-*.json; do
-  [ -f "$f" ] || continue
-  label=$(basename "$f" .json)
-  ablations+=(--ablation "trained ${label#abl-books-trained-}=$f")
-done
-
-/usr/bin/python3 recipes/make_results.py --ppl "books=$r/ppl-books.json" --ppl "code=$r/ppl-code.json" \
-  --ppl "proofs=$r/ppl-proofs.json" --ppl "code-seed2=$r/ppl-code-seed2-200w.json" \
-  --ppl "code-seed3=$r/ppl-code-seed3-200w.json" --pool "code-500w=code,code-seed2,code-seed3" \
-  --ppl "books-30w=$r/ppl-books-30w.json" \
-  --ppl "code-30w=$r/ppl-code-30w.json" --ppl "proofs-30w=$r/ppl-proofs-30w.json" \
-  --passkey "$r/passkey.json" --passkey "$r/passkey-seed2-10trials.json" \
-  --passkey "$r/passkey-seed3-10trials.json" --ask "$r/ask-seed1.json" --ask "$r/ask-seed2.json" \
-  --ask "$r/ask-unrelated-seed1.json" \
-  --tasks "$r/ruler.json" --tasks "$r/mathfind.json" \
-  --ablation "$r/abl-books-none.json" "${ablations[@]}" \
-  --ablation "$r/passkey.json" --ablation "$r/abl-passkey-search-off.json" \
-  --efficiency docs/efficiency-mini-cpu.json --out docs
+# The tables and plots: docs/RESULTS.md from the JSON above.
+bash recipes/make_results.sh "$r" docs
