@@ -3,7 +3,7 @@
 # Starts sharedllm-server on the bundled model, uploads the bundled long document once, asks it
 # several questions (answers stream), restarts the server and asks again without re-uploading.
 # The first question asks for the document's pass key, which models/mini retrieves; MODEL=DIR
-# (e.g. experiments/mini-passkey, or any SharedLLM directory) serves another model.
+# (any SharedLLM directory, e.g. one `sharedllm init` or `sharedllm edit` wrote) serves another model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
