@@ -239,11 +239,19 @@ class SentencePieceTokenizer : public Tokenizer {
   int64_t eos_id() const override { return eos_id_; }
 
  private:
-  static std::string ReplaceAll(std::string s, const std::string& from, const std::string& to) {
-    for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size())) {
-      s.replace(at, from.size(), to);
+  // One pass into a new string: replacing in place would shift the rest of the text at every
+  // match (" " -> "\u2581" grows it), quadratic in the length of an upload.
+  static std::string ReplaceAll(const std::string& s, const std::string& from, const std::string& to) {
+    std::string out;
+    out.reserve(s.size() + s.size() / 4 * (to.size() > from.size() ? to.size() - from.size() : 0));
+    size_t start = 0;
+    for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, start)) {
+      out.append(s, start, at - start);
+      out += to;
+      start = at + from.size();
     }
-    return s;
+    out.append(s, start, std::string::npos);
+    return out;
   }
 
   // Identity normalisation plus sentencepiece's whitespace handling.

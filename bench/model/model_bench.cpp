@@ -14,6 +14,9 @@
 #include <nlohmann/json.hpp>
 
 #include "llm/decoder.h"
+#include "llm/errors.h"
+#include "llm/file_util.h"
+#include "llm/tokenizer.h"
 #include "sharedllm/loaded_model.h"
 #include "cli/flags/flags.h"
 
@@ -116,21 +119,55 @@ json BenchModel(const std::string& name, ModelConfig config, at::ScalarType dtyp
           {"decode_fraction_of_peak", decode_gflops / peak}};
 }
 
+// Encode time of `tokenizer` on `text` repeated (and cut) to each size in MB: what an upload of
+// that size costs before ingestion starts.
+json BenchTokenizer(const Tokenizer& tokenizer, const std::string& text,
+                    const std::vector<double>& sizes_mb, int repeats) {
+  json points = json::array();
+  for (double mb : sizes_mb) {
+    const size_t bytes = static_cast<size_t>(mb * 1024 * 1024);
+    std::string input;
+    input.reserve(bytes + text.size());
+    while (input.size() < bytes) input += text;
+    input.resize(bytes);
+    size_t tokens = 0;
+    const double seconds = MedianSeconds(repeats, [&] { tokens = tokenizer.Encode(input).size(); });
+    points.push_back({{"megabytes", mb}, {"bytes", bytes}, {"tokens", tokens}, {"seconds", seconds},
+                      {"megabytes_per_second", mb / seconds}});
+  }
+  return points;
+}
+
 }  // namespace
 }  // namespace sharedllm
 
 int main(int argc, char** argv) {
   using namespace sharedllm;
   int64_t threads = 0, prompt = 256, decode = 64, repeats = 5, matmul_n = 1024;
-  cli::FlagSet flags("sharedllm-bench [--threads N] [--prompt N] [--decode N] [--repeats N]",
+  std::string tokenizer_dir, text_file = "docs/examples/passkey-document.txt", sizes = "0.5,1,2";
+  cli::FlagSet flags("sharedllm-bench [--threads N] [--prompt N] [--decode N] [--repeats N] | "
+                     "--tokenizer DIR [--text F] [--sizes-mb 0.5,1,2]",
                      "Measures matmul peak (fp32, bf16) and the model's prefill/decode throughput\n"
-                     "for a tiny and a ~10M-parameter config; prints JSON. Medians of --repeats.");
+                     "for a tiny and a ~10M-parameter config; prints JSON. Medians of --repeats.\n"
+                     "With --tokenizer: the tokenizer's encode time on --text repeated to each size.");
+  flags.String("tokenizer", &tokenizer_dir, "model directory whose tokenizer.model to time instead");
+  flags.String("text", &text_file, "text repeated to each size (with --tokenizer)");
+  flags.String("sizes-mb", &sizes, "input sizes in MB, comma-separated (with --tokenizer)");
   flags.Int("threads", &threads, "intra-op threads, 0 = all cores");
   flags.Int("prompt", &prompt, "prompt tokens for prefill");
   flags.Int("decode", &decode, "tokens decoded one by one after the prompt");
   flags.Int("repeats", &repeats, "timed repetitions (after one warm-up)");
   flags.Int("matmul-n", &matmul_n, "size of the square matmul for the peak");
   if (int rc = flags.Parse(std::vector<std::string>(argv + 1, argv + argc)); rc >= 0) return rc;
+  if (!tokenizer_dir.empty()) {
+    const auto tokenizer = LoadTokenizer(tokenizer_dir);
+    Check(tokenizer != nullptr, tokenizer_dir + " has no tokenizer.model");
+    const json out = {{"tokenizer", tokenizer_dir}, {"text", text_file},
+                      {"encode", BenchTokenizer(*tokenizer, ReadTextFile(text_file),
+                                                cli::ParseDoubleList(sizes), static_cast<int>(repeats))}};
+    std::cout << out.dump(2) << std::endl;
+    return 0;
+  }
   RuntimeOptions runtime;
   runtime.threads = static_cast<int>(threads);
   InitRuntime(runtime);
