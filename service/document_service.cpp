@@ -119,6 +119,9 @@ Status DocumentServiceImpl::UploadDocument(
     text += msg.chunk();
     if (context->IsCancelled()) return Status(StatusCode::CANCELLED, "upload cancelled");
   }
+  // Read() ends the same way on the client's WritesDone and on a cancel or a disconnect: only
+  // the first is a complete upload. The received prefix of a cut-off one is never stored.
+  if (context->IsCancelled()) return Status(StatusCode::CANCELLED, "upload cut off before its end");
   if (text.empty()) return Status(StatusCode::INVALID_ARGUMENT, "the document is empty");
   if (!ValidUtf8(text)) return Status(StatusCode::INVALID_ARGUMENT, "the document is not UTF-8 text");
   const std::string sha = Sha256Hex(text);
