@@ -222,6 +222,14 @@ absl::StatusOr<JobSnapshot> Indexer::WaitForChange(const std::string& tenant, co
   auto it = jobs_.find({tenant, doc});
   if (it == jobs_.end()) {
     lock.unlock();
+    auto stored = Get(tenant, doc);
+    if (!stored.ok() || stored->version != version) return stored;
+    // A stored job with no live one (it finished before a restart, or its document was left
+    // INDEXING without an upload to resume) changes only if a new job starts: wait for that,
+    // the deadline or shutdown, rather than return at once and make a watcher's loop spin.
+    lock.lock();
+    changed_.wait_until(lock, deadline, [&] { return stopping_ || jobs_.count({tenant, doc}) > 0; });
+    lock.unlock();
     return Get(tenant, doc);
   }
   auto job = it->second;

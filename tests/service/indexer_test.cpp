@@ -321,5 +321,28 @@ TEST_F(IndexerTest, ConcurrentSubmitsOfOneIdAdmitOne) {
   EXPECT_EQ(done.state, JobState::kReady) << done.error_code << " " << done.error_message;
 }
 
+// A stored job with no live one (here a document left INDEXING whose upload is gone, as after a
+// crash): a wait first returns the stored state, then waits for a change until its deadline
+// instead of returning at once — WatchIndexStatus loops on it, and spun at 100 % CPU.
+TEST_F(IndexerTest, WaitOnAStoredJobWithoutALiveOneBlocksUntilItsDeadline) {
+  DocumentMeta meta = Meta("stranded", "s");
+  ASSERT_TRUE(store_->PutDocument(meta).ok());  // INDEXING
+  ASSERT_TRUE(store_->PutJob("t", "stranded",
+                             R"({"state": "COMPRESSING", "chunks_done": 1, "chunks_total": 3})")
+                  .ok());
+  auto indexer = MakeIndexer(IndexerOptions());
+  auto first = indexer->WaitForChange("t", "stranded", -1,
+                                      std::chrono::system_clock::now() + std::chrono::seconds(5));
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->state, JobState::kCompressing);
+  const auto start = Clock::now();
+  auto again = indexer->WaitForChange("t", "stranded", first->version,
+                                      std::chrono::system_clock::now() + std::chrono::milliseconds(300));
+  EXPECT_GE(Clock::now() - start, std::chrono::milliseconds(250)) << "returned at once: a watch would spin";
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->version, first->version);
+  EXPECT_EQ(again->state, JobState::kCompressing);
+}
+
 }  // namespace
 }  // namespace sharedllm::service
