@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <set>
 
 namespace sharedllm::service {
 namespace {
@@ -91,8 +92,13 @@ absl::Status QueryServiceImpl::CheckRequest(
     return absl::InvalidArgumentError("at most " + std::to_string(limits_.max_documents_per_ask) +
                                       " documents per question");
   }
+  std::set<std::string> seen;
   for (const auto& id : ids) {
     if (!ValidId(id)) return absl::InvalidArgumentError("bad document_id '" + id + "'");
+    // Each id would be loaded (and its nodes read) once per mention.
+    if (!seen.insert(id).second) {
+      return absl::InvalidArgumentError("document_id '" + id + "' is given more than once");
+    }
   }
   return absl::OkStatus();
 }

@@ -1383,6 +1383,11 @@ TEST_F(ServiceTest, InvalidArguments) {
   EXPECT_EQ(ask_code(AskFor({"doc"}, "Q?", 100000)), kInvalid);
   EXPECT_EQ(ask_code(AskFor({"doc"}, "Q?", -1)), kInvalid);
   EXPECT_EQ(ask_code(AskFor({"../doc"}, "Q?", 4)), kInvalid);
+  // The same document twice would be loaded twice: refused, by name.
+  const AskResult twice = Ask(c, AskFor({"doc", "doc"}, "Q?", 4));
+  EXPECT_EQ(twice.status.error_code(), kInvalid);
+  EXPECT_NE(twice.status.error_message().find("'doc' is given more than once"), std::string::npos)
+      << twice.status.error_message();
   pb::AskRequest hot = AskFor({"doc"}, "Q?", 4);
   hot.mutable_options()->set_temperature(-1);
   EXPECT_EQ(ask_code(hot), kInvalid);
