@@ -433,6 +433,16 @@ void Indexer::RunJob(const std::shared_ptr<Job>& job) {
   if (!WriteIfOwner(job, [&] {
         meta = store_.GetDocument(tenant, doc);
         if (!meta.ok()) return;
+        if (meta->model_fingerprint != engine_.fingerprint()) {
+          // Resumed under another model (a restart with a changed --model): the chunks already
+          // stored are that model's trees, which this one cannot read. Start over from the upload.
+          if (meta->chunks_done > 0) {
+            put = store_.DeleteDocument(tenant, doc);
+            if (!put.ok()) return;
+          }
+          meta->chunks_done = 0;
+          meta->model_fingerprint = engine_.fingerprint();
+        }
         meta->num_tokens = static_cast<int64_t>(tokens->size());
         meta->num_chunks = static_cast<int64_t>(spans.size());
         put = store_.PutDocument(*meta);

@@ -7,12 +7,14 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "service/encoding.h"
 #include "service/engine.h"
 #include "service/metrics.h"
 #include "tests/test_util.h"
@@ -342,6 +344,39 @@ TEST_F(IndexerTest, WaitOnAStoredJobWithoutALiveOneBlocksUntilItsDeadline) {
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->version, first->version);
   EXPECT_EQ(again->state, JobState::kCompressing);
+}
+
+// A job interrupted under one model and resumed under another (a restart with a changed --model)
+// starts over from its upload: the chunk the old model stored is replaced, not kept beside the
+// new model's, and the document records the model that built all of it.
+TEST_F(IndexerTest, ResumeUnderAnotherModelStartsOver) {
+  const std::string text = Text(400, 31), other = Text(400, 32);
+  // The old model's chunk 0, of other text (so a kept one shows).
+  auto old_tokens = engine_->Tokenize(other);
+  ASSERT_TRUE(old_tokens.ok());
+  const auto spans = engine_->ChunkSpans(static_cast<int64_t>(old_tokens->size()));
+  ASSERT_GE(spans.size(), 2u);
+  DocumentMeta meta = Meta("moved", "sha-moved");
+  meta.model_fingerprint = "another-model";
+  meta.num_tokens = static_cast<int64_t>(old_tokens->size());
+  meta.num_chunks = static_cast<int64_t>(spans.size());
+  ASSERT_TRUE(store_->PutDocument(meta).ok());  // INDEXING
+  const std::vector<int64_t> old_chunk(old_tokens->begin() + spans[0].first,
+                                       old_tokens->begin() + spans[0].second);
+  auto records = engine_->EncodeChunk(old_chunk, 0);
+  ASSERT_TRUE(records.ok());
+  const absl::Status put = store_->PutChunk("t", "moved", 0, old_chunk, *records);
+  ASSERT_TRUE(put.ok()) << put;
+  ASSERT_EQ(store_->GetDocument("t", "moved")->chunks_done, 1);
+  std::filesystem::create_directories(dir_ / "uploads");
+  sharedllm::test::WriteFile(std::string(dir_ / "uploads") + "/" + HexEncode("t") + "." + HexEncode("moved") + ".txt", text);
+
+  auto indexer = MakeIndexer(IndexerOptions());
+  indexer->ResumeInterrupted();
+  const JobSnapshot done = WaitTerminal(*indexer, "moved");
+  ASSERT_EQ(done.state, JobState::kReady) << done.error_code << " " << done.error_message;
+  ExpectDocumentIs("moved", text, "sha-moved");
+  EXPECT_EQ(store_->GetDocument("t", "moved")->model_fingerprint, engine_->fingerprint());
 }
 
 }  // namespace
