@@ -8,6 +8,7 @@
 // byte fallback, add_dummy_prefix, remove_extra_whitespaces, escape_whitespaces, user-defined
 // symbols. Other normalizers need their precompiled character map and are rejected with a hint.
 #include <array>
+#include <cctype>
 #include <cstring>
 #include <queue>
 #include <unordered_map>
@@ -342,10 +343,16 @@ class SentencePieceTokenizer : public Tokenizer {
       if (p.type == kControl && p.text == "<s>") bos_id_ = static_cast<int64_t>(id);
       if (p.type == kControl && p.text == "</s>") eos_id_ = static_cast<int64_t>(id);
       if (p.type == kByte) {
-        if (p.text.size() != 6 || p.text.compare(0, 3, "<0x") != 0 || p.text[5] != '>') {
-          top.Fail("malformed byte piece " + p.text);
+        // Exactly "<0xHH>", two hex digits: std::stoi alone takes "<0x-1>" (a write before the
+        // table) and throws a non-model error on "<0xZZ>".
+        const auto hex = [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; };
+        if (p.text.size() != 6 || p.text.compare(0, 3, "<0x") != 0 || p.text[5] != '>' ||
+            !hex(p.text[3]) || !hex(p.text[4])) {
+          top.Fail("malformed byte piece '" + p.text.substr(0, 16) + "' (want <0xHH>)");
         }
-        byte_ids_[std::stoi(p.text.substr(3, 2), nullptr, 16)] = static_cast<int64_t>(id);
+        const int byte = std::stoi(p.text.substr(3, 2), nullptr, 16);
+        if (byte_ids_[byte] >= 0) top.Fail("byte piece " + p.text + " appears twice");
+        byte_ids_[byte] = static_cast<int64_t>(id);
         ++byte_pieces;
       }
     }

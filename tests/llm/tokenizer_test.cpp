@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -121,6 +122,30 @@ TEST(TokenizerErrors, RejectsNonModelFiles) {
   EXPECT_THROW(LoadSentencePieceTokenizer(dir + "/empty.model"), ModelError);
   EXPECT_THROW(LoadSentencePieceTokenizer(dir + "/missing.model"), ModelError);
   EXPECT_EQ(LoadTokenizer(dir), nullptr);  // no tokenizer.model: ids-only model
+  std::system(("rm -rf " + dir).c_str());
+}
+
+// Byte pieces must read exactly <0xHH>, each byte once: models/tiny's tokenizer.model with its
+// "<0x41>" piece rewritten is refused with a model error, never a crash or a stray exception.
+TEST(TokenizerErrors, RejectsMalformedOrRepeatedBytePieces) {
+  std::ifstream in(std::string(SHAREDLLM_SOURCE_DIR) + "/models/tiny/tokenizer.model", std::ios::binary);
+  const std::string model((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t at = model.find("<0x41>");
+  ASSERT_NE(at, std::string::npos);
+  char tmpl[] = "/tmp/sharedllm-tokbyte-XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  for (const std::string piece : {"<0x-1>", "<0xZZ>", "<0x4G>", "<0x42>"}) {
+    std::string bad = model;
+    bad.replace(at, 6, piece);
+    const std::string path = dir + "/bad.model";
+    std::ofstream(path, std::ios::binary) << bad;
+    try {
+      LoadSentencePieceTokenizer(path);
+      ADD_FAILURE() << piece << " accepted";
+    } catch (const ModelError& e) {
+      EXPECT_NE(std::string(e.what()).find("byte piece"), std::string::npos) << piece << ": " << e.what();
+    }
+  }
   std::system(("rm -rf " + dir).c_str());
 }
 
