@@ -238,6 +238,9 @@ absl::StatusOr<JobSnapshot> Indexer::WaitForChange(const std::string& tenant, co
 }
 
 absl::StatusOr<JobSnapshot> Indexer::Cancel(const std::string& tenant, const std::string& doc) {
+  // The document lock first (as WriteIfOwner and Delete take it): a running job's READY flip
+  // and this decision cannot interleave.
+  std::lock_guard<std::mutex> document(DocumentLock({tenant, doc}));
   std::shared_ptr<Job> job;
   bool queued = false;
   {
@@ -262,13 +265,12 @@ absl::StatusOr<JobSnapshot> Indexer::Cancel(const std::string& tenant, const std
     }
   }
   if (queued) {
-    // Never started: clean up here. A running job cleans up after its current chunk.
-    WriteIfOwner(job, [&] {
-      store_.DeleteDocument(tenant, doc).IgnoreError();
-      std::filesystem::remove(UploadPath(tenant, doc));
-    });
+    // Never started: clean up here (the document lock is held and the job, still in jobs_, owns
+    // the document). A running job cleans up after its current chunk.
+    store_.DeleteDocument(tenant, doc).IgnoreError();
+    std::filesystem::remove(UploadPath(tenant, doc));
   }
-  Update(job, JobState::kCancelled);
+  UpdateLocked(job, JobState::kCancelled);
   metrics_.SetIndexQueueDepth(queue_depth());
   std::lock_guard<std::mutex> lock(mu_);
   return job->snap;
@@ -313,6 +315,16 @@ int64_t Indexer::queue_depth() const {
 
 void Indexer::Update(const std::shared_ptr<Job>& job, JobState state, int64_t chunks_done,
                      const std::string& error_code, const std::string& error_message) {
+  UpdateImpl(job, state, chunks_done, error_code, error_message, /*document_locked=*/false);
+}
+
+void Indexer::UpdateLocked(const std::shared_ptr<Job>& job, JobState state, int64_t chunks_done) {
+  UpdateImpl(job, state, chunks_done, "", "", /*document_locked=*/true);
+}
+
+void Indexer::UpdateImpl(const std::shared_ptr<Job>& job, JobState state, int64_t chunks_done,
+                         const std::string& error_code, const std::string& error_message,
+                         bool document_locked) {
   JobSnapshot snap;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -333,9 +345,20 @@ void Indexer::Update(const std::shared_ptr<Job>& job, JobState state, int64_t ch
   if (Terminal(state) || state == JobState::kQueued) {
     // Only the document's current job records it: a superseded one would overwrite the record
     // of a newer upload under the same id.
-    WriteIfOwner(job, [&] {
+    const auto record = [&] {
       store_.PutJob(snap.tenant, snap.document_id, ToJson(snap).dump()).IgnoreError();
-    });
+    };
+    if (!document_locked) {
+      WriteIfOwner(job, record);
+      return;
+    }
+    bool owner;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = jobs_.find({snap.tenant, snap.document_id});
+      owner = it != jobs_.end() && it->second == job;
+    }
+    if (owner) record();
   }
 }
 
@@ -473,15 +496,26 @@ void Indexer::RunJob(const std::shared_ptr<Job>& job) {
     if (!s.ok()) return stopped() ? finish_cancelled() : fail(s, "store");
   }
   if (stopped()) return finish_cancelled();
+  if (options_.testing_before_ready) options_.testing_before_ready(doc);
   absl::Status ready;
+  bool cancelled = false;
   if (!WriteIfOwner(job, [&] {
+        // Under the document lock, which Cancel holds while it decides: a cancel either lands
+        // before this check (and the document is deleted) or finds the job READY, never a
+        // READY document after the client was told CANCELLED.
+        if (stopped()) {
+          cancelled = true;
+          return;
+        }
         ready = store_.MarkReady(tenant, doc);
-        if (ready.ok()) std::filesystem::remove(UploadPath(tenant, doc));
+        if (!ready.ok()) return;
+        std::filesystem::remove(UploadPath(tenant, doc));
+        UpdateLocked(job, JobState::kReady, meta->num_chunks);
       })) {
     return finish_cancelled();
   }
+  if (cancelled) return finish_cancelled();
   if (!ready.ok()) return fail(ready, "store");
-  Update(job, JobState::kReady, meta->num_chunks);
 }
 
 }  // namespace sharedllm::service

@@ -48,6 +48,8 @@ struct IndexerOptions {
   // just before it is persisted.
   std::function<void(const std::string& document_id)> testing_after_admission;
   std::function<void(const std::string& document_id, int64_t chunk)> testing_before_persist;
+  // ... and once every chunk is persisted, just before the document is marked READY.
+  std::function<void(const std::string& document_id)> testing_before_ready;
 };
 
 class Indexer {
@@ -97,6 +99,12 @@ class Indexer {
   void RunJob(const std::shared_ptr<Job>& job);
   void Update(const std::shared_ptr<Job>& job, JobState state, int64_t chunks_done = -1,
               const std::string& error_code = "", const std::string& error_message = "");
+  // Update for a caller that already holds the job's document lock (its record is then written
+  // without taking the lock again).
+  void UpdateLocked(const std::shared_ptr<Job>& job, JobState state, int64_t chunks_done = -1);
+  void UpdateImpl(const std::shared_ptr<Job>& job, JobState state, int64_t chunks_done,
+                  const std::string& error_code, const std::string& error_message,
+                  bool document_locked);
   std::string UploadPath(const std::string& tenant, const std::string& document_id) const;
 
   Engine& engine_;

@@ -379,5 +379,28 @@ TEST_F(IndexerTest, ResumeUnderAnotherModelStartsOver) {
   EXPECT_EQ(store_->GetDocument("t", "moved")->model_fingerprint, engine_->fingerprint());
 }
 
+// A cancel landing after the worker persisted the last chunk and passed its last check, just
+// before the READY flip: the client is told CANCELLED, so the document must be gone, not READY.
+TEST_F(IndexerTest, CancelJustBeforeReadyRemovesTheDocument) {
+  Gate at_ready;
+  IndexerOptions o;
+  o.testing_before_ready = [&](const std::string&) { at_ready.Wait(); };
+  auto indexer = MakeIndexer(o);
+  ASSERT_TRUE(indexer->Submit(Meta("late", "s"), Text(200, 41)).ok());
+  ASSERT_TRUE(at_ready.WaitReached());
+  auto cancelled = indexer->Cancel("t", "late");
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(cancelled->state, JobState::kCancelled);
+  at_ready.Open();
+  const JobSnapshot done = WaitTerminal(*indexer, "late");
+  EXPECT_EQ(done.state, JobState::kCancelled);
+  // The worker has finished with it (the job is terminal); give its clean-up a moment.
+  for (int i = 0; i < 50 && store_->GetDocument("t", "late").ok(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const auto meta = store_->GetDocument("t", "late");
+  EXPECT_FALSE(meta.ok()) << "the document stayed, state " << meta->state;
+}
+
 }  // namespace
 }  // namespace sharedllm::service
