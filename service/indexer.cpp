@@ -13,6 +13,13 @@
 namespace sharedllm::service {
 namespace {
 
+// Removes a file if it is there; a failure (a file already gone, a read-only directory) is not
+// an error worth failing a job or the process over: a leftover upload is removed at the next start.
+void RemoveQuietly(const std::string& path) {
+  std::error_code ignored;
+  std::filesystem::remove(path, ignored);
+}
+
 int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -89,7 +96,7 @@ void Indexer::ResumeInterrupted() {
     const std::string doc = HexDecode(name.substr(dot + 1, name.size() - dot - 5));
     auto meta = store_.GetDocument(tenant, doc);
     if (!meta.ok() || meta->state != kDocumentIndexing) {
-      fs::remove(entry.path());  // finished or deleted: the upload is no longer needed
+      RemoveQuietly(entry.path().string());  // finished or deleted: the upload is no longer needed
       continue;
     }
     auto job = std::make_shared<Job>();
@@ -159,7 +166,7 @@ absl::StatusOr<JobSnapshot> Indexer::Submit(DocumentMeta meta, std::string text)
     meta.model_fingerprint = engine_.fingerprint();
     meta.chunks_done = 0;
     if (absl::Status s = store_.PutDocument(meta); !s.ok()) {
-      std::filesystem::remove(path);
+      RemoveQuietly(path);
       return s;
     }
     job->snap = {meta.tenant, meta.document_id, JobState::kQueued, 0, 0, 0, "", "",
@@ -268,7 +275,7 @@ absl::StatusOr<JobSnapshot> Indexer::Cancel(const std::string& tenant, const std
     // Never started: clean up here (the document lock is held and the job, still in jobs_, owns
     // the document). A running job cleans up after its current chunk.
     store_.DeleteDocument(tenant, doc).IgnoreError();
-    std::filesystem::remove(UploadPath(tenant, doc));
+    RemoveQuietly(UploadPath(tenant, doc));
   }
   UpdateLocked(job, JobState::kCancelled);
   metrics_.SetIndexQueueDepth(queue_depth());
@@ -297,7 +304,7 @@ absl::Status Indexer::Delete(const std::string& tenant, const std::string& doc) 
     }
     metrics_.SetIndexQueueDepth(static_cast<int64_t>(queue_.size()));
   }
-  std::filesystem::remove(UploadPath(tenant, doc));
+  RemoveQuietly(UploadPath(tenant, doc));
   absl::Status s = store_.DeleteDocument(tenant, doc);
   store_.DeleteJob(tenant, doc).IgnoreError();
   return s;
@@ -374,7 +381,15 @@ void Indexer::WorkerLoop() {
       job->heartbeat = std::chrono::steady_clock::now();
     }
     metrics_.SetIndexQueueDepth(queue_depth());
-    RunJob(job);
+    // An exception from a library the job uses (filesystem, JSON, an allocation) fails this job,
+    // not the server: uncaught on a worker thread it would terminate the process.
+    try {
+      RunJob(job);
+    } catch (const std::exception& e) {
+      FailQuietly(job, std::string("index worker: ") + e.what());
+    } catch (...) {
+      FailQuietly(job, "index worker: unknown exception");
+    }
   }
 }
 
@@ -398,22 +413,34 @@ void Indexer::Watchdog() {
   }
 }
 
+void Indexer::Fail(const std::shared_ptr<Job>& job, const absl::Status& status,
+                   const std::string& reason) {
+  const std::string tenant = job->snap.tenant, doc = job->snap.document_id;
+  Update(job, JobState::kFailed, -1, CodeName(status.code()), std::string(status.message()));
+  metrics_.IndexJobFailed(reason);
+  WriteIfOwner(job, [&] {
+    if (auto meta = store_.GetDocument(tenant, doc); meta.ok()) {
+      meta->state = kDocumentFailed;
+      meta->error = std::string(status.message());
+      store_.PutDocument(*meta).IgnoreError();
+    }
+    RemoveQuietly(UploadPath(tenant, doc));
+  });
+}
+
+void Indexer::FailQuietly(const std::shared_ptr<Job>& job, const std::string& message) {
+  try {
+    Fail(job, absl::InternalError(message), "internal");
+  } catch (...) {
+    // The store itself throws: the job stays as it is; the watchdog fails it if it stalls.
+  }
+}
+
 void Indexer::RunJob(const std::shared_ptr<Job>& job) {
   const std::string tenant = job->snap.tenant, doc = job->snap.document_id;
   // Every change to the document goes through WriteIfOwner: once the document is deleted or
   // re-uploaded, this job stops without writing (whoever took it over has cleaned up).
-  auto fail = [&](const absl::Status& status, const std::string& reason) {
-    Update(job, JobState::kFailed, -1, CodeName(status.code()), std::string(status.message()));
-    metrics_.IndexJobFailed(reason);
-    WriteIfOwner(job, [&] {
-      if (auto meta = store_.GetDocument(tenant, doc); meta.ok()) {
-        meta->state = kDocumentFailed;
-        meta->error = std::string(status.message());
-        store_.PutDocument(*meta).IgnoreError();
-      }
-      std::filesystem::remove(UploadPath(tenant, doc));
-    });
-  };
+  auto fail = [&](const absl::Status& status, const std::string& reason) { Fail(job, status, reason); };
   auto stopped = [&] { return job->cancel.load(); };
   auto finish_cancelled = [&] {
     JobState s;
@@ -426,7 +453,7 @@ void Indexer::RunJob(const std::shared_ptr<Job>& job) {
     if (s == JobState::kCancelled) {
       WriteIfOwner(job, [&] {
         store_.DeleteDocument(tenant, doc).IgnoreError();
-        std::filesystem::remove(UploadPath(tenant, doc));
+        RemoveQuietly(UploadPath(tenant, doc));
       });
     } else if (s == JobState::kFailed) {
       fail(absl::DeadlineExceededError(message), "stalled");
@@ -509,7 +536,7 @@ void Indexer::RunJob(const std::shared_ptr<Job>& job) {
         }
         ready = store_.MarkReady(tenant, doc);
         if (!ready.ok()) return;
-        std::filesystem::remove(UploadPath(tenant, doc));
+        RemoveQuietly(UploadPath(tenant, doc));
         UpdateLocked(job, JobState::kReady, meta->num_chunks);
       })) {
     return finish_cancelled();

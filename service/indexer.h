@@ -101,6 +101,10 @@ class Indexer {
               const std::string& error_code = "", const std::string& error_message = "");
   // Update for a caller that already holds the job's document lock (its record is then written
   // without taking the lock again).
+  // Marks the job FAILED (status and metric reason) and its document FAILED, upload removed.
+  void Fail(const std::shared_ptr<Job>& job, const absl::Status& status, const std::string& reason);
+  // Fail with INTERNAL, swallowing anything Fail itself throws (the worker's last resort).
+  void FailQuietly(const std::shared_ptr<Job>& job, const std::string& message);
   void UpdateLocked(const std::shared_ptr<Job>& job, JobState state, int64_t chunks_done = -1);
   void UpdateImpl(const std::shared_ptr<Job>& job, JobState state, int64_t chunks_done,
                   const std::string& error_code, const std::string& error_message,

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -400,6 +401,34 @@ TEST_F(IndexerTest, CancelJustBeforeReadyRemovesTheDocument) {
   }
   const auto meta = store_->GetDocument("t", "late");
   EXPECT_FALSE(meta.ok()) << "the document stayed, state " << meta->state;
+}
+
+// An exception thrown inside a job (here from the hook before a chunk is persisted, standing for
+// a library that throws: filesystem, JSON, allocation) fails that job with INTERNAL and its
+// document FAILED; the worker and the process live on and index the next document.
+TEST_F(IndexerTest, AnExceptionInAJobFailsTheJobNotTheServer) {
+  IndexerOptions o;
+  o.testing_before_persist = [](const std::string& id, int64_t) {
+    if (id == "boom") throw std::runtime_error("disk on fire");
+  };
+  auto indexer = MakeIndexer(o);
+  ASSERT_TRUE(indexer->Submit(Meta("boom", "s1"), Text(200, 51)).ok());
+  const JobSnapshot failed = WaitTerminal(*indexer, "boom");
+  EXPECT_EQ(failed.state, JobState::kFailed);
+  EXPECT_EQ(failed.error_code, "INTERNAL");
+  EXPECT_NE(failed.error_message.find("disk on fire"), std::string::npos) << failed.error_message;
+  // The job's snapshot turns FAILED first, then its document record: give that a moment.
+  auto meta = store_->GetDocument("t", "boom");
+  for (int i = 0; i < 50 && meta.ok() && meta->state != kDocumentFailed; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    meta = store_->GetDocument("t", "boom");
+  }
+  ASSERT_TRUE(meta.ok());
+  EXPECT_EQ(meta->state, kDocumentFailed);
+  const std::string text = Text(200, 52);
+  ASSERT_TRUE(indexer->Submit(Meta("after", "s2"), text).ok());
+  EXPECT_EQ(WaitTerminal(*indexer, "after").state, JobState::kReady);
+  ExpectDocumentIs("after", text, "s2");
 }
 
 }  // namespace
