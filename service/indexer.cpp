@@ -2,7 +2,11 @@
 
 #include "service/encoding.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <filesystem>
 #include <fstream>
@@ -18,6 +22,32 @@ namespace {
 void RemoveQuietly(const std::string& path) {
   std::error_code ignored;
   std::filesystem::remove(path, ignored);
+}
+
+// Writes `bytes` to `path` so that it survives a power loss once this returns true: into
+// path.tmp, fsync, rename over path, fsync of the directory (the rename itself).
+bool WriteFileDurably(const std::string& path, const std::string& bytes) {
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    done += static_cast<size_t>(n);
+  }
+  const bool written = done == bytes.size() && ::fsync(fd) == 0;
+  if (::close(fd) != 0 || !written || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    RemoveQuietly(tmp);
+    return false;
+  }
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return false;
+  const bool synced = ::fsync(dfd) == 0;
+  ::close(dfd);
+  return synced;
 }
 
 int64_t NowMs() {
@@ -90,6 +120,10 @@ void Indexer::ResumeInterrupted() {
   namespace fs = std::filesystem;
   for (const auto& entry : fs::directory_iterator(options_.uploads_dir)) {
     const std::string name = entry.path().filename().string();
+    if (entry.path().extension() == ".tmp") {
+      RemoveQuietly(entry.path().string());  // an upload cut off by a crash before its rename
+      continue;
+    }
     const size_t dot = name.find('.');
     if (dot == std::string::npos || entry.path().extension() != ".txt") continue;
     const std::string tenant = HexDecode(name.substr(0, dot));
@@ -102,6 +136,7 @@ void Indexer::ResumeInterrupted() {
     auto job = std::make_shared<Job>();
     job->snap = {tenant, doc, JobState::kQueued, meta->chunks_done, meta->num_chunks,
                  meta->num_tokens, "", "", meta->created_unix_ms, NowMs(), 1};
+    job->resumed = true;
     std::lock_guard<std::mutex> lock(mu_);
     jobs_[{tenant, doc}] = job;
     queue_.push_back(job);
@@ -155,10 +190,9 @@ absl::StatusOr<JobSnapshot> Indexer::Submit(DocumentMeta meta, std::string text)
       return absl::AlreadyExistsError("document " + meta.document_id + " exists; delete it first");
     }
     const std::string path = UploadPath(meta.tenant, meta.document_id);
-    std::ofstream out(path + ".tmp", std::ios::binary | std::ios::trunc);
-    out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    out.close();
-    if (!out || std::rename((path + ".tmp").c_str(), path.c_str()) != 0) {
+    // Durable before the INDEXING record is: a power loss after QUEUED is answered must not
+    // strand the document without its text.
+    if (!WriteFileDurably(path, text)) {
       return absl::UnavailableError("cannot store the upload in " + options_.uploads_dir);
     }
     meta.state = kDocumentIndexing;
@@ -470,6 +504,15 @@ void Indexer::RunJob(const std::shared_ptr<Job>& job) {
   }
   std::stringstream text;
   text << in.rdbuf();
+  if (job->resumed) {
+    // The file has lain on disk across a restart: index it only if it is still what was uploaded.
+    if (auto stored = store_.GetDocument(tenant, doc);
+        stored.ok() && !stored->sha256.empty() && Sha256Hex(text.str()) != stored->sha256) {
+      return fail(absl::DataLossError("the stored upload of " + doc +
+                                      " no longer matches its sha256; upload it again"),
+                  "upload_corrupt");
+    }
+  }
   auto tokens = engine_.Tokenize(text.str());
   if (!tokens.ok()) return fail(tokens.status(), "tokenize");
   const auto spans = engine_.ChunkSpans(static_cast<int64_t>(tokens->size()));

@@ -83,6 +83,7 @@ class Indexer {
     JobSnapshot snap;
     std::atomic<bool> cancel{false};
     std::chrono::steady_clock::time_point heartbeat;
+    bool resumed = false;  // re-queued at start: its upload file is checked against its sha256
   };
   using Key = std::pair<std::string, std::string>;  // tenant, document
 

@@ -357,7 +357,7 @@ TEST_F(IndexerTest, ResumeUnderAnotherModelStartsOver) {
   ASSERT_TRUE(old_tokens.ok());
   const auto spans = engine_->ChunkSpans(static_cast<int64_t>(old_tokens->size()));
   ASSERT_GE(spans.size(), 2u);
-  DocumentMeta meta = Meta("moved", "sha-moved");
+  DocumentMeta meta = Meta("moved", Sha256Hex(text));
   meta.model_fingerprint = "another-model";
   meta.num_tokens = static_cast<int64_t>(old_tokens->size());
   meta.num_chunks = static_cast<int64_t>(spans.size());
@@ -376,7 +376,7 @@ TEST_F(IndexerTest, ResumeUnderAnotherModelStartsOver) {
   indexer->ResumeInterrupted();
   const JobSnapshot done = WaitTerminal(*indexer, "moved");
   ASSERT_EQ(done.state, JobState::kReady) << done.error_code << " " << done.error_message;
-  ExpectDocumentIs("moved", text, "sha-moved");
+  ExpectDocumentIs("moved", text, Sha256Hex(text));
   EXPECT_EQ(store_->GetDocument("t", "moved")->model_fingerprint, engine_->fingerprint());
 }
 
@@ -429,6 +429,36 @@ TEST_F(IndexerTest, AnExceptionInAJobFailsTheJobNotTheServer) {
   ASSERT_TRUE(indexer->Submit(Meta("after", "s2"), text).ok());
   EXPECT_EQ(WaitTerminal(*indexer, "after").state, JobState::kReady);
   ExpectDocumentIs("after", text, "s2");
+}
+
+// At start, an upload cut off before its rename (*.tmp) is removed, and an interrupted upload is
+// indexed only if it still matches the sha256 recorded when it was accepted: a damaged one fails
+// DATA_LOSS (upload it again) instead of being indexed as if it were the document.
+TEST_F(IndexerTest, ResumeChecksTheUploadAgainstItsSha256AndCleansTmpFiles) {
+  const std::string good = Text(200, 61), damaged = Text(200, 62);
+  const std::string uploads = std::string(dir_ / "uploads");
+  std::filesystem::create_directories(uploads);
+  auto spool = [&](const std::string& id, const std::string& recorded, const std::string& on_disk) {
+    DocumentMeta meta = Meta(id, Sha256Hex(recorded));
+    meta.model_fingerprint = engine_->fingerprint();
+    ASSERT_TRUE(store_->PutDocument(meta).ok());  // INDEXING, nothing stored yet
+    sharedllm::test::WriteFile(uploads + "/" + HexEncode("t") + "." + HexEncode(id) + ".txt", on_disk);
+  };
+  spool("intact", good, good);
+  std::string flipped = damaged;
+  flipped[flipped.size() / 2] ^= 0x20;
+  spool("damaged", damaged, flipped);
+  const std::string stray = uploads + "/" + HexEncode("t") + "." + HexEncode("cut") + ".txt.tmp";
+  sharedllm::test::WriteFile(stray, "half an upl");
+
+  auto indexer = MakeIndexer(IndexerOptions());
+  indexer->ResumeInterrupted();
+  EXPECT_FALSE(std::filesystem::exists(stray));
+  const JobSnapshot bad = WaitTerminal(*indexer, "damaged");
+  EXPECT_EQ(bad.state, JobState::kFailed);
+  EXPECT_EQ(bad.error_code, "DATA_LOSS") << bad.error_message;
+  EXPECT_EQ(WaitTerminal(*indexer, "intact").state, JobState::kReady);
+  ExpectDocumentIs("intact", good, Sha256Hex(good));
 }
 
 }  // namespace
