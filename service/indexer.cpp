@@ -133,6 +133,17 @@ void Indexer::ResumeInterrupted() {
       RemoveQuietly(entry.path().string());  // finished or deleted: the upload is no longer needed
       continue;
     }
+    // Cancelled (and answered so) but the server stopped before the job cleaned up: finish the
+    // cancel instead of indexing the document after all.
+    if (auto record = store_.GetJob(tenant, doc); record.ok()) {
+      const auto j = nlohmann::json::parse(*record, nullptr, false);
+      if (!j.is_discarded() && j.value("state", "") == JobStateName(JobState::kCancelled)) {
+        std::lock_guard<std::mutex> document(DocumentLock({tenant, doc}));
+        store_.DeleteDocument(tenant, doc).IgnoreError();
+        RemoveQuietly(entry.path().string());
+        continue;
+      }
+    }
     auto job = std::make_shared<Job>();
     job->snap = {tenant, doc, JobState::kQueued, meta->chunks_done, meta->num_chunks,
                  meta->num_tokens, "", "", meta->created_unix_ms, NowMs(), 1};

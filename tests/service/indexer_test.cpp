@@ -461,5 +461,28 @@ TEST_F(IndexerTest, ResumeChecksTheUploadAgainstItsSha256AndCleansTmpFiles) {
   ExpectDocumentIs("intact", good, Sha256Hex(good));
 }
 
+// A job cancelled (the client told CANCELLED) whose worker had not cleaned up when the server
+// stopped: at start the cancel is finished — the document deleted, its upload removed — instead of
+// the document being resumed and indexed after all.
+TEST_F(IndexerTest, ResumeFinishesACancelTheServerStoppedBefore) {
+  const std::string text = Text(200, 71);
+  DocumentMeta meta = Meta("gone", Sha256Hex(text));
+  meta.model_fingerprint = engine_->fingerprint();
+  ASSERT_TRUE(store_->PutDocument(meta).ok());  // INDEXING
+  ASSERT_TRUE(store_->PutJob("t", "gone", R"({"state": "CANCELLED"})").ok());
+  const std::string uploads = std::string(dir_ / "uploads");
+  std::filesystem::create_directories(uploads);
+  const std::string upload = uploads + "/" + HexEncode("t") + "." + HexEncode("gone") + ".txt";
+  sharedllm::test::WriteFile(upload, text);
+
+  auto indexer = MakeIndexer(IndexerOptions());
+  indexer->ResumeInterrupted();
+  EXPECT_FALSE(store_->GetDocument("t", "gone").ok()) << "a cancelled document came back";
+  EXPECT_FALSE(std::filesystem::exists(upload));
+  auto job = indexer->Get("t", "gone");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->state, JobState::kCancelled);
+}
+
 }  // namespace
 }  // namespace sharedllm::service
