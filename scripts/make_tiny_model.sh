@@ -2,7 +2,7 @@
 # Rebuilds models/tiny: a ~0.2 M-parameter LLaMA-architecture model with RANDOM weights and a
 # 1,000-piece sentencepiece BPE tokenizer (byte fallback) trained on the GPL-3 text that every
 # Debian system ships. It exists to exercise the code paths end to end (loading, tokenising,
-# generation) in seconds; its text is noise. Trained models live beside it (see models/README.md).
+# generation) in seconds; its text is noise. Trained models live beside it (models/mini, its card models/mini/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=models/tiny
