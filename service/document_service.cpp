@@ -126,7 +126,7 @@ Status DocumentServiceImpl::UploadDocument(
   if (!ValidUtf8(text)) return Status(StatusCode::INVALID_ARGUMENT, "the document is not UTF-8 text");
   const std::string sha = Sha256Hex(text);
   if (!header.sha256().empty() && header.sha256() != sha) {
-    return Status(StatusCode::INVALID_ARGUMENT, "sha256 mismatch: header " + header.sha256() +
+    return Status(StatusCode::INVALID_ARGUMENT, "sha256 mismatch: header " + Clip(header.sha256()) +
                                                     ", content " + sha);
   }
   DocumentMeta meta;

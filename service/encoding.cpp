@@ -1,5 +1,7 @@
 #include "service/encoding.h"
 
+#include <algorithm>
+
 #include <stdexcept>
 
 #include <openssl/evp.h>
@@ -58,6 +60,17 @@ std::string Sha256Hasher::HexDigest() {
   unsigned int size = 0;
   if (EVP_DigestFinal_ex(context_->ctx, digest, &size) != 1) throw std::runtime_error("OpenSSL: SHA-256 final failed");
   return HexEncode(std::string_view(reinterpret_cast<const char*>(digest), size));
+}
+
+std::string Clip(std::string_view s, size_t max) {
+  std::string out;
+  out.reserve(std::min(s.size(), max) + 24);
+  for (size_t i = 0; i < s.size() && i < max; ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    out.push_back(c >= 0x20 && c < 0x7F ? static_cast<char>(c) : '?');
+  }
+  if (s.size() > max) out += "... (" + std::to_string(s.size()) + " bytes)";
+  return out;
 }
 
 }  // namespace sharedllm::service

@@ -11,6 +11,10 @@ namespace sharedllm::service {
 std::string HexEncode(std::string_view bytes);
 // Inverse of HexEncode; stops at the first pair that is not hex.
 std::string HexDecode(std::string_view hex);
+// A client string as it may appear in an error or a log line: at most `max` bytes, every byte
+// outside printable ASCII as '?', and when cut, "... (N bytes)" after it. Ids, digests and service
+// names are ASCII; anything else is shown, not trusted.
+std::string Clip(std::string_view s, size_t max = 64);
 // Lowercase hex SHA-256 of `data`.
 std::string Sha256Hex(std::string_view data);
 

@@ -1,5 +1,7 @@
 #include "service/health.h"
 
+#include "service/encoding.h"
+
 #include <chrono>
 
 namespace sharedllm::service {
@@ -43,7 +45,7 @@ grpc::Status HealthService::Check(grpc::ServerContext*, const HealthCheckRequest
   std::lock_guard<std::mutex> lock(mu_);
   const Status s = StatusOf(request->service());
   if (s == HealthCheckResponse::SERVICE_UNKNOWN) {
-    return grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown service '" + request->service() + "'");
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown service '" + Clip(request->service()) + "'");
   }
   response->set_status(s);
   return grpc::Status::OK;

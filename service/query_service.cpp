@@ -1,5 +1,7 @@
 #include "service/query_service.h"
 
+#include "service/encoding.h"
+
 #include <algorithm>
 #include <chrono>
 #include <map>
@@ -94,7 +96,7 @@ absl::Status QueryServiceImpl::CheckRequest(
   }
   std::set<std::string> seen;
   for (const auto& id : ids) {
-    if (!ValidId(id)) return absl::InvalidArgumentError("bad document_id '" + id + "'");
+    if (!ValidId(id)) return absl::InvalidArgumentError("bad document_id '" + Clip(id) + "'");
     // Each id would be loaded (and its nodes read) once per mention.
     if (!seen.insert(id).second) {
       return absl::InvalidArgumentError("document_id '" + id + "' is given more than once");

@@ -38,5 +38,13 @@ TEST(Encoding, HexRoundTripsAndStopsAtNonHex) {
   EXPECT_EQ(HexDecode("6162zz63"), "ab");
 }
 
+// What a client sent, as an error or a log line may show it: bounded, printable, the length said.
+TEST(Encoding, ClipBoundsAndSanitisesClientStrings) {
+  EXPECT_EQ(Clip("doc-1"), "doc-1");
+  EXPECT_EQ(Clip(std::string("a\x01\xff\nb", 5)), "a???b");
+  EXPECT_EQ(Clip(std::string(10000, 'x'), 8), "xxxxxxxx... (10000 bytes)");
+  EXPECT_EQ(Clip(std::string(64, 'y')), std::string(64, 'y'));
+}
+
 }  // namespace
 }  // namespace sharedllm::service

@@ -1383,6 +1383,10 @@ TEST_F(ServiceTest, InvalidArguments) {
   EXPECT_EQ(ask_code(AskFor({"doc"}, "Q?", 100000)), kInvalid);
   EXPECT_EQ(ask_code(AskFor({"doc"}, "Q?", -1)), kInvalid);
   EXPECT_EQ(ask_code(AskFor({"../doc"}, "Q?", 4)), kInvalid);
+  // A client string is never echoed whole: a 100,000-byte bad id gets a short error.
+  const AskResult huge = Ask(c, AskFor({std::string(100000, '/')}, "Q?", 4));
+  EXPECT_EQ(huge.status.error_code(), kInvalid);
+  EXPECT_LT(huge.status.error_message().size(), 200u) << huge.status.error_message().size();
   // The same document twice would be loaded twice: refused, by name.
   const AskResult twice = Ask(c, AskFor({"doc", "doc"}, "Q?", 4));
   EXPECT_EQ(twice.status.error_code(), kInvalid);
