@@ -244,7 +244,7 @@ class SentencePieceTokenizer : public Tokenizer {
   // match (" " -> "\u2581" grows it), quadratic in the length of an upload.
   static std::string ReplaceAll(const std::string& s, const std::string& from, const std::string& to) {
     std::string out;
-    out.reserve(s.size() + s.size() / 4 * (to.size() > from.size() ? to.size() - from.size() : 0));
+    out.reserve(s.size());
     size_t start = 0;
     for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, start)) {
       out.append(s, start, at - start);

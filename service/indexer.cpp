@@ -134,15 +134,12 @@ void Indexer::ResumeInterrupted() {
       continue;
     }
     // Cancelled (and answered so) but the server stopped before the job cleaned up: finish the
-    // cancel instead of indexing the document after all.
-    if (auto record = store_.GetJob(tenant, doc); record.ok()) {
-      const auto j = nlohmann::json::parse(*record, nullptr, false);
-      if (!j.is_discarded() && j.value("state", "") == JobStateName(JobState::kCancelled)) {
-        std::lock_guard<std::mutex> document(DocumentLock({tenant, doc}));
-        store_.DeleteDocument(tenant, doc).IgnoreError();
-        RemoveQuietly(entry.path().string());
-        continue;
-      }
+    // cancel instead of indexing the document after all. (No job is live yet: Get reads the
+    // stored record.)
+    if (auto stored = Get(tenant, doc); stored.ok() && stored->state == JobState::kCancelled) {
+      std::lock_guard<std::mutex> document(DocumentLock({tenant, doc}));
+      DiscardDocument(tenant, doc);
+      continue;
     }
     auto job = std::make_shared<Job>();
     job->snap = {tenant, doc, JobState::kQueued, meta->chunks_done, meta->num_chunks,
@@ -161,16 +158,22 @@ std::mutex& Indexer::DocumentLock(const Key& key) {
                          document_locks_.size()];
 }
 
+bool Indexer::Owns(const std::shared_ptr<Job>& job) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find({job->snap.tenant, job->snap.document_id});
+  return it != jobs_.end() && it->second == job;
+}
+
 bool Indexer::WriteIfOwner(const std::shared_ptr<Job>& job, const std::function<void()>& write) {
-  const Key key{job->snap.tenant, job->snap.document_id};
-  std::lock_guard<std::mutex> document(DocumentLock(key));
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = jobs_.find(key);
-    if (it == jobs_.end() || it->second != job) return false;
-  }
+  std::lock_guard<std::mutex> document(DocumentLock({job->snap.tenant, job->snap.document_id}));
+  if (!Owns(job)) return false;
   write();
   return true;
+}
+
+void Indexer::DiscardDocument(const std::string& tenant, const std::string& doc) {
+  store_.DeleteDocument(tenant, doc).IgnoreError();
+  RemoveQuietly(UploadPath(tenant, doc));
 }
 
 absl::StatusOr<JobSnapshot> Indexer::Submit(DocumentMeta meta, std::string text) {
@@ -319,8 +322,7 @@ absl::StatusOr<JobSnapshot> Indexer::Cancel(const std::string& tenant, const std
   if (queued) {
     // Never started: clean up here (the document lock is held and the job, still in jobs_, owns
     // the document). A running job cleans up after its current chunk.
-    store_.DeleteDocument(tenant, doc).IgnoreError();
-    RemoveQuietly(UploadPath(tenant, doc));
+    DiscardDocument(tenant, doc);
   }
   UpdateLocked(job, JobState::kCancelled);
   metrics_.SetIndexQueueDepth(queue_depth());
@@ -402,15 +404,9 @@ void Indexer::UpdateImpl(const std::shared_ptr<Job>& job, JobState state, int64_
     };
     if (!document_locked) {
       WriteIfOwner(job, record);
-      return;
+    } else if (Owns(job)) {
+      record();
     }
-    bool owner;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = jobs_.find({snap.tenant, snap.document_id});
-      owner = it != jobs_.end() && it->second == job;
-    }
-    if (owner) record();
   }
 }
 
@@ -497,8 +493,7 @@ void Indexer::RunJob(const std::shared_ptr<Job>& job) {
     }
     if (s == JobState::kCancelled) {
       WriteIfOwner(job, [&] {
-        store_.DeleteDocument(tenant, doc).IgnoreError();
-        RemoveQuietly(UploadPath(tenant, doc));
+        DiscardDocument(tenant, doc);
       });
     } else if (s == JobState::kFailed) {
       fail(absl::DeadlineExceededError(message), "stalled");

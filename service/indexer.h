@@ -93,6 +93,10 @@ class Indexer {
   // document's store data or upload goes through the document's lock, so ownership cannot change
   // between the check and the write.
   bool WriteIfOwner(const std::shared_ptr<Job>& job, const std::function<void()>& write);
+  // True when `job` is still the document's current job (takes mu_).
+  bool Owns(const std::shared_ptr<Job>& job) const;
+  // Deletes the document's store data and its upload; the caller holds the document lock.
+  void DiscardDocument(const std::string& tenant, const std::string& doc);
   std::mutex& DocumentLock(const Key& key);
 
   void WorkerLoop();

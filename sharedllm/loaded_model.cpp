@@ -1,5 +1,6 @@
 #include "sharedllm/loaded_model.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "llm/errors.h"
@@ -41,11 +42,25 @@ void SaveModel(CausalLM& lm, const std::string& dir, at::ScalarType dtype) {
   SaveCausalLM(lm, dir, dtype, IsSharedLLMParameter);
 }
 
-void SaveSharedLLM(const SharedLLM& model, const std::string& dir, at::ScalarType dtype) {
+void WriteSharedLLMFiles(const SharedLLMConfig& config, const CausalLM& lm, const std::string& dir,
+                         at::ScalarType dtype) {
+  const auto layers = config.InjectionLayers(lm->config.num_hidden_layers);
+  const int64_t copied = config.CopiedLayers();
+  const auto belongs = [&](const std::string& name) {
+    if (!IsSharedLLMParameter(name)) return false;
+    if (IsCrossAttentionParameter(name)) {
+      return std::find(layers.begin(), layers.end(), DecoderLayerOf(name)) != layers.end();
+    }
+    return CompressorLayerOf(name) < copied;
+  };
   std::filesystem::create_directories(dir);
-  WriteFileAtomic(JoinPath(dir, "sharedllm.json"), model.config().ToJsonText());
-  WriteSafetensors(JoinPath(dir, "sharedllm.safetensors"),
-                   CollectParameters(*model.lm(), IsSharedLLMParameter, dtype), {{"format", "pt"}});
+  WriteFileAtomic(JoinPath(dir, "sharedllm.json"), config.ToJsonText());
+  WriteSafetensors(JoinPath(dir, "sharedllm.safetensors"), CollectParameters(*lm, belongs, dtype),
+                   {{"format", "pt"}});
+}
+
+void SaveSharedLLM(const SharedLLM& model, const std::string& dir, at::ScalarType dtype) {
+  WriteSharedLLMFiles(model.config(), model.lm(), dir, dtype);
 }
 
 }  // namespace sharedllm

@@ -40,7 +40,12 @@ ModelToChange LoadModelToChange(const std::string& dir, const RuntimeOptions& op
 // Writes config.json and model.safetensors (as `dtype`) for `lm`'s base model into `dir`, without
 // the parameters SharedLLM adds.
 void SaveModel(CausalLM& lm, const std::string& dir, at::ScalarType dtype = at::kFloat);
-// Writes sharedllm.json and sharedllm.safetensors (the cross_attn.* parameters) into `dir`.
+// Writes sharedllm.json (`config`) and sharedllm.safetensors: the SharedLLM parameters of `lm`
+// that belong to a model of `config` (the cross-attention of its injection layers, its
+// compressor's layers), as `dtype`. Surgery writes a model whose config dropped layers this way.
+void WriteSharedLLMFiles(const SharedLLMConfig& config, const CausalLM& lm, const std::string& dir,
+                         at::ScalarType dtype);
+// Writes `model`'s sharedllm.json and sharedllm.safetensors into `dir`.
 void SaveSharedLLM(const SharedLLM& model, const std::string& dir, at::ScalarType dtype = at::kFloat);
 
 }  // namespace sharedllm

@@ -17,8 +17,20 @@ bool IsCrossAttentionParameter(const std::string& name) {
   return name.find(".cross_attn.") != std::string::npos;
 }
 
+int64_t DecoderLayerOf(const std::string& name) {
+  static const std::string prefix = "model.layers.";
+  if (name.rfind(prefix, 0) != 0) return -1;
+  return std::stoll(name.substr(prefix.size()));
+}
+
+int64_t CompressorLayerOf(const std::string& name) {
+  static const std::string prefix = "compressor.";
+  if (name.rfind(prefix, 0) != 0) return -1;
+  return std::stoll(name.substr(prefix.size()));
+}
+
 bool IsSharedLLMParameter(const std::string& name) {
-  return IsCrossAttentionParameter(name) || name.rfind("compressor.", 0) == 0;
+  return IsCrossAttentionParameter(name) || CompressorLayerOf(name) >= 0;
 }
 
 void CheckInheritOScale(double s) {
@@ -570,12 +582,12 @@ void SharedLLM::SetTrainable(bool lower_trainable, bool upper_trainable) {
   for (auto& p : net().named_parameters()) {
     const std::string& name = p.key();
     bool train = everything || IsCrossAttentionParameter(name);
-    if (name.rfind("compressor.", 0) == 0) {
+    if (CompressorLayerOf(name) >= 0) {
       train = lower_trainable;
     } else if (!train && upper_trainable) {
       train = name == "lm_head.weight" || name == "model.norm.weight";
-      if (name.rfind("model.layers.", 0) == 0) {
-        train = std::stoll(name.substr(13)) >= m;  // above the lower model: the upper's own layers
+      if (const int64_t layer = DecoderLayerOf(name); layer >= 0) {
+        train = layer >= m;  // above the lower model: the upper's own layers
       }
       // model.embed_tokens.weight stays frozen: the lower model reads it (and, tied, the output).
     }

@@ -163,5 +163,9 @@ class SharedLLM {
 bool IsSharedLLMParameter(const std::string& name);
 // The cross-attention parameters only (those the trainer's new_params_lr_scale applies to).
 bool IsCrossAttentionParameter(const std::string& name);
+// The decoder layer of a parameter `model.layers.<i>.…`, or -1 for any other name.
+int64_t DecoderLayerOf(const std::string& name);
+// The separate compressor's layer of a parameter `compressor.<j>.…`, or -1 for any other name.
+int64_t CompressorLayerOf(const std::string& name);
 
 }  // namespace sharedllm

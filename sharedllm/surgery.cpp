@@ -15,20 +15,6 @@
 namespace sharedllm {
 namespace {
 
-// The decoder layer of `model.layers.<i>.…`, or -1.
-int64_t DecoderLayerOf(const std::string& name) {
-  const std::string prefix = "model.layers.";
-  if (name.rfind(prefix, 0) != 0) return -1;
-  return std::stoll(name.substr(prefix.size()));
-}
-
-// The compressor layer of `compressor.<j>.…`, or -1.
-int64_t CompressorLayerOf(const std::string& name) {
-  const std::string prefix = "compressor.";
-  if (name.rfind(prefix, 0) != 0) return -1;
-  return std::stoll(name.substr(prefix.size()));
-}
-
 void CheckEdit(const LoadedModel& model, const ModelEdit& e) {
   std::vector<std::string> p;
   const SharedLLMConfig& c = model.shared->config();
@@ -115,23 +101,6 @@ void CopyBaseModelFiles(const std::string& from, const std::string& to) {
                         (safetensors && name != "sharedllm.safetensors");
     if (wanted) fs::copy_file(entry.path(), fs::path(to) / name, fs::copy_options::overwrite_existing);
   }
-}
-
-void WriteSharedLLMFiles(const SharedLLMConfig& config, CausalLM& lm, const std::string& dir,
-                         at::ScalarType dtype) {
-  const auto layers = config.InjectionLayers(lm->config.num_hidden_layers);
-  const int64_t copied = config.CopiedLayers();
-  const auto belongs = [&](const std::string& name) {
-    if (!IsSharedLLMParameter(name)) return false;
-    if (IsCrossAttentionParameter(name)) {
-      return std::find(layers.begin(), layers.end(), DecoderLayerOf(name)) != layers.end();
-    }
-    return CompressorLayerOf(name) < copied;
-  };
-  std::filesystem::create_directories(dir);
-  WriteFileAtomic(JoinPath(dir, "sharedllm.json"), config.ToJsonText());
-  WriteSafetensors(JoinPath(dir, "sharedllm.safetensors"), CollectParameters(*lm, belongs, dtype),
-                   {{"format", "pt"}});
 }
 
 void EditModel(const std::string& in, const std::string& out, const ModelEdit& edit) {

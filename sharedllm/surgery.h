@@ -53,10 +53,4 @@ void EditModel(const std::string& in, const std::string& out, const ModelEdit& e
 // sharedllm.safetensors, the shard index) from `from` into `to`, which must exist.
 void CopyBaseModelFiles(const std::string& from, const std::string& to);
 
-// Writes sharedllm.json (`config`) and sharedllm.safetensors: the SharedLLM parameters of `lm`
-// that belong to a model of `config` (cross-attention of its injection layers, its compressor's
-// layers), as `dtype`.
-void WriteSharedLLMFiles(const SharedLLMConfig& config, CausalLM& lm, const std::string& dir,
-                         at::ScalarType dtype);
-
 }  // namespace sharedllm
