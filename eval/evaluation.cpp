@@ -1,5 +1,7 @@
 #include "eval/evaluation.h"
 
+#include "sharedllm/reading.h"
+
 #include <algorithm>
 #include <cmath>
 #include <random>
@@ -279,7 +281,8 @@ std::vector<PasskeyPoint> EvaluatePasskey(LoadedModel& m, const std::vector<doub
                                  "go. There and back again.");
   std::vector<int64_t> question = {};
   if (tok.bos_id() >= 0) question.push_back(tok.bos_id());
-  for (int64_t id : tok.Encode("What is the pass key? The pass key is")) question.push_back(id);
+  const std::string question_text = "What is the pass key? The pass key is";
+  for (int64_t id : tok.Encode(question_text)) question.push_back(id);
   SamplingOptions sampling;
   sampling.max_tokens = 8;
   std::vector<PasskeyPoint> out;
@@ -305,12 +308,14 @@ std::vector<PasskeyPoint> EvaluatePasskey(LoadedModel& m, const std::vector<doub
         }
         // SharedLLM: the document through the tree, searched with the question.
         {
-          DocumentTree tree = m.shared->BuildStaticTree(doc);
+          // A document of more chunks than the budget is read where its words match the question.
+          const auto chosen = ChunkIndices(ChooseChunksToRead(*m.shared, tok, doc, question_text,
+                                                              m.shared->config().chunk_budget));
+          DocumentTree tree = m.shared->BuildStaticTree(doc, chosen);
           auto selected = m.shared->Select(tree, m.shared->QueryVector(question));
-          std::vector<int64_t> chunk_begins;
-          for (const auto& span : m.shared->Chunks(static_cast<int64_t>(doc.size()))) {
-            chunk_begins.push_back(span.first);
-          }
+          const auto spans = m.shared->Chunks(static_cast<int64_t>(doc.size()));
+          std::vector<int64_t> chunk_begins;  // of each chunk read, by its reading position
+          for (int64_t c : chosen) chunk_begins.push_back(spans[c].first);
           const int64_t needle_at = static_cast<int64_t>(intro.size() + at * filler.size());
           bool full = false;
           for (const auto& run : DigitRuns(tok, needle)) {

@@ -13,6 +13,7 @@
 #include "llm/errors.h"
 #include "sharedllm/loaded_model.h"
 #include "sharedllm/node_records.h"
+#include "sharedllm/reading.h"
 
 namespace sharedllm::service {
 namespace {
@@ -124,6 +125,14 @@ absl::StatusOr<std::vector<NodeRecord>> Engine::EncodeChunk(const std::vector<in
   });
 }
 
+sharedllm::ChunkTerms Engine::TermsOf(const std::vector<int64_t>& tokens) const {
+  return TermsOfChunk(*model_->tokenizer, tokens.data(), tokens.data() + tokens.size());
+}
+
+absl::StatusOr<int64_t> Engine::ReadBudget(int64_t requested) const {
+  return Guard([&] { return sharedllm::ReadBudget(model_->shared->config(), requested); });
+}
+
 absl::StatusOr<std::vector<int64_t>> Engine::PromptIds(const std::string& question) const {
   return Guard([&] {
     std::vector<int64_t> ids;
@@ -141,17 +150,23 @@ absl::StatusOr<std::vector<SelectedRef>> Engine::Select(const std::vector<int64_
     const at::Tensor query = s.QueryVector(prompt_ids);
     std::vector<SelectedRef> out;
     for (size_t d = 0; d < docs.size(); ++d) {
-      // Rebuild the document's static tree from its stored vectors (no K/V needed to search).
+      // Rebuild the static tree of the chunks read from their stored vectors (no K/V needed to
+      // search); tree chunk i is the document's chunk docs[d].chunks[i].
+      const auto& read = docs[d].chunks;
+      if (read.empty()) continue;
       DocumentTree tree;
-      tree.chunks.resize(docs[d].num_chunks);
-      tree.nodes.resize(docs[d].num_chunks);
+      tree.chunks.resize(read.size());
+      tree.nodes.resize(read.size());
       for (const NodeRecord& r : docs[d].nodes) {
-        Check(r.chunk >= 0 && r.chunk < docs[d].num_chunks, "stored node outside its document");
-        tree.nodes[r.chunk].push_back(FromRecord(r, at::kCPU, at::kFloat));
+        auto it = std::lower_bound(read.begin(), read.end(), r.chunk);
+        Check(it != read.end() && *it == r.chunk, "stored node outside the chunks read");
+        EncodedNode e = FromRecord(r, at::kCPU, at::kFloat);
+        e.chunk = it - read.begin();
+        tree.nodes[e.chunk].push_back(std::move(e));
       }
-      for (int64_t c = 0; c < docs[d].num_chunks; ++c) {
+      for (size_t c = 0; c < read.size(); ++c) {
         auto& nodes = tree.nodes[c];
-        Check(!nodes.empty(), "stored tree lacks chunk " + std::to_string(c));
+        Check(!nodes.empty(), "stored tree lacks chunk " + std::to_string(read[c]));
         std::sort(nodes.begin(), nodes.end(), [](const EncodedNode& a, const EncodedNode& b) {
           return ChunkTree::FlatIndex(a.node.level, a.node.index) <
                  ChunkTree::FlatIndex(b.node.level, b.node.index);
@@ -161,11 +176,11 @@ absl::StatusOr<std::vector<SelectedRef>> Engine::Select(const std::vector<int64_
         tree.chunks[c] = ChunkTree::Build(length, s.config().tree_depth);
         for (const auto& n : nodes) {
           Check(tree.chunks[c].node(n.node.level, n.node.index) == n.node,
-                "stored tree of chunk " + std::to_string(c) + " does not match this model's split");
+                "stored tree of chunk " + std::to_string(read[c]) + " does not match this model's split");
         }
       }
       for (const EncodedNode* n : s.Select(tree, query)) {
-        out.push_back({d, n->chunk, n->node.level, n->node.index, n->node.begin, n->node.end});
+        out.push_back({d, read[n->chunk], n->node.level, n->node.index, n->node.begin, n->node.end});
       }
     }
     return out;
@@ -174,8 +189,8 @@ absl::StatusOr<std::vector<SelectedRef>> Engine::Select(const std::vector<int64_
 
 absl::StatusOr<AnswerResult> Engine::Answer(const std::vector<int64_t>& prompt_ids,
                                             const std::vector<NodeRecord>& records,
-                                            const std::vector<int64_t>& chunk_offsets,
-                                            int64_t total_chunks, const AnswerOptions& options,
+                                            const std::vector<int64_t>& chunk_positions,
+                                            int64_t read_chunks, const AnswerOptions& options,
                                             const std::function<bool(const std::string&)>& on_delta) {
   return Guard([&] {
     c10::InferenceMode guard;
@@ -184,7 +199,7 @@ absl::StatusOr<AnswerResult> Engine::Answer(const std::vector<int64_t>& prompt_i
     std::vector<EncodedNode> nodes;
     for (size_t i = 0; i < records.size(); ++i) {
       nodes.push_back(FromRecord(records[i], weight.device(), weight.scalar_type()));
-      nodes.back().chunk += chunk_offsets[i];  // chunk positions run across documents
+      nodes.back().chunk = chunk_positions[i];  // positions run across documents
     }
     std::vector<const EncodedNode*> ptrs;
     AnswerResult result;
@@ -192,7 +207,7 @@ absl::StatusOr<AnswerResult> Engine::Answer(const std::vector<int64_t>& prompt_i
       ptrs.push_back(&n);
       result.context_positions += n.k[0].size(1);
     }
-    InjectionContext context = s.MakeContext(ptrs, total_chunks);
+    InjectionContext context = s.MakeContext(ptrs, read_chunks);
     SamplingOptions sampling;
     sampling.max_tokens = options.max_tokens;
     sampling.temperature = options.temperature;

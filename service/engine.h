@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "store/records.h"
+#include "store/tree_store.h"
 
 namespace sharedllm {
 struct LoadedModel;
@@ -26,11 +27,12 @@ struct EngineOptions {
   std::string device = "cpu";
 };
 
-// One document's part of a query: its stored node vectors (LoadVectors) and chunk count.
+// One document's part of a query: the chunks read of it and their stored node vectors.
 struct DocumentVectors {
   std::string document_id;
-  int64_t num_chunks = 0;
-  std::vector<NodeRecord> nodes;  // every node, with search vectors (no K/V)
+  int64_t num_chunks = 0;          // the document's chunks, read or not
+  std::vector<int64_t> chunks;     // the chunks read, ascending (may be empty)
+  std::vector<NodeRecord> nodes;   // every node of those chunks, with search vectors (no K/V)
 };
 
 struct SelectedRef {
@@ -76,18 +78,25 @@ class Engine {
   // The static tree of one chunk: every node with its search vector and K/V.
   absl::StatusOr<std::vector<NodeRecord>> EncodeChunk(const std::vector<int64_t>& chunk_tokens,
                                                       int64_t chunk_index);
+  // The terms the retrieval index keeps for a chunk (sharedllm/reading.h TermsOfChunk).
+  sharedllm::ChunkTerms TermsOf(const std::vector<int64_t>& chunk_tokens) const;
+  // The most chunks a question reads with `requested` (0: the model's chunk_budget; 0 back: no
+  // limit); INVALID_ARGUMENT for a negative request or one above the model's budget.
+  absl::StatusOr<int64_t> ReadBudget(int64_t requested) const;
   // The question as the upper model reads it (BOS + tokens).
   absl::StatusOr<std::vector<int64_t>> PromptIds(const std::string& question) const;
-  // The search over stored vectors: per chunk of each document, its h+1 preserved nodes.
+  // The search over stored vectors: per chunk read of each document, its h+1 preserved nodes
+  // (SelectedRef::chunk is the chunk's index in its document).
   absl::StatusOr<std::vector<SelectedRef>> Select(const std::vector<int64_t>& prompt_ids,
                                                   const std::vector<DocumentVectors>& documents);
-  // Generates the answer reading `nodes` (full records, in the order of Select, documents'
-  // chunks numbered consecutively). `on_delta` receives text as it is final and returns false to
-  // stop; `cancelled` is polled every token (deadline or client cancel).
+  // Generates the answer reading `nodes` (full records, in the order of Select); node i's chunk
+  // is at `chunk_positions[i]` of the `read_chunks` chunks read (their reading order, the rotary
+  // position of its keys). `on_delta` receives text as it is final and returns false to stop;
+  // `cancelled` is polled every token (deadline or client cancel).
   absl::StatusOr<AnswerResult> Answer(const std::vector<int64_t>& prompt_ids,
                                       const std::vector<NodeRecord>& nodes,
-                                      const std::vector<int64_t>& chunk_offsets,
-                                      int64_t total_chunks, const AnswerOptions& options,
+                                      const std::vector<int64_t>& chunk_positions,
+                                      int64_t read_chunks, const AnswerOptions& options,
                                       const std::function<bool(const std::string&)>& on_delta);
 
  private:

@@ -561,12 +561,13 @@ void Indexer::RunJob(const std::shared_ptr<Job>& job) {
     const std::vector<int64_t> chunk(tokens->begin() + spans[c].first, tokens->begin() + spans[c].second);
     auto records = engine_.EncodeChunk(chunk, c);
     if (!records.ok()) return fail(records.status(), "compress");
+    const ChunkTerms terms = engine_.TermsOf(chunk);
     metrics_.AddCompressorTokens(static_cast<int64_t>(chunk.size()));
     if (stopped()) return finish_cancelled();
     Update(job, JobState::kPersisting, c);
     if (options_.testing_before_persist) options_.testing_before_persist(doc, c);
     absl::Status s;
-    if (!WriteIfOwner(job, [&] { s = store_.PutChunk(tenant, doc, c, chunk, *records); })) {
+    if (!WriteIfOwner(job, [&] { s = store_.PutChunk(tenant, doc, c, chunk, *records, terms); })) {
       return finish_cancelled();
     }
     if (!s.ok()) return stopped() ? finish_cancelled() : fail(s, "store");

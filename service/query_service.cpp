@@ -105,13 +105,25 @@ absl::Status QueryServiceImpl::CheckRequest(
   return absl::OkStatus();
 }
 
+int64_t QueryServiceImpl::Retrieval::Position(size_t document, int64_t chunk) const {
+  const retrieval::ChunkScore key{static_cast<int32_t>(document), chunk, 0};
+  auto it = std::lower_bound(read.begin(), read.end(), key,
+                             [](const retrieval::ChunkScore& a, const retrieval::ChunkScore& b) {
+                               return std::make_pair(a.doc, a.chunk) < std::make_pair(b.doc, b.chunk);
+                             });
+  return it - read.begin();
+}
+
 absl::StatusOr<QueryServiceImpl::Retrieval> QueryServiceImpl::Search(
     const std::string& tenant, const google::protobuf::RepeatedPtrField<std::string>& ids,
-    const std::string& collection, const std::string& question) {
+    const std::string& collection, const std::string& question, int64_t max_chunks) {
   const auto start = Clock::now();
   if (absl::Status s = CheckRequest(ids, collection, question); !s.ok()) return s;
+  auto budget = engine_.ReadBudget(max_chunks);
+  if (!budget.ok()) return budget.status();
   std::vector<DocumentMeta> docs;
   if (!collection.empty()) {
+    // A collection of any size: its chunks compete for the one budget.
     std::string token;
     do {
       auto page = store_.ListDocuments(tenant, collection, token, 1000);
@@ -132,19 +144,50 @@ absl::StatusOr<QueryServiceImpl::Retrieval> QueryServiceImpl::Search(
       docs.push_back(*meta);
     }
   }
-  if (static_cast<int64_t>(docs.size()) > limits_.max_documents_per_ask) {
-    return absl::InvalidArgumentError("at most " + std::to_string(limits_.max_documents_per_ask) +
-                                      " documents per question");
-  }
   Retrieval r;
+  r.budget = *budget;
+  std::vector<int64_t> chunks_per_doc;
+  std::map<std::string, int32_t> index_of;
   for (const auto& m : docs) {
-    if (absl::Status s = store_.CheckFingerprint(tenant, m.document_id, engine_.fingerprint()); !s.ok()) {
-      return s;
+    if (m.model_fingerprint != engine_.fingerprint()) {
+      return absl::FailedPreconditionError("document " + Clip(m.document_id) +
+                                           " was built by model fingerprint \"" + m.model_fingerprint +
+                                           "\" but this server's model is \"" + engine_.fingerprint() +
+                                           "\"; re-index the document");
     }
-    auto vectors = store_.LoadVectors(tenant, m.document_id);
-    if (!vectors.ok()) return vectors.status();
-    r.documents.push_back({m.document_id, m.num_chunks, std::move(*vectors)});
+    index_of[m.document_id] = static_cast<int32_t>(r.documents.size());
+    r.documents.push_back({m.document_id, m.num_chunks, {}, {}});
+    chunks_per_doc.push_back(m.num_chunks);
     r.total_chunks += m.num_chunks;
+  }
+  std::vector<retrieval::ChunkScore> scores;
+  r.all = r.budget <= 0 || r.total_chunks <= r.budget;
+  if (!r.all) {
+    // The retrieval index: one prefix scan per question term over the tenant's postings, kept
+    // for the documents asked about.
+    std::vector<std::vector<retrieval::Posting>> postings;
+    for (const std::string& term : retrieval::QueryTerms(question)) {
+      auto found = store_.LoadPostings(tenant, term);
+      if (!found.ok()) return found.status();
+      auto& list = postings.emplace_back();
+      for (const TermPosting& p : *found) {
+        auto it = index_of.find(p.document_id);
+        if (it != index_of.end() && p.chunk < chunks_per_doc[it->second]) {
+          list.push_back({it->second, p.chunk, p.count, p.length});
+        }
+      }
+    }
+    scores = retrieval::ScoreBm25(postings, r.total_chunks);
+  }
+  r.read = retrieval::ChooseChunks(scores, chunks_per_doc, r.budget);
+  for (const auto& c : r.read) r.documents[c.doc].chunks.push_back(c.chunk);
+  for (auto& d : r.documents) {
+    if (d.chunks.empty()) continue;
+    auto vectors = d.chunks.size() == static_cast<size_t>(d.num_chunks)
+                       ? store_.LoadVectors(tenant, d.document_id)
+                       : store_.LoadVectors(tenant, d.document_id, d.chunks);
+    if (!vectors.ok()) return vectors.status();
+    d.nodes = std::move(*vectors);
   }
   auto prompt = engine_.PromptIds(question);
   if (!prompt.ok()) return prompt.status();
@@ -154,6 +197,18 @@ absl::StatusOr<QueryServiceImpl::Retrieval> QueryServiceImpl::Search(
   r.selected = std::move(*selected);
   r.seconds = Since(start);
   return r;
+}
+
+template <typename Message>
+void QueryServiceImpl::FillReading(const Retrieval& r, Message* out) const {
+  for (const auto& c : r.read) {
+    auto* chunk = out->add_chunks_read();
+    chunk->set_document_id(r.documents[c.doc].document_id);
+    chunk->set_chunk(static_cast<int32_t>(c.chunk));
+    chunk->set_score(c.score);
+  }
+  out->set_chunk_budget(static_cast<int32_t>(r.budget));
+  out->set_chunk_selection(r.all ? "all" : "bm25");
 }
 
 Status QueryServiceImpl::Ask(grpc::ServerContext* context, const sharedllm::v1::AskRequest* request,
@@ -200,26 +255,23 @@ Status QueryServiceImpl::DoAsk(grpc::ServerContext* context, const sharedllm::v1
   const double queue_seconds = Since(queued_at);
   metrics_.ObserveQueue(queue_seconds);
 
-  auto retrieval = Search(*tenant, request->document_ids(), request->collection_id(), request->question());
+  auto retrieval = Search(*tenant, request->document_ids(), request->collection_id(),
+                          request->question(), request->max_chunks());
   if (!retrieval.ok()) return ToGrpcStatus(retrieval.status());
   metrics_.ObserveRetrieval(retrieval->seconds);
 
   // Load the selected nodes' keys/values, one batch per document.
   const auto kv_start = Clock::now();
   std::vector<NodeRecord> records;
-  std::vector<int64_t> offsets;
-  std::vector<int64_t> doc_offset(retrieval->documents.size(), 0);
-  for (size_t d = 1; d < doc_offset.size(); ++d) {
-    doc_offset[d] = doc_offset[d - 1] + retrieval->documents[d - 1].num_chunks;
-  }
+  std::vector<int64_t> positions;  // of each record's chunk among the chunks read
   std::map<size_t, std::vector<NodeRef>> by_doc;
   for (const auto& r : retrieval->selected) by_doc[r.document].push_back({r.chunk, r.level, r.index});
   for (auto& [d, refs] : by_doc) {
     auto loaded = store_.LoadNodes(*tenant, retrieval->documents[d].document_id, refs);
     if (!loaded.ok()) return ToGrpcStatus(loaded.status());
     for (auto& rec : *loaded) {
+      positions.push_back(retrieval->Position(d, rec.chunk));
       records.push_back(std::move(rec));
-      offsets.push_back(doc_offset[d]);
     }
   }
   const double kv_seconds = Since(kv_start);
@@ -227,6 +279,7 @@ Status QueryServiceImpl::DoAsk(grpc::ServerContext* context, const sharedllm::v1
 
   sharedllm::v1::AskResponse started;
   started.mutable_started()->set_num_chunks(static_cast<int32_t>(retrieval->total_chunks));
+  FillReading(*retrieval, started.mutable_started());
   size_t i = 0;
   for (auto& [d, refs] : by_doc) {
     for (size_t k = 0; k < refs.size(); ++k, ++i) {
@@ -249,7 +302,7 @@ Status QueryServiceImpl::DoAsk(grpc::ServerContext* context, const sharedllm::v1
   bool first = true;
   bool client_gone = false;
   auto answer = engine_.Answer(
-      retrieval->prompt_ids, records, offsets, retrieval->total_chunks, options,
+      retrieval->prompt_ids, records, positions, static_cast<int64_t>(retrieval->read.size()), options,
       [&](const std::string& delta) {
         const auto now = Clock::now();
         if (!first) metrics_.ObserveInterTokenLatency(std::chrono::duration<double>(now - last_token).count());
@@ -287,6 +340,7 @@ Status QueryServiceImpl::DoAsk(grpc::ServerContext* context, const sharedllm::v1
   for (const auto& n : started.started().nodes()) {
     if (n.level() == finest) *f->add_citations() = n;
   }
+  *f->mutable_chunks_read() = started.started().chunks_read();
   f->set_finish_reason(answer->finish_reason == "stop"  ? sharedllm::v1::Final::STOP
                        : answer->finish_reason == "eos" ? sharedllm::v1::Final::EOS
                                                         : sharedllm::v1::Final::LENGTH);
@@ -324,8 +378,10 @@ Status QueryServiceImpl::Retrieve(grpc::ServerContext* context,
   }
   auto admission = scheduler_.Admit(context);
   if (!admission.ok()) return ToGrpcStatus(admission.status());
-  auto r = Search(*tenant, request->document_ids(), request->collection_id(), request->question());
+  auto r = Search(*tenant, request->document_ids(), request->collection_id(), request->question(),
+                  request->max_chunks());
   if (!r.ok()) return ToGrpcStatus(r.status());
+  FillReading(*r, response);
   for (const auto& s : r->selected) {
     FillNode(r->documents[s.document], s, 0, engine_.chunk_size(), response->add_nodes());
   }

@@ -11,6 +11,7 @@
 #include "service/auth.h"
 #include "service/document_service.h"
 #include "service/engine.h"
+#include "retrieval/lexical.h"
 #include "service/metrics.h"
 #include "store/tree_store.h"
 
@@ -62,19 +63,30 @@ class QueryServiceImpl final : public sharedllm::v1::QueryService::Service {
 
  private:
   struct Retrieval {
-    std::vector<DocumentVectors> documents;
+    std::vector<DocumentVectors> documents;  // every document asked about, in request order
+    std::vector<retrieval::ChunkScore> read;  // the chunks read, in reading order (doc indexes documents)
     std::vector<SelectedRef> selected;
     std::vector<int64_t> prompt_ids;
-    int64_t total_chunks = 0;
+    int64_t total_chunks = 0;  // of the documents asked about
+    int64_t budget = 0;        // the most chunks read (0: no limit)
+    bool all = true;           // every chunk fit the budget
     double seconds = 0;
+    // The reading position of (document, chunk): its index in `read`.
+    int64_t Position(size_t document, int64_t chunk) const;
   };
   // INVALID_ARGUMENT for a malformed question or document selection (checked before admission).
   absl::Status CheckRequest(const google::protobuf::RepeatedPtrField<std::string>& ids,
                             const std::string& collection, const std::string& question) const;
   // Resolves the documents, checks they are READY and built by this model, searches.
+  // Chooses the chunks to read within the budget (`max_chunks`, 0: the model's) and searches them.
   absl::StatusOr<Retrieval> Search(const std::string& tenant,
                                    const google::protobuf::RepeatedPtrField<std::string>& ids,
-                                   const std::string& collection, const std::string& question);
+                                   const std::string& collection, const std::string& question,
+                                   int64_t max_chunks);
+  // Fills the chunks read, the budget and how the chunks were chosen, as Started and
+  // RetrieveResponse carry them.
+  template <typename Message>
+  void FillReading(const Retrieval& r, Message* out) const;
   grpc::Status DoAsk(grpc::ServerContext* context, const sharedllm::v1::AskRequest* request,
                      grpc::ServerWriter<sharedllm::v1::AskResponse>* writer);
 

@@ -22,7 +22,7 @@ SharedLLMConfig SharedLLMConfig::FromJsonText(const std::string& text) {
   static const char* const kKnown[] = {
       "num_injection_layers", "injection", "chunk_size", "tree_depth", "alphas", "selection",
       "search", "search_vector", "split_noise", "noise_divisor", "chunk_positions", "compressor",
-      "separate_layers", "gate", "sink"};
+      "separate_layers", "gate", "sink", "chunk_budget"};
   std::vector<std::string> unknown;
   for (const auto& item : j.items()) {
     if (std::find(std::begin(kKnown), std::end(kKnown), item.key()) == std::end(kKnown)) {
@@ -51,6 +51,7 @@ SharedLLMConfig SharedLLMConfig::FromJsonText(const std::string& text) {
     c.separate_layers = j.value("separate_layers", c.separate_layers);
     c.gate = j.value("gate", c.gate);
     c.sink = j.value("sink", c.sink);
+    c.chunk_budget = j.value("chunk_budget", c.chunk_budget);
   } catch (const nlohmann::json::exception& e) {
     throw ModelError(std::string("sharedllm.json has a field of the wrong type: ") + e.what());
   }
@@ -82,6 +83,7 @@ std::string SharedLLMConfig::ToJsonText() const {
                       {"gate", gate}, {"sink", sink}};
   // Written only when set, so the sharedllm.json of a model without it stays as it was.
   if (separate_layers > 0) j["separate_layers"] = separate_layers;
+  if (chunk_budget > 0) j["chunk_budget"] = chunk_budget;
   return j.dump(2) + "\n";
 }
 
@@ -135,6 +137,7 @@ void SharedLLMConfig::Validate(int64_t num_layers) const {
   if (separate_layers > 0 && compressor != "separate") {
     p.push_back("separate_layers needs a separate compressor (\"compressor\": \"separate\")");
   }
+  if (chunk_budget < 0) p.push_back("chunk_budget must be >= 0 (0: no limit)");
   if (!p.empty()) {
     std::string msg = "invalid SharedLLM configuration:";
     for (const auto& s : p) msg += "\n  - " + s;

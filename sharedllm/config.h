@@ -38,6 +38,10 @@ struct SharedLLMConfig {
   // A per-head attention sink in each cross-attention: a learned logit for a key of zero value, so
   // that a head whose context keys all score low injects (almost) nothing.
   bool sink = false;
+  // The most chunks one question reads (retrieval/lexical.h picks them when a document or
+  // collection has more): the chunk count the model was trained and measured for, so that a
+  // question over any length reads a context of a size the model knows. 0: no limit (every chunk).
+  int64_t chunk_budget = 0;
 
   static SharedLLMConfig FromJsonText(const std::string& text);
   // `<dir>/sharedllm.json`; throws ModelError.

@@ -310,15 +310,25 @@ std::vector<EncodedNode> SharedLLM::Encode(const std::vector<NodeJob>& jobs,
 }
 
 DocumentTree SharedLLM::BuildStaticTree(const std::vector<int64_t>& context_ids) const {
+  std::vector<int64_t> all(Chunks(static_cast<int64_t>(context_ids.size())).size());
+  std::iota(all.begin(), all.end(), int64_t{0});
+  return BuildStaticTree(context_ids, all);
+}
+
+DocumentTree SharedLLM::BuildStaticTree(const std::vector<int64_t>& context_ids,
+                                        const std::vector<int64_t>& chunks) const {
   DocumentTree tree;
   const auto spans = Chunks(static_cast<int64_t>(context_ids.size()));
   Check(!spans.empty(), "the context has " + std::to_string(context_ids.size()) +
                             " tokens; a tree needs at least " + std::to_string(min_chunk_length()));
   std::vector<NodeJob> jobs;
-  for (size_t c = 0; c < spans.size(); ++c) {
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const int64_t c = chunks[i];
+    Check(c >= 0 && c < static_cast<int64_t>(spans.size()) && (i == 0 || c > chunks[i - 1]),
+          "chunks to encode must be ascending indices below " + std::to_string(spans.size()));
     tree.chunks.push_back(ChunkTree::Build(spans[c].second - spans[c].first, config_.tree_depth));
     for (const TreeNode& n : tree.chunks.back().AllNodes()) {
-      jobs.push_back({context_ids.data() + spans[c].first, static_cast<int64_t>(c), n});
+      jobs.push_back({context_ids.data() + spans[c].first, static_cast<int64_t>(i), n});
     }
   }
   // One pass over all chunks: nodes of a level have (nearly) equal lengths and batch together.

@@ -82,6 +82,11 @@ class SharedLLM {
   std::vector<EncodedNode> Encode(const std::vector<NodeJob>& jobs, int64_t max_batch_tokens = 16384) const;
   // Ingestion: every node of every chunk (no noise).
   DocumentTree BuildStaticTree(const std::vector<int64_t>& context_ids) const;
+  // The static tree of the chunks `chunks` only (indices into Chunks(), ascending), numbered by
+  // their place in that list: what a question reads when a retrieval stage picked those chunks
+  // (a chunk's nodes depend on its own tokens only, so they equal the full tree's).
+  DocumentTree BuildStaticTree(const std::vector<int64_t>& context_ids,
+                               const std::vector<int64_t>& chunks) const;
   // Query-time search over a static tree: per chunk in order, its h+1 preserved nodes (by
   // position). `query` undefined or search off: the right-child policy.
   std::vector<const EncodedNode*> Select(const DocumentTree& tree, const at::Tensor& query) const;

@@ -124,9 +124,30 @@ std::string PrefixSuccessor(absl::string_view prefix) {
   return s;
 }
 
+std::string TermPrefix(absl::string_view tenant, absl::string_view term) {
+  return KeyBuilder().Str(tenant).Str(term).Build();
+}
+
+std::string PostingKey(absl::string_view tenant, absl::string_view term, absl::string_view document,
+                       uint32_t chunk) {
+  return KeyBuilder().Str(tenant).Str(term).Str(document).U32(chunk).Build();
+}
+
 std::string DescribeKey(absl::string_view column_family, absl::string_view key) {
   std::string out = absl::StrCat(column_family, " key");
   KeyReader r(key);
+  if (column_family == "postings") {
+    const absl::string_view tenant = r.Str();
+    const absl::string_view term = r.Str();
+    const absl::string_view document = r.Str();
+    if (r.ok()) {
+      absl::StrAppend(&out, " tenant \"", absl::CHexEscape(tenant), "\" term \"",
+                      absl::CHexEscape(term), "\" document \"", absl::CHexEscape(document), "\"");
+      if (r.remaining() >= 4) absl::StrAppend(&out, " chunk ", r.U32());
+    }
+    absl::StrAppend(&out, " [0x", absl::BytesToHexString(key), "]");
+    return out;
+  }
   const absl::string_view tenant = r.Str();
   const absl::string_view second = r.Str();
   if (r.ok()) {

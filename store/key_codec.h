@@ -66,6 +66,11 @@ std::string NodeKey(absl::string_view tenant, absl::string_view document, uint32
                     uint16_t node);
 std::string LayerKey(absl::string_view tenant, absl::string_view document, uint32_t chunk,
                      uint16_t node, uint16_t layer);
+// The retrieval index's postings: tenant | term | document | chunk, so that one prefix scan of
+// TermPrefix finds a term in every document of the tenant.
+std::string TermPrefix(absl::string_view tenant, absl::string_view term);
+std::string PostingKey(absl::string_view tenant, absl::string_view term, absl::string_view document,
+                       uint32_t chunk);
 
 // The flat node index (1<<level) - 2 + index (level 1 first, left to right: the position in
 // ChunkTree::AllNodes()); INVALID_ARGUMENT unless 1 <= level <= kMaxLevel, 0 <= index < 2^level.

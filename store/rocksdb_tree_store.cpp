@@ -31,6 +31,7 @@ using treestore::JobKey;
 using treestore::KeyReader;
 using treestore::LayerKey;
 using treestore::NodeKey;
+using treestore::PostingKey;
 using treestore::PrefixSuccessor;
 using treestore::TenantPrefix;
 using treestore::ToSlice;
@@ -82,6 +83,10 @@ const char* RocksDbTreeStore::FamilyName(Family family) {
       return "kv";
     case kJobs:
       return "jobs";
+    case kTerms:
+      return "terms";
+    case kPostings:
+      return "postings";
     case kNumFamilies:
       break;
   }
@@ -97,6 +102,10 @@ absl::StatusOr<std::unique_ptr<RocksDbTreeStore>> RocksDbTreeStore::Open(
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = options.create_if_missing;
   db_options.create_missing_column_families = options.create_if_missing;
+  // A family written rarely (documents, jobs) would otherwise pin every write-ahead log since its
+  // last flush: a 1 MB upload left 1.7 GB of logs whose K/V was long in blob files. Past this
+  // total, RocksDB flushes the families that hold the oldest log, and the log goes.
+  db_options.max_total_wal_size = uint64_t{64} << 20;
 
   rocksdb::BlockBasedTableOptions table;
   if (options.block_cache_mb > 0) {
@@ -244,7 +253,10 @@ absl::Status RocksDbTreeStore::PutDocument(const DocumentMeta& meta) {
     const std::string begin =
         ChunkKey(meta.tenant, meta.document_id, static_cast<uint32_t>(meta.chunks_done));
     const std::string end = PrefixSuccessor(key);
-    for (Family f : {kTokens, kVectors, kKv}) {
+    TS_RETURN_IF_ERROR(DeletePostings(view, meta.tenant, meta.document_id,
+                                      static_cast<uint32_t>(meta.chunks_done),
+                                      static_cast<uint32_t>(stored_done), &batch));
+    for (Family f : {kTokens, kVectors, kKv, kTerms}) {
       TS_RETURN_IF_ERROR(
           FromRocks(batch.DeleteRange(handles_[f], ToSlice(begin), ToSlice(end)), "batch"));
     }
@@ -316,6 +328,7 @@ absl::Status RocksDbTreeStore::DeleteDocument(const std::string& tenant,
   const std::string end = PrefixSuccessor(begin);
 
   std::lock_guard<std::mutex> lock(DocumentLock(tenant, document_id));
+  rocksdb::WriteBatch batch;
   {
     // Existence only, without decoding: a document with corrupt metadata can still be deleted.
     treestore::SnapshotView view(db_.get(), handles_);
@@ -325,11 +338,12 @@ absl::Status RocksDbTreeStore::DeleteDocument(const std::string& tenant,
       return absl::NotFoundError(absl::StrCat("document ", Quoted(document_id), " not found"));
     }
     TS_RETURN_IF_ERROR(got);
+    // Postings are keyed by term, outside the document's range: found through its terms records.
+    TS_RETURN_IF_ERROR(DeletePostings(view, tenant, document_id, 0, UINT32_MAX, &batch));
   }
   // The length-prefixed document id makes [begin, end) exactly this document's keys: "doc1"
   // encodes as 00 04 'd' 'o' 'c' '1', outside the range of "doc" (00 03 'd' 'o' 'c' ...).
-  rocksdb::WriteBatch batch;
-  for (Family f : {kDocuments, kTokens, kVectors, kKv}) {
+  for (Family f : {kDocuments, kTokens, kVectors, kKv, kTerms}) {
     TS_RETURN_IF_ERROR(
         FromRocks(batch.DeleteRange(handles_[f], ToSlice(begin), ToSlice(end)), "batch"));
   }
@@ -354,8 +368,10 @@ absl::Status RocksDbTreeStore::CheckFingerprint(const std::string& tenant,
 
 absl::Status RocksDbTreeStore::PutChunk(const std::string& tenant, const std::string& document_id,
                                         int64_t chunk_index, const std::vector<int64_t>& tokens,
-                                        const std::vector<NodeRecord>& nodes) {
+                                        const std::vector<NodeRecord>& nodes,
+                                        const ChunkTerms& terms) {
   TS_RETURN_IF_ERROR(ValidateIds(tenant, document_id));
+  TS_RETURN_IF_ERROR(treestore::ValidateChunkTerms(terms));
   if (chunk_index < 0 || chunk_index >= treestore::kMaxChunks) {
     return absl::InvalidArgumentError(absl::StrCat("chunk index ", chunk_index));
   }
@@ -384,12 +400,25 @@ absl::Status RocksDbTreeStore::PutChunk(const std::string& tenant, const std::st
   const std::string tokens_key = ChunkKey(tenant, document_id, chunk);
   const std::string tokens_value = treestore::EncodeTokens(tokens);
   const std::string meta_key = DocumentKey(tenant, document_id);
+  uint32_t length = 0;  // the chunk's words
+  for (const auto& t : terms) length += static_cast<uint32_t>(t.second);
+  std::vector<std::pair<std::string, std::string>> postings;
+  postings.reserve(terms.size());
+  for (const auto& [term, count] : terms) {
+    postings.emplace_back(PostingKey(tenant, term, document_id, chunk),
+                          treestore::EncodePosting({static_cast<uint16_t>(count), length}));
+  }
 
   std::lock_guard<std::mutex> lock(DocumentLock(tenant, document_id));
+  rocksdb::WriteBatch batch;
   absl::StatusOr<DocumentMeta> meta;
   {
     treestore::SnapshotView view(db_.get(), handles_);
     meta = ReadMeta(view, tenant, document_id);
+    if (meta.ok() && chunk_index < meta->chunks_done) {
+      // A rewrite: the old write's postings go first (its terms may differ).
+      TS_RETURN_IF_ERROR(DeletePostings(view, tenant, document_id, chunk, chunk + 1, &batch));
+    }
   }
   if (!meta.ok()) return meta.status();
   if (meta->state != kDocumentIndexing) {
@@ -407,12 +436,11 @@ absl::Status RocksDbTreeStore::PutChunk(const std::string& tenant, const std::st
         " written out of order; chunks are written in order and the next is ", meta->chunks_done));
   }
 
-  rocksdb::WriteBatch batch;
   if (chunk_index < meta->chunks_done) {
     // A rewrite (a retried write): clear the chunk first so no node of the old write lingers.
     // Within a batch the later puts win over this earlier range deletion.
     const std::string end = PrefixSuccessor(tokens_key);
-    for (Family f : {kTokens, kVectors, kKv}) {
+    for (Family f : {kTokens, kVectors, kKv, kTerms}) {
       TS_RETURN_IF_ERROR(
           FromRocks(batch.DeleteRange(handles_[f], ToSlice(tokens_key), ToSlice(end)), "batch"));
     }
@@ -425,6 +453,12 @@ absl::Status RocksDbTreeStore::PutChunk(const std::string& tenant, const std::st
   }
   for (const auto& [key, value] : kv) {
     TS_RETURN_IF_ERROR(FromRocks(batch.Put(handles_[kKv], ToSlice(key), ToSlice(value)), "batch"));
+  }
+  TS_RETURN_IF_ERROR(FromRocks(
+      batch.Put(handles_[kTerms], ToSlice(tokens_key), treestore::EncodeChunkTerms(terms)), "batch"));
+  for (const auto& [key, value] : postings) {
+    TS_RETURN_IF_ERROR(
+        FromRocks(batch.Put(handles_[kPostings], ToSlice(key), ToSlice(value)), "batch"));
   }
   meta->chunks_done = std::max(meta->chunks_done, chunk_index + 1);
   meta->updated_unix_ms = NowUnixMs();
@@ -468,6 +502,24 @@ absl::Status RocksDbTreeStore::MarkReady(const std::string& tenant,
 
 // Tree reads ----------------------------------------------------------------------------------
 
+absl::StatusOr<NodeRecord> RocksDbTreeStore::VectorRecord(absl::string_view key,
+                                                          absl::string_view value) const {
+  KeyReader reader(key);
+  reader.Str();
+  reader.Str();
+  NodeRecord node;
+  node.chunk = reader.U32();
+  const uint16_t flat = reader.U16();
+  if (!reader.done()) return Corrupt(kVectors, key, absl::DataLossError("malformed key"));
+  absl::StatusOr<treestore::NodeVectorValue> decoded = treestore::DecodeNodeVector(value);
+  if (!decoded.ok()) return Corrupt(kVectors, key, decoded.status());
+  treestore::LevelAndIndex(flat, &node.level, &node.index);
+  node.begin = decoded->begin;
+  node.end = decoded->end;
+  node.search = std::move(decoded->search);
+  return node;
+}
+
 absl::StatusOr<std::vector<NodeRecord>> RocksDbTreeStore::LoadVectors(
     const std::string& tenant, const std::string& document_id) const {
   TS_RETURN_IF_ERROR(ValidateIds(tenant, document_id));
@@ -481,36 +533,59 @@ absl::StatusOr<std::vector<NodeRecord>> RocksDbTreeStore::LoadVectors(
   TS_RETURN_IF_ERROR(view.Scan(
       kVectors, prefix, prefix,
       [&](absl::string_view key, absl::string_view value, bool*) -> absl::Status {
-        KeyReader reader(key);
-        reader.Str();
-        reader.Str();
-        const int64_t chunk = reader.U32();
-        const uint16_t flat = reader.U16();
-        if (!reader.done()) return Corrupt(kVectors, key, absl::DataLossError("malformed key"));
+        absl::StatusOr<NodeRecord> node = VectorRecord(key, value);
+        if (!node.ok()) return node.status();
         // Invariant I1: a READY document has nodes for exactly the chunks 0..num_chunks-1.
-        if (chunk != last_chunk) {
-          if (chunk != last_chunk + 1 || chunk >= meta->num_chunks) {
+        if (node->chunk != last_chunk) {
+          if (node->chunk != last_chunk + 1 || node->chunk >= meta->num_chunks) {
             return Corrupt(kVectors, key,
                            absl::DataLossError(absl::StrCat("expected chunk ", last_chunk + 1,
                                                             " of ", meta->num_chunks)));
           }
-          last_chunk = chunk;
+          last_chunk = node->chunk;
         }
-        absl::StatusOr<treestore::NodeVectorValue> decoded = treestore::DecodeNodeVector(value);
-        if (!decoded.ok()) return Corrupt(kVectors, key, decoded.status());
-        NodeRecord node;
-        node.chunk = chunk;
-        treestore::LevelAndIndex(flat, &node.level, &node.index);
-        node.begin = decoded->begin;
-        node.end = decoded->end;
-        node.search = std::move(decoded->search);
-        nodes.push_back(std::move(node));
+        nodes.push_back(*std::move(node));
         return absl::OkStatus();
       }));
   if (last_chunk + 1 != meta->num_chunks) {
     return absl::DataLossError(absl::StrCat("document ", Quoted(document_id), " is READY with ",
                                             meta->num_chunks, " chunks but has nodes for ",
                                             last_chunk + 1));
+  }
+  return nodes;
+}
+
+absl::StatusOr<std::vector<NodeRecord>> RocksDbTreeStore::LoadVectors(
+    const std::string& tenant, const std::string& document_id,
+    const std::vector<int64_t>& chunks) const {
+  TS_RETURN_IF_ERROR(ValidateIds(tenant, document_id));
+  treestore::SnapshotView view(db_.get(), handles_);
+  absl::StatusOr<DocumentMeta> meta = ReadReadyMeta(view, tenant, document_id);
+  if (!meta.ok()) return meta.status();
+  std::vector<NodeRecord> nodes;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const int64_t c = chunks[i];
+    if (c < 0 || c >= meta->num_chunks) {
+      return absl::OutOfRangeError(absl::StrCat("chunk ", c, " of document ", Quoted(document_id),
+                                                " with ", meta->num_chunks, " chunks"));
+    }
+    if (i > 0 && c <= chunks[i - 1]) {
+      return absl::InvalidArgumentError("chunks to load must be ascending");
+    }
+    const std::string prefix = ChunkKey(tenant, document_id, static_cast<uint32_t>(c));
+    const size_t before = nodes.size();
+    TS_RETURN_IF_ERROR(view.Scan(
+        kVectors, prefix, prefix,
+        [&](absl::string_view key, absl::string_view value, bool*) -> absl::Status {
+          absl::StatusOr<NodeRecord> node = VectorRecord(key, value);
+          if (!node.ok()) return node.status();
+          nodes.push_back(*std::move(node));
+          return absl::OkStatus();
+        }));
+    // Invariant I1: every chunk of a READY document has its nodes.
+    if (nodes.size() == before) {
+      return Corrupt(kVectors, prefix, absl::DataLossError("the chunk of a READY document has no nodes"));
+    }
   }
   return nodes;
 }
@@ -602,6 +677,62 @@ absl::StatusOr<std::vector<int64_t>> RocksDbTreeStore::LoadChunkTokens(
   absl::StatusOr<std::vector<int64_t>> tokens = treestore::DecodeTokens(value);
   if (!tokens.ok()) return Corrupt(kTokens, key, tokens.status());
   return tokens;
+}
+
+// The retrieval index ------------------------------------------------------------------------
+
+absl::Status RocksDbTreeStore::DeletePostings(const treestore::SnapshotView& view,
+                                              const std::string& tenant,
+                                              const std::string& document_id, uint32_t from,
+                                              uint32_t to, rocksdb::WriteBatch* batch) const {
+  const std::string prefix = DocumentKey(tenant, document_id);
+  return view.Scan(
+      kTerms, prefix, ChunkKey(tenant, document_id, from),
+      [&](absl::string_view key, absl::string_view value, bool* stop) -> absl::Status {
+        KeyReader reader(key);
+        reader.Str();
+        reader.Str();
+        const uint32_t chunk = reader.U32();
+        if (!reader.done()) return Corrupt(kTerms, key, absl::DataLossError("malformed key"));
+        if (chunk >= to) {
+          *stop = true;
+          return absl::OkStatus();
+        }
+        absl::StatusOr<ChunkTerms> terms = treestore::DecodeChunkTerms(value);
+        if (!terms.ok()) return Corrupt(kTerms, key, terms.status());
+        for (const auto& t : *terms) {
+          TS_RETURN_IF_ERROR(FromRocks(
+              batch->Delete(handles_[kPostings], ToSlice(PostingKey(tenant, t.first, document_id, chunk))),
+              "batch"));
+        }
+        return absl::OkStatus();
+      });
+}
+
+absl::StatusOr<std::vector<TermPosting>> RocksDbTreeStore::LoadPostings(
+    const std::string& tenant, const std::string& term) const {
+  TS_RETURN_IF_ERROR(ValidateId("tenant", tenant));
+  if (term.empty() || term.size() > 255) {
+    return absl::InvalidArgumentError(absl::StrCat("a term of ", term.size(), " bytes (1..255)"));
+  }
+  const std::string prefix = treestore::TermPrefix(tenant, term);
+  treestore::SnapshotView view(db_.get(), handles_);
+  std::vector<TermPosting> out;
+  TS_RETURN_IF_ERROR(view.Scan(
+      kPostings, prefix, prefix,
+      [&](absl::string_view key, absl::string_view value, bool*) -> absl::Status {
+        KeyReader reader(key);
+        reader.Str();
+        reader.Str();
+        const absl::string_view document = reader.Str();
+        const uint32_t chunk = reader.U32();
+        if (!reader.done()) return Corrupt(kPostings, key, absl::DataLossError("malformed key"));
+        absl::StatusOr<treestore::PostingValue> p = treestore::DecodePosting(value);
+        if (!p.ok()) return Corrupt(kPostings, key, p.status());
+        out.push_back({std::string(document), chunk, p->count, static_cast<int32_t>(p->length)});
+        return absl::OkStatus();
+      }));
+  return out;
 }
 
 // Jobs ----------------------------------------------------------------------------------------

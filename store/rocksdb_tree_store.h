@@ -45,8 +45,9 @@ struct RocksDbTreeStoreOptions {
 class RocksDbTreeStore : public TreeStore {
  public:
   // Column families, in the order of their handles (docs/design/tree_store.md).
-  enum Family { kDocuments = 0, kTokens, kVectors, kKv, kJobs, kNumFamilies };
-  static const char* FamilyName(Family family);  // "documents", "tokens", "vectors", "kv", "jobs"
+  enum Family { kDocuments = 0, kTokens, kVectors, kKv, kJobs, kTerms, kPostings, kNumFamilies };
+  // "documents", "tokens", "vectors", "kv", "jobs", "terms", "postings"
+  static const char* FamilyName(Family family);
 
   // Opens (or creates) the database. UNAVAILABLE when another process holds it.
   static absl::StatusOr<std::unique_ptr<RocksDbTreeStore>> Open(
@@ -69,17 +70,23 @@ class RocksDbTreeStore : public TreeStore {
 
   absl::Status PutChunk(const std::string& tenant, const std::string& document_id,
                         int64_t chunk_index, const std::vector<int64_t>& tokens,
-                        const std::vector<NodeRecord>& nodes) override;
+                        const std::vector<NodeRecord>& nodes, const ChunkTerms& terms) override;
   absl::Status MarkReady(const std::string& tenant, const std::string& document_id) override;
 
   absl::StatusOr<std::vector<NodeRecord>> LoadVectors(
       const std::string& tenant, const std::string& document_id) const override;
+  absl::StatusOr<std::vector<NodeRecord>> LoadVectors(
+      const std::string& tenant, const std::string& document_id,
+      const std::vector<int64_t>& chunks) const override;
   absl::StatusOr<std::vector<NodeRecord>> LoadNodes(
       const std::string& tenant, const std::string& document_id,
       const std::vector<NodeRef>& refs) const override;
   absl::StatusOr<std::vector<int64_t>> LoadChunkTokens(const std::string& tenant,
                                                        const std::string& document_id,
                                                        int64_t chunk_index) const override;
+
+  absl::StatusOr<std::vector<TermPosting>> LoadPostings(const std::string& tenant,
+                                                        const std::string& term) const override;
 
   absl::Status PutJob(const std::string& tenant, const std::string& job_id,
                       const std::string& json) override;
@@ -101,6 +108,14 @@ class RocksDbTreeStore : public TreeStore {
                                              const std::string& tenant,
                                              const std::string& document_id) const;
   absl::Status Write(rocksdb::WriteBatch* batch, const std::string& what);
+  // Adds to `batch` the deletion of the postings of the document's chunks [from, ...), read from
+  // their `terms` records through `view` (the terms records themselves are range-deleted by the
+  // caller with the rest of the chunks).
+  absl::Status DeletePostings(const treestore::SnapshotView& view, const std::string& tenant,
+                              const std::string& document_id, uint32_t from, uint32_t to,
+                              rocksdb::WriteBatch* batch) const;
+  // Decodes one `vectors` record of chunk `chunk`.
+  absl::StatusOr<NodeRecord> VectorRecord(absl::string_view key, absl::string_view value) const;
 
   RocksDbTreeStoreOptions options_;
   std::unique_ptr<rocksdb::DB> db_;

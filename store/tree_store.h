@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -47,6 +48,18 @@ struct NodeRef {
   int64_t chunk = 0;
   int64_t level = 0;  // 1..h
   int64_t index = 0;  // 0..2^level-1
+};
+
+// A chunk's distinct terms with their counts, sorted by term (retrieval/lexical.h TermCounts).
+using ChunkTerms = std::vector<std::pair<std::string, int32_t>>;
+
+// One entry of a term's postings: the term occurs `count` times in chunk `chunk` of
+// `document_id`, a chunk of `length` words.
+struct TermPosting {
+  std::string document_id;
+  int64_t chunk = 0;
+  int32_t count = 0;
+  int32_t length = 0;
 };
 
 struct DocumentPage {
@@ -95,10 +108,11 @@ class TreeStore {
   // and advances meta.chunks_done to chunk_index + 1, in one atomic batch. Chunks are written in
   // order: chunk_index must be <= chunks_done (FAILED_PRECONDITION otherwise; a chunk below
   // chunks_done is rewritten, e.g. by a retried write). The document must be INDEXING.
-  // Every node must have node.chunk == chunk_index.
+  // Every node must have node.chunk == chunk_index. `terms` (ValidateChunkTerms: 1..255 bytes,
+  // each once, counts 1..65535) go into the retrieval index in the same batch.
   virtual absl::Status PutChunk(const std::string& tenant, const std::string& document_id,
                                 int64_t chunk_index, const std::vector<int64_t>& tokens,
-                                const std::vector<NodeRecord>& nodes) = 0;
+                                const std::vector<NodeRecord>& nodes, const ChunkTerms& terms) = 0;
   // Flips an INDEXING document to READY once chunks_done == num_chunks (FAILED_PRECONDITION
   // otherwise). Idempotent on a READY document.
   virtual absl::Status MarkReady(const std::string& tenant, const std::string& document_id) = 0;
@@ -109,6 +123,11 @@ class TreeStore {
   // only chunk/level/index/begin/end/search filled: what the query-time search needs.
   virtual absl::StatusOr<std::vector<NodeRecord>> LoadVectors(
       const std::string& tenant, const std::string& document_id) const = 0;
+  // The same for the chunks `chunks` only (ascending), chunk by chunk: OUT_OF_RANGE for a chunk
+  // outside the document, INVALID_ARGUMENT unless ascending.
+  virtual absl::StatusOr<std::vector<NodeRecord>> LoadVectors(
+      const std::string& tenant, const std::string& document_id,
+      const std::vector<int64_t>& chunks) const = 0;
   // Full records (with K/V) of `refs`, in the order of `refs`. OUT_OF_RANGE for a chunk outside
   // the document, INVALID_ARGUMENT for an impossible level/index, NOT_FOUND for a node the tree
   // does not have (e.g. deeper than it).
@@ -119,6 +138,13 @@ class TreeStore {
   virtual absl::StatusOr<std::vector<int64_t>> LoadChunkTokens(const std::string& tenant,
                                                                const std::string& document_id,
                                                                int64_t chunk_index) const = 0;
+
+  // The retrieval index ---------------------------------------------------------------------
+
+  // Every posting of `term` in the tenant's documents, whatever their state, ordered by document
+  // key then chunk: callers keep those of the documents they read.
+  virtual absl::StatusOr<std::vector<TermPosting>> LoadPostings(const std::string& tenant,
+                                                                const std::string& term) const = 0;
 
   // Index jobs: opaque JSON records keyed by tenant | job id ----------------------------------
 

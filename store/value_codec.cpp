@@ -1,11 +1,13 @@
 #include "store/value_codec.h"
 
 #include <cstring>
+#include <set>
 #include <limits>
 #include <utility>
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -245,6 +247,72 @@ absl::Status DecodeLayerKv(absl::string_view value, TensorBlob* k, TensorBlob* v
   if (absl::Status s = ReadTensor(&r, "V", v); !s.ok()) return s;
   if (!r.done()) return Trailing("K/V");
   return absl::OkStatus();
+}
+
+absl::Status ValidateChunkTerms(const ChunkTerms& terms) {
+  std::set<absl::string_view> seen;
+  for (const auto& [term, count] : terms) {
+    if (term.empty() || term.size() > 255) {
+      return absl::InvalidArgumentError(absl::StrCat("a term of ", term.size(), " bytes (1..255)"));
+    }
+    if (count < 1 || count > 65535) {
+      return absl::InvalidArgumentError(absl::StrCat("term count ", count, " (1..65535)"));
+    }
+    if (!seen.insert(term).second) {
+      return absl::InvalidArgumentError(absl::StrCat("term \"", absl::CHexEscape(term),
+                                                     "\" is given twice"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string EncodeChunkTerms(const ChunkTerms& terms) {
+  std::string payload = NewPayload();
+  AppendLE<uint32_t>(&payload, static_cast<uint32_t>(terms.size()));
+  for (const auto& [term, count] : terms) {
+    AppendLE<uint16_t>(&payload, static_cast<uint16_t>(term.size()));
+    payload += term;
+    AppendLE<uint16_t>(&payload, static_cast<uint16_t>(count));
+  }
+  return Seal(std::move(payload));
+}
+
+absl::StatusOr<ChunkTerms> DecodeChunkTerms(absl::string_view value) {
+  absl::StatusOr<absl::string_view> body = Unseal(value);
+  if (!body.ok()) return body.status();
+  ByteReader r(*body);
+  const uint32_t n = r.Read<uint32_t>();
+  // Each term takes at least 5 bytes: a count beyond that is a damaged header, not an allocation.
+  if (!r.ok() || n > body->size() / 5) return absl::DataLossError("terms: bad count");
+  ChunkTerms terms;
+  terms.reserve(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    const uint16_t length = r.Read<uint16_t>();
+    const absl::string_view term = r.Bytes(length);
+    const uint16_t count = r.Read<uint16_t>();
+    if (!r.ok()) return absl::DataLossError("terms: truncated");
+    terms.emplace_back(std::string(term), count);
+  }
+  if (!r.done()) return Trailing("terms");
+  return terms;
+}
+
+std::string EncodePosting(const PostingValue& posting) {
+  std::string payload = NewPayload();
+  AppendLE<uint16_t>(&payload, posting.count);
+  AppendLE<uint32_t>(&payload, posting.length);
+  return Seal(std::move(payload));
+}
+
+absl::StatusOr<PostingValue> DecodePosting(absl::string_view value) {
+  absl::StatusOr<absl::string_view> body = Unseal(value);
+  if (!body.ok()) return body.status();
+  ByteReader r(*body);
+  PostingValue p;
+  p.count = r.Read<uint16_t>();
+  p.length = r.Read<uint32_t>();
+  if (!r.done()) return absl::DataLossError("posting: expected 6 bytes");
+  return p;
 }
 
 std::string EncodeDocumentMeta(const DocumentMeta& m) {

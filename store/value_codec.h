@@ -8,6 +8,8 @@
 //   tokens     tensor (i64 [n])
 //   vectors    i64 LE begin | i64 LE end | u16 LE layer count | tensor (search vector)
 //   kv         tensor (K) | tensor (V)
+//   terms      u32 LE count | count x (u16 LE length | term bytes | u16 LE occurrences)
+//   postings   u16 LE occurrences | u32 LE chunk length in words
 //   tensor  =  u8 dtype | u8 rank | rank x i64 LE dim | u64 LE byte count | bytes
 //
 // Decoders verify the checksum first and the structure second; either failure is DATA_LOSS whose
@@ -58,6 +60,20 @@ absl::StatusOr<NodeVectorValue> DecodeNodeVector(absl::string_view value);
 
 std::string EncodeLayerKv(const TensorBlob& k, const TensorBlob& v);
 absl::Status DecodeLayerKv(absl::string_view value, TensorBlob* k, TensorBlob* v);
+
+// A chunk's terms (the `terms` family: what its postings are, so that they can be deleted).
+std::string EncodeChunkTerms(const ChunkTerms& terms);
+absl::StatusOr<ChunkTerms> DecodeChunkTerms(absl::string_view value);
+// INVALID_ARGUMENT unless every term is 1..255 bytes, given once, with a count in 1..65535.
+absl::Status ValidateChunkTerms(const ChunkTerms& terms);
+
+// A posting's value: how often the term occurs in the chunk and the chunk's length in words.
+struct PostingValue {
+  uint16_t count = 0;
+  uint32_t length = 0;
+};
+std::string EncodePosting(const PostingValue& posting);
+absl::StatusOr<PostingValue> DecodePosting(absl::string_view value);
 
 std::string EncodeDocumentMeta(const DocumentMeta& meta);
 absl::StatusOr<DocumentMeta> DecodeDocumentMeta(absl::string_view value);

@@ -113,7 +113,7 @@ TEST(PlanStoreTest, PredictedTreeStoreBytesEqualTheBytesWritten) {
       for (const auto& node : shared.EncodeNodes(chunk, static_cast<int64_t>(ci), tree.AllNodes())) {
         records.push_back(ToRecord(node));
       }
-      ASSERT_TRUE((*store)->PutChunk(d.tenant, d.document_id, static_cast<int64_t>(ci), chunk, records).ok());
+      ASSERT_TRUE((*store)->PutChunk(d.tenant, d.document_id, static_cast<int64_t>(ci), chunk, records, {}).ok());
     }
     ASSERT_TRUE((*store)->MarkReady(d.tenant, d.document_id).ok());
   }

@@ -366,7 +366,7 @@ TEST_F(IndexerTest, ResumeUnderAnotherModelStartsOver) {
                                        old_tokens->begin() + spans[0].second);
   auto records = engine_->EncodeChunk(old_chunk, 0);
   ASSERT_TRUE(records.ok());
-  const absl::Status put = store_->PutChunk("t", "moved", 0, old_chunk, *records);
+  const absl::Status put = store_->PutChunk("t", "moved", 0, old_chunk, *records, {});
   ASSERT_TRUE(put.ok()) << put;
   ASSERT_EQ(store_->GetDocument("t", "moved")->chunks_done, 1);
   std::filesystem::create_directories(dir_ / "uploads");

@@ -177,7 +177,7 @@ class TreeStoreTest : public ::testing::Test {
 
   void WriteChunk(const std::string& tenant, const std::string& doc, uint64_t seed, int64_t c) {
     const Chunk chunk = MakeChunk(seed, c);
-    const absl::Status s = store_->PutChunk(tenant, doc, c, chunk.tokens, chunk.nodes);
+    const absl::Status s = store_->PutChunk(tenant, doc, c, chunk.tokens, chunk.nodes, {});
     ASSERT_TRUE(s.ok()) << s;
   }
   // Creates and fully ingests a document, READY.
@@ -377,7 +377,7 @@ TEST_F(TreeStoreTest, ReadyOnlyAfterEveryChunk) {
   ExpectDocument("t", "d", 3, 3);
   // A READY tree is immutable: a late chunk write is refused.
   const Chunk late = MakeChunk(3, 2);
-  EXPECT_EQ(store_->PutChunk("t", "d", 2, late.tokens, late.nodes).code(),
+  EXPECT_EQ(store_->PutChunk("t", "d", 2, late.tokens, late.nodes, {}).code(),
             absl::StatusCode::kFailedPrecondition);
 }
 
@@ -407,7 +407,7 @@ TEST_F(TreeStoreTest, InterruptedJobResumesFromChunksDone) {
   EXPECT_EQ(meta->state, kDocumentIndexing);
   // Chunks go in order: skipping chunk 2 is refused, so progress is always a prefix.
   const Chunk skip = MakeChunk(6, 3);
-  const absl::Status s = store_->PutChunk("t", "d", 3, skip.tokens, skip.nodes);
+  const absl::Status s = store_->PutChunk("t", "d", 3, skip.tokens, skip.nodes, {});
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
   // Resume exactly where the store says.
   for (int64_t c = meta->chunks_done; c < meta->num_chunks; ++c) WriteChunk("t", "d", 6, c);
@@ -427,7 +427,7 @@ TEST(TreeStoreCrashChild, WriteTwoChunksThenDie) {
   if (!store.ok()) std::_Exit(3);
   for (int64_t c = 0; c < 2; ++c) {
     const Chunk chunk = MakeChunk(9, c);
-    if (!(*store)->PutChunk("t", "d", c, chunk.tokens, chunk.nodes).ok()) std::_Exit(4);
+    if (!(*store)->PutChunk("t", "d", c, chunk.tokens, chunk.nodes, {}).ok()) std::_Exit(4);
   }
   std::_Exit(0);
 }
@@ -462,7 +462,7 @@ TEST_F(TreeStoreTest, RetriedChunkWriteReplacesTheChunk) {
   extra.begin = 0;
   extra.end = 2;
   first.nodes.push_back(extra);
-  ASSERT_TRUE(store_->PutChunk("t", "d", 0, first.tokens, first.nodes).ok());
+  ASSERT_TRUE(store_->PutChunk("t", "d", 0, first.tokens, first.nodes, {}).ok());
   WriteChunk("t", "d", 10, 0);  // the retry
   WriteChunk("t", "d", 10, 1);
   ASSERT_TRUE(store_->MarkReady("t", "d").ok());
@@ -503,17 +503,17 @@ TEST_F(TreeStoreTest, InvalidWritesAreRefused) {
   EXPECT_EQ(store_->PutDocument(ahead).code(), StatusCode::kFailedPrecondition);
 
   Chunk c = MakeChunk(13, 0);
-  EXPECT_EQ(store_->PutChunk("t", "nope", 0, c.tokens, c.nodes).code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->PutChunk("t", "nope", 0, c.tokens, c.nodes, {}).code(), StatusCode::kNotFound);
   ASSERT_TRUE(store_->PutDocument(Meta("t", "d", 1)).ok());
   const Chunk c1 = MakeChunk(13, 1);
-  EXPECT_EQ(store_->PutChunk("t", "d", 1, c1.tokens, c1.nodes).code(), StatusCode::kOutOfRange);
-  EXPECT_EQ(store_->PutChunk("t", "d", -1, c.tokens, c.nodes).code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(store_->PutChunk("t", "d", 0, c.tokens, {}).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->PutChunk("t", "d", 1, c1.tokens, c1.nodes, {}).code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(store_->PutChunk("t", "d", -1, c.tokens, c.nodes, {}).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->PutChunk("t", "d", 0, c.tokens, {}, {}).code(), StatusCode::kInvalidArgument);
 
   auto refused = [&](auto mutate) {
     Chunk m = MakeChunk(13, 0);
     mutate(m);
-    return store_->PutChunk("t", "d", 0, m.tokens, m.nodes).code();
+    return store_->PutChunk("t", "d", 0, m.tokens, m.nodes, {}).code();
   };
   EXPECT_EQ(refused([](Chunk& m) { m.nodes[3].k[1].data.pop_back(); }),
             StatusCode::kInvalidArgument);
@@ -624,7 +624,7 @@ TEST_F(TreeStoreTest, LargeKvValuesLiveInBlobFilesAndAreChecked) {
     chunk.nodes.push_back(std::move(n));
   }
   ASSERT_TRUE(store_->PutDocument(Meta("t", "big", 1)).ok());
-  ASSERT_TRUE(store_->PutChunk("t", "big", 0, chunk.tokens, chunk.nodes).ok());
+  ASSERT_TRUE(store_->PutChunk("t", "big", 0, chunk.tokens, chunk.nodes, {}).ok());
   ASSERT_TRUE(store_->MarkReady("t", "big").ok());
   Reopen();  // replaying the WAL flushes the memtables: K/V go to blob files
   auto nodes = store_->LoadNodes("t", "big", {{0, 1, 1}, {0, 1, 0}});
@@ -702,7 +702,7 @@ TEST_F(TreeStoreTest, TenantsNeverSeeEachOther) {
     EXPECT_EQ(store_->GetJob(intruder, "j").status().code(), StatusCode::kNotFound);
     EXPECT_EQ(store_->DeleteJob(intruder, "j").code(), StatusCode::kNotFound);
     const Chunk chunk = MakeChunk(1, 0);
-    EXPECT_EQ(store_->PutChunk(intruder, "bc", 0, chunk.tokens, chunk.nodes).code(),
+    EXPECT_EQ(store_->PutChunk(intruder, "bc", 0, chunk.tokens, chunk.nodes, {}).code(),
               StatusCode::kNotFound);
   }
   auto b_docs = store_->ListDocuments("b", "", "", 100);
@@ -834,7 +834,7 @@ TEST_F(TreeStoreTest, ConcurrentIngestionOfSeveralDocuments) {
       const std::string id = "d" + std::to_string(d);
       for (int64_t c = 0; c < 3 && results[d].ok(); ++c) {
         const Chunk chunk = MakeChunk(100 + d, c);
-        results[d] = store_->PutChunk("t", id, c, chunk.tokens, chunk.nodes);
+        results[d] = store_->PutChunk("t", id, c, chunk.tokens, chunk.nodes, {});
       }
       if (results[d].ok()) results[d] = store_->MarkReady("t", id);
     });

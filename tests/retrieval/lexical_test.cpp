@@ -1,0 +1,73 @@
+#include "retrieval/lexical.h"
+
+#include <gtest/gtest.h>
+
+namespace sharedllm::retrieval {
+namespace {
+
+TEST(LexicalTest, TermsAreLowercasedWordsAndNonAsciiRuns) {
+  const TermCounts t = CountTerms("The pass key is 71432. THE key! caf\xc3\xa9-au-lait");
+  const TermCounts want = {{"71432", 1}, {"au", 1}, {"caf\xc3\xa9", 1}, {"is", 1}, {"key", 2},
+                           {"lait", 1},  {"pass", 1}, {"the", 2}};
+  EXPECT_EQ(t, want);
+  EXPECT_EQ(TermTotal(t), 10);
+  EXPECT_EQ(QueryTerms("What is the pass key? The pass key is"),
+            (std::vector<std::string>{"is", "key", "pass", "the", "what"}));
+  EXPECT_TRUE(CountTerms("  ...  !? ").empty());
+  // A long word is cut, so a key field stays small.
+  EXPECT_EQ(CountTerms(std::string(100, 'a'))[0].first.size(), kMaxTermBytes);
+}
+
+TEST(LexicalTest, Bm25PrefersTheRareTermsChunk) {
+  MemoryIndex index;
+  // 50 chunks of filler with "the" and "is"; chunk 31 also says "pass key".
+  for (int c = 0; c < 50; ++c) {
+    std::string text = "the grass is green and the sky is blue here";
+    if (c == 31) text += " the pass key is 123";
+    index.Add(0, c, CountTerms(text));
+  }
+  const auto terms = QueryTerms("What is the pass key?");
+  const auto scores = ScoreBm25(index.Postings(terms), 50);
+  ASSERT_EQ(scores.size(), 50u);  // every chunk holds "the"
+  const ChunkScore* best = &scores[0];
+  for (const auto& s : scores) {
+    if (s.score > best->score) best = &s;
+  }
+  EXPECT_EQ(best->chunk, 31);
+  // A term in every chunk counts for little next to one in a single chunk.
+  EXPECT_GT(best->score, 5 * scores[0].score);
+}
+
+TEST(LexicalTest, ChooseChunksKeepsEverythingWithinTheBudget) {
+  const std::vector<ChunkScore> scores = {{0, 2, 1.5}};
+  const auto all = ChooseChunks(scores, {3, 2}, 5);
+  ASSERT_EQ(all.size(), 5u);
+  EXPECT_EQ(all[2], (ChunkScore{0, 2, 1.5}));
+  EXPECT_EQ(all[3], (ChunkScore{1, 0, 0.0}));
+  EXPECT_EQ(ChooseChunks(scores, {3, 2}, 0).size(), 5u);  // no budget: all
+}
+
+TEST(LexicalTest, ChooseChunksTakesTheBestThenNeighboursInReadingOrder) {
+  // Two documents of 100 chunks; three scored chunks; budget 6.
+  const std::vector<ChunkScore> scores = {{0, 10, 0.5}, {1, 40, 3.0}, {1, 90, 2.0}};
+  const auto got = ChooseChunks(scores, {100, 100}, 6);
+  const std::vector<ChunkScore> want = {{0, 10, 0.5}, {1, 39, 0}, {1, 40, 3.0},
+                                        {1, 41, 0},   {1, 90, 2.0}, {1, 91, 0}};
+  EXPECT_EQ(got, want);
+  // The budget cuts the scored chunks themselves: the best two.
+  const auto two = ChooseChunks(scores, {100, 100}, 2);
+  EXPECT_EQ(two, (std::vector<ChunkScore>{{1, 40, 3.0}, {1, 90, 2.0}}));
+  // A neighbour past a document's end is not taken.
+  EXPECT_EQ(ChooseChunks({{0, 99, 1.0}}, {100}, 3),
+            (std::vector<ChunkScore>{{0, 97, 0}, {0, 98, 0}, {0, 99, 1.0}}));
+}
+
+TEST(LexicalTest, ChooseChunksWithoutAMatchReadsEachDocumentsEnd) {
+  const auto got = ChooseChunks({}, {10, 3, 10}, 4);
+  EXPECT_EQ(got, (std::vector<ChunkScore>{{0, 8, 0}, {0, 9, 0}, {1, 2, 0}, {2, 9, 0}}));
+  // Scores outside the scope are ignored.
+  EXPECT_EQ(ChooseChunks({{5, 1, 9.0}, {0, 50, 9.0}}, {10}, 1), (std::vector<ChunkScore>{{0, 9, 0}}));
+}
+
+}  // namespace
+}  // namespace sharedllm::retrieval
