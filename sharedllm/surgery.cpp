@@ -25,6 +25,7 @@ void CheckEdit(const LoadedModel& model, const ModelEdit& e) {
     p.push_back("inherit-o-scale and own-lower shape the layers --injection-layers adds; set it");
   }
   if (e.tree_depth < 0) p.push_back("depth must be >= 1 (0: keep)");
+  if (e.chunk_budget < -1) p.push_back("chunk budget must be >= 0 (0: no limit; -1: keep)");
   if ((e.tree_depth > 0) != !e.alphas.empty()) {
     p.push_back("depth and alphas go together (one stride per level)");
   }
@@ -122,6 +123,7 @@ void EditModel(const std::string& in, const std::string& out, const ModelEdit& e
     // Every remaining layer reads the copy: a plain separate compressor.
     if (config.separate_layers >= kept) config.separate_layers = 0;
   }
+  if (edit.chunk_budget >= 0) config.chunk_budget = edit.chunk_budget;
   config.Validate(model->config.num_hidden_layers);
   fs::create_directories(out);
   Check(fs::canonical(out) != fs::canonical(in), "--out must differ from --model");

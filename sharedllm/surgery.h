@@ -37,6 +37,9 @@ struct ModelEdit {
   // With a bottom injection, top injection layers left with no head add nothing and are removed
   // from the written model (fewer layers encoded, stored and decoded; the same scores).
   std::vector<std::pair<int64_t, int64_t>> drop_heads;
+  // >= 0: the most chunks one question reads (SharedLLMConfig::chunk_budget; 0: no limit). Set it
+  // to the chunk count the model was trained and measured for. -1 keeps it.
+  int64_t chunk_budget = -1;
 };
 
 // Applies `edit` to `model` (a SharedLLM) in the order of ModelEdit's fields and returns the

@@ -223,6 +223,28 @@ void PrintNodes(std::ostream& out, const google::protobuf::RepeatedPtrField<pb::
       << docs.size() << " document(s), " << positions << " key/value positions\n";
 }
 
+// Which chunks a question read and why: "read 128 of 5812 chunks (bm25, budget 128); best:
+// doc#57 12.31, ...".
+template <typename Message>
+void PrintReading(std::ostream& out, const Message& m) {
+  const auto& read = m.chunks_read();
+  out << "read " << read.size() << " of " << m.num_chunks() << " chunks (" << m.chunk_selection()
+      << ", budget " << m.chunk_budget() << ")";
+  std::vector<const pb::ReadChunk*> best;
+  for (const auto& c : read) {
+    if (c.score() > 0) best.push_back(&c);
+  }
+  std::sort(best.begin(), best.end(),
+            [](const pb::ReadChunk* a, const pb::ReadChunk* b) { return a->score() > b->score(); });
+  if (!best.empty()) out << "; best:";
+  for (size_t i = 0; i < best.size() && i < 3; ++i) {
+    out << (i ? "," : "") << " " << best[i]->document_id() << "#" << best[i]->chunk() << " "
+        << std::fixed << std::setprecision(2) << best[i]->score();
+  }
+  out.unsetf(std::ios::floatfield);
+  out << "\n";
+}
+
 void PrintNodeTable(std::ostream& out,
                     const google::protobuf::RepeatedPtrField<pb::SelectedNode>& nodes) {
   out << "document_id\tchunk\tlevel\tindex\ttokens\tkept_positions\n";
@@ -488,10 +510,13 @@ int CancelCommand(const Connection& base, const Args& args) {
 struct Target {
   std::vector<std::string> ids;
   std::string collection, question;
+  int64_t max_chunks = 0;
   void Register(FlagSet& flags) {
     flags.List("id", &ids, "a document to read, in order");
     flags.String("collection", &collection, "read every document of this collection instead");
     flags.String("question", &question, "the question (the answer continues it)");
+    flags.Int("max-chunks", &max_chunks,
+              "read at most N chunks, the best-matching ones (0: the model's budget)");
     flags.Require("question");
   }
   // false after printing a usage error.
@@ -545,6 +570,7 @@ int AskCommand(const Connection& base, const Args& args) {
   for (const auto& id : target.ids) request.add_document_ids(id);
   request.set_collection_id(target.collection);
   request.set_question(target.question);
+  request.set_max_chunks(static_cast<int32_t>(target.max_chunks));
   auto* options = request.mutable_options();
   options->set_max_tokens(static_cast<int32_t>(max_tokens));
   options->set_temperature(static_cast<float>(temperature));
@@ -562,6 +588,7 @@ int AskCommand(const Connection& base, const Args& args) {
       case pb::AskResponse::kStarted:
         if (!quiet) {
           PrintNodes(std::cerr, response.started().nodes(), response.started().num_chunks());
+          PrintReading(std::cerr, response.started());
           if (nodes) PrintNodeTable(std::cerr, response.started().nodes());
           std::cerr.flush();
         }
@@ -618,12 +645,14 @@ int RetrieveCommand(const Connection& base, const Args& args) {
   for (const auto& id : target.ids) request.add_document_ids(id);
   request.set_collection_id(target.collection);
   request.set_question(target.question);
+  request.set_max_chunks(static_cast<int32_t>(target.max_chunks));
   auto ctx = client->Context();
   pb::RetrieveResponse response;
   grpc::Status status = client->query().Retrieve(ctx.get(), request, &response);
   if (!status.ok()) return RpcError(status);
   PrintNodeTable(std::cout, response.nodes());
   PrintNodes(std::cerr, response.nodes(), response.num_chunks());
+  PrintReading(std::cerr, response);
   std::cerr << "retrieval: " << std::fixed << std::setprecision(4) << response.retrieval_seconds()
             << "s\n";
   return 0;

@@ -33,7 +33,7 @@ int EditCommand(const Args& args) {
   FlagSet flags(
       "sharedllm edit --model DIR --out DIR [--separate-compressor] [--gate] [--sink] "
       "[--sink-logit L] [--injection-layers M [--inherit-o-scale S] [--own-lower]] "
-      "[--depth H --alphas A,B] [--drop-heads L:H,...]",
+      "[--depth H --alphas A,B] [--drop-heads L:H,...] [--chunk-budget N]",
       "Model surgery: writes a copy of the SharedLLM at --model, changed as the flags say, to\n"
       "--out (the base model's files copied as they are). The steps run in the order listed;\n"
       "all but --sink, --inherit-o-scale and --drop-heads leave every score unchanged until the\n"
@@ -58,6 +58,9 @@ int EditCommand(const Args& args) {
   flags.String("drop-heads", &drop_heads,
                "cross-attention heads to take out, LAYER:HEAD comma-separated; top injection "
                "layers left with no head are removed");
+  flags.Int("chunk-budget", &edit.chunk_budget,
+            "the most chunks one question reads (the count the model was trained for); 0: no "
+            "limit; -1 keeps it");
   flags.Require("model");
   flags.Require("out");
   if (int rc = flags.Parse(args); rc >= 0) return rc;

@@ -726,12 +726,14 @@ class ServiceTest : public ::testing::Test {
   // Starts a server (kept in servers_, stopped in teardown) and fails the test if it cannot.
   // `data_dir` defaults to a fresh directory.
   // `until_ready` false: returns once the ports are open (see Server::Start).
+  // `model` defaults to the suite's tiny SharedLLM.
   Server& StartServer(const std::vector<std::string>& extra = {}, std::string data_dir = "",
-                      bool until_ready = true) {
+                      bool until_ready = true, const std::string& model = "") {
     if (data_dir.empty()) data_dir = dir_.Mkdir("data" + std::to_string(servers_.size()));
     servers_.push_back(std::make_unique<Server>());
     Server& s = *servers_.back();
-    const std::string error = s.Start(model_dir_, data_dir, dir_.path(), extra, until_ready);
+    const std::string error =
+        s.Start(model.empty() ? model_dir_ : model, data_dir, dir_.path(), extra, until_ready);
     EXPECT_EQ(error, "");
     return s;
   }
@@ -1575,6 +1577,111 @@ TEST_F(ServiceTest, AskByCollectionReadsEveryDocument) {
   ASSERT_TRUE(named.status.ok());
   EXPECT_EQ(NodeKeys(named.started.nodes()), NodeKeys(a.started.nodes()));
   EXPECT_EQ(named.text, a.text);
+}
+
+// A document of more chunks than the model's chunk budget is read where its words match the
+// question: the budget's best-scored chunks and their neighbours, in document order, numbered as
+// in the document; the index survives a restart; max_chunks lowers the budget and cannot raise it.
+TEST_F(ServiceTest, AskBeyondTheBudgetReadsTheMatchingChunks) {
+  const std::string budget_model = dir_.path() + "/budget-model";
+  const CommandResult edit = sharedllm::test::Run(
+      {SHAREDLLM_BIN, "edit", "--model", model_dir_, "--out", budget_model, "--chunk-budget", "3"},
+      dir_.path());
+  ASSERT_EQ(edit.exit_code, 0) << edit.out << edit.err;
+  const std::string data = dir_.Mkdir("budget-data");
+  Server& server = StartServer({}, data, true, budget_model);
+  ASSERT_FALSE(HasFailure());
+  Conn c(server.address());
+  // A rare word at both ends of a document of many chunks.
+  const std::string text = "zebraquartz " + Text(3000, 31) + " zebraquartz";
+  ASSERT_NO_FATAL_FAILURE(UploadReady(c, "long", text));
+  pb::Document meta;
+  ASSERT_TRUE(GetDocument(c, "long", &meta).ok());
+  const int64_t chunks = NumChunks(meta.num_tokens());
+  ASSERT_GT(chunks, 8);
+
+  auto chunks_read = [](const auto& m) {
+    std::vector<std::pair<int, double>> out;
+    for (const auto& r : m.chunks_read()) {
+      EXPECT_EQ(r.document_id(), "long");
+      out.push_back({r.chunk(), r.score()});
+    }
+    return out;
+  };
+  const std::string question = "zebraquartz?";  // no other word of the document
+  AskResult a = Ask(c, AskFor({"long"}, question, 4));
+  ASSERT_TRUE(a.status.ok()) << Describe(a.status);
+  EXPECT_EQ(a.started.chunk_selection(), "bm25");
+  EXPECT_EQ(a.started.chunk_budget(), 3);
+  EXPECT_EQ(a.started.num_chunks(), chunks);
+  const auto read = chunks_read(a.started);
+  ASSERT_EQ(read.size(), 3u);
+  EXPECT_EQ(read.front().first, 0);
+  EXPECT_EQ(read.back().first, chunks - 1);
+  EXPECT_GT(read.front().second, 0);
+  EXPECT_GT(read.back().second, 0);
+  EXPECT_TRUE(read[1].first == 1 || read[1].first == chunks - 2) << read[1].first;
+  // The nodes come from the chunks read only, depth + 1 of each, spans in the document's tokens.
+  std::map<int, int> per_chunk;
+  for (const auto& n : a.started.nodes()) {
+    ++per_chunk[n.chunk()];
+    EXPECT_GE(n.token_begin(), int64_t{n.chunk()} * kChunkSize);
+  }
+  std::map<int, int> want;
+  for (const auto& r : read) want[r.first] = kDepth + 1;
+  EXPECT_EQ(per_chunk, want);
+  EXPECT_EQ(chunks_read(a.final), read);
+
+  pb::RetrieveRequest rr;
+  rr.add_document_ids("long");
+  rr.set_question(question);
+  pb::RetrieveResponse retrieved;
+  ASSERT_TRUE(Retrieve(c, rr, &retrieved).ok());
+  EXPECT_EQ(chunks_read(retrieved), read);
+
+  // A lower budget per request: the best chunk only (equal scores: the first in reading order).
+  pb::AskRequest one = AskFor({"long"}, question, 4);
+  one.set_max_chunks(1);
+  AskResult a1 = Ask(c, one);
+  ASSERT_TRUE(a1.status.ok()) << Describe(a1.status);
+  ASSERT_EQ(a1.started.chunks_read_size(), 1);
+  EXPECT_GT(a1.started.chunks_read(0).score(), 0);
+  // Above the model's budget: refused.
+  one.set_max_chunks(4);
+  EXPECT_EQ(Ask(c, one).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  one.set_max_chunks(-1);
+  EXPECT_EQ(Ask(c, one).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  // A question without a word of the document reads the document's end.
+  AskResult none = Ask(c, AskFor({"long"}, "qqqq", 4));
+  ASSERT_TRUE(none.status.ok()) << Describe(none.status);
+  EXPECT_EQ(chunks_read(none.started),
+            (std::vector<std::pair<int, double>>{{chunks - 3, 0}, {chunks - 2, 0}, {chunks - 1, 0}}));
+
+  // A collection's chunks compete for one budget.
+  ASSERT_NO_FATAL_FAILURE(UploadReady(c, "plain", Text(2000, 32), "zc"));
+  ASSERT_NO_FATAL_FAILURE(UploadReady(c, "marked", Text(1000, 33) + " zebraquartz", "zc"));
+  pb::AskRequest in_collection = AskFor({}, question, 4);
+  in_collection.set_collection_id("zc");
+  AskResult ac = Ask(c, in_collection);
+  ASSERT_TRUE(ac.status.ok()) << Describe(ac.status);
+  ASSERT_EQ(ac.started.chunks_read_size(), 3);
+  double best = 0;
+  std::string best_doc;
+  for (const auto& r : ac.started.chunks_read()) {
+    if (r.score() > best) best = r.score(), best_doc = r.document_id();
+  }
+  EXPECT_EQ(best_doc, "marked");
+
+  // The retrieval index persists with the trees.
+  server.child().Terminate(10);
+  Server& again = StartServer({}, data, true, budget_model);
+  ASSERT_FALSE(HasFailure());
+  Conn c2(again.address());
+  AskResult after = Ask(c2, AskFor({"long"}, question, 4));
+  ASSERT_TRUE(after.status.ok()) << Describe(after.status);
+  EXPECT_EQ(chunks_read(after.started), read);
+  EXPECT_EQ(after.text, a.text);
 }
 
 // 12. A real Prometheus scrapes the server's /metrics.

@@ -14,6 +14,7 @@
 #include "llm/safetensors.h"
 #include "llm/scoring.h"
 #include "sharedllm/sharedllm.h"
+#include "sharedllm/reading.h"
 #include "llm/weights.h"
 #include "tests/model_util.h"
 
@@ -296,6 +297,51 @@ TEST(SearchTest, StaticTreeSelectionEqualsDynamicConstruction) {
       }
     }
   }
+}
+
+TEST(SearchTest, TreeOfChosenChunksEqualsThoseChunksOfTheFullTree) {
+  CausalLM lm = test::TinyModel(Config());
+  SharedLLM s(lm, SmallShared());
+  c10::InferenceMode guard;
+  const auto doc = SeededIds(150, 61, 30);  // chunks 32, 32, 32, 32, 22
+  const DocumentTree full = s.BuildStaticTree(doc);
+  const std::vector<int64_t> chosen = {1, 4};
+  const DocumentTree part = s.BuildStaticTree(doc, chosen);
+  ASSERT_EQ(part.num_chunks(), 2);
+  for (size_t i = 0; i < chosen.size(); ++i) {
+    EXPECT_EQ(part.chunks[i].node(1, 0), full.chunks[chosen[i]].node(1, 0));
+    ASSERT_EQ(part.nodes[i].size(), full.nodes[chosen[i]].size());
+    for (size_t n = 0; n < part.nodes[i].size(); ++n) {
+      const EncodedNode& a = part.nodes[i][n];
+      const EncodedNode& b = full.nodes[chosen[i]][n];
+      EXPECT_EQ(a.chunk, static_cast<int64_t>(i)) << "numbered by reading position";
+      EXPECT_EQ(a.node, b.node);  // (values equal up to batching's float rounding)
+      EXPECT_LT(MaxAbsDiff(a.search, b.search), 1e-5);
+      for (size_t j = 0; j < a.k.size(); ++j) {
+        EXPECT_LT(MaxAbsDiff(a.k[j], b.k[j]), 1e-5);
+        EXPECT_LT(MaxAbsDiff(a.v[j], b.v[j]), 1e-5);
+      }
+    }
+  }
+  EXPECT_THROW(s.BuildStaticTree(doc, {2, 1}), ModelError);
+  EXPECT_THROW(s.BuildStaticTree(doc, {5}), ModelError);
+}
+
+TEST(SearchTest, ReadBudgetIsTheModelsUnlessLowered) {
+  SharedLLMConfig c = SmallShared();
+  c.chunk_budget = 8;
+  EXPECT_EQ(ReadBudget(c, 0), 8);
+  EXPECT_EQ(ReadBudget(c, 3), 3);
+  EXPECT_THROW(ReadBudget(c, 9), ModelError);
+  EXPECT_THROW(ReadBudget(c, -1), ModelError);
+  c.chunk_budget = 0;  // no limit: any request
+  EXPECT_EQ(ReadBudget(c, 0), 0);
+  EXPECT_EQ(ReadBudget(c, 1000), 1000);
+  // The budget travels in sharedllm.json and is validated.
+  c.chunk_budget = 128;
+  EXPECT_EQ(SharedLLMConfig::FromJsonText(c.ToJsonText()).chunk_budget, 128);
+  c.chunk_budget = -2;
+  EXPECT_THROW(c.Validate(4), ModelError);
 }
 
 TEST(SearchTest, TreesOfABatchEqualEachTreeBuiltAlone) {

@@ -7,6 +7,8 @@
 
 #include <dirent.h>
 #include <gtest/gtest.h>
+
+#include <tuple>
 #include <rocksdb/db.h>
 #include <unistd.h>
 
@@ -844,6 +846,92 @@ TEST_F(TreeStoreTest, ConcurrentIngestionOfSeveralDocuments) {
     ASSERT_TRUE(results[d].ok()) << results[d];
     ExpectDocument("t", "d" + std::to_string(d), 100 + d, 3);
   }
+}
+
+// The retrieval index ------------------------------------------------------------------------
+
+// Postings of `term` as (document, chunk, count, length) tuples, for comparisons.
+std::vector<std::tuple<std::string, int64_t, int32_t, int32_t>> Postings(TreeStore& store,
+                                                                          const std::string& tenant,
+                                                                          const std::string& term) {
+  auto found = store.LoadPostings(tenant, term);
+  EXPECT_TRUE(found.ok()) << found.status();
+  std::vector<std::tuple<std::string, int64_t, int32_t, int32_t>> out;
+  if (!found.ok()) return out;
+  for (const auto& p : *found) out.emplace_back(p.document_id, p.chunk, p.count, p.length);
+  return out;
+}
+
+TEST_F(TreeStoreTest, RetrievalIndexIsPersistedPerTenantAndDeletedWithItsDocument) {
+  using P = std::tuple<std::string, int64_t, int32_t, int32_t>;
+  for (const std::string doc : {"a", "b"}) {
+    ASSERT_TRUE(store_->PutDocument(Meta("t", doc, 2)).ok());
+    for (int64_t c = 0; c < 2; ++c) {
+      const Chunk chunk = MakeChunk(5, c);
+      ChunkTerms terms = {{"grass", 3}, {"the", 4}};
+      if (doc == "b" && c == 1) terms = {{"key", 2}, {"pass", 1}, {"the", 5}};
+      ASSERT_TRUE(store_->PutChunk("t", doc, c, chunk.tokens, chunk.nodes, terms).ok());
+    }
+    ASSERT_TRUE(store_->MarkReady("t", doc).ok());
+  }
+  Ingest("other", "b", 6, 1);  // another tenant, same id, no terms
+  EXPECT_EQ(Postings(*store_, "t", "key"), (std::vector<P>{{"b", 1, 2, 8}}));
+  EXPECT_EQ(Postings(*store_, "t", "the"),
+            (std::vector<P>{{"a", 0, 4, 7}, {"a", 1, 4, 7}, {"b", 0, 4, 7}, {"b", 1, 5, 8}}));
+  EXPECT_TRUE(Postings(*store_, "other", "the").empty());
+  EXPECT_TRUE(Postings(*store_, "t", "absent").empty());
+  Reopen();
+  EXPECT_EQ(Postings(*store_, "t", "key"), (std::vector<P>{{"b", 1, 2, 8}}));
+  ASSERT_TRUE(store_->DeleteDocument("t", "b").ok());
+  EXPECT_TRUE(Postings(*store_, "t", "key").empty());
+  EXPECT_EQ(Postings(*store_, "t", "the"), (std::vector<P>{{"a", 0, 4, 7}, {"a", 1, 4, 7}}));
+  Close();
+  RawDb raw(options_.path);
+  EXPECT_EQ(raw.Keys(RocksDbTreeStore::kTerms, DocumentKey("t", "b")).size(), 0u);
+  EXPECT_EQ(raw.Keys(RocksDbTreeStore::kTerms, DocumentKey("t", "a")).size(), 2u);
+  EXPECT_EQ(raw.Keys(RocksDbTreeStore::kPostings).size(), 4u);  // a's two chunks x two terms
+}
+
+TEST_F(TreeStoreTest, RewrittenAndDroppedChunksTakeTheirPostingsAlong) {
+  using P = std::tuple<std::string, int64_t, int32_t, int32_t>;
+  ASSERT_TRUE(store_->PutDocument(Meta("t", "d", 3)).ok());
+  const Chunk chunk = MakeChunk(8, 0);
+  ASSERT_TRUE(store_->PutChunk("t", "d", 0, chunk.tokens, chunk.nodes, {{"old", 1}}).ok());
+  ASSERT_TRUE(store_->PutChunk("t", "d", 0, chunk.tokens, chunk.nodes, {{"new", 2}}).ok());
+  EXPECT_TRUE(Postings(*store_, "t", "old").empty()) << "a rewrite drops the old write's terms";
+  EXPECT_EQ(Postings(*store_, "t", "new"), (std::vector<P>{{"d", 0, 2, 2}}));
+  const Chunk c1 = MakeChunk(8, 1);
+  ASSERT_TRUE(store_->PutChunk("t", "d", 1, c1.tokens, c1.nodes, {{"new", 1}, {"one", 1}}).ok());
+  DocumentMeta restart = Meta("t", "d", 3);
+  restart.chunks_done = 1;  // a restarted job keeps chunk 0 only
+  ASSERT_TRUE(store_->PutDocument(restart).ok());
+  EXPECT_EQ(Postings(*store_, "t", "new"), (std::vector<P>{{"d", 0, 2, 2}}));
+  EXPECT_TRUE(Postings(*store_, "t", "one").empty());
+  // Bad terms are refused before anything is written.
+  EXPECT_EQ(store_->PutChunk("t", "d", 1, c1.tokens, c1.nodes, {{"", 1}}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->PutChunk("t", "d", 1, c1.tokens, c1.nodes, {{"x", 0}}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->PutChunk("t", "d", 1, c1.tokens, c1.nodes, {{"x", 1}, {"x", 2}}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->GetDocument("t", "d")->chunks_done, 1);
+  EXPECT_EQ(store_->LoadPostings("t", "").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(TreeStoreTest, LoadVectorsOfChosenChunks) {
+  Ingest("t", "d", 21, 5);
+  auto all = store_->LoadVectors("t", "d");
+  ASSERT_TRUE(all.ok());
+  auto some = store_->LoadVectors("t", "d", {1, 4});
+  ASSERT_TRUE(some.ok()) << some.status();
+  std::vector<NodeRecord> want;
+  for (const auto& n : *all) {
+    if (n.chunk == 1 || n.chunk == 4) want.push_back(n);
+  }
+  EXPECT_EQ(*some, want);
+  EXPECT_EQ(store_->LoadVectors("t", "d", {5}).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(store_->LoadVectors("t", "d", {3, 2}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(store_->LoadVectors("t", "d", {})->empty());
 }
 
 TEST_F(TreeStoreTest, OpenErrors) {

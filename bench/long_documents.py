@@ -1,0 +1,180 @@
+#!/usr/bin/python3
+"""Documents of any length through the service, as a user meets them: starts sharedllm-server on a
+model, uploads pass-key documents of growing length built from Debian's license texts (never the
+evaluation's filler), asks each for its key through sharedllm-cli, and prints one JSON object:
+per document its length, time to READY, the data directory's growth, and per question the answer,
+whether it is the key, the chunks read, TTFT and the server's peak resident memory during the ask
+(VmHWM, reset before each ask through /proc/PID/clear_refs). With --collection N it also indexes
+a collection of N short documents, one holding the key, and asks the collection.
+
+  python3 bench/long_documents.py --model models/mini --lengths 32,128,512 --depths 0.1,0.5,0.9
+"""
+import argparse
+import glob
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUESTION = "What is the pass key? The pass key is"
+
+
+def paragraphs(seed):
+    out = []
+    for path in sorted(glob.glob("/usr/share/common-licenses/*")):
+        if os.path.islink(path) or os.path.isdir(path):
+            continue
+        text = open(path, encoding="utf-8", errors="replace").read()
+        out += [" ".join(p.split()) for p in text.split("\n\n") if len(p.split()) > 8]
+    random.Random(seed).shuffle(out)
+    return out
+
+
+def document(paras, size_bytes, depth, key, rng):
+    out, size = [], 0
+    while size < size_bytes:
+        p = paras[rng.randrange(len(paras))]
+        out.append(p)
+        size += len(p) + 2
+    out.insert(int(len(out) * depth), f"The pass key is {key}. Remember it. {key} is the pass key.")
+    return "\n\n".join(out) + "\n"
+
+
+def du(path):
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(dirpath, f))
+            except OSError:
+                pass
+    return total
+
+
+def proc_status(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class Server:
+    def __init__(self, build, model, data, threads):
+        self.log = open(os.path.join(data, "server.log"), "w")
+        cmd = [os.path.join(build, "bin/sharedllm-server"), "--model", model, "--data-dir",
+               os.path.join(data, "store"), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"]
+        if threads:
+            cmd += ["--threads", str(threads)]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        self.address = None
+        for _ in range(600):
+            text = open(self.log.name).read()
+            m = re.search(r"listening on ([0-9.]+:[0-9]+)", text)
+            if m:
+                self.address = m.group(1)
+                break
+            if self.proc.poll() is not None:
+                sys.exit("server exited:\n" + text)
+            time.sleep(0.1)
+        if not self.address:
+            sys.exit("server did not start")
+        self.cli = [os.path.join(build, "bin/sharedllm-cli"), "--server", self.address]
+
+    def run(self, *args):
+        r = subprocess.run(self.cli + list(args), capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"sharedllm-cli {' '.join(args[:3])}: {r.stderr.strip()}")
+        return r
+
+    def ask(self, target):
+        with open(f"/proc/{self.proc.pid}/clear_refs", "w") as f:
+            f.write("5")  # resets the peak resident set (VmHWM) to the current one
+        r = self.run("ask", *target, "--question", QUESTION, "--max-tokens", "8")
+        peak = proc_status(self.proc.pid, "VmHWM")
+        m = re.search(r"ttft=([0-9.]+)s.*total=([0-9.]+)s", r.stderr)
+        reading = re.search(r"read (\d+) of (\d+) chunks \((\w+)", r.stderr)
+        t = re.search(r"retrieval=([0-9.]+)s kv_load=([0-9.]+)s", r.stderr)
+        return {"answer": r.stdout.strip(), "ttft_s": float(m.group(1)), "total_s": float(m.group(2)),
+                "retrieval_s": float(t.group(1)), "kv_load_s": float(t.group(2)),
+                "chunks_read": int(reading.group(1)), "chunks": int(reading.group(2)),
+                "selection": reading.group(3), "peak_rss_bytes": peak}
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=os.path.join(ROOT, "models/mini"))
+    p.add_argument("--build", default=os.path.join(ROOT, "build"))
+    p.add_argument("--lengths", default="32,128,512", help="multiples of the window W, comma-separated")
+    p.add_argument("--depths", default="0.1,0.5,0.9")
+    p.add_argument("--bytes", default="", help="extra documents of these sizes in bytes (e.g. 1000000)")
+    p.add_argument("--collection", type=int, default=0, help="also a collection of N short documents")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--keep", action="store_true", help="keep the data directory")
+    a = p.parse_args()
+
+    window = json.load(open(os.path.join(a.model, "config.json")))["max_position_embeddings"]
+    bytes_per_token = 3.8  # the license texts under models/mini's tokenizer (measured: 3.6-3.9)
+    paras = paragraphs(a.seed)
+    rng = random.Random(a.seed)
+    data = tempfile.mkdtemp(prefix="sharedllm-long.")
+    server = Server(a.build, a.model, data, a.threads)
+    results = {"model": a.model, "window": window, "question": QUESTION, "documents": []}
+    try:
+        plan = [(float(x), float(d)) for x in a.lengths.split(",") if x for d in a.depths.split(",")]
+        plan += [(int(b) / bytes_per_token / window, 0.5) for b in a.bytes.split(",") if b]
+        for n, (multiple, depth) in enumerate(plan):
+            key = str(rng.randrange(10000, 99999))
+            text = document(paras, int(multiple * window * bytes_per_token), depth, key, rng)
+            path = os.path.join(data, f"doc{n}.txt")
+            open(path, "w").write(text)
+            before = du(os.path.join(data, "store"))
+            t0 = time.time()
+            server.run("upload", path, "--id", f"doc{n}", "--wait")
+            ready_s = time.time() - t0
+            info = server.run("get", f"doc{n}").stdout
+            tokens = int(re.search(r"num_tokens:\s+(\d+)", info).group(1))
+            row = {"multiple": round(tokens / window, 1), "depth": depth, "bytes": len(text.encode()),
+                   "tokens": tokens, "ready_s": round(ready_s, 2),
+                   "stored_bytes": du(os.path.join(data, "store")) - before, "key": key}
+            row.update(server.ask(["--id", f"doc{n}"]))
+            row["correct"] = row["answer"].split()[0:1] == [key] or row["answer"].startswith(key)
+            results["documents"].append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+        if a.collection:
+            key = str(rng.randrange(10000, 99999))
+            holder = rng.randrange(a.collection)
+            t0 = time.time()
+            for i in range(a.collection):
+                text = document(paras, 600, 0.5, key, rng) if i == holder else \
+                    "\n\n".join(paras[rng.randrange(len(paras))] for _ in range(2)) + "\n"
+                path = os.path.join(data, "c.txt")
+                open(path, "w").write(text)
+                server.run("upload", path, "--id", f"c{i}", "--collection", "many", "--wait")
+            row = {"collection": a.collection, "ready_s": round(time.time() - t0, 2), "key": key,
+                   "holder": f"c{holder}"}
+            row.update(server.ask(["--collection", "many"]))
+            row["correct"] = row["answer"].startswith(key)
+            results["collection"] = row
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    finally:
+        server.stop()
+        if not a.keep:
+            shutil.rmtree(data, ignore_errors=True)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
