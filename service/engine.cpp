@@ -80,6 +80,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
     return LoadModel(options.model_dir, runtime);
   });
   if (!loaded.ok()) return absl::FailedPreconditionError(loaded.status().message());
+  if (options.kv_dtype != "bfloat16" && options.kv_dtype != "float32") {
+    return absl::InvalidArgumentError("kv dtype must be bfloat16 or float32, not '" +
+                                      Clip(options.kv_dtype) + "'");
+  }
+  engine->kv_bf16_ = options.kv_dtype == "bfloat16";
   engine->model_ = *loaded;
   if (!engine->model_->shared) {
     return absl::FailedPreconditionError(options.model_dir +
@@ -118,7 +123,11 @@ absl::StatusOr<std::vector<NodeRecord>> Engine::EncodeChunk(const std::vector<in
     const SharedLLM& s = *model_->shared;
     const ChunkTree tree = ChunkTree::Build(static_cast<int64_t>(tokens.size()), s.config().tree_depth);
     std::vector<NodeRecord> out;
-    for (const auto& node : s.EncodeNodes(tokens, chunk_index, tree.AllNodes())) {
+    for (auto node : s.EncodeNodes(tokens, chunk_index, tree.AllNodes())) {
+      if (kv_bf16_) {
+        for (auto& k : node.k) k = k.to(at::kBFloat16);
+        for (auto& v : node.v) v = v.to(at::kBFloat16);
+      }
       out.push_back(ToRecord(node));
     }
     return out;

@@ -24,6 +24,9 @@ struct EngineOptions {
   std::string model_dir;    // a SharedLLM model directory (sharedllm.json + weights + tokenizer)
   int threads = 0;          // intra-op threads; 0: all cores
   std::string dtype = "float32";  // float32 | bfloat16 (model weights and kept keys/values)
+  // The element type EncodeChunk's keys and values are stored in: bfloat16 | float32. The model
+  // reads them in `dtype` whatever they were stored in.
+  std::string kv_dtype = "bfloat16";
   std::string device = "cpu";
 };
 
@@ -102,6 +105,7 @@ class Engine {
  private:
   Engine() = default;
   std::shared_ptr<const LoadedModel> model_;  // shared by every request, never changed
+  bool kv_bf16_ = true;  // EngineOptions::kv_dtype
   std::string fingerprint_, model_name_;
 };
 

@@ -108,6 +108,7 @@ absl::Status RunServer(const ServerOptions& o) {
   eo.model_dir = o.model_dir;
   eo.threads = o.threads;
   eo.dtype = o.dtype;
+  eo.kv_dtype = o.kv_dtype;
   auto engine = Engine::Load(eo);
   if (!engine.ok()) return engine.status();
 
