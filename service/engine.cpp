@@ -93,6 +93,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   if (!engine->model_->tokenizer) {
     return absl::FailedPreconditionError(options.model_dir + " has no tokenizer.model");
   }
+  engine->read_heads_ = engine->model_->shared->ReadKvHeads();
   engine->fingerprint_ = Fingerprint(options.model_dir);
   engine->model_name_ = ModelName(options.model_dir);
   return engine;
@@ -123,10 +124,20 @@ absl::StatusOr<std::vector<NodeRecord>> Engine::EncodeChunk(const std::vector<in
     const SharedLLM& s = *model_->shared;
     const ChunkTree tree = ChunkTree::Build(static_cast<int64_t>(tokens.size()), s.config().tree_depth);
     std::vector<NodeRecord> out;
+    const int64_t kv_heads = model_->config.num_key_value_heads;
     for (auto node : s.EncodeNodes(tokens, chunk_index, tree.AllNodes())) {
-      if (kv_bf16_) {
-        for (auto& k : node.k) k = k.to(at::kBFloat16);
-        for (auto& v : node.v) v = v.to(at::kBFloat16);
+      for (size_t j = 0; j < node.k.size(); ++j) {
+        // Only the heads some cross-attention head reads, in the stored element type.
+        if (static_cast<int64_t>(read_heads_[j].size()) < kv_heads) {
+          const auto index = at::tensor(read_heads_[j], at::TensorOptions().dtype(at::kLong))
+                                 .to(node.k[j].device());
+          node.k[j] = node.k[j].index_select(0, index);
+          node.v[j] = node.v[j].index_select(0, index);
+        }
+        if (kv_bf16_) {
+          node.k[j] = node.k[j].to(at::kBFloat16);
+          node.v[j] = node.v[j].to(at::kBFloat16);
+        }
       }
       out.push_back(ToRecord(node));
     }
@@ -206,9 +217,29 @@ absl::StatusOr<AnswerResult> Engine::Answer(const std::vector<int64_t>& prompt_i
     const SharedLLM& s = *model_->shared;
     const auto& weight = model_->lm->model->embed_tokens->weight;
     std::vector<EncodedNode> nodes;
+    Check(chunk_positions.size() == records.size(), "one chunk position per node");
+    const int64_t kv_heads = model_->config.num_key_value_heads;
     for (size_t i = 0; i < records.size(); ++i) {
-      nodes.push_back(FromRecord(records[i], weight.device(), weight.scalar_type()));
-      nodes.back().chunk = chunk_positions[i];  // positions run across documents
+      EncodedNode node = FromRecord(records[i], weight.device(), weight.scalar_type());
+      node.chunk = chunk_positions[i];  // positions run across documents
+      Check(node.k.size() == read_heads_.size(), "stored node has " + std::to_string(node.k.size()) +
+                                                     " layers, the model reads " +
+                                                     std::to_string(read_heads_.size()));
+      for (size_t j = 0; j < node.k.size(); ++j) {
+        const int64_t stored = node.k[j].size(0);
+        if (stored == kv_heads) continue;  // every head stored
+        Check(stored == static_cast<int64_t>(read_heads_[j].size()),
+              "stored node has " + std::to_string(stored) + " key/value heads in layer " +
+                  std::to_string(j) + "; the model reads " + std::to_string(read_heads_[j].size()));
+        // The heads nobody reads come back as zeros (their query heads' outputs are dropped).
+        const auto index =
+            at::tensor(read_heads_[j], at::TensorOptions().dtype(at::kLong)).to(weight.device());
+        auto full_k = at::zeros({kv_heads, node.k[j].size(1), node.k[j].size(2)}, node.k[j].options());
+        auto full_v = at::zeros_like(full_k);
+        node.k[j] = full_k.index_copy_(0, index, node.k[j]);
+        node.v[j] = full_v.index_copy_(0, index, node.v[j]);
+      }
+      nodes.push_back(std::move(node));
     }
     std::vector<const EncodedNode*> ptrs;
     AnswerResult result;

@@ -106,6 +106,9 @@ class Engine {
   Engine() = default;
   std::shared_ptr<const LoadedModel> model_;  // shared by every request, never changed
   bool kv_bf16_ = true;  // EngineOptions::kv_dtype
+  // Per injection layer: the key/value heads the cross-attention reads (SharedLLM::ReadKvHeads);
+  // only those are stored.
+  std::vector<std::vector<int64_t>> read_heads_;
   std::string fingerprint_, model_name_;
 };
 

@@ -465,6 +465,23 @@ std::vector<std::vector<EncodedNode>> SharedLLM::BuildDynamicTrees(
   return out;
 }
 
+std::vector<std::vector<int64_t>> SharedLLM::ReadKvHeads() const {
+  std::vector<std::vector<int64_t>> out;
+  for (int64_t layer : injection_layers_) {
+    const CrossAttentionImpl& x = *readers_[layer];
+    // o_proj: [hidden, heads * head_dim]; query head h reads kv head h / (heads / kv_heads).
+    const at::Tensor o = x.o_proj->weight.detach().to(at::kCPU, at::kFloat);
+    const at::Tensor used = o.abs().amax(0).view({x.heads, x.head_dim}).amax(1) > 0;  // [heads]
+    const int64_t group = x.heads / x.kv_heads;
+    std::vector<int64_t> heads;
+    for (int64_t g = 0; g < x.kv_heads; ++g) {
+      if (used.narrow(0, g * group, group).any().item<bool>()) heads.push_back(g);
+    }
+    out.push_back(std::move(heads));
+  }
+  return out;
+}
+
 at::Tensor SharedLLM::QueryVector(const std::vector<int64_t>& query_ids) const {
   Check(!query_ids.empty(), "the query is empty");
   const auto device = net().model->embed_tokens->weight.device();

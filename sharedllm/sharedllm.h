@@ -100,6 +100,10 @@ class SharedLLM {
   std::vector<std::vector<EncodedNode>> BuildDynamicTrees(
       const std::vector<const std::vector<int64_t>*>& contexts, const std::vector<at::Tensor>& queries,
       const std::vector<std::mt19937_64*>& rngs) const;
+  // Per injection layer j (reading lower layer j): the key/value heads some cross-attention head
+  // reads, ascending. A head whose query heads all have zero o_proj columns (taken out by
+  // `sharedllm edit --drop-heads`) adds nothing, so its keys and values need not be stored.
+  std::vector<std::vector<int64_t>> ReadKvHeads() const;
   // Search vector of a question: float32 [hidden].
   at::Tensor QueryVector(const std::vector<int64_t>& query_ids) const;
   // Cross-attention context of one sequence from selected nodes (chunk order as given).
