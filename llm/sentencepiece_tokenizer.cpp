@@ -125,6 +125,40 @@ class SentencePieceTokenizer : public Tokenizer {
     const std::string normalized = Normalize(text);
     std::vector<int64_t> ids;
     if (normalized.empty()) return ids;
+    if (!split_at_spaces_) {
+      EncodeNormalized(normalized, &ids);
+      return ids;
+    }
+    // No piece holds a space after a character that is not one, so no merge crosses the start of
+    // a word: BPE over each word alone (a run of spaces and what follows up to the next space)
+    // gives exactly the ids of BPE over the whole text, in time and memory of the word, not of
+    // the document. Words repeat, so each call remembers the ids of the words it has seen.
+    std::unordered_map<std::string, std::vector<int64_t>> seen;
+    std::string word;
+    std::vector<int64_t> word_ids;
+    const size_t space = std::strlen(kSpace);
+    for (size_t begin = 0; begin < normalized.size();) {
+      size_t after = begin;
+      while (normalized.compare(after, space, kSpace) == 0) after += space;
+      size_t end = after < normalized.size() ? normalized.find(kSpace, after + 1) : after;
+      if (end == std::string::npos) end = normalized.size();
+      word.assign(normalized, begin, end - begin);
+      auto it = seen.find(word);
+      if (it == seen.end()) {
+        word_ids.clear();
+        EncodeNormalized(word, &word_ids);
+        if (seen.size() >= kMaxRememberedWords) seen.clear();
+        it = seen.emplace(word, word_ids).first;
+      }
+      ids.insert(ids.end(), it->second.begin(), it->second.end());
+      begin = end;
+    }
+    return ids;
+  }
+
+  // Greedy BPE over an already normalized text, appending its ids.
+  void EncodeNormalized(const std::string& normalized, std::vector<int64_t>* out) const {
+    std::vector<int64_t>& ids = *out;
     // Symbols: user-defined pieces matched greedily (longest first), else single characters.
     struct Symbol {
       size_t begin, len;
@@ -159,10 +193,12 @@ class SentencePieceTokenizer : public Tokenizer {
       }
     };
     std::priority_queue<Candidate> agenda;
+    std::string key;  // reused: a lookup allocates only for a piece longer than its capacity
     auto consider = [&](int left, int right) {
       if (left < 0 || right < 0 || symbols[left].frozen || symbols[right].frozen) return;
       const size_t len = symbols[left].len + symbols[right].len;
-      auto it = mergeable_.find(normalized.substr(symbols[left].begin, len));
+      key.assign(normalized, symbols[left].begin, len);
+      auto it = mergeable_.find(key);
       if (it == mergeable_.end()) return;
       agenda.push({pieces_[it->second].score, left, right, len});
     };
@@ -191,7 +227,6 @@ class SentencePieceTokenizer : public Tokenizer {
         ids.push_back(unk_id_);
       }
     }
-    return ids;
   }
 
   std::string Decode(const std::vector<int64_t>& ids) const override {
@@ -356,6 +391,13 @@ class SentencePieceTokenizer : public Tokenizer {
         ++byte_pieces;
       }
     }
+    split_at_spaces_ = user_defined_.empty() && escape_whitespaces_;
+    const size_t space = std::strlen(kSpace);
+    for (const auto& [text, id] : mergeable_) {
+      size_t after = 0;  // past the leading spaces
+      while (text.compare(after, space, kSpace) == 0) after += space;
+      if (after < text.size() && text.find(kSpace, after) != std::string::npos) split_at_spaces_ = false;
+    }
     byte_fallback_ = byte_fallback_flag && byte_pieces == 256;
     if (byte_fallback_flag && byte_pieces != 256) top.Fail("byte_fallback without 256 byte pieces");
     if (!byte_fallback_ && unk_id_ < 0) top.Fail("no <unk> piece");
@@ -365,6 +407,11 @@ class SentencePieceTokenizer : public Tokenizer {
   std::unordered_map<std::string, int64_t> lookup_;    // every piece
   std::unordered_map<std::string, size_t> mergeable_;  // NORMAL and USER_DEFINED pieces
   std::vector<std::string> user_defined_;
+  // True when no mergeable piece holds a space (kSpace) after a character that is not one (runs
+  // of spaces are fine) and there are no user-defined pieces: then no merge crosses a word start
+  // and Encode works word by word.
+  bool split_at_spaces_ = false;
+  static constexpr size_t kMaxRememberedWords = 1 << 16;
   std::array<int64_t, 256> byte_ids_{};
   bool byte_fallback_ = false;
   bool add_dummy_prefix_ = true;

@@ -311,6 +311,53 @@ def gnuplot(script):
     subprocess.run(["gnuplot"], input=script, text=True, check=True)
 
 
+def long_section(run, passkey):
+    """Documents longer than the model's chunk budget: the eval's pass keys beyond 32x W and the
+    service end to end (bench/long_documents.py)."""
+    out = ["## Documents of any length\n",
+           "A question reads at most the model's `chunk_budget` chunks (128 for `models/mini`, the 32× W "
+           "it was trained for); a longer document or collection is read where its words best match the "
+           "question (BM25, docs/design/retrieval.md).\n"]
+    if passkey:
+        out.append(f"`sharedllm eval passkey` (seed {passkey['seed']}) beyond the budget, SharedLLM "
+                   "correct/trials per depth (truncated base model in parentheses):\n")
+        depths = sorted({p["depth"] for p in passkey["points"]})
+        out.append("| length (× W) | " + " | ".join(f"depth {d:g}" for d in depths) + " | all |")
+        out.append("|---|" + "---|" * (len(depths) + 1))
+        for x in sorted({p["length_multiple"] for p in passkey["points"]}):
+            pts = {p["depth"]: p for p in passkey["points"] if p["length_multiple"] == x}
+            cells = [f"{pts[d]['sharedllm_correct']}/{pts[d]['trials']} ({pts[d]['truncated_correct']})"
+                     for d in depths]
+            ok = sum(pts[d]["sharedllm_correct"] for d in depths)
+            n = sum(pts[d]["trials"] for d in depths)
+            out.append(f"| {x:g} | " + " | ".join(cells) + f" | {100 * ok / n:.0f} % |")
+        out.append("")
+    if run:
+        flags = " ".join(run.get("server_flags") or []) or "defaults"
+        out.append(f"The service end to end (`bench/long_documents.py`, server {flags}, model "
+                   f"`{os.path.basename(run['model'].rstrip('/'))}`): documents built from Debian's license "
+                   "texts with one pass-key sentence, uploaded and indexed, the server restarted, then each "
+                   f"asked \"{run['question']}\" {run['repeats']} times (medians). TTFT = queue + retrieval + "
+                   "key/value load + prefill; memory: the server's resident set before the ask and its peak "
+                   "during it.\n")
+        out.append("| document | tokens | ready (s) | stored bytes / token | chunks read / all | "
+                   "answers | TTFT (ms) | retrieval (ms) | K/V load (ms) | RSS before / peak (MiB) |")
+        out.append("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|")
+        rows = list(run["documents"]) + ([run["collection"]] if run.get("collection") else [])
+        for r in rows:
+            name = (f"collection of {r['collection']}" if "collection" in r
+                    else f"{r['multiple']:g}× W, depth {r['depth']:g}")
+            tokens = f"{r['tokens']:,}" if "tokens" in r else "—"
+            per_token = f"{r['stored_bytes'] / r['tokens']:,.0f}" if "tokens" in r else "—"
+            right = sum(a.startswith(r["key"]) for a in r["answers"])
+            out.append(f"| {name} | {tokens} | {r['ready_s']:.1f} | {per_token} | "
+                       f"{r['chunks_read']} / {r['chunks']} | {right}/{len(r['answers'])} | "
+                       f"{1000 * r['ttft_s']:.0f} | {1000 * r['retrieval_s']:.0f} | {1000 * r['kv_load_s']:.0f} | "
+                       f"{r['rss_before_bytes'] / 2**20:.0f} / {r['peak_rss_bytes'] / 2**20:.0f} |")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--ppl", action="append", default=[], help="NAME=FILE.json")
@@ -321,6 +368,8 @@ def main():
                          "table and heat map, every one a row of the summary)")
     ap.add_argument("--ask", action="append", default=[],
                     help="FILE.json from recipes/check_ask_passkey.py (repeatable)")
+    ap.add_argument("--long", help="FILE.json from bench/long_documents.py (documents of any length)")
+    ap.add_argument("--long-passkey", help="FILE.json from `sharedllm eval passkey` beyond the budget")
     ap.add_argument("--out", default="docs")
     ap.add_argument("--efficiency", help="FILE.json from `sharedllm eval efficiency`")
     ap.add_argument("--tasks", action="append", default=[],
@@ -354,6 +403,8 @@ def main():
     asks = [(path, json.load(open(path))) for path in a.ask]
     os.makedirs(a.out, exist_ok=True)
     efficiency = json.load(open(a.efficiency)) if a.efficiency else None
+    long_run = json.load(open(a.long)) if a.long else None
+    long_passkey = json.load(open(a.long_passkey)) if a.long_passkey else None
     with tempfile.TemporaryDirectory() as tmp:
         if efficiency:
             efficiency_plots(efficiency, a.out, tmp)
@@ -468,6 +519,8 @@ plot '{dat}' using 1:2:3 with image notitle
                     "`recipes/check_ask_passkey.py`: GPL-3 documents with one pass-key sentence each. Asked for "
                     "the key, the answer should be it; asked anything else, the key should not appear.\n\n"
                     + ask_table(asks) + "\n")
+        if long_run or long_passkey:
+            f.write("\n" + long_section(long_run, long_passkey))
         if task_runs:
             f.write("\n## Retrieval and aggregation over long input (RULER, Math.Find)\n\n")
             f.write(tasks_section(task_runs) + "\n")

@@ -33,4 +33,5 @@ done
   --tasks "$r/ruler.json" --tasks "$r/mathfind.json" \
   --ablation "$r/abl-books-none.json" "${ablations[@]}" \
   --ablation "$r/passkey.json" --ablation "$r/abl-passkey-search-off.json" \
+  --long "$r/long-documents.json" --long-passkey "$r/passkey-beyond-budget.json" \
   --efficiency docs/efficiency-mini-cpu.json --out "$out"

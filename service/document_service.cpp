@@ -114,7 +114,9 @@ Status DocumentServiceImpl::UploadDocument(
     }
     if (static_cast<int64_t>(text.size() + msg.chunk().size()) > limits_.max_document_bytes) {
       return Status(StatusCode::INVALID_ARGUMENT,
-                    "the document exceeds " + std::to_string(limits_.max_document_bytes) + " bytes");
+                    "the document exceeds this server's upload limit of " +
+                        std::to_string(limits_.max_document_bytes >> 20) +
+                        " MiB (--max-document-mb); split it into several documents of a collection");
     }
     text += msg.chunk();
     if (context->IsCancelled()) return Status(StatusCode::CANCELLED, "upload cancelled");

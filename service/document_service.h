@@ -14,7 +14,7 @@
 namespace sharedllm::service {
 
 struct Limits {
-  int64_t max_document_bytes = 64ll << 20;  // uploads larger than this are INVALID_ARGUMENT
+  int64_t max_document_bytes = 16ll << 20;  // uploads larger than this are INVALID_ARGUMENT
   int64_t max_chunk_bytes = 1 << 20;        // per UploadDocument chunk message
   int64_t max_question_bytes = 4096;
   int64_t max_answer_tokens = 1024;

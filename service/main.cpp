@@ -8,7 +8,7 @@
 int main(int argc, char** argv) {
   sharedllm::service::ServerOptions o;
   int64_t threads = 0, index_workers = 1, index_queue = 16, max_running = 1, max_waiting = 16;
-  int64_t max_document_mb = 64, block_cache_mb = 256;
+  int64_t max_document_mb = 16, block_cache_mb = 256;
   bool no_sync = false;
   sharedllm::cli::FlagSet flags(
       "sharedllm-server --model DIR --data-dir DIR [--listen HOST:PORT] [--metrics-listen HOST:PORT]"
@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
   flags.Double("index-stall-seconds", &o.index_stall_seconds, "fail an index job without progress");
   flags.Int("max-running", &max_running, "questions answered at once");
   flags.Int("max-waiting", &max_waiting, "queued questions before RESOURCE_EXHAUSTED");
-  flags.Int("max-document-mb", &max_document_mb, "largest accepted upload, MiB");
+  flags.Int("max-document-mb", &max_document_mb, "largest accepted upload, MiB (1-1024)");
   flags.Double("drain-seconds", &o.drain_seconds, "grace period for in-flight requests on SIGTERM");
   flags.Bool("no-sync", &no_sync, "do not fsync tree-store writes (faster; tests)");
   flags.Int("block-cache-mb", &block_cache_mb, "tree-store (RocksDB) block cache, MiB");
@@ -51,6 +51,10 @@ int main(int argc, char** argv) {
   o.index_queue = static_cast<int>(index_queue);
   o.max_running = static_cast<int>(max_running);
   o.max_waiting = static_cast<int>(max_waiting);
+  if (max_document_mb < 1 || max_document_mb > 1024) {
+    std::fprintf(stderr, "--max-document-mb must be 1..1024\n");
+    return 2;
+  }
   o.max_document_bytes = max_document_mb << 20;
   o.sync_writes = !no_sync;
   if (block_cache_mb < 1) {

@@ -27,7 +27,9 @@ struct ServerOptions {
   double index_stall_seconds = 600; // an index job without progress for this long fails
   int max_running = 1;              // questions answered at once
   int max_waiting = 16;             // queued questions before RESOURCE_EXHAUSTED
-  int64_t max_document_bytes = 64ll << 20;
+  // Each uploaded MiB costs about a minute of indexing on 2 cores and about 0.55 GB of store with
+  // models/mini (docs/RESULTS.md "Documents of any length"): 16 MiB is what one node carries.
+  int64_t max_document_bytes = 16ll << 20;
   double drain_seconds = 30;        // on SIGTERM: how long in-flight requests may finish
   bool sync_writes = true;          // fsync each tree-store batch
   int64_t block_cache_mb = 256;     // tree-store (RocksDB) block cache

@@ -82,6 +82,39 @@ TEST_F(TokenizerTest, EncodeMatchesSpmEncode) {
   }
 }
 
+// Without user-defined pieces Encode works word by word (no piece holds a space after a
+// non-space, only runs of spaces): the ids must still be exactly the reference's, with runs of
+// spaces kept (pieces of spaces only, as models/mini's tokenizer has), repeated words (the
+// per-call memory of words) and a long run without a space.
+TEST_F(TokenizerTest, WordByWordEncodeMatchesSpmEncode) {
+  const std::string model = dir_ + "/words";
+  const std::string cmd = "spm_train --input=" + dir_ + "/corpus.txt --model_prefix=" + model +
+                          " --vocab_size=400 --model_type=bpe --byte_fallback=true "
+                          "--character_coverage=0.99 --normalization_rule_name=identity "
+                          "--remove_extra_whitespaces=false --allow_whitespace_only_pieces=true "
+                          "--minloglevel=2 >/dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  auto tok = LoadSentencePieceTokenizer(model + ".model");
+  std::string long_run(3000, 'x');
+  for (size_t i = 0; i < long_run.size(); i += 7) long_run[i] = 'o';
+  const std::vector<std::string> texts = {
+      "def function_12(x):    return x * 12  # comment",
+      "    indented     code   with   runs of spaces    ",
+      "the the the fox the fox fox the quick the lazy the",
+      "Déjà vu: crème brûlée, naïve coöperation 漢字",
+      long_run + " and after " + long_run,
+  };
+  for (const auto& text : texts) {
+    std::ofstream(dir_ + "/in.txt") << text << "\n";
+    std::istringstream out(RunCommand("spm_encode --model=" + model +
+                                      ".model --output_format=id < " + dir_ + "/in.txt"));
+    std::vector<int64_t> want;
+    int64_t id;
+    while (out >> id) want.push_back(id);
+    EXPECT_EQ(tok->Encode(text), want) << "text: " << text.substr(0, 80);
+  }
+}
+
 TEST_F(TokenizerTest, DecodeInvertsEncodeLikeSpmDecode) {
   auto tok = LoadSentencePieceTokenizer(dir_ + "/tok.model");
   const std::string text = "Déjà vu 漢字 🙂 fox 1234";
