@@ -99,7 +99,7 @@ std::vector<ChunkScore> ChooseChunks(const std::vector<ChunkScore>& scores,
   for (const ChunkScore& s : scores) {
     if (inside(s.doc, s.chunk)) score_of[{s.doc, s.chunk}] = s.score;
   }
-  if (budget <= 0 || total <= budget) {
+  if (ReadsEveryChunk(total, budget)) {
     std::vector<ChunkScore> all;
     all.reserve(static_cast<size_t>(total));
     for (int32_t d = 0; d < static_cast<int32_t>(chunks_per_doc.size()); ++d) {

@@ -55,6 +55,11 @@ struct ChunkScore {
 std::vector<ChunkScore> ScoreBm25(const std::vector<std::vector<Posting>>& postings,
                                   int64_t total_chunks);
 
+// True when a scope of `total_chunks` is read whole: no budget (<= 0), or one it fits.
+inline bool ReadsEveryChunk(int64_t total_chunks, int64_t budget) {
+  return budget <= 0 || total_chunks <= budget;
+}
+
 // The chunks a question reads, in reading order (doc, then chunk). `chunks_per_doc[d]` is
 // document d's chunk count. With budget <= 0 or at least every chunk of the scope: every chunk
 // (each with its score, 0 where none). Otherwise the `budget` best-scored chunks; ties, and the

@@ -66,11 +66,28 @@ std::string Fingerprint(const std::string& dir) {
   return hasher.HexDigest();
 }
 
+// `read_heads` (per layer, the key/value heads read) as index tensors on `device`; undefined
+// where all `kv_heads` are read. Made once per EncodeChunk/Answer call, not per node.
+std::vector<at::Tensor> HeadIndex(const std::vector<std::vector<int64_t>>& read_heads,
+                                  int64_t kv_heads, const at::Device& device) {
+  std::vector<at::Tensor> out;
+  for (const auto& heads : read_heads) {
+    out.push_back(static_cast<int64_t>(heads.size()) == kv_heads
+                      ? at::Tensor()
+                      : at::tensor(heads, at::TensorOptions().dtype(at::kLong)).to(device));
+  }
+  return out;
+}
+
 }  // namespace
 
 Engine::~Engine() = default;
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& options) {
+  if (options.kv_dtype != "bfloat16" && options.kv_dtype != "float32") {
+    return absl::InvalidArgumentError("kv dtype must be bfloat16 or float32, not '" +
+                                      Clip(options.kv_dtype) + "'");
+  }
   std::unique_ptr<Engine> engine(new Engine());
   auto loaded = Guard([&] {
     RuntimeOptions runtime;
@@ -80,10 +97,6 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
     return LoadModel(options.model_dir, runtime);
   });
   if (!loaded.ok()) return absl::FailedPreconditionError(loaded.status().message());
-  if (options.kv_dtype != "bfloat16" && options.kv_dtype != "float32") {
-    return absl::InvalidArgumentError("kv dtype must be bfloat16 or float32, not '" +
-                                      Clip(options.kv_dtype) + "'");
-  }
   engine->kv_bf16_ = options.kv_dtype == "bfloat16";
   engine->model_ = *loaded;
   if (!engine->model_->shared) {
@@ -124,15 +137,15 @@ absl::StatusOr<std::vector<NodeRecord>> Engine::EncodeChunk(const std::vector<in
     const SharedLLM& s = *model_->shared;
     const ChunkTree tree = ChunkTree::Build(static_cast<int64_t>(tokens.size()), s.config().tree_depth);
     std::vector<NodeRecord> out;
-    const int64_t kv_heads = model_->config.num_key_value_heads;
+    const std::vector<at::Tensor> index =
+        HeadIndex(read_heads_, model_->config.num_key_value_heads,
+                  model_->lm->model->embed_tokens->weight.device());
     for (auto node : s.EncodeNodes(tokens, chunk_index, tree.AllNodes())) {
       for (size_t j = 0; j < node.k.size(); ++j) {
         // Only the heads some cross-attention head reads, in the stored element type.
-        if (static_cast<int64_t>(read_heads_[j].size()) < kv_heads) {
-          const auto index = at::tensor(read_heads_[j], at::TensorOptions().dtype(at::kLong))
-                                 .to(node.k[j].device());
-          node.k[j] = node.k[j].index_select(0, index);
-          node.v[j] = node.v[j].index_select(0, index);
+        if (index[j].defined()) {
+          node.k[j] = node.k[j].index_select(0, index[j]);
+          node.v[j] = node.v[j].index_select(0, index[j]);
         }
         if (kv_bf16_) {
           node.k[j] = node.k[j].to(at::kBFloat16);
@@ -219,6 +232,7 @@ absl::StatusOr<AnswerResult> Engine::Answer(const std::vector<int64_t>& prompt_i
     std::vector<EncodedNode> nodes;
     Check(chunk_positions.size() == records.size(), "one chunk position per node");
     const int64_t kv_heads = model_->config.num_key_value_heads;
+    const std::vector<at::Tensor> index = HeadIndex(read_heads_, kv_heads, weight.device());
     for (size_t i = 0; i < records.size(); ++i) {
       EncodedNode node = FromRecord(records[i], weight.device(), weight.scalar_type());
       node.chunk = chunk_positions[i];  // positions run across documents
@@ -232,12 +246,10 @@ absl::StatusOr<AnswerResult> Engine::Answer(const std::vector<int64_t>& prompt_i
               "stored node has " + std::to_string(stored) + " key/value heads in layer " +
                   std::to_string(j) + "; the model reads " + std::to_string(read_heads_[j].size()));
         // The heads nobody reads come back as zeros (their query heads' outputs are dropped).
-        const auto index =
-            at::tensor(read_heads_[j], at::TensorOptions().dtype(at::kLong)).to(weight.device());
         auto full_k = at::zeros({kv_heads, node.k[j].size(1), node.k[j].size(2)}, node.k[j].options());
         auto full_v = at::zeros_like(full_k);
-        node.k[j] = full_k.index_copy_(0, index, node.k[j]);
-        node.v[j] = full_v.index_copy_(0, index, node.v[j]);
+        node.k[j] = full_k.index_copy_(0, index[j], node.k[j]);
+        node.v[j] = full_v.index_copy_(0, index[j], node.v[j]);
       }
       nodes.push_back(std::move(node));
     }

@@ -149,19 +149,14 @@ absl::StatusOr<QueryServiceImpl::Retrieval> QueryServiceImpl::Search(
   std::vector<int64_t> chunks_per_doc;
   std::map<std::string, int32_t> index_of;
   for (const auto& m : docs) {
-    if (m.model_fingerprint != engine_.fingerprint()) {
-      return absl::FailedPreconditionError("document " + Clip(m.document_id) +
-                                           " was built by model fingerprint \"" + m.model_fingerprint +
-                                           "\" but this server's model is \"" + engine_.fingerprint() +
-                                           "\"; re-index the document");
-    }
+    if (absl::Status s = CheckDocumentFingerprint(m, engine_.fingerprint()); !s.ok()) return s;
     index_of[m.document_id] = static_cast<int32_t>(r.documents.size());
     r.documents.push_back({m.document_id, m.num_chunks, {}, {}});
     chunks_per_doc.push_back(m.num_chunks);
     r.total_chunks += m.num_chunks;
   }
   std::vector<retrieval::ChunkScore> scores;
-  r.all = r.budget <= 0 || r.total_chunks <= r.budget;
+  r.all = retrieval::ReadsEveryChunk(r.total_chunks, r.budget);
   if (!r.all) {
     // The retrieval index: one prefix scan per question term over the tenant's postings, kept
     // for the documents asked about.

@@ -24,7 +24,7 @@ std::vector<retrieval::ChunkScore> ChooseChunksToRead(const SharedLLM& model,
                                                       const std::string& question, int64_t budget) {
   const auto spans = model.Chunks(static_cast<int64_t>(document.size()));
   const auto count = static_cast<int64_t>(spans.size());
-  if (budget <= 0 || count <= budget) return retrieval::ChooseChunks({}, {count}, budget);
+  if (retrieval::ReadsEveryChunk(count, budget)) return retrieval::ChooseChunks({}, {count}, budget);
   retrieval::MemoryIndex index;
   for (int64_t c = 0; c < count; ++c) {
     index.Add(0, c, TermsOfChunk(tokenizer, document.data() + spans[c].first,

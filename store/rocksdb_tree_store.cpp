@@ -350,18 +350,20 @@ absl::Status RocksDbTreeStore::DeleteDocument(const std::string& tenant,
   return Write(&batch, absl::StrCat("delete document ", Quoted(document_id)));
 }
 
+absl::Status CheckDocumentFingerprint(const DocumentMeta& meta, const std::string& expected_fingerprint) {
+  if (meta.model_fingerprint == expected_fingerprint) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("document ", Quoted(meta.document_id), " was built by model fingerprint \"",
+                   meta.model_fingerprint, "\" but this server's model is \"",
+                   expected_fingerprint, "\"; re-index the document"));
+}
+
 absl::Status RocksDbTreeStore::CheckFingerprint(const std::string& tenant,
                                                 const std::string& document_id,
                                                 const std::string& expected_fingerprint) const {
   absl::StatusOr<DocumentMeta> meta = GetDocument(tenant, document_id);
   if (!meta.ok()) return meta.status();
-  if (meta->model_fingerprint != expected_fingerprint) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("document ", Quoted(document_id), " was built by model fingerprint \"",
-                     meta->model_fingerprint, "\" but this server's model is \"",
-                     expected_fingerprint, "\"; re-index the document"));
-  }
-  return absl::OkStatus();
+  return CheckDocumentFingerprint(*meta, expected_fingerprint);
 }
 
 // Ingestion -----------------------------------------------------------------------------------

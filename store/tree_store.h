@@ -62,6 +62,10 @@ struct TermPosting {
   int32_t length = 0;
 };
 
+// FAILED_PRECONDITION, naming both fingerprints, unless `meta` was built by the model of
+// `expected_fingerprint` (what TreeStore::CheckFingerprint answers, for metadata already read).
+absl::Status CheckDocumentFingerprint(const DocumentMeta& meta, const std::string& expected_fingerprint);
+
 struct DocumentPage {
   std::vector<DocumentMeta> documents;
   std::string next_page_token;  // empty on the last page

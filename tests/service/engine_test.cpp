@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,14 @@ class EngineTest : public ::testing::Test {
     EXPECT_TRUE(e.ok()) << e.status();
     return e.ok() ? std::move(*e) : nullptr;
   }
+  // The test's chunk: at most 32 tokens (the models' chunk size).
+  std::vector<int64_t> Chunk(Engine& e) {
+    auto tokens = e.Tokenize("the program may copy the work under the terms of this licence");
+    EXPECT_TRUE(tokens.ok());
+    if (!tokens.ok()) return {};
+    tokens->resize(std::min<size_t>(tokens->size(), 32));
+    return *tokens;
+  }
   std::string AnswerText(Engine& e, const std::vector<NodeRecord>& records) {
     auto prompt = e.PromptIds("the licence says");
     EXPECT_TRUE(prompt.ok());
@@ -64,11 +73,9 @@ TEST_F(EngineTest, OnlyTheHeadsSomeoneReadsAreStoredAndAnswersDoNotChange) {
   auto full = Load(full_, "float32");
   auto dropped = Load(dropped_, "float32");
   ASSERT_TRUE(full && dropped);
-  auto tokens = full->Tokenize("the program may copy the work under the terms of this licence");
-  ASSERT_TRUE(tokens.ok());
-  tokens->resize(std::min<size_t>(tokens->size(), 32));
-  auto all_heads = full->EncodeChunk(*tokens, 0);
-  auto read_heads = dropped->EncodeChunk(*tokens, 0);
+  const auto tokens = Chunk(*full);
+  auto all_heads = full->EncodeChunk(tokens, 0);
+  auto read_heads = dropped->EncodeChunk(tokens, 0);
   ASSERT_TRUE(all_heads.ok() && read_heads.ok());
   ASSERT_EQ(all_heads->size(), read_heads->size());
   for (size_t i = 0; i < all_heads->size(); ++i) {
@@ -92,10 +99,9 @@ TEST_F(EngineTest, KeysAndValuesAreStoredInTheChosenType) {
   auto bf16 = Load(full_, "bfloat16");
   auto f32 = Load(full_, "float32");
   ASSERT_TRUE(bf16 && f32);
-  auto tokens = f32->Tokenize("the program may copy the work under the terms of this licence");
-  ASSERT_TRUE(tokens.ok());
-  auto a = bf16->EncodeChunk(*tokens, 0);
-  auto b = f32->EncodeChunk(*tokens, 0);
+  const auto tokens = Chunk(*f32);
+  auto a = bf16->EncodeChunk(tokens, 0);
+  auto b = f32->EncodeChunk(tokens, 0);
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_EQ((*a)[0].k[0].dtype, DType::kBF16);
   EXPECT_EQ((*b)[0].k[0].dtype, DType::kF32);
