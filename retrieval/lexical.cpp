@@ -55,14 +55,18 @@ int64_t TermTotal(const TermCounts& terms) {
   return n;
 }
 
-std::vector<ChunkScore> ScoreBm25(const std::vector<std::vector<Posting>>& postings,
-                                  int64_t total_chunks) {
+std::vector<ChunkScore> ScoreBm25(const std::vector<std::vector<Posting>>& all_postings,
+                                  int64_t total_chunks, int64_t max_postings) {
+  std::vector<const std::vector<Posting>*> postings;
+  for (const auto& list : all_postings) {
+    if (max_postings <= 0 || static_cast<int64_t>(list.size()) <= max_postings) postings.push_back(&list);
+  }
   // The mean chunk length over the chunks seen: every full chunk has the same number of tokens,
   // so lengths in words differ little and this estimate is close to the scope's true mean.
   double length_sum = 0;
   int64_t length_count = 0;
-  for (const auto& list : postings) {
-    for (const Posting& p : list) {
+  for (const auto* list : postings) {
+    for (const Posting& p : *list) {
       length_sum += p.length;
       ++length_count;
     }
@@ -70,11 +74,11 @@ std::vector<ChunkScore> ScoreBm25(const std::vector<std::vector<Posting>>& posti
   const double mean_length = length_count > 0 ? std::max(1.0, length_sum / length_count) : 1.0;
   const double n = static_cast<double>(std::max<int64_t>(total_chunks, 1));
   std::map<std::pair<int32_t, int64_t>, double> score;
-  for (const auto& list : postings) {
-    if (list.empty()) continue;
-    const double df = static_cast<double>(list.size());
+  for (const auto* list : postings) {
+    if (list->empty()) continue;
+    const double df = static_cast<double>(list->size());
     const double idf = std::log(1.0 + (n - df + 0.5) / (df + 0.5));
-    for (const Posting& p : list) {
+    for (const Posting& p : *list) {
       const double tf = p.count;
       const double norm = kK1 * (1.0 - kB + kB * p.length / mean_length);
       score[{p.doc, p.chunk}] += idf * tf * (kK1 + 1.0) / (tf + norm);

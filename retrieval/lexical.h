@@ -49,11 +49,20 @@ struct ChunkScore {
   }
 };
 
+// A query term found in more chunks of the scope than this is too common to choose `budget`
+// chunks by: it does not score, and the tree store stops reading its postings there, so that a
+// question's retrieval work is bounded by the budget, not by the document (the words "the" and
+// "is" are in nearly every chunk of an English text). Such a term's BM25 weight is also small:
+// at most ln(1 + N / (4 budget)) against ln(1 + N) for a word found once.
+inline constexpr int64_t kCommonTermFactor = 4;
+inline int64_t CommonTermLimit(int64_t budget) { return kCommonTermFactor * budget; }
+
 // BM25 (k1 = 1.2, b = 0.75) of every chunk that holds at least one query term. `postings[t]`
 // lists query term t's occurrences over the scope (each chunk at most once per term);
-// `total_chunks` is the number of chunks in the scope. Output sorted by (doc, chunk).
+// `total_chunks` is the number of chunks in the scope. With max_postings > 0, a term with more
+// postings than that is left out (CommonTermLimit). Output sorted by (doc, chunk).
 std::vector<ChunkScore> ScoreBm25(const std::vector<std::vector<Posting>>& postings,
-                                  int64_t total_chunks);
+                                  int64_t total_chunks, int64_t max_postings);
 
 // True when a scope of `total_chunks` is read whole: no budget (<= 0), or one it fits.
 inline bool ReadsEveryChunk(int64_t total_chunks, int64_t budget) {

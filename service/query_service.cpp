@@ -158,21 +158,31 @@ absl::StatusOr<QueryServiceImpl::Retrieval> QueryServiceImpl::Search(
   std::vector<retrieval::ChunkScore> scores;
   r.all = retrieval::ReadsEveryChunk(r.total_chunks, r.budget);
   if (!r.all) {
-    // The retrieval index: one prefix scan per question term over the tenant's postings, kept
-    // for the documents asked about.
+    // The retrieval index: per question term, one prefix scan of the collection's postings (or
+    // of each document's), stopped one past the common-term limit, so that the work is bounded
+    // by the budget whatever the size of the scope.
+    const int64_t limit = retrieval::CommonTermLimit(r.budget);
     std::vector<std::vector<retrieval::Posting>> postings;
     for (const std::string& term : retrieval::QueryTerms(question)) {
-      auto found = store_.LoadPostings(tenant, term);
-      if (!found.ok()) return found.status();
       auto& list = postings.emplace_back();
-      for (const TermPosting& p : *found) {
-        auto it = index_of.find(p.document_id);
-        if (it != index_of.end() && p.chunk < chunks_per_doc[it->second]) {
-          list.push_back({it->second, p.chunk, p.count, p.length});
+      int64_t scanned = 0;
+      for (size_t d = 0; d < (collection.empty() ? docs.size() : 1) && scanned <= limit; ++d) {
+        auto found = collection.empty()
+                         ? store_.LoadPostings(tenant, term, docs[d].collection_id,
+                                               docs[d].document_id, limit + 1 - scanned)
+                         : store_.LoadPostings(tenant, term, collection, "", limit + 1);
+        if (!found.ok()) return found.status();
+        scanned += static_cast<int64_t>(found->size());
+        for (const TermPosting& p : *found) {
+          auto it = index_of.find(p.document_id);
+          if (it != index_of.end() && p.chunk < chunks_per_doc[it->second]) {
+            list.push_back({it->second, p.chunk, p.count, p.length});
+          }
         }
       }
+      if (scanned > limit) list.clear();  // too common to choose by: it does not score
     }
-    scores = retrieval::ScoreBm25(postings, r.total_chunks);
+    scores = retrieval::ScoreBm25(postings, r.total_chunks, limit);
   }
   r.read = retrieval::ChooseChunks(scores, chunks_per_doc, r.budget);
   for (const auto& c : r.read) r.documents[c.doc].chunks.push_back(c.chunk);

@@ -30,7 +30,8 @@ std::vector<retrieval::ChunkScore> ChooseChunksToRead(const SharedLLM& model,
     index.Add(0, c, TermsOfChunk(tokenizer, document.data() + spans[c].first,
                                document.data() + spans[c].second));
   }
-  const auto scores = retrieval::ScoreBm25(index.Postings(retrieval::QueryTerms(question)), count);
+  const auto scores = retrieval::ScoreBm25(index.Postings(retrieval::QueryTerms(question)), count,
+                                          retrieval::CommonTermLimit(budget));
   return retrieval::ChooseChunks(scores, {count}, budget);
 }
 

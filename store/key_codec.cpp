@@ -128,9 +128,18 @@ std::string TermPrefix(absl::string_view tenant, absl::string_view term) {
   return KeyBuilder().Str(tenant).Str(term).Build();
 }
 
-std::string PostingKey(absl::string_view tenant, absl::string_view term, absl::string_view document,
-                       uint32_t chunk) {
-  return KeyBuilder().Str(tenant).Str(term).Str(document).U32(chunk).Build();
+std::string TermPrefix(absl::string_view tenant, absl::string_view term, absl::string_view collection) {
+  return KeyBuilder().Str(tenant).Str(term).Str(collection).Build();
+}
+
+std::string TermDocumentPrefix(absl::string_view tenant, absl::string_view term,
+                               absl::string_view collection, absl::string_view document) {
+  return KeyBuilder().Str(tenant).Str(term).Str(collection).Str(document).Build();
+}
+
+std::string PostingKey(absl::string_view tenant, absl::string_view term, absl::string_view collection,
+                       absl::string_view document, uint32_t chunk) {
+  return KeyBuilder().Str(tenant).Str(term).Str(collection).Str(document).U32(chunk).Build();
 }
 
 std::string DescribeKey(absl::string_view column_family, absl::string_view key) {
@@ -139,10 +148,12 @@ std::string DescribeKey(absl::string_view column_family, absl::string_view key) 
   if (column_family == "postings") {
     const absl::string_view tenant = r.Str();
     const absl::string_view term = r.Str();
+    const absl::string_view collection = r.Str();
     const absl::string_view document = r.Str();
     if (r.ok()) {
       absl::StrAppend(&out, " tenant \"", absl::CHexEscape(tenant), "\" term \"",
-                      absl::CHexEscape(term), "\" document \"", absl::CHexEscape(document), "\"");
+                      absl::CHexEscape(term), "\" collection \"", absl::CHexEscape(collection),
+                      "\" document \"", absl::CHexEscape(document), "\"");
       if (r.remaining() >= 4) absl::StrAppend(&out, " chunk ", r.U32());
     }
     absl::StrAppend(&out, " [0x", absl::BytesToHexString(key), "]");

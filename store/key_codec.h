@@ -66,11 +66,17 @@ std::string NodeKey(absl::string_view tenant, absl::string_view document, uint32
                     uint16_t node);
 std::string LayerKey(absl::string_view tenant, absl::string_view document, uint32_t chunk,
                      uint16_t node, uint16_t layer);
-// The retrieval index's postings: tenant | term | document | chunk, so that one prefix scan of
-// TermPrefix finds a term in every document of the tenant.
+// The retrieval index's postings: tenant | term | collection | document | chunk, so that one
+// prefix scan finds a term in a whole collection (TermPrefix) or in one document
+// (TermDocumentPrefix) without reading the postings of the tenant's other documents. Documents
+// uploaded without a collection have collection "".
+std::string TermPrefix(absl::string_view tenant, absl::string_view term, absl::string_view collection);
+std::string TermDocumentPrefix(absl::string_view tenant, absl::string_view term,
+                               absl::string_view collection, absl::string_view document);
+// Every collection's postings of a term (for a document whose collection is unknown).
 std::string TermPrefix(absl::string_view tenant, absl::string_view term);
-std::string PostingKey(absl::string_view tenant, absl::string_view term, absl::string_view document,
-                       uint32_t chunk);
+std::string PostingKey(absl::string_view tenant, absl::string_view term, absl::string_view collection,
+                       absl::string_view document, uint32_t chunk);
 
 // The flat node index (1<<level) - 2 + index (level 1 first, left to right: the position in
 // ChunkTree::AllNodes()); INVALID_ARGUMENT unless 1 <= level <= kMaxLevel, 0 <= index < 2^level.

@@ -52,6 +52,24 @@ absl::Status Corrupt(RocksDbTreeStore::Family family, absl::string_view key,
       absl::StrCat(DescribeKey(RocksDbTreeStore::FamilyName(family), key), ": ", s.message()));
 }
 
+// The fields of a `postings` key after tenant and term (key_codec.h).
+struct PostingKeyFields {
+  absl::string_view collection, document;
+  uint32_t chunk = 0;
+};
+
+absl::StatusOr<PostingKeyFields> ParsePostingKey(absl::string_view key) {
+  KeyReader reader(key);
+  reader.Str();
+  reader.Str();
+  PostingKeyFields f;
+  f.collection = reader.Str();
+  f.document = reader.Str();
+  f.chunk = reader.U32();
+  if (!reader.done()) return absl::DataLossError("malformed key");
+  return f;
+}
+
 int64_t NowUnixMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -253,7 +271,7 @@ absl::Status RocksDbTreeStore::PutDocument(const DocumentMeta& meta) {
     const std::string begin =
         ChunkKey(meta.tenant, meta.document_id, static_cast<uint32_t>(meta.chunks_done));
     const std::string end = PrefixSuccessor(key);
-    TS_RETURN_IF_ERROR(DeletePostings(view, meta.tenant, meta.document_id,
+    TS_RETURN_IF_ERROR(DeletePostings(view, meta.tenant, meta.document_id, &meta.collection_id,
                                       static_cast<uint32_t>(meta.chunks_done),
                                       static_cast<uint32_t>(stored_done), &batch));
     for (Family f : {kTokens, kVectors, kKv, kTerms}) {
@@ -338,8 +356,12 @@ absl::Status RocksDbTreeStore::DeleteDocument(const std::string& tenant,
       return absl::NotFoundError(absl::StrCat("document ", Quoted(document_id), " not found"));
     }
     TS_RETURN_IF_ERROR(got);
-    // Postings are keyed by term, outside the document's range: found through its terms records.
-    TS_RETURN_IF_ERROR(DeletePostings(view, tenant, document_id, 0, UINT32_MAX, &batch));
+    // Postings are keyed by term, outside the document's range: found through its terms records,
+    // under its collection (or, where the metadata does not decode, under any collection).
+    absl::StatusOr<DocumentMeta> meta = treestore::DecodeDocumentMeta(value);
+    TS_RETURN_IF_ERROR(DeletePostings(view, tenant, document_id,
+                                      meta.ok() ? &meta->collection_id : nullptr, 0, UINT32_MAX,
+                                      &batch));
   }
   // The length-prefixed document id makes [begin, end) exactly this document's keys: "doc1"
   // encodes as 00 04 'd' 'o' 'c' '1', outside the range of "doc" (00 03 'd' 'o' 'c' ...).
@@ -404,12 +426,6 @@ absl::Status RocksDbTreeStore::PutChunk(const std::string& tenant, const std::st
   const std::string meta_key = DocumentKey(tenant, document_id);
   uint32_t length = 0;  // the chunk's words
   for (const auto& t : terms) length += static_cast<uint32_t>(t.second);
-  std::vector<std::pair<std::string, std::string>> postings;
-  postings.reserve(terms.size());
-  for (const auto& [term, count] : terms) {
-    postings.emplace_back(PostingKey(tenant, term, document_id, chunk),
-                          treestore::EncodePosting({static_cast<uint16_t>(count), length}));
-  }
 
   std::lock_guard<std::mutex> lock(DocumentLock(tenant, document_id));
   rocksdb::WriteBatch batch;
@@ -419,7 +435,8 @@ absl::Status RocksDbTreeStore::PutChunk(const std::string& tenant, const std::st
     meta = ReadMeta(view, tenant, document_id);
     if (meta.ok() && chunk_index < meta->chunks_done) {
       // A rewrite: the old write's postings go first (its terms may differ).
-      TS_RETURN_IF_ERROR(DeletePostings(view, tenant, document_id, chunk, chunk + 1, &batch));
+      TS_RETURN_IF_ERROR(
+          DeletePostings(view, tenant, document_id, &meta->collection_id, chunk, chunk + 1, &batch));
     }
   }
   if (!meta.ok()) return meta.status();
@@ -458,9 +475,12 @@ absl::Status RocksDbTreeStore::PutChunk(const std::string& tenant, const std::st
   }
   TS_RETURN_IF_ERROR(FromRocks(
       batch.Put(handles_[kTerms], ToSlice(tokens_key), treestore::EncodeChunkTerms(terms)), "batch"));
-  for (const auto& [key, value] : postings) {
-    TS_RETURN_IF_ERROR(
-        FromRocks(batch.Put(handles_[kPostings], ToSlice(key), ToSlice(value)), "batch"));
+  for (const auto& [term, count] : terms) {
+    TS_RETURN_IF_ERROR(FromRocks(
+        batch.Put(handles_[kPostings],
+                  ToSlice(PostingKey(tenant, term, meta->collection_id, document_id, chunk)),
+                  treestore::EncodePosting({static_cast<uint16_t>(count), length})),
+        "batch"));
   }
   meta->chunks_done = std::max(meta->chunks_done, chunk_index + 1);
   meta->updated_unix_ms = NowUnixMs();
@@ -685,7 +705,8 @@ absl::StatusOr<std::vector<int64_t>> RocksDbTreeStore::LoadChunkTokens(
 
 absl::Status RocksDbTreeStore::DeletePostings(const treestore::SnapshotView& view,
                                               const std::string& tenant,
-                                              const std::string& document_id, uint32_t from,
+                                              const std::string& document_id,
+                                              const std::string* collection_id, uint32_t from,
                                               uint32_t to, rocksdb::WriteBatch* batch) const {
   const std::string prefix = DocumentKey(tenant, document_id);
   return view.Scan(
@@ -703,35 +724,55 @@ absl::Status RocksDbTreeStore::DeletePostings(const treestore::SnapshotView& vie
         absl::StatusOr<ChunkTerms> terms = treestore::DecodeChunkTerms(value);
         if (!terms.ok()) return Corrupt(kTerms, key, terms.status());
         for (const auto& t : *terms) {
-          TS_RETURN_IF_ERROR(FromRocks(
-              batch->Delete(handles_[kPostings], ToSlice(PostingKey(tenant, t.first, document_id, chunk))),
-              "batch"));
+          if (collection_id != nullptr) {
+            TS_RETURN_IF_ERROR(FromRocks(
+                batch->Delete(handles_[kPostings],
+                              ToSlice(PostingKey(tenant, t.first, *collection_id, document_id, chunk))),
+                "batch"));
+            continue;
+          }
+          // The collection is unknown: this document's posting of the term under any collection.
+          const std::string term_prefix = treestore::TermPrefix(tenant, t.first);
+          TS_RETURN_IF_ERROR(view.Scan(
+              kPostings, term_prefix, term_prefix,
+              [&](absl::string_view pkey, absl::string_view, bool*) -> absl::Status {
+                absl::StatusOr<PostingKeyFields> f = ParsePostingKey(pkey);
+                if (!f.ok()) return Corrupt(kPostings, pkey, f.status());
+                if (f->document == document_id && f->chunk == chunk) {
+                  return FromRocks(batch->Delete(handles_[kPostings], ToSlice(pkey)), "batch");
+                }
+                return absl::OkStatus();
+              }));
         }
         return absl::OkStatus();
       });
 }
 
 absl::StatusOr<std::vector<TermPosting>> RocksDbTreeStore::LoadPostings(
-    const std::string& tenant, const std::string& term) const {
+    const std::string& tenant, const std::string& term, const std::string& collection_id,
+    const std::string& document_id, int64_t limit) const {
   TS_RETURN_IF_ERROR(ValidateId("tenant", tenant));
   if (term.empty() || term.size() > 255) {
     return absl::InvalidArgumentError(absl::StrCat("a term of ", term.size(), " bytes (1..255)"));
   }
-  const std::string prefix = treestore::TermPrefix(tenant, term);
+  if (collection_id.size() > treestore::kMaxIdBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("a collection id of ", collection_id.size(), " bytes"));
+  }
+  if (!document_id.empty()) TS_RETURN_IF_ERROR(ValidateId("document", document_id));
+  const std::string prefix =
+      document_id.empty() ? treestore::TermPrefix(tenant, term, collection_id)
+                          : treestore::TermDocumentPrefix(tenant, term, collection_id, document_id);
   treestore::SnapshotView view(db_.get(), handles_);
   std::vector<TermPosting> out;
   TS_RETURN_IF_ERROR(view.Scan(
       kPostings, prefix, prefix,
-      [&](absl::string_view key, absl::string_view value, bool*) -> absl::Status {
-        KeyReader reader(key);
-        reader.Str();
-        reader.Str();
-        const absl::string_view document = reader.Str();
-        const uint32_t chunk = reader.U32();
-        if (!reader.done()) return Corrupt(kPostings, key, absl::DataLossError("malformed key"));
+      [&](absl::string_view key, absl::string_view value, bool* stop) -> absl::Status {
+        absl::StatusOr<PostingKeyFields> f = ParsePostingKey(key);
+        if (!f.ok()) return Corrupt(kPostings, key, f.status());
         absl::StatusOr<treestore::PostingValue> p = treestore::DecodePosting(value);
         if (!p.ok()) return Corrupt(kPostings, key, p.status());
-        out.push_back({std::string(document), chunk, p->count, static_cast<int32_t>(p->length)});
+        out.push_back({std::string(f->document), f->chunk, p->count, static_cast<int32_t>(p->length)});
+        if (limit > 0 && static_cast<int64_t>(out.size()) >= limit) *stop = true;
         return absl::OkStatus();
       }));
   return out;

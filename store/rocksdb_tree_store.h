@@ -86,7 +86,10 @@ class RocksDbTreeStore : public TreeStore {
                                                        int64_t chunk_index) const override;
 
   absl::StatusOr<std::vector<TermPosting>> LoadPostings(const std::string& tenant,
-                                                        const std::string& term) const override;
+                                                        const std::string& term,
+                                                        const std::string& collection_id,
+                                                        const std::string& document_id,
+                                                        int64_t limit) const override;
 
   absl::Status PutJob(const std::string& tenant, const std::string& job_id,
                       const std::string& json) override;
@@ -111,9 +114,11 @@ class RocksDbTreeStore : public TreeStore {
   // Adds to `batch` the deletion of the postings of the document's chunks [from, ...), read from
   // their `terms` records through `view` (the terms records themselves are range-deleted by the
   // caller with the rest of the chunks).
+  // Deletes the postings of chunks [from, to) of a document (found through its terms records)
+  // filed under `*collection_id`, or under any collection where it is null.
   absl::Status DeletePostings(const treestore::SnapshotView& view, const std::string& tenant,
-                              const std::string& document_id, uint32_t from, uint32_t to,
-                              rocksdb::WriteBatch* batch) const;
+                              const std::string& document_id, const std::string* collection_id,
+                              uint32_t from, uint32_t to, rocksdb::WriteBatch* batch) const;
   // Decodes one `vectors` record of chunk `chunk`.
   absl::StatusOr<NodeRecord> VectorRecord(absl::string_view key, absl::string_view value) const;
 

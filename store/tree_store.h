@@ -145,10 +145,17 @@ class TreeStore {
 
   // The retrieval index ---------------------------------------------------------------------
 
-  // Every posting of `term` in the tenant's documents, whatever their state, ordered by document
-  // key then chunk: callers keep those of the documents they read.
+  // The postings of `term` in the tenant's collection `collection_id` ("" = the documents
+  // uploaded without one), or, where `document_id` is given, in that document only (then
+  // `collection_id` must be the document's own). Whatever the documents' states, ordered by
+  // document key then chunk: callers keep those of the documents they read. With limit > 0 at
+  // most `limit` of them: a caller that asks for one more than it will use learns that a term
+  // is more common than that without reading every posting of it.
   virtual absl::StatusOr<std::vector<TermPosting>> LoadPostings(const std::string& tenant,
-                                                                const std::string& term) const = 0;
+                                                                const std::string& term,
+                                                                const std::string& collection_id,
+                                                                const std::string& document_id,
+                                                                int64_t limit) const = 0;
 
   // Index jobs: opaque JSON records keyed by tenant | job id ----------------------------------
 

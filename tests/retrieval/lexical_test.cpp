@@ -27,7 +27,7 @@ TEST(LexicalTest, Bm25PrefersTheRareTermsChunk) {
     index.Add(0, c, CountTerms(text));
   }
   const auto terms = QueryTerms("What is the pass key?");
-  const auto scores = ScoreBm25(index.Postings(terms), 50);
+  const auto scores = ScoreBm25(index.Postings(terms), 50, 0);
   ASSERT_EQ(scores.size(), 50u);  // every chunk holds "the"
   const ChunkScore* best = &scores[0];
   for (const auto& s : scores) {
@@ -36,6 +36,33 @@ TEST(LexicalTest, Bm25PrefersTheRareTermsChunk) {
   EXPECT_EQ(best->chunk, 31);
   // A term in every chunk counts for little next to one in a single chunk.
   EXPECT_GT(best->score, 5 * scores[0].score);
+}
+
+TEST(LexicalTest, TermsAboveTheCommonTermLimitDoNotScore) {
+  MemoryIndex index;
+  for (int c = 0; c < 50; ++c) {
+    std::string text = "the grass is green";
+    if (c == 7 || c == 31) text += " pass key";
+    index.Add(0, c, CountTerms(text));
+  }
+  const auto postings = index.Postings(QueryTerms("What is the pass key?"));
+  EXPECT_EQ(CommonTermLimit(3), 12);
+  // "is" and "the" are in 50 chunks, above 12: only the two chunks with "pass key" score.
+  const auto scores = ScoreBm25(postings, 50, CommonTermLimit(3));
+  ASSERT_EQ(scores.size(), 2u);
+  EXPECT_EQ(scores[0].chunk, 7);
+  EXPECT_EQ(scores[1].chunk, 31);
+  const auto unlimited = ScoreBm25(postings, 50, 0);
+  EXPECT_EQ(unlimited.size(), 50u);
+  // Without the limit the common terms add to every chunk, and the two still rank first.
+  EXPECT_EQ(scores[0].score, scores[1].score);
+  for (const auto& s : unlimited) {
+    if (s.chunk != 7 && s.chunk != 31) EXPECT_LT(s.score, unlimited[7].score);
+  }
+  // What is chosen: the two chunks, then their neighbours.
+  EXPECT_EQ(ChooseChunks(scores, {50}, 4),
+            (std::vector<ChunkScore>{{0, 6, 0}, {0, 7, scores[0].score}, {0, 8, 0},
+                                     {0, 31, scores[1].score}}));
 }
 
 TEST(LexicalTest, ChooseChunksKeepsEverythingWithinTheBudget) {

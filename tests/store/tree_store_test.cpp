@@ -851,10 +851,10 @@ TEST_F(TreeStoreTest, ConcurrentIngestionOfSeveralDocuments) {
 // The retrieval index ------------------------------------------------------------------------
 
 // Postings of `term` as (document, chunk, count, length) tuples, for comparisons.
-std::vector<std::tuple<std::string, int64_t, int32_t, int32_t>> Postings(TreeStore& store,
-                                                                          const std::string& tenant,
-                                                                          const std::string& term) {
-  auto found = store.LoadPostings(tenant, term);
+std::vector<std::tuple<std::string, int64_t, int32_t, int32_t>> Postings(
+    TreeStore& store, const std::string& tenant, const std::string& term,
+    const std::string& collection = "", const std::string& document = "", int64_t limit = 0) {
+  auto found = store.LoadPostings(tenant, term, collection, document, limit);
   EXPECT_TRUE(found.ok()) << found.status();
   std::vector<std::tuple<std::string, int64_t, int32_t, int32_t>> out;
   if (!found.ok()) return out;
@@ -915,7 +915,45 @@ TEST_F(TreeStoreTest, RewrittenAndDroppedChunksTakeTheirPostingsAlong) {
   EXPECT_EQ(store_->PutChunk("t", "d", 1, c1.tokens, c1.nodes, {{"x", 1}, {"x", 2}}).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(store_->GetDocument("t", "d")->chunks_done, 1);
-  EXPECT_EQ(store_->LoadPostings("t", "").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->LoadPostings("t", "", "", "", 0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->LoadPostings("t", "x", std::string(2000, 'c'), "", 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(TreeStoreTest, PostingsAreFoundPerCollectionOrPerDocumentAndUpToALimit) {
+  using P = std::tuple<std::string, int64_t, int32_t, int32_t>;
+  // d1 and d2 in collection "c", d3 in none, d4 in "c2": one term, one posting per chunk.
+  const std::vector<std::pair<std::string, std::string>> docs = {
+      {"d1", "c"}, {"d2", "c"}, {"d3", ""}, {"d4", "c2"}};
+  for (const auto& [doc, collection] : docs) {
+    ASSERT_TRUE(store_->PutDocument(Meta("t", doc, 3, collection)).ok());
+    for (int64_t c = 0; c < 3; ++c) {
+      const Chunk chunk = MakeChunk(5, c);
+      ASSERT_TRUE(store_->PutChunk("t", doc, c, chunk.tokens, chunk.nodes, {{"w", 1}}).ok());
+    }
+    ASSERT_TRUE(store_->MarkReady("t", doc).ok());
+  }
+  EXPECT_EQ(Postings(*store_, "t", "w", "c"),
+            (std::vector<P>{{"d1", 0, 1, 1}, {"d1", 1, 1, 1}, {"d1", 2, 1, 1},
+                            {"d2", 0, 1, 1}, {"d2", 1, 1, 1}, {"d2", 2, 1, 1}}));
+  EXPECT_EQ(Postings(*store_, "t", "w", ""),
+            (std::vector<P>{{"d3", 0, 1, 1}, {"d3", 1, 1, 1}, {"d3", 2, 1, 1}}));
+  EXPECT_EQ(Postings(*store_, "t", "w", "c", "d2"),
+            (std::vector<P>{{"d2", 0, 1, 1}, {"d2", 1, 1, 1}, {"d2", 2, 1, 1}}));
+  EXPECT_TRUE(Postings(*store_, "t", "w", "c", "d4").empty()) << "d4 is filed under c2";
+  EXPECT_EQ(Postings(*store_, "t", "w", "c", "", 4).size(), 4u) << "a limit stops the scan";
+  EXPECT_EQ(Postings(*store_, "t", "w", "c2", "d4", 2),
+            (std::vector<P>{{"d4", 0, 1, 1}, {"d4", 1, 1, 1}}));
+  // A document whose metadata no longer decodes still takes its postings along.
+  Close();
+  {
+    RawDb raw(options_.path);
+    raw.Put(RocksDbTreeStore::kDocuments, DocumentKey("t", "d4"), "garbage");
+  }
+  Reopen();
+  ASSERT_TRUE(store_->DeleteDocument("t", "d4").ok());
+  EXPECT_TRUE(Postings(*store_, "t", "w", "c2").empty());
+  EXPECT_EQ(Postings(*store_, "t", "w", "c").size(), 6u) << "other documents keep theirs";
 }
 
 TEST_F(TreeStoreTest, LoadVectorsOfChosenChunks) {
