@@ -28,12 +28,16 @@ double TailMean(const std::vector<double>& nll, int64_t scored, std::vector<doub
 // Mean NLL of the last `scored` tokens of `text`, reading `context` (may be empty) through the
 // right-child tree; `tail`, if given, receives those tokens' NLLs.
 double TailNll(LoadedModel& m, const std::vector<int64_t>& context, const std::vector<int64_t>& text,
-               int64_t scored, std::vector<double>* tail = nullptr) {
+               int64_t scored, std::vector<double>* tail = nullptr,
+               std::optional<KvFormat> kv_format = std::nullopt) {
   InjectionContext ctx;
   std::vector<EncodedNode> nodes;
   const InjectionContext* ptr = nullptr;
   if (!context.empty()) {
     nodes = m.shared->BuildDynamicTree(context, at::Tensor());
+    if (kv_format) {
+      for (auto& n : nodes) n = RoundTrip(n, *kv_format);
+    }
     std::vector<const EncodedNode*> p;
     for (const auto& n : nodes) p.push_back(&n);
     ctx = m.shared->MakeContext(p, static_cast<int64_t>(m.shared->Chunks(context.size()).size()));
@@ -196,7 +200,8 @@ std::vector<PplPoint> EvaluatePerplexity(LoadedModel& m, const TokenShard& shard
       const double truncated = TailNll(m, {}, text, scored, &trunc_tail);
       trunc_nll.push_back(truncated);
       shared_nll.push_back(context.empty() ? truncated
-                                           : TailNll(m, context, text, scored, &shared_tail));
+                                           : TailNll(m, context, text, scored, &shared_tail,
+                                                     options.kv_format));
       std::vector<bool> flags;  // the scored tokens' CopyableTokens against the context read
       if (!context.empty()) {
         const std::vector<bool> copyable = CopyableTokens(context, text);
@@ -269,7 +274,7 @@ bool SpanAtFullResolution(int64_t begin, int64_t end, const std::vector<const En
 
 std::vector<PasskeyPoint> EvaluatePasskey(LoadedModel& m, const std::vector<double>& multiples,
                                           const std::vector<double>& depths, int64_t trials,
-                                          uint64_t seed) {
+                                          uint64_t seed, std::optional<KvFormat> kv_format) {
   Check(m.shared != nullptr && m.tokenizer != nullptr, "passkey needs a SharedLLM with a tokenizer");
   c10::InferenceMode guard;
   const Tokenizer& tok = *m.tokenizer;
@@ -312,6 +317,11 @@ std::vector<PasskeyPoint> EvaluatePasskey(LoadedModel& m, const std::vector<doub
           const auto chosen = ChunkIndices(ChooseChunksToRead(*m.shared, tok, doc, question_text,
                                                               m.shared->config().chunk_budget));
           DocumentTree tree = m.shared->BuildStaticTree(doc, chosen);
+          if (kv_format) {
+            for (auto& chunk : tree.nodes) {
+              for (auto& n : chunk) n = RoundTrip(n, *kv_format);
+            }
+          }
           auto selected = m.shared->Select(tree, m.shared->QueryVector(question));
           const auto spans = m.shared->Chunks(static_cast<int64_t>(doc.size()));
           std::vector<int64_t> chunk_begins;  // of each chunk read, by its reading position

@@ -5,10 +5,12 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "sharedllm/loaded_model.h"
+#include "sharedllm/node_records.h"
 #include "training/token_shards.h"
 
 namespace sharedllm {
@@ -67,6 +69,10 @@ struct PplOptions {
   // the text's the same at every length: a document whose identifiers no model knows from
   // training, only from its context. Empty: the text as it is.
   std::vector<int64_t> rename_ids;
+  // Keys and values the way the tree store keeps them (sharedllm/node_records.h): each node's
+  // keys/values are stored in this format and read back before the model reads them. Unset: as
+  // computed.
+  std::optional<KvFormat> kv_format;
 };
 
 // Perplexity at L = multiple × W for each multiple; windows drawn (seeded) from `shard`'s
@@ -90,9 +96,10 @@ struct PasskeyPoint {
 };
 
 // Passkey retrieval with the evaluation filler ("The grass is green. ..."), seeded 5-digit keys.
+// `kv_format`: as PplOptions::kv_format.
 std::vector<PasskeyPoint> EvaluatePasskey(LoadedModel& model, const std::vector<double>& multiples,
                                           const std::vector<double>& depths, int64_t trials,
-                                          uint64_t seed);
+                                          uint64_t seed, std::optional<KvFormat> kv_format = std::nullopt);
 
 // Whether the document tokens [begin, end) lie inside one of `selected` (SharedLLM::Select's
 // nodes; a node's span is relative to its chunk, `chunk_begins[c]` is chunk c's first token)

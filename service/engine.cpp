@@ -84,11 +84,10 @@ std::vector<at::Tensor> HeadIndex(const std::vector<std::vector<int64_t>>& read_
 Engine::~Engine() = default;
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& options) {
-  if (options.kv_dtype != "bfloat16" && options.kv_dtype != "float32") {
-    return absl::InvalidArgumentError("kv dtype must be bfloat16 or float32, not '" +
-                                      Clip(options.kv_dtype) + "'");
-  }
   std::unique_ptr<Engine> engine(new Engine());
+  auto format = Guard([&] { return ParseKvFormat(options.kv_dtype); });
+  if (!format.ok()) return absl::InvalidArgumentError(format.status().message());
+  engine->kv_format_ = *format;
   auto loaded = Guard([&] {
     RuntimeOptions runtime;
     runtime.threads = options.threads;
@@ -97,7 +96,6 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
     return LoadModel(options.model_dir, runtime);
   });
   if (!loaded.ok()) return absl::FailedPreconditionError(loaded.status().message());
-  engine->kv_bf16_ = options.kv_dtype == "bfloat16";
   engine->model_ = *loaded;
   if (!engine->model_->shared) {
     return absl::FailedPreconditionError(options.model_dir +
@@ -147,12 +145,8 @@ absl::StatusOr<std::vector<NodeRecord>> Engine::EncodeChunk(const std::vector<in
           node.k[j] = node.k[j].index_select(0, index[j]);
           node.v[j] = node.v[j].index_select(0, index[j]);
         }
-        if (kv_bf16_) {
-          node.k[j] = node.k[j].to(at::kBFloat16);
-          node.v[j] = node.v[j].to(at::kBFloat16);
-        }
       }
-      out.push_back(ToRecord(node));
+      out.push_back(ToRecord(node, kv_format_));
     }
     return out;
   });

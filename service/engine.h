@@ -18,14 +18,19 @@ namespace sharedllm {
 struct LoadedModel;
 }
 
+namespace sharedllm {
+enum class KvFormat : int;  // sharedllm/node_records.h
+}  // namespace sharedllm
+
 namespace sharedllm::service {
 
 struct EngineOptions {
   std::string model_dir;    // a SharedLLM model directory (sharedllm.json + weights + tokenizer)
   int threads = 0;          // intra-op threads; 0: all cores
   std::string dtype = "float32";  // float32 | bfloat16 (model weights and kept keys/values)
-  // The element type EncodeChunk's keys and values are stored in: bfloat16 | float32. The model
-  // reads them in `dtype` whatever they were stored in.
+  // The element type EncodeChunk's keys and values are stored in: bfloat16 | float32 | int8
+  // (per-channel scales; sharedllm/node_records.h). The model reads them in `dtype` whatever they
+  // were stored in.
   std::string kv_dtype = "bfloat16";
   std::string device = "cpu";
 };
@@ -105,7 +110,7 @@ class Engine {
  private:
   Engine() = default;
   std::shared_ptr<const LoadedModel> model_;  // shared by every request, never changed
-  bool kv_bf16_ = true;  // EngineOptions::kv_dtype
+  KvFormat kv_format_{};  // EngineOptions::kv_dtype
   // Per injection layer: the key/value heads the cross-attention reads (SharedLLM::ReadKvHeads);
   // only those are stored.
   std::vector<std::vector<int64_t>> read_heads_;

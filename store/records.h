@@ -12,7 +12,7 @@ namespace sharedllm {
 
 // Element types of stored tensors. The numeric values are part of the on-disk format
 // (docs/design/tree_store.md): never renumber them.
-enum class DType : uint8_t { kF32 = 1, kF16 = 2, kBF16 = 3, kI64 = 4 };
+enum class DType : uint8_t { kF32 = 1, kF16 = 2, kBF16 = 3, kI64 = 4, kI8 = 5 };
 
 // Bytes per element; 0 for a value outside the enum (e.g. read from a corrupt record).
 inline size_t ElementSize(DType dtype) {
@@ -24,6 +24,8 @@ inline size_t ElementSize(DType dtype) {
       return 2;
     case DType::kI64:
       return 8;
+    case DType::kI8:
+      return 1;
   }
   return 0;
 }
@@ -38,6 +40,8 @@ inline const char* DTypeName(DType dtype) {
       return "bf16";
     case DType::kI64:
       return "i64";
+    case DType::kI8:
+      return "i8";
   }
   return "invalid";
 }
@@ -72,10 +76,15 @@ struct NodeRecord {
   int64_t end = 0;
   TensorBlob search;             // search vector: [hidden]
   std::vector<TensorBlob> k, v;  // per lower-model layer: [kv_heads, kept, head_dim]
+  // Where some layer's k and v are int8 (DType::kI8), one per layer: that layer's per-channel
+  // scales, [kv_heads, 1, head_dim] floating point, so that a value is q * scale (an empty blob
+  // for a floating-point layer). Empty vectors when no layer is int8.
+  std::vector<TensorBlob> k_scale, v_scale;
 
   bool operator==(const NodeRecord& o) const {
     return chunk == o.chunk && level == o.level && index == o.index && begin == o.begin &&
-           end == o.end && search == o.search && k == o.k && v == o.v;
+           end == o.end && search == o.search && k == o.k && v == o.v && k_scale == o.k_scale &&
+           v_scale == o.v_scale;
   }
   bool operator!=(const NodeRecord& o) const { return !(*this == o); }
 };

@@ -418,7 +418,9 @@ absl::Status RocksDbTreeStore::PutChunk(const std::string& tenant, const std::st
                          treestore::EncodeNodeVector(value));
     for (size_t l = 0; l < node.k.size(); ++l) {
       kv.emplace_back(LayerKey(tenant, document_id, chunk, *flat, static_cast<uint16_t>(l)),
-                      treestore::EncodeLayerKv(node.k[l], node.v[l]));
+                      treestore::EncodeLayerKv(node.k[l], node.v[l],
+                                               l < node.k_scale.size() ? &node.k_scale[l] : nullptr,
+                                               l < node.v_scale.size() ? &node.v_scale[l] : nullptr));
     }
   }
   const std::string tokens_key = ChunkKey(tenant, document_id, chunk);
@@ -653,6 +655,7 @@ absl::StatusOr<std::vector<NodeRecord>> RocksDbTreeStore::LoadNodes(
     node.search = std::move(decoded->search);
     node.k.resize(decoded->num_layers);
     node.v.resize(decoded->num_layers);
+    std::vector<TensorBlob> k_scale(decoded->num_layers), v_scale(decoded->num_layers);
     // The node's layers are the keys node_key | u16 layer, 0..num_layers-1, contiguous.
     uint16_t layer = 0;
     TS_RETURN_IF_ERROR(view.Scan(
@@ -664,7 +667,8 @@ absl::StatusOr<std::vector<NodeRecord>> RocksDbTreeStore::LoadNodes(
                            absl::DataLossError(absl::StrCat("expected layer ", layer, " of ",
                                                             decoded->num_layers)));
           }
-          absl::Status s = treestore::DecodeLayerKv(kv_value, &node.k[layer], &node.v[layer]);
+          absl::Status s = treestore::DecodeLayerKv(kv_value, &node.k[layer], &node.v[layer],
+                                                    &k_scale[layer], &v_scale[layer]);
           if (!s.ok()) return Corrupt(kKv, key, s);
           ++layer;
           return absl::OkStatus();
@@ -673,6 +677,11 @@ absl::StatusOr<std::vector<NodeRecord>> RocksDbTreeStore::LoadNodes(
       return Corrupt(kKv, LayerKey(tenant, document_id, chunk, *flat, layer),
                      absl::DataLossError(
                          absl::StrCat("missing: the node has ", decoded->num_layers, " layers")));
+    }
+    if (std::any_of(node.k.begin(), node.k.end(),
+                    [](const TensorBlob& k) { return k.dtype == DType::kI8; })) {
+      node.k_scale = std::move(k_scale);
+      node.v_scale = std::move(v_scale);
     }
     nodes.push_back(std::move(node));
   }

@@ -122,6 +122,41 @@ absl::Status ValidateTensor(absl::string_view what, const TensorBlob& t) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateLayerKv(absl::string_view what, const TensorBlob& k, const TensorBlob& v,
+                             const TensorBlob& k_scale, const TensorBlob& v_scale) {
+  if (k.dtype != v.dtype) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": K is ", DTypeName(k.dtype), " but V is ", DTypeName(v.dtype)));
+  }
+  if (k.dtype == DType::kI64) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": K and V cannot be i64"));
+  }
+  const bool scaled = k.dtype == DType::kI8;
+  auto check = [&](const char* name, const TensorBlob& t, const TensorBlob& scale) -> absl::Status {
+    const bool has_scale = !scale.shape.empty() || !scale.data.empty();
+    if (!scaled) {
+      if (!has_scale) return absl::OkStatus();
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": ", name, " is ", DTypeName(t.dtype), " and has a scale"));
+    }
+    if (t.shape.size() != 3) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": int8 ", name, " of rank ", t.shape.size(),
+                                                     "; [heads, kept, head_dim] expected"));
+    }
+    const std::vector<int64_t> want = {t.shape[0], 1, t.shape[2]};
+    const bool floating = scale.dtype == DType::kF32 || scale.dtype == DType::kBF16 ||
+                          scale.dtype == DType::kF16;
+    if (scale.shape != want || !floating) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, ": int8 ", name, " needs a floating-point scale [", absl::StrJoin(want, ","),
+          "], has ", DTypeName(scale.dtype), " [", absl::StrJoin(scale.shape, ","), "]"));
+    }
+    return absl::OkStatus();
+  };
+  if (absl::Status s = check("K", k, k_scale); !s.ok()) return s;
+  return check("V", v, v_scale);
+}
+
 absl::StatusOr<uint16_t> ValidateNodeRecord(const NodeRecord& node, int64_t chunk_index,
                                             size_t num_tokens) {
   const std::string what =
@@ -155,6 +190,22 @@ absl::StatusOr<uint16_t> ValidateNodeRecord(const NodeRecord& node, int64_t chun
     if (absl::Status s = ValidateTensor(absl::StrCat(what, " V layer ", l), node.v[l]); !s.ok()) {
       return s;
     }
+    const TensorBlob none;
+    const TensorBlob& ks = l < node.k_scale.size() ? node.k_scale[l] : none;
+    const TensorBlob& vs = l < node.v_scale.size() ? node.v_scale[l] : none;
+    for (const TensorBlob* scale : {&ks, &vs}) {
+      if (scale == &none) continue;
+      if (absl::Status s = ValidateTensor(absl::StrCat(what, " scale of layer ", l), *scale); !s.ok()) {
+        return s;
+      }
+    }
+    if (absl::Status s = ValidateLayerKv(absl::StrCat(what, " layer ", l), node.k[l], node.v[l], ks, vs);
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (node.k_scale.size() > node.k.size() || node.v_scale.size() > node.v.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": more scales than layers"));
   }
   return *flat;
 }
@@ -231,21 +282,34 @@ absl::StatusOr<NodeVectorValue> DecodeNodeVector(absl::string_view value) {
   return node;
 }
 
-std::string EncodeLayerKv(const TensorBlob& k, const TensorBlob& v) {
+std::string EncodeLayerKv(const TensorBlob& k, const TensorBlob& v, const TensorBlob* k_scale,
+                          const TensorBlob* v_scale) {
   std::string payload = NewPayload();
   payload.reserve(payload.size() + k.data.size() + v.data.size() + 128);
   AppendTensor(k, &payload);
   AppendTensor(v, &payload);
+  if (k_scale != nullptr) AppendTensor(*k_scale, &payload);
+  if (v_scale != nullptr) AppendTensor(*v_scale, &payload);
   return Seal(std::move(payload));
 }
 
-absl::Status DecodeLayerKv(absl::string_view value, TensorBlob* k, TensorBlob* v) {
+absl::Status DecodeLayerKv(absl::string_view value, TensorBlob* k, TensorBlob* v, TensorBlob* k_scale,
+                           TensorBlob* v_scale) {
   absl::StatusOr<absl::string_view> body = Unseal(value);
   if (!body.ok()) return body.status();
   ByteReader r(*body);
   if (absl::Status s = ReadTensor(&r, "K", k); !s.ok()) return s;
   if (absl::Status s = ReadTensor(&r, "V", v); !s.ok()) return s;
+  *k_scale = TensorBlob();
+  *v_scale = TensorBlob();
+  if (k->dtype == DType::kI8) {
+    if (absl::Status s = ReadTensor(&r, "K scale", k_scale); !s.ok()) return s;
+    if (absl::Status s = ReadTensor(&r, "V scale", v_scale); !s.ok()) return s;
+  }
   if (!r.done()) return Trailing("K/V");
+  if (absl::Status s = ValidateLayerKv("K/V", *k, *v, *k_scale, *v_scale); !s.ok()) {
+    return absl::DataLossError(s.message());
+  }
   return absl::OkStatus();
 }
 

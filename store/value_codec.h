@@ -41,6 +41,11 @@ absl::Status ValidateTensor(absl::string_view what, const TensorBlob& tensor);
 absl::StatusOr<uint16_t> ValidateNodeRecord(const NodeRecord& node, int64_t chunk_index,
                                             size_t num_tokens);
 
+// One layer's K and V: the same dtype, floating point or int8; int8 ones with per-channel scales
+// [heads, 1, head_dim] (floating point), floating-point ones without (empty blobs).
+absl::Status ValidateLayerKv(absl::string_view what, const TensorBlob& k, const TensorBlob& v,
+                             const TensorBlob& k_scale, const TensorBlob& v_scale);
+
 // Appends `payload`'s CRC32C: the stored form of a value.
 std::string Seal(std::string payload);
 // Checks the CRC32C and the format version; returns the body (a view into `value`).
@@ -58,8 +63,12 @@ struct NodeVectorValue {
 std::string EncodeNodeVector(const NodeVectorValue& node);
 absl::StatusOr<NodeVectorValue> DecodeNodeVector(absl::string_view value);
 
-std::string EncodeLayerKv(const TensorBlob& k, const TensorBlob& v);
-absl::Status DecodeLayerKv(absl::string_view value, TensorBlob* k, TensorBlob* v);
+// K | V, and for int8 K and V their scales after them (K scale | V scale). Scales are null for
+// floating-point K and V; DecodeLayerKv leaves them empty then.
+std::string EncodeLayerKv(const TensorBlob& k, const TensorBlob& v, const TensorBlob* k_scale,
+                          const TensorBlob* v_scale);
+absl::Status DecodeLayerKv(absl::string_view value, TensorBlob* k, TensorBlob* v, TensorBlob* k_scale,
+                           TensorBlob* v_scale);
 
 // A chunk's terms (the `terms` family: what its postings are, so that they can be deleted).
 std::string EncodeChunkTerms(const ChunkTerms& terms);

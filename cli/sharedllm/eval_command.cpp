@@ -96,6 +96,10 @@ int EvalCommand(const Args& args) {
   flags.String("out", &out, "also write the JSON here");
   flags.Int("seed", &seed, "sampling of windows / keys");
   flags.String("ablate", &ablate, kAblateHelp);
+  std::string kv_dtype;
+  flags.String("kv-dtype", &kv_dtype,
+               "store each node's keys/values as the service would and read them back: float32 | "
+               "bfloat16 | int8 (per-channel scales); empty = as computed");
   if (task == "ppl") {
     flags.String("shard", &shard_path, "held-out token shard (corpus/make_shards.py)");
     flags.Int("windows", &windows, "windows per length");
@@ -132,11 +136,22 @@ int EvalCommand(const Args& args) {
       ppl_options.rename_ids.push_back(static_cast<int64_t>(id));
     }
   }
+  std::optional<KvFormat> kv_format;
+  if (!kv_dtype.empty()) {
+    try {
+      kv_format = ParseKvFormat(kv_dtype);
+    } catch (const ModelError& e) {
+      std::cerr << "--kv-dtype: " << e.what() << "\n";
+      return 2;
+    }
+    ppl_options.kv_format = kv_format;
+  }
   const Ablation ablation = ParseAblation(ablate);
   auto model = LoadModel(model_dir, runtime.Get());
   nlohmann::json j = {{"task", task}, {"model", model_dir}, {"seed", seed},
                       {"window", model->config.max_position_embeddings}};
   ApplyAblationFlag(*model, ablation, j);
+  if (kv_format) j["kv_dtype"] = KvFormatName(*kv_format);
   if (task == "ppl") {
     const TokenShard shard = TokenShard::Open(shard_path, model->config.vocab_size);
     j["shard"] = shard_path;
@@ -194,7 +209,8 @@ int EvalCommand(const Args& args) {
       }
     }
   } else {
-    for (const auto& p : EvaluatePasskey(*model, ParseDoubleList(lengths), ParseDoubleList(depths), trials, seed)) {
+    for (const auto& p : EvaluatePasskey(*model, ParseDoubleList(lengths), ParseDoubleList(depths), trials, seed,
+                                         kv_format)) {
       j["points"].push_back({{"length_multiple", p.length_multiple}, {"depth", p.depth},
                              {"trials", p.trials}, {"sharedllm_correct", p.sharedllm_correct},
                              {"truncated_correct", p.truncated_correct}, {"keys", p.keys},

@@ -253,6 +253,26 @@ TEST(EvaluationTest, PooledMeanDifferenceWorkedExample) {
   EXPECT_THROW(PooledMeanDifference({1, 2}, {1}), ModelError);
 }
 
+// --kv-dtype: the context read back from each stored format. float32 is what the model computed
+// (the same scores); bfloat16 and int8 change them, a little.
+TEST(EvaluationTest, PerplexityReadsTheContextInTheStoredFormat) {
+  test::TempDir dir;
+  auto model = TinySharedLLM(dir);
+  test::RandomizeCrossAttention(model->lm, 9);
+  const TokenShard shard = PeriodicShard(dir);
+  const auto plain = EvaluatePerplexity(*model, shard, {4}, 3, 1);
+  PplOptions o;
+  o.kv_format = KvFormat::kFloat32;
+  EXPECT_DOUBLE_EQ(EvaluatePerplexity(*model, shard, {4}, 3, 1, o)[0].sharedllm_ppl, plain[0].sharedllm_ppl);
+  for (KvFormat f : {KvFormat::kBFloat16, KvFormat::kInt8}) {
+    o.kv_format = f;
+    const auto p = EvaluatePerplexity(*model, shard, {4}, 3, 1, o);
+    EXPECT_NE(p[0].sharedllm_ppl, plain[0].sharedllm_ppl) << KvFormatName(f);
+    EXPECT_NEAR(p[0].sharedllm_ppl, plain[0].sharedllm_ppl, 0.05 * plain[0].sharedllm_ppl) << KvFormatName(f);
+    EXPECT_EQ(p[0].truncated_ppl, plain[0].truncated_ppl) << "no context, nothing stored";
+  }
+}
+
 TEST(EvaluationTest, PasskeySmokeRun) {
   test::TempDir dir;
   auto model = TinySharedLLM(dir);

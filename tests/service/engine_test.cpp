@@ -108,6 +108,14 @@ TEST_F(EngineTest, KeysAndValuesAreStoredInTheChosenType) {
   EXPECT_EQ((*a)[0].k[0].data.size() * 2, (*b)[0].k[0].data.size());
   EXPECT_EQ((*a)[0].search.dtype, DType::kF32) << "search vectors stay float32";
   EXPECT_FALSE(AnswerText(*f32, *a).empty());  // a float32 model reads bfloat16 records
+  auto i8 = Load(full_, "int8");
+  ASSERT_TRUE(i8);
+  auto c = i8->EncodeChunk(tokens, 0);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ((*c)[0].k[0].dtype, DType::kI8);
+  ASSERT_EQ((*c)[0].k_scale.size(), (*c)[0].k.size()) << "one scale tensor per layer";
+  EXPECT_EQ((*c)[0].k[0].data.size() * 4, (*b)[0].k[0].data.size());
+  EXPECT_FALSE(AnswerText(*f32, *c).empty());  // and int8 ones, scaled back
   EngineOptions bad;
   bad.model_dir = full_;
   bad.kv_dtype = "int4";

@@ -11,6 +11,7 @@
 #include "llm/decoder.h"
 #include "llm/errors.h"
 #include "sharedllm/loaded_model.h"
+#include "sharedllm/node_records.h"
 #include "llm/safetensors.h"
 #include "llm/scoring.h"
 #include "sharedllm/sharedllm.h"
@@ -372,6 +373,46 @@ TEST(SearchTest, TreesOfABatchEqualEachTreeBuiltAlone) {
     }
     EXPECT_EQ(batch_rngs[b](), rng()) << "the same noise was drawn for context " << b;
   }
+}
+
+TEST(NodeRecordsTest, KeysAndValuesRoundTripThroughEachStoredFormat) {
+  torch::manual_seed(5);
+  EncodedNode node;
+  node.chunk = 3;
+  node.node = TreeNode{1, 0, 0, 16};
+  node.search = torch::randn({8});
+  node.k = {torch::randn({2, 5, 4}) * 3, torch::randn({2, 5, 4})};
+  node.v = {torch::randn({2, 5, 4}), torch::randn({2, 5, 4}) * 0.01};
+  node.k[1].select(2, 1).zero_();  // an all-zero channel: scale 0, values stay 0
+  const NodeRecord f32 = ToRecord(node, KvFormat::kFloat32);
+  const NodeRecord bf16 = ToRecord(node, KvFormat::kBFloat16);
+  const NodeRecord i8 = ToRecord(node, KvFormat::kInt8);
+  EXPECT_EQ(f32.k[0].dtype, DType::kF32);
+  EXPECT_EQ(bf16.k[0].dtype, DType::kBF16);
+  EXPECT_EQ(i8.k[0].dtype, DType::kI8);
+  EXPECT_TRUE(f32.k_scale.empty() && bf16.k_scale.empty());
+  ASSERT_EQ(i8.k_scale.size(), 2u);
+  EXPECT_EQ(i8.k_scale[0].shape, (std::vector<int64_t>{2, 1, 4})) << "one scale per head and channel";
+  EXPECT_EQ(i8.k[0].data.size() * 4, f32.k[0].data.size());
+  EXPECT_EQ(i8.search, f32.search) << "search vectors stay as computed";
+  const EncodedNode back32 = RoundTrip(node, KvFormat::kFloat32);
+  EXPECT_EQ(MaxAbsDiff(back32.k[0], node.k[0]), 0.0);
+  const EncodedNode back8 = RoundTrip(node, KvFormat::kInt8);
+  EXPECT_EQ(back8.k[0].scalar_type(), at::kFloat);
+  EXPECT_FALSE(back8.batch) << "read from the stored values, not the encoder's batch";
+  for (size_t j = 0; j < 2; ++j) {
+    for (const auto& [orig, got] : {std::pair{node.k[j], back8.k[j]}, std::pair{node.v[j], back8.v[j]}}) {
+      // Within half a step of each channel's scale (plus the scale's bfloat16 rounding).
+      const auto step = orig.abs().amax({1}, true) / 127.0;
+      EXPECT_TRUE(((got - orig).abs() <= step * 0.51 + 1e-7).all().item<bool>());
+      EXPECT_GT(MaxAbsDiff(got, orig), 0.0);
+    }
+  }
+  EXPECT_EQ(back8.k[1].select(2, 1).abs().max().item<float>(), 0.0f);
+  // Small values keep their relative precision (the scale is per channel, not per tensor).
+  EXPECT_LT(MaxAbsDiff(back8.v[1], node.v[1]), 0.01 / 127 * 4);
+  EXPECT_THROW(ParseKvFormat("int4"), ModelError);
+  EXPECT_EQ(ParseKvFormat(KvFormatName(KvFormat::kInt8)), KvFormat::kInt8);
 }
 
 TEST(SharedLLMTest, CachedDecodingWithContextEqualsFullForward) {

@@ -862,6 +862,47 @@ std::vector<std::tuple<std::string, int64_t, int32_t, int32_t>> Postings(
   return out;
 }
 
+TEST_F(TreeStoreTest, Int8KeysAndValuesKeepTheirScales) {
+  std::mt19937_64 rng(11);
+  Chunk chunk = MakeChunk(4, 0);
+  for (NodeRecord& n : chunk.nodes) {
+    for (size_t l = 0; l < n.k.size(); ++l) {
+      const int64_t kept = n.k[l].shape[1];
+      n.k[l] = RandomBlob(DType::kI8, {kKvHeads, kept, kHeadDim}, rng);
+      n.v[l] = RandomBlob(DType::kI8, {kKvHeads, kept, kHeadDim}, rng);
+      n.k_scale.push_back(RandomBlob(DType::kBF16, {kKvHeads, 1, kHeadDim}, rng));
+      n.v_scale.push_back(RandomBlob(DType::kBF16, {kKvHeads, 1, kHeadDim}, rng));
+    }
+  }
+  ASSERT_TRUE(store_->PutDocument(Meta("t", "q", 1)).ok());
+  // Refused before anything is written: a missing scale, a wrong shape, a scale on bf16.
+  Chunk bad = chunk;
+  bad.nodes[0].k_scale.pop_back();
+  EXPECT_EQ(store_->PutChunk("t", "q", 0, bad.tokens, bad.nodes, {}).code(),
+            absl::StatusCode::kInvalidArgument);
+  bad = chunk;
+  bad.nodes[0].v_scale[0].shape = {kKvHeads, 2, kHeadDim / 2};
+  EXPECT_EQ(store_->PutChunk("t", "q", 0, bad.tokens, bad.nodes, {}).code(),
+            absl::StatusCode::kInvalidArgument);
+  bad = MakeChunk(4, 0);
+  bad.nodes[0].k_scale = chunk.nodes[0].k_scale;
+  bad.nodes[0].v_scale = chunk.nodes[0].v_scale;
+  EXPECT_EQ(store_->PutChunk("t", "q", 0, bad.tokens, bad.nodes, {}).code(),
+            absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(store_->PutChunk("t", "q", 0, chunk.tokens, chunk.nodes, {}).ok());
+  ASSERT_TRUE(store_->MarkReady("t", "q").ok());
+  Reopen();
+  auto nodes = store_->LoadNodes("t", "q", AllRefs(1));
+  ASSERT_TRUE(nodes.ok()) << nodes.status();
+  ASSERT_EQ(nodes->size(), chunk.nodes.size());
+  for (size_t i = 0; i < nodes->size(); ++i) EXPECT_TRUE((*nodes)[i] == chunk.nodes[i]) << i;
+  // Float K/V come back without scales.
+  Ingest("t", "f", 5, 1);
+  auto plain = store_->LoadNodes("t", "f", AllRefs(1));
+  ASSERT_TRUE(plain.ok());
+  EXPECT_TRUE((*plain)[0].k_scale.empty());
+}
+
 TEST_F(TreeStoreTest, RetrievalIndexIsPersistedPerTenantAndDeletedWithItsDocument) {
   using P = std::tuple<std::string, int64_t, int32_t, int32_t>;
   for (const std::string doc : {"a", "b"}) {
