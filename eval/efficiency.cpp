@@ -217,13 +217,14 @@ const char* PhaseName(EfficiencyPhase p) {
     case EfficiencyPhase::kAsk: return "ask";
     case EfficiencyPhase::kRebuild: return "rebuild";
     case EfficiencyPhase::kFullAttention: return "full";
+    case EfficiencyPhase::kStoredCache: return "cached";
   }
   return "?";
 }
 
 EfficiencyPhase PhaseFromName(const std::string& name) {
   for (auto p : {EfficiencyPhase::kIngest, EfficiencyPhase::kAsk, EfficiencyPhase::kRebuild,
-                 EfficiencyPhase::kFullAttention}) {
+                 EfficiencyPhase::kFullAttention, EfficiencyPhase::kStoredCache}) {
     if (name == PhaseName(p)) return p;
   }
   throw ModelError("unknown efficiency phase '" + name + "' (ingest, ask, rebuild, full)");
@@ -285,7 +286,9 @@ PhaseResult RunPhase(LoadedModel& m, EfficiencyPhase phase, const PhaseInput& in
   }
 
   KVCache cache = m.lm->NewCache();
-  if (phase == EfficiencyPhase::kFullAttention) {
+  if (phase == EfficiencyPhase::kFullAttention || phase == EfficiencyPhase::kStoredCache) {
+    // Beyond the window the base model reads with linearly interpolated positions (PI); the
+    // stored cache was written under the same scaling (the same total length).
     const RotaryEmbedding saved = m.lm->rope;
     const int64_t w = c.max_position_embeddings;
     const int64_t total = length + q + in.decode_tokens;
@@ -298,13 +301,32 @@ PhaseResult RunPhase(LoadedModel& m, EfficiencyPhase phase, const PhaseInput& in
       m.lm->rope = RotaryEmbedding(scaled);
     }
     try {
-      std::vector<int64_t> all = in.document;
-      all.insert(all.end(), in.question.begin(), in.question.end());
       Decoder decoder(m.lm);
-      const auto t0 = Clock::now();
-      const int64_t first = Greedy(decoder.Prefill(all, cache));
-      r.seconds = Since(t0);
-      r.decode_seconds = DecodeSteps(decoder, cache, first, in.decode_tokens);
+      if (phase == EfficiencyPhase::kFullAttention) {
+        std::vector<int64_t> all = in.document;
+        all.insert(all.end(), in.question.begin(), in.question.end());
+        const auto t0 = Clock::now();
+        const int64_t first = Greedy(decoder.Prefill(all, cache));
+        r.seconds = Since(t0);
+        r.first_token = first;
+        r.decode_seconds = DecodeSteps(decoder, cache, first, in.decode_tokens);
+      } else {
+        Check(!in.cache_file.empty(), "the cached phase reads the cache written by the full phase");
+        const auto t0 = Clock::now();
+        SafetensorsFile file(in.cache_file);
+        for (int64_t l = 0; l < cache.num_layers(); ++l) {
+          const at::Tensor k = file.tensor("k." + std::to_string(l)).to(device, dtype);
+          const at::Tensor v = file.tensor("v." + std::to_string(l)).to(device, dtype);
+          Check(k.size(2) == length, "the stored cache is of another document length");
+          r.read_bytes += 2 * k.numel() * k.element_size();
+          cache.Update(l, k, v);
+        }
+        cache.Advance(length);
+        const int64_t first = Greedy(decoder.Prefill(in.question, cache));
+        r.seconds = Since(t0);
+        r.first_token = first;
+        r.decode_seconds = DecodeSteps(decoder, cache, first, in.decode_tokens);
+      }
     } catch (...) {
       m.lm->rope = saved;
       throw;
@@ -312,9 +334,26 @@ PhaseResult RunPhase(LoadedModel& m, EfficiencyPhase phase, const PhaseInput& in
     m.lm->rope = saved;
     r.peak_bytes = ReadProcessMemory().peak_bytes;
     r.device_peak_bytes = DeviceAllocatorPeakBytes(device.str());
+    if (phase == EfficiencyPhase::kStoredCache) {
+      r.context_positions = length + q;
+      r.flops = UpperForwardFlops(c, 0, q, length, 0);
+      r.decode_flops = DecodeFlops(c, 0, length + q, in.decode_tokens, 0);
+      return r;
+    }
     r.context_positions = length + q;
     r.flops = UpperForwardFlops(c, 0, length + q, 0, 0);
     r.decode_flops = DecodeFlops(c, 0, length + q, in.decode_tokens, 0);
+    if (!in.cache_file.empty()) {
+      // What prefix caching keeps of the document: every layer's keys and values, as computed.
+      NamedTensors tensors;
+      for (int64_t l = 0; l < cache.num_layers(); ++l) {
+        auto [k, v] = cache.Layer(l);
+        tensors.emplace_back("k." + std::to_string(l), k.narrow(2, 0, length).contiguous());
+        tensors.emplace_back("v." + std::to_string(l), v.narrow(2, 0, length).contiguous());
+        r.cache_bytes += 2 * tensors.back().second.numel() * tensors.back().second.element_size();
+      }
+      WriteSafetensors(in.cache_file, tensors);
+    }
     return r;
   }
 
@@ -336,6 +375,7 @@ PhaseResult RunPhase(LoadedModel& m, EfficiencyPhase phase, const PhaseInput& in
         e.chunk = static_cast<int64_t>(ci);
         e.node = all[ni];
         e.search = file.tensor(NodeName("a", ci, ni)).to(device, at::kFloat);
+        r.read_bytes += e.search.numel() * e.search.element_size();
         tree.nodes.back().push_back(std::move(e));
       }
     }
@@ -348,6 +388,7 @@ PhaseResult RunPhase(LoadedModel& m, EfficiencyPhase phase, const PhaseInput& in
       for (int64_t j = 0; j < layers_m; ++j) {
         e.k.push_back(file.tensor(base + "." + std::to_string(j)).to(device, dtype));
         e.v.push_back(file.tensor(vbase + "." + std::to_string(j)).to(device, dtype));
+        r.read_bytes += 2 * e.k.back().numel() * e.k.back().element_size();
       }
     }
     num_chunks = tree.num_chunks();
@@ -372,6 +413,7 @@ PhaseResult RunPhase(LoadedModel& m, EfficiencyPhase phase, const PhaseInput& in
   Decoder decoder(m.lm, &context);
   const int64_t first = Greedy(decoder.Prefill(in.question, cache));
   r.seconds = Since(t0);
+  r.first_token = first;
   r.decode_seconds = DecodeSteps(decoder, cache, first, in.decode_tokens);
   r.peak_bytes = ReadProcessMemory().peak_bytes;
   r.device_peak_bytes = DeviceAllocatorPeakBytes(device.str());

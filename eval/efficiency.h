@@ -84,7 +84,9 @@ enum class EfficiencyPhase {
   kIngest,       // BuildStaticTree of the document; the tree is then written to `tree_file`
   kAsk,          // a question over the tree in `tree_file`: vectors, search, selected K/V, prefill, decode
   kRebuild,      // a question that re-encodes the document (BuildDynamicTree with the query)
-  kFullAttention // the base model over document + question, rotary scaled linearly (PI)
+  kFullAttention,  // the base model over document + question, rotary scaled linearly (PI); the
+                   // document's keys/values of every layer are then written to `cache_file`
+  kStoredCache     // prefix caching: the question prefilled against the cache in `cache_file`
 };
 const char* PhaseName(EfficiencyPhase p);
 EfficiencyPhase PhaseFromName(const std::string& name);  // throws ModelError
@@ -92,7 +94,8 @@ EfficiencyPhase PhaseFromName(const std::string& name);  // throws ModelError
 struct PhaseInput {
   std::vector<int64_t> document, question;
   int64_t decode_tokens = 32;
-  std::string tree_file;  // written by kIngest, read by kAsk
+  std::string tree_file;   // written by kIngest, read by kAsk
+  std::string cache_file;  // written by kFullAttention, read by kStoredCache
 };
 
 struct PhaseResult {
@@ -104,6 +107,11 @@ struct PhaseResult {
   int64_t encoded_tokens = 0;     // tokens through the lower model (tree build)
   int64_t context_positions = 0;  // cross-attention positions (SharedLLM) / keys (full attention)
   int64_t tree_record_bytes = 0;  // kIngest: K/V + vectors as stored (tensor bytes only)
+  int64_t cache_bytes = 0;        // kFullAttention: the document's keys/values of every layer
+  // Tensor bytes a question reads from storage: kAsk the vectors and the selected nodes' K/V,
+  // kStoredCache the whole cache.
+  int64_t read_bytes = 0;
+  int64_t first_token = -1;  // the greedy first answer token (not kIngest)
   // Read when the measured part ends (kIngest: before the tree file is written).
   int64_t peak_bytes = 0;          // VmHWM: since the caller's ResetPeakMemory
   int64_t device_peak_bytes = -1;  // the CUDA caching allocator's peak; -1 on the CPU

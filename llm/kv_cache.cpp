@@ -31,6 +31,12 @@ std::pair<at::Tensor, at::Tensor> KVCache::Update(int64_t layer, const at::Tenso
   return {kc.narrow(2, 0, needed), vc.narrow(2, 0, needed)};
 }
 
+std::pair<at::Tensor, at::Tensor> KVCache::Layer(int64_t layer) const {
+  Check(layer >= 0 && layer < num_layers(), "KVCache: layer out of range");
+  Check(k_[layer].defined(), "KVCache: layer " + std::to_string(layer) + " holds nothing");
+  return {k_[layer].narrow(2, 0, length_), v_[layer].narrow(2, 0, length_)};
+}
+
 void KVCache::Truncate(int64_t len) {
   Check(len >= 0 && len <= length_, "KVCache: cannot truncate to a longer length");
   length_ = len;

@@ -20,6 +20,8 @@ class KVCache {
   // k, v: [B, KVH, T, D], written at positions [length, length + T) of `layer`.
   // Returns that layer's keys and values [B, KVH, length + T, D] (views into the cache).
   std::pair<at::Tensor, at::Tensor> Update(int64_t layer, const at::Tensor& k, const at::Tensor& v);
+  // The cached positions of `layer`: keys and values [B, KVH, length, D] (views into the cache).
+  std::pair<at::Tensor, at::Tensor> Layer(int64_t layer) const;
   // Called once every layer has written T new positions.
   void Advance(int64_t t) { length_ += t; }
   // Forgets positions >= len (e.g. to reuse a shared prefix).

@@ -1,5 +1,6 @@
-// `sharedllm eval efficiency` (time and memory of SharedLLM against full attention and against
-// rebuilding the tree per question, docs/PERFORMANCE.md) and `sharedllm plan` (the cost
+// `sharedllm eval efficiency` (time and memory of SharedLLM against full attention, against a
+// stored full key/value cache (prefix caching) and against rebuilding the tree per question,
+// docs/PERFORMANCE.md) and `sharedllm plan` (the cost
 // model's prediction for one document length). Every configuration of every run is measured in a
 // fresh child process — this binary re-executed with the hidden flag --child-phase — so that one
 // phase's peak memory cannot mask another's; ratios are taken within a run, then the medians.
@@ -73,13 +74,14 @@ std::string RunChild(const std::vector<std::string>& args, int64_t* max_rss_byte
 // The child: loads the model, warms the phase up on one window, resets the peaks, runs the phase
 // once and prints one JSON object.
 int ChildMain(const Args& args) {
-  std::string model_dir, phase_name, tree_file;
+  std::string model_dir, phase_name, tree_file, cache_file;
   int64_t tokens = 0, question_tokens = 16, decode_tokens = 32, seed = 1;
   RuntimeFlags runtime;
   FlagSet flags("sharedllm eval efficiency --child-phase P ...", "internal: one measured phase");
   flags.String("model", &model_dir, "");
   flags.String("child-phase", &phase_name, "");
   flags.String("tree-file", &tree_file, "");
+  flags.String("cache-file", &cache_file, "");
   flags.Int("tokens", &tokens, "");
   flags.Int("question-tokens", &question_tokens, "");
   flags.Int("decode-tokens", &decode_tokens, "");
@@ -96,13 +98,20 @@ int ChildMain(const Args& args) {
   if (model->config.bos_token_id >= 0) input.question[0] = model->config.bos_token_id;
   input.decode_tokens = decode_tokens;
   input.tree_file = tree_file;
+  input.cache_file = cache_file;
   // Warm-up on one window (lazy initialisation, first-touch allocations, thread pools); the ask
-  // phase warms up on the rebuild path, which runs the same kernels without a tree file.
+  // phase warms up on the rebuild path, which runs the same kernels without a tree file, the
+  // cached phase on the full-attention path (a prefill against a cache) without a cache file.
   PhaseInput warm = input;
   warm.document.resize(std::min<int64_t>(tokens, model->config.max_position_embeddings));
   warm.decode_tokens = 2;
   warm.tree_file.clear();
-  RunPhase(*model, phase == EfficiencyPhase::kAsk ? EfficiencyPhase::kRebuild : phase, warm);
+  warm.cache_file.clear();
+  RunPhase(*model,
+           phase == EfficiencyPhase::kAsk           ? EfficiencyPhase::kRebuild
+           : phase == EfficiencyPhase::kStoredCache ? EfficiencyPhase::kFullAttention
+                                                    : phase,
+           warm);
   // This machine's matmul peak now, in the model's dtype: utilisation is measured against the
   // peak under the same load as the phase (a shared machine's peak drifts).
   const double peak = MeasureMatmulPeak(1024, runtime.Get().dtype == "auto" ? model->config.torch_dtype
@@ -122,6 +131,8 @@ int ChildMain(const Args& args) {
             {"encoded_tokens", r.encoded_tokens},
             {"context_positions", r.context_positions},
             {"tree_record_bytes", r.tree_record_bytes},
+            {"cache_bytes", r.cache_bytes},
+            {"read_bytes", r.read_bytes},
             {"rss_at_start_bytes", at_start.rss_bytes},
             {"rss_model_loaded_bytes", loaded.rss_bytes},
             {"rss_before_phase_bytes", before.rss_bytes},
@@ -161,9 +172,12 @@ int EfficiencyCommand(const Args& args) {
       "sharedllm eval efficiency --model DIR [--lengths L] [--runs N] [--device cpu|cuda] [--out F.json]",
       "Per length (multiples of the window W): ingestion (static tree build), a question over the\n"
       "built tree (time to first token, decode tokens/s), the same question rebuilding the tree,\n"
-      "and full attention over document + question (base model, rotary scaled linearly); peak\n"
-      "memory of each; FLOP utilisation against the measured matmul peak. Each configuration of\n"
-      "each run is a fresh child process; medians over runs, ratios within a run.");
+      "full attention over document + question (base model, rotary scaled linearly), and where\n"
+      "full attention runs, a stored full key/value cache of the document (prefix caching: the\n"
+      "question prefilled against every layer's keys/values, read from a file); bytes stored and\n"
+      "read per question, peak memory of each; FLOP utilisation against the measured matmul peak.\n"
+      "Each configuration of each run is a fresh child process; medians over runs, ratios within\n"
+      "a run.");
   flags.String("model", &o.model_dir, "SharedLLM model directory");
   flags.String("lengths", &lengths, "document lengths as multiples of the window, comma-separated");
   flags.Int("runs", &o.runs, "runs per length (medians are reported)");
@@ -213,19 +227,23 @@ int EfficiencyCommand(const Args& args) {
       const int64_t tokens = static_cast<int64_t>(std::llround(mult * w));
       const bool full = o.full_max > 0 && mult <= o.full_max + 1e-9;
       std::vector<std::string> phases = {"ingest", "ask", "rebuild"};
-      if (full) phases.push_back("full");
+      if (full) {
+        phases.push_back("full");
+        phases.push_back("cached");  // reads the cache the full phase wrote
+      }
       std::map<std::string, std::vector<json>> per_phase;
       std::map<std::string, std::vector<double>> ratios;
       json runs = json::array();
       for (int64_t run = 0; run < o.runs; ++run) {
         std::map<std::string, json> now;
         const std::string tree_file = (tmp / ("tree-" + std::to_string(tokens) + ".safetensors")).string();
+        const std::string cache_file = (tmp / ("cache-" + std::to_string(tokens) + ".safetensors")).string();
         for (const auto& phase : phases) {
           std::vector<std::string> argv = {
               "sharedllm", "eval", "efficiency", "--child-phase", phase, "--model", o.model_dir,
               "--tokens", std::to_string(tokens), "--question-tokens", std::to_string(o.question_tokens),
               "--decode-tokens", std::to_string(o.decode_tokens), "--seed", std::to_string(o.seed),
-              "--tree-file", tree_file, "--threads", std::to_string(rt.threads), "--dtype", rt.dtype,
+              "--tree-file", tree_file, "--cache-file", cache_file, "--threads", std::to_string(rt.threads), "--dtype", rt.dtype,
               "--device", rt.device};
           int64_t max_rss = 0;
           json r = json::parse(RunChild(argv, &max_rss));
@@ -234,6 +252,7 @@ int EfficiencyCommand(const Args& args) {
           per_phase[phase].push_back(r);
         }
         std::filesystem::remove(tree_file);
+        std::filesystem::remove(cache_file);
         auto ttft = [&](const std::string& p) { return now[p]["seconds"].get<double>(); };
         auto tps = [&](const std::string& p) {
           return now[p]["decode_tokens"].get<double>() / now[p]["decode_seconds"].get<double>();
@@ -246,6 +265,11 @@ int EfficiencyCommand(const Args& args) {
           ratios["ask_decode_over_full_decode"].push_back(tps("ask") / tps("full"));
           ratios["full_peak_rss_over_ask_peak_rss"].push_back(rss("full") / rss("ask"));
           ratios["full_peak_rss_over_ingest_peak_rss"].push_back(rss("full") / rss("ingest"));
+          ratios["cached_ttft_over_ask_ttft"].push_back(ttft("cached") / ttft("ask"));
+          ratios["cache_bytes_over_tree_bytes"].push_back(now["full"]["cache_bytes"].get<double>() /
+                                                          now["ingest"]["tree_record_bytes"].get<double>());
+          ratios["cached_read_bytes_over_ask_read_bytes"].push_back(
+              now["cached"]["read_bytes"].get<double>() / now["ask"]["read_bytes"].get<double>());
           // Questions after which ingesting once and asking beats full attention per question.
           const double saved = ttft("full") - ttft("ask");
           if (saved > 0) ratios["break_even_questions_vs_full"].push_back(ttft("ingest") / saved);
@@ -254,7 +278,10 @@ int EfficiencyCommand(const Args& args) {
         std::fprintf(stderr, "%5gx W (%lld tokens) run %lld: ingest %.3f s, ask ttft %.3f s, rebuild ttft %.3f s%s\n",
                      mult, static_cast<long long>(tokens), static_cast<long long>(run + 1), ttft("ingest"),
                      ttft("ask"), ttft("rebuild"),
-                     full ? (", full ttft " + std::to_string(ttft("full")) + " s").c_str() : "");
+                     full ? (", full ttft " + std::to_string(ttft("full")) + " s, stored-cache ttft " +
+                             std::to_string(ttft("cached")) + " s")
+                                .c_str()
+                          : "");
       }
       json point = {{"length_multiple", mult}, {"tokens", tokens},
                     {"chunks", static_cast<int64_t>(StaticTreeShape(shared, tokens).spans.size())}};
@@ -288,6 +315,8 @@ int EfficiencyCommand(const Args& args) {
           });
           p["context_positions"] = rs[0]["context_positions"];
           if (phase == "rebuild") p["encoded_tokens"] = rs[0]["encoded_tokens"];
+          if (phase == "ask" || phase == "cached") p["read_bytes"] = rs[0]["read_bytes"];
+          if (phase == "full") p["cache_bytes"] = rs[0]["cache_bytes"];
         }
         p["phase_peak_rss_bytes"] = med([](const json& r) { return r["phase_peak_rss_bytes"].get<double>(); });
         p["phase_rss_increase_bytes"] = med([](const json& r) {
@@ -297,7 +326,7 @@ int EfficiencyCommand(const Args& args) {
         p["rss_model_loaded_bytes"] = med([](const json& r) { return r["rss_model_loaded_bytes"].get<double>(); });
         p["device_peak_bytes"] = med([](const json& r) { return r["device_peak_bytes"].get<double>(); });
         p["peak_reset"] = rs[0]["peak_reset"];
-        point[phase == "full" ? "full_attention" : phase] = p;
+        point[phase == "full" ? "full_attention" : phase == "cached" ? "stored_cache" : phase] = p;
       }
       json rj;
       for (const auto& [name, v] : ratios) rj[name] = Median(v);

@@ -126,8 +126,10 @@ TEST(EfficiencyPhaseTest, EveryPhaseRunsAndCountsItsWork) {
   EXPECT_TRUE(test::Exists(in.tree_file));
   const PhaseResult ask = RunPhase(*t.model, EfficiencyPhase::kAsk, in);
   const PhaseResult rebuild = RunPhase(*t.model, EfficiencyPhase::kRebuild, in);
+  in.cache_file = dir / "cache.safetensors";
   const PhaseResult full = RunPhase(*t.model, EfficiencyPhase::kFullAttention, in);
-  for (const PhaseResult* r : {&ask, &rebuild, &full}) {
+  const PhaseResult cached = RunPhase(*t.model, EfficiencyPhase::kStoredCache, in);
+  for (const PhaseResult* r : {&ask, &rebuild, &full, &cached}) {
     EXPECT_GT(r->seconds, 0);
     EXPECT_GT(r->decode_seconds, 0);
     EXPECT_EQ(r->decode_tokens, 3);
@@ -146,6 +148,19 @@ TEST(EfficiencyPhaseTest, EveryPhaseRunsAndCountsItsWork) {
   EXPECT_EQ(rebuild.encoded_tokens, dynamic);
   EXPECT_GT(rebuild.flops, ask.flops);
   EXPECT_DOUBLE_EQ(full.flops, UpperForwardFlops(t.model->config, 0, 206, 0, 0));
+  // The stored cache: every layer's keys and values of the 200 document tokens, all read back by
+  // the question, which then sees what full attention saw (the same first token).
+  const ModelConfig& c = t.model->config;
+  const int64_t cache_bytes = c.num_hidden_layers * 2 * c.num_key_value_heads * 200 * c.head_dim * 4;
+  EXPECT_EQ(full.cache_bytes, cache_bytes);
+  EXPECT_EQ(cached.read_bytes, cache_bytes);
+  EXPECT_EQ(cached.first_token, full.first_token);
+  EXPECT_EQ(cached.context_positions, 206);
+  EXPECT_LT(cached.flops, full.flops / 10);
+  // A question over the tree reads the vectors and the chosen nodes only.
+  EXPECT_GT(ask.read_bytes, 0);
+  EXPECT_LT(ask.read_bytes, ingest.tree_record_bytes);
+  EXPECT_EQ(ask.first_token, rebuild.first_token);
 }
 
 TEST(EfficiencyCliTest, SmokeRunWritesEveryConfiguration) {
@@ -165,7 +180,7 @@ TEST(EfficiencyCliTest, SmokeRunWritesEveryConfiguration) {
   const auto& p = j["points"][0];
   EXPECT_EQ(p.at("tokens"), 128);
   EXPECT_EQ(p.at("runs").size(), 2u);
-  for (const char* phase : {"ingest", "ask", "rebuild", "full_attention"}) {
+  for (const char* phase : {"ingest", "ask", "rebuild", "full_attention", "stored_cache"}) {
     SCOPED_TRACE(phase);
     ASSERT_TRUE(p.contains(phase));
     EXPECT_GT(p[phase].at("phase_peak_rss_bytes").get<double>(), 1e6);
@@ -177,7 +192,9 @@ TEST(EfficiencyCliTest, SmokeRunWritesEveryConfiguration) {
   EXPECT_GT(p["ask"].at("decode_tokens_per_second").get<double>(), 0);
   EXPECT_GT(p["full_attention"].at("ttft_utilization").get<double>(), 0);
   for (const char* ratio : {"full_ttft_over_ask_ttft", "rebuild_ttft_over_ask_ttft",
-                            "ask_decode_over_full_decode", "full_peak_rss_over_ask_peak_rss"}) {
+                            "ask_decode_over_full_decode", "full_peak_rss_over_ask_peak_rss",
+                            "cached_ttft_over_ask_ttft", "cache_bytes_over_tree_bytes",
+                            "cached_read_bytes_over_ask_read_bytes"}) {
     EXPECT_GT(p.at("ratios").at(ratio).get<double>(), 0) << ratio;
   }
 }
