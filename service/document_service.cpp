@@ -31,52 +31,6 @@ Status CheckId(const std::string& id, const char* what) {
 
 }  // namespace
 
-size_t Utf8CharLength(std::string_view s, size_t i) {
-  // Well-formed sequences (Unicode 15, table 3-7): no overlong forms, no surrogates, at most
-  // U+10FFFF. Exactly what protobuf checks in `string` fields.
-  const auto at = [&](size_t k) { return static_cast<unsigned char>(s[i + k]); };
-  const auto in = [](unsigned char c, unsigned char lo, unsigned char hi) { return c >= lo && c <= hi; };
-  const size_t left = s.size() - i;
-  const unsigned char c = at(0);
-  if (c < 0x80) return 1;
-  if (in(c, 0xC2, 0xDF)) return left >= 2 && in(at(1), 0x80, 0xBF) ? 2 : 0;
-  if (in(c, 0xE0, 0xEF)) {
-    if (left < 3) return 0;
-    const unsigned char lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-    return in(at(1), lo, hi) && in(at(2), 0x80, 0xBF) ? 3 : 0;
-  }
-  if (in(c, 0xF0, 0xF4)) {
-    if (left < 4) return 0;
-    const unsigned char lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-    return in(at(1), lo, hi) && in(at(2), 0x80, 0xBF) && in(at(3), 0x80, 0xBF) ? 4 : 0;
-  }
-  return 0;
-}
-
-bool ValidUtf8(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    const size_t len = Utf8CharLength(s, i);
-    if (len == 0) return false;
-    i += len;
-  }
-  return true;
-}
-
-std::string ToValidUtf8(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size();) {
-    const size_t len = Utf8CharLength(s, i);
-    if (len == 0) {
-      out += "\xEF\xBF\xBD";  // U+FFFD for each byte that starts no well-formed character
-      ++i;
-    } else {
-      out.append(s, i, len);
-      i += len;
-    }
-  }
-  return out;
-}
 
 void ToProto(const JobSnapshot& s, sharedllm::v1::IndexJob* out) {
   out->set_document_id(s.document_id);
@@ -96,6 +50,16 @@ Status DocumentServiceImpl::UploadDocument(
   auto tenant = Tenant(keys_, context);
   if (!tenant.ok()) return ToGrpcStatus(tenant.status());
   if (draining_) return Status(StatusCode::UNAVAILABLE, "the server is draining");
+  // A slot for the bytes this upload will hold, taken before any is read.
+  struct Slot {
+    std::atomic<int>& count;
+    ~Slot() { --count; }
+  } slot{uploads_in_flight_};
+  if (++uploads_in_flight_ > limits_.max_uploads) {
+    return Status(StatusCode::RESOURCE_EXHAUSTED,
+                  std::to_string(limits_.max_uploads) +
+                      " uploads are being received (--max-uploads); retry in a moment");
+  }
   sharedllm::v1::UploadDocumentRequest msg;
   if (!reader->Read(&msg) || !msg.has_header()) {
     return Status(StatusCode::INVALID_ARGUMENT, "the first message must carry the header");

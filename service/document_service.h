@@ -19,6 +19,9 @@ struct Limits {
   int64_t max_question_bytes = 4096;
   int64_t max_answer_tokens = 1024;
   int64_t max_documents_per_ask = 64;
+  // Uploads received at once (each holds up to max_document_bytes in memory until it is
+  // admitted); one more is RESOURCE_EXHAUSTED before its bytes are read.
+  int max_uploads = 4;
 };
 
 class DocumentServiceImpl final : public sharedllm::v1::DocumentService::Service {
@@ -55,14 +58,9 @@ class DocumentServiceImpl final : public sharedllm::v1::DocumentService::Service
   TreeStore& store_;
   const Limits& limits_;
   const std::atomic<bool>& draining_;
+  std::atomic<int> uploads_in_flight_{0};
 };
 
-// Length of the well-formed UTF-8 character at s[i] (1-4), or 0 where none starts: strict, as
-// protobuf checks `string` fields (no overlong forms, surrogates or code points above U+10FFFF).
-size_t Utf8CharLength(std::string_view s, size_t i);
-bool ValidUtf8(std::string_view s);
-// `s` with every byte that starts no well-formed character replaced by U+FFFD.
-std::string ToValidUtf8(std::string_view s);
 
 // Fills an IndexJob message from a snapshot.
 void ToProto(const JobSnapshot& s, sharedllm::v1::IndexJob* out);

@@ -1,4 +1,4 @@
-// Byte encodings shared by the service: lowercase hex and SHA-256 (OpenSSL).
+// Byte encodings shared by the service: lowercase hex, UTF-8 checks and SHA-256 (OpenSSL).
 #pragma once
 
 #include <memory>
@@ -15,6 +15,12 @@ std::string HexDecode(std::string_view hex);
 // outside printable ASCII as '?', and when cut, "... (N bytes)" after it. Ids, digests and service
 // names are ASCII; anything else is shown, not trusted.
 std::string Clip(std::string_view s, size_t max = 64);
+// Length of the well-formed UTF-8 character at s[i] (1-4), or 0 where none starts: strict, as
+// protobuf checks `string` fields (no overlong forms, surrogates or code points above U+10FFFF).
+size_t Utf8CharLength(std::string_view s, size_t i);
+bool ValidUtf8(std::string_view s);
+// `s` with every byte that starts no well-formed character replaced by U+FFFD.
+std::string ToValidUtf8(std::string_view s);
 // Lowercase hex SHA-256 of `data`.
 std::string Sha256Hex(std::string_view data);
 

@@ -9,7 +9,8 @@ namespace sharedllm::service {
 using grpc::health::v1::HealthCheckRequest;
 using grpc::health::v1::HealthCheckResponse;
 
-HealthService::HealthService(const std::vector<std::string>& services) {
+HealthService::HealthService(const std::vector<std::string>& services, int max_watches)
+    : max_watches_(max_watches) {
   serving_[""] = false;
   for (const auto& s : services) serving_[s] = false;
 }
@@ -56,6 +57,15 @@ grpc::Status HealthService::Watch(grpc::ServerContext* context, const HealthChec
   int64_t seen = -1;
   Status last = HealthCheckResponse::UNKNOWN;
   std::unique_lock<std::mutex> lock(mu_);
+  if (watches_ >= max_watches_) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        std::to_string(max_watches_) + " health watches are open; poll Check instead");
+  }
+  ++watches_;
+  struct Open {
+    int& count;
+    ~Open() { --count; }  // mu_ is held again whenever Watch returns
+  } open{watches_};
   for (;;) {
     if (version_ != seen) {
       seen = version_;

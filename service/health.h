@@ -18,7 +18,9 @@ class HealthService final : public grpc::health::v1::Health::Service {
  public:
   // Knows "" (the whole server) and `services` (full names, e.g. "sharedllm.v1.QueryService"),
   // all NOT_SERVING. Any other name is NOT_FOUND (Check) or SERVICE_UNKNOWN (Watch).
-  explicit HealthService(const std::vector<std::string>& services);
+  // At most `max_watches` Watch streams are open at once (health is unauthenticated, and each
+  // stream holds a handler thread); one more is RESOURCE_EXHAUSTED.
+  explicit HealthService(const std::vector<std::string>& services, int max_watches = 8);
 
   // Sets every known name to SERVING or NOT_SERVING. Ignored after Shutdown.
   void SetServing(bool serving);
@@ -40,6 +42,8 @@ class HealthService final : public grpc::health::v1::Health::Service {
   std::map<std::string, bool> serving_;  // known names
   bool shut_down_ = false;
   int64_t version_ = 0;  // bumps on every change (Watch waits on it)
+  const int max_watches_;
+  int watches_ = 0;  // open Watch streams
 };
 
 }  // namespace sharedllm::service

@@ -187,56 +187,103 @@ absl::StatusOr<JobSnapshot> Indexer::Submit(DocumentMeta meta, std::string text)
       return absl::ResourceExhaustedError("the index queue is full (" +
                                           std::to_string(options_.queue_capacity) + " jobs)");
     }
+    if (options_.queue_per_tenant > 0) {
+      int64_t mine = 0;
+      for (const auto& q : queue_) mine += q->snap.tenant == meta.tenant;
+      for (const auto& a : admitting_) mine += a.first == meta.tenant;
+      if (mine >= options_.queue_per_tenant) {
+        return absl::ResourceExhaustedError(
+            "this tenant has " + std::to_string(mine) + " index jobs waiting, its share of the queue (" +
+            std::to_string(options_.queue_per_tenant) + "); retry when one has started");
+      }
+    }
     auto it = jobs_.find(key);
     if (admitting_.count(key) || (it != jobs_.end() && !Terminal(it->second->snap.state))) {
       return absl::AlreadyExistsError("document " + meta.document_id + " is being indexed");
     }
     admitting_.insert(key);
   }
-  if (options_.testing_after_admission) options_.testing_after_admission(meta.document_id);
-  auto job = std::make_shared<Job>();
+  // From here the reservation is released however this returns, an exception included (an
+  // allocation, the filesystem): a leaked one would block this id and a queue slot for good.
+  struct Reservation {
+    Indexer* self;
+    const Key& key;
+    ~Reservation() {
+      std::lock_guard<std::mutex> lock(self->mu_);
+      self->admitting_.erase(key);
+    }
+  } reservation{this, key};
   JobSnapshot snap;
-  absl::Status status = [&]() -> absl::Status {
-    // Under the document's lock: a job of an earlier document with this id (cancelled, still
-    // cleaning up) cannot remove this upload or data (WriteIfOwner).
-    std::lock_guard<std::mutex> document(DocumentLock(key));
-    if (store_.GetDocument(meta.tenant, meta.document_id).ok()) {
-      return absl::AlreadyExistsError("document " + meta.document_id + " exists; delete it first");
-    }
-    const std::string path = UploadPath(meta.tenant, meta.document_id);
-    // Durable before the INDEXING record is: a power loss after QUEUED is answered must not
-    // strand the document without its text.
-    if (!WriteFileDurably(path, text)) {
-      return absl::UnavailableError("cannot store the upload in " + options_.uploads_dir);
-    }
-    meta.state = kDocumentIndexing;
-    meta.created_unix_ms = meta.updated_unix_ms = NowMs();
-    meta.model_fingerprint = engine_.fingerprint();
-    meta.chunks_done = 0;
-    if (absl::Status s = store_.PutDocument(meta); !s.ok()) {
-      RemoveQuietly(path);
-      return s;
-    }
-    job->snap = {meta.tenant, meta.document_id, JobState::kQueued, 0, 0, 0, "", "",
-                 meta.created_unix_ms, meta.created_unix_ms, 1};
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      admitting_.erase(key);
-      jobs_[key] = job;  // the new owner: an earlier job of this id writes nothing from now on
-      queue_.push_back(job);
-      snap = job->snap;
-    }
-    store_.PutJob(meta.tenant, meta.document_id, ToJson(snap).dump()).IgnoreError();
-    return absl::OkStatus();
-  }();
-  if (!status.ok()) {
-    std::lock_guard<std::mutex> lock(mu_);
-    admitting_.erase(key);
-    return status;
+  try {
+    if (options_.testing_after_admission) options_.testing_after_admission(meta.document_id);
+    auto job = std::make_shared<Job>();
+    absl::Status status = Admit(meta, text, job, &snap);
+    if (!status.ok()) return status;
+  } catch (const std::exception& e) {
+    return absl::InternalError(std::string("cannot accept the upload: ") + e.what());
   }
   metrics_.SetIndexQueueDepth(queue_depth());
   work_.notify_one();
   return snap;
+}
+
+absl::Status Indexer::Admit(DocumentMeta& meta, const std::string& text, const std::shared_ptr<Job>& job,
+                            JobSnapshot* snap) {
+  // Under the document's lock: a job of an earlier document with this id (cancelled, still
+  // cleaning up) cannot remove this upload or data (WriteIfOwner).
+  std::lock_guard<std::mutex> document(DocumentLock({meta.tenant, meta.document_id}));
+  if (store_.GetDocument(meta.tenant, meta.document_id).ok()) {
+    return absl::AlreadyExistsError("document " + meta.document_id + " exists; delete it first");
+  }
+  if (options_.max_documents_per_tenant <= 0 && options_.max_bytes_per_tenant <= 0) {
+    return Store(meta, text, job, snap);
+  }
+  // The quota's check and the write one upload at a time, so that concurrent uploads cannot
+  // both fit in the room one of them leaves.
+  std::lock_guard<std::mutex> quota(quota_mu_);
+  auto usage = store_.GetTenantUsage(meta.tenant);
+  if (!usage.ok()) return usage.status();
+  if (options_.max_documents_per_tenant > 0 && usage->documents >= options_.max_documents_per_tenant) {
+    return absl::ResourceExhaustedError(
+        "this tenant holds " + std::to_string(usage->documents) + " documents, its quota (" +
+        std::to_string(options_.max_documents_per_tenant) + "); delete some first");
+  }
+  if (options_.max_bytes_per_tenant > 0 && usage->bytes + meta.size_bytes > options_.max_bytes_per_tenant) {
+    return absl::ResourceExhaustedError(
+        "this upload would take the tenant's documents to " + std::to_string(usage->bytes + meta.size_bytes) +
+        " bytes, above its quota of " + std::to_string(options_.max_bytes_per_tenant) + "; delete some first");
+  }
+  return Store(meta, text, job, snap);
+}
+
+absl::Status Indexer::Store(DocumentMeta& meta, const std::string& text, const std::shared_ptr<Job>& job,
+                            JobSnapshot* out) {
+  const Key key{meta.tenant, meta.document_id};
+  const std::string path = UploadPath(meta.tenant, meta.document_id);
+  // Durable before the INDEXING record is: a power loss after QUEUED is answered must not
+  // strand the document without its text.
+  if (!WriteFileDurably(path, text)) {
+    return absl::UnavailableError("cannot store the upload in " + options_.uploads_dir);
+  }
+  meta.state = kDocumentIndexing;
+  meta.created_unix_ms = meta.updated_unix_ms = NowMs();
+  meta.model_fingerprint = engine_.fingerprint();
+  meta.chunks_done = 0;
+  if (absl::Status s = store_.PutDocument(meta); !s.ok()) {
+    RemoveQuietly(path);
+    return s;
+  }
+  job->snap = {meta.tenant, meta.document_id, JobState::kQueued, 0, 0, 0, "", "",
+               meta.created_unix_ms, meta.created_unix_ms, 1};
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    admitting_.erase(key);
+    jobs_[key] = job;  // the new owner: an earlier job of this id writes nothing from now on
+    queue_.push_back(job);
+    *out = job->snap;
+  }
+  store_.PutJob(meta.tenant, meta.document_id, ToJson(*out).dump()).IgnoreError();
+  return absl::OkStatus();
 }
 
 absl::StatusOr<JobSnapshot> Indexer::Get(const std::string& tenant, const std::string& doc) const {
@@ -362,6 +409,11 @@ void Indexer::Drain() {
   draining_ = true;
 }
 
+int64_t Indexer::jobs_in_memory() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int64_t>(jobs_.size());
+}
+
 int64_t Indexer::queue_depth() const {
   std::lock_guard<std::mutex> lock(mu_);
   return static_cast<int64_t>(queue_.size());
@@ -400,7 +452,8 @@ void Indexer::UpdateImpl(const std::shared_ptr<Job>& job, JobState state, int64_
     // Only the document's current job records it: a superseded one would overwrite the record
     // of a newer upload under the same id.
     const auto record = [&] {
-      store_.PutJob(snap.tenant, snap.document_id, ToJson(snap).dump()).IgnoreError();
+      const bool stored = store_.PutJob(snap.tenant, snap.document_id, ToJson(snap).dump()).ok();
+      if (Terminal(state) && stored) job->recorded = true;
     };
     if (!document_locked) {
       WriteIfOwner(job, record);
@@ -439,8 +492,18 @@ void Indexer::Watchdog() {
   while (!stopping_) {
     changed_.wait_for(lock, std::chrono::seconds(1));
     const auto now = std::chrono::steady_clock::now();
-    for (auto& [_, job] : jobs_) {
+    const int64_t now_ms = NowMs();
+    for (auto it = jobs_.begin(); it != jobs_.end();) {
+      const std::shared_ptr<Job>& job = it->second;
       const JobState s = job->snap.state;
+      // A finished job whose record is stored leaves memory after the retention: the map holds
+      // live and recent jobs only, and this scan stays short.
+      if (Terminal(s) && job->recorded &&
+          now_ms - job->snap.updated_unix_ms > options_.finished_retention_seconds * 1000) {
+        it = jobs_.erase(it);
+        continue;
+      }
+      ++it;
       if (s == JobState::kQueued || Terminal(s)) continue;
       if (std::chrono::duration<double>(now - job->heartbeat).count() > options_.stall_seconds) {
         job->cancel = true;

@@ -43,6 +43,16 @@ struct IndexerOptions {
   int workers = 1;               // concurrent index jobs
   int queue_capacity = 16;       // queued jobs beyond which Submit is RESOURCE_EXHAUSTED
   double stall_seconds = 600;    // a job with no progress for this long fails (DEADLINE_EXCEEDED)
+  // A tenant's queued and admitted jobs beyond which its Submit is RESOURCE_EXHAUSTED, so that
+  // one tenant cannot take the whole queue; 0: no cap but the queue's.
+  int queue_per_tenant = 0;
+  // A tenant's documents (any state) and uploaded bytes beyond which Submit is
+  // RESOURCE_EXHAUSTED; 0: unlimited.
+  int64_t max_documents_per_tenant = 0;
+  int64_t max_bytes_per_tenant = 0;
+  // A finished job is kept in memory this long (watchers see its last state), then only its
+  // stored record answers: memory holds live jobs and recent ones, not every job ever run.
+  double finished_retention_seconds = 60;
   // Testing hooks (unset in production), to hold a thread at a race window: called in Submit once
   // the job is admitted, before its upload is stored; and on the worker once a chunk is encoded,
   // just before it is persisted.
@@ -77,6 +87,8 @@ class Indexer {
   // Stops taking jobs (draining); running jobs stop after their current chunk and stay resumable.
   void Drain();
   int64_t queue_depth() const;
+  // Jobs held in memory: live ones and those finished within finished_retention_seconds.
+  int64_t jobs_in_memory() const;
 
  private:
   struct Job {
@@ -84,6 +96,7 @@ class Indexer {
     std::atomic<bool> cancel{false};
     std::chrono::steady_clock::time_point heartbeat;
     bool resumed = false;  // re-queued at start: its upload file is checked against its sha256
+    std::atomic<bool> recorded{false};  // its terminal state is in the store's job record
   };
   using Key = std::pair<std::string, std::string>;  // tenant, document
 
@@ -99,6 +112,12 @@ class Indexer {
   void DiscardDocument(const std::string& tenant, const std::string& doc);
   std::mutex& DocumentLock(const Key& key);
 
+  // Submit's part after the reservation, under the document's lock: the existence and quota
+  // checks (Admit), then the durable upload, the INDEXING record and the queued job (Store).
+  absl::Status Admit(DocumentMeta& meta, const std::string& text, const std::shared_ptr<Job>& job,
+                     JobSnapshot* snap);
+  absl::Status Store(DocumentMeta& meta, const std::string& text, const std::shared_ptr<Job>& job,
+                     JobSnapshot* snap);
   void WorkerLoop();
   void Watchdog();
   void RunJob(const std::shared_ptr<Job>& job);
@@ -125,6 +144,7 @@ class Indexer {
   std::condition_variable work_;
   std::deque<std::shared_ptr<Job>> queue_;
   std::map<Key, std::shared_ptr<Job>> jobs_;  // a document's current job: its owner
+  std::mutex quota_mu_;  // one tenant-quota check and its write at a time
   std::set<Key> admitting_;  // admitted by Submit, not yet queued (they count against capacity)
   std::array<std::mutex, 64> document_locks_;  // striped by document; taken before mu_, never after
   bool stopping_ = false;

@@ -1,4 +1,5 @@
 // sharedllm-server: the only place that reads flags; everything else takes ServerOptions.
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 
@@ -8,7 +9,8 @@
 int main(int argc, char** argv) {
   sharedllm::service::ServerOptions o;
   int64_t threads = 0, index_workers = 1, index_queue = 16, max_running = 1, max_waiting = 16;
-  int64_t max_document_mb = 16, block_cache_mb = 256;
+  int64_t max_document_mb = 16, block_cache_mb = 256, max_uploads = 4, max_threads = 64;
+  int64_t max_streams = 32, queue_per_tenant = 0, max_documents_per_tenant = 0, max_tenant_mb = 0;
   bool no_sync = false;
   sharedllm::cli::FlagSet flags(
       "sharedllm-server --model DIR --data-dir DIR [--listen HOST:PORT] [--metrics-listen HOST:PORT]"
@@ -37,6 +39,20 @@ int main(int argc, char** argv) {
   flags.Int("max-running", &max_running, "questions answered at once");
   flags.Int("max-waiting", &max_waiting, "queued questions before RESOURCE_EXHAUSTED");
   flags.Int("max-document-mb", &max_document_mb, "largest accepted upload, MiB (1-1024)");
+  flags.Int("max-uploads", &max_uploads,
+            "uploads received at once (each holds up to --max-document-mb in memory)");
+  flags.Int("max-threads", &max_threads,
+            "gRPC handler threads (every open call holds one); beyond: RESOURCE_EXHAUSTED");
+  flags.Int("max-streams-per-connection", &max_streams, "concurrent calls on one connection");
+  flags.Double("keepalive-seconds", &o.keepalive_seconds,
+               "ping an idle connection this often; one silent for 20 s more is closed");
+  flags.Double("max-idle-seconds", &o.max_idle_seconds,
+               "close a connection without calls for this long (clients reconnect); 0: never");
+  flags.Int("tenant-queue", &queue_per_tenant,
+            "a tenant's waiting index jobs beyond which its uploads are RESOURCE_EXHAUSTED; 0: the "
+            "whole --index-queue");
+  flags.Int("tenant-max-documents", &max_documents_per_tenant, "documents per tenant; 0: unlimited");
+  flags.Int("tenant-max-mb", &max_tenant_mb, "uploaded MiB per tenant; 0: unlimited");
   flags.Double("drain-seconds", &o.drain_seconds, "grace period for in-flight requests on SIGTERM");
   flags.Bool("no-sync", &no_sync, "do not fsync tree-store writes (faster; tests)");
   flags.Int("block-cache-mb", &block_cache_mb, "tree-store (RocksDB) block cache, MiB");
@@ -47,22 +63,42 @@ int main(int argc, char** argv) {
   flags.Require("data-dir");
   std::vector<std::string> args(argv + 1, argv + argc);
   if (int rc = flags.Parse(args); rc >= 0) return rc;
-  o.threads = static_cast<int>(threads);
-  o.index_workers = static_cast<int>(index_workers);
-  o.index_queue = static_cast<int>(index_queue);
-  o.max_running = static_cast<int>(max_running);
-  o.max_waiting = static_cast<int>(max_waiting);
-  if (max_document_mb < 1 || max_document_mb > 1024) {
-    std::fprintf(stderr, "--max-document-mb must be 1..1024\n");
-    return 2;
-  }
-  o.max_document_bytes = max_document_mb << 20;
+  // Every number in range before anything starts: a negative or huge one must not wrap into a
+  // plausible setting.
+  bool bad = false;
+  auto in = [&](const char* name, int64_t v, int64_t lo, int64_t hi) {
+    if (v < lo || v > hi) {
+      std::fprintf(stderr, "sharedllm-server: --%s must be %lld..%lld, not %lld\n", name,
+                   static_cast<long long>(lo), static_cast<long long>(hi), static_cast<long long>(v));
+      bad = true;
+    }
+    return static_cast<int>(std::clamp(v, lo, hi));
+  };
+  auto positive = [&](const char* name, double v, double lo) {
+    if (!(v >= lo) || v > 1e7) {
+      std::fprintf(stderr, "sharedllm-server: --%s must be %g..1e7 seconds, not %g\n", name, lo, v);
+      bad = true;
+    }
+  };
+  o.threads = in("threads", threads, 0, 1024);
+  o.index_workers = in("index-workers", index_workers, 1, 64);
+  o.index_queue = in("index-queue", index_queue, 0, 100000);
+  o.max_running = in("max-running", max_running, 1, 1024);
+  o.max_waiting = in("max-waiting", max_waiting, 0, 100000);
+  o.max_document_bytes = int64_t{in("max-document-mb", max_document_mb, 1, 1024)} << 20;
+  o.block_cache_mb = in("block-cache-mb", block_cache_mb, 1, 1 << 20);
+  o.max_uploads = in("max-uploads", max_uploads, 1, 1024);
+  o.max_threads = in("max-threads", max_threads, 8, 100000);
+  o.max_streams_per_connection = in("max-streams-per-connection", max_streams, 1, 100000);
+  o.queue_per_tenant = in("tenant-queue", queue_per_tenant, 0, 100000);
+  o.max_documents_per_tenant = in("tenant-max-documents", max_documents_per_tenant, 0, int64_t{1} << 30);
+  o.max_bytes_per_tenant = int64_t{in("tenant-max-mb", max_tenant_mb, 0, 1 << 30)} << 20;
+  positive("keepalive-seconds", o.keepalive_seconds, 1);
+  positive("max-idle-seconds", o.max_idle_seconds, 0);
+  positive("drain-seconds", o.drain_seconds, 0);
+  positive("index-stall-seconds", o.index_stall_seconds, 1);
+  if (bad) return 2;
   o.sync_writes = !no_sync;
-  if (block_cache_mb < 1) {
-    std::cerr << "sharedllm-server: --block-cache-mb must be >= 1\n";
-    return 2;
-  }
-  o.block_cache_mb = block_cache_mb;
   absl::Status s = sharedllm::service::RunServer(o);
   if (!s.ok()) {
     std::cerr << "sharedllm-server: " << s << "\n";

@@ -72,6 +72,21 @@ absl::Status RunServer(const ServerOptions& o) {
   builder.RegisterService(&documents_gate);
   builder.RegisterService(&queries_gate);
   builder.SetMaxReceiveMessageSize(2 << 20);  // upload chunks are at most 1 MiB
+  // Bounded resources per process and per connection: every open call holds a handler thread,
+  // so the quota's threads bound the calls (one more is RESOURCE_EXHAUSTED, from gRPC itself);
+  // a connection carries at most so many calls; idle and dead connections are closed.
+  grpc::ResourceQuota quota("sharedllm-server");
+  quota.SetMaxThreads(o.max_threads);
+  builder.SetResourceQuota(quota);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, o.max_streams_per_connection);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(o.keepalive_seconds * 1000));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
+  // A client may ping an idle connection every 10 s without being called abusive.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  if (o.max_idle_seconds > 0) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, static_cast<int>(o.max_idle_seconds * 1000));
+  }
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(MakeRequestLogFactory());
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
@@ -124,11 +139,15 @@ absl::Status RunServer(const ServerOptions& o) {
   io.workers = o.index_workers;
   io.queue_capacity = o.index_queue;
   io.stall_seconds = o.index_stall_seconds;
+  io.queue_per_tenant = o.queue_per_tenant;
+  io.max_documents_per_tenant = o.max_documents_per_tenant;
+  io.max_bytes_per_tenant = o.max_bytes_per_tenant;
   Indexer indexer(**engine, **store, metrics, io);
   indexer.ResumeInterrupted();
 
   Limits limits;
   limits.max_document_bytes = o.max_document_bytes;
+  limits.max_uploads = o.max_uploads;
   std::atomic<bool> draining{false};
   Scheduler scheduler({o.max_running, o.max_waiting}, metrics);
   DocumentServiceImpl documents(keys, indexer, **store, limits, draining);

@@ -30,6 +30,14 @@ struct ServerOptions {
   // Each uploaded MiB costs about a minute of indexing on 2 cores and about 0.55 GB of store with
   // models/mini (docs/RESULTS.md "Documents of any length"): 16 MiB is what one node carries.
   int64_t max_document_bytes = 16ll << 20;
+  int max_uploads = 4;              // uploads received at once (each buffers until admitted)
+  int max_threads = 64;             // gRPC handler threads; a call beyond is RESOURCE_EXHAUSTED
+  int max_streams_per_connection = 32;  // concurrent calls on one HTTP/2 connection
+  double keepalive_seconds = 60;    // server pings on idle connections; 20 s unanswered: closed
+  double max_idle_seconds = 300;    // a connection without calls this long is closed; 0: never
+  int queue_per_tenant = 0;         // a tenant's waiting index jobs; 0: the whole index_queue
+  int64_t max_documents_per_tenant = 0;  // 0: unlimited
+  int64_t max_bytes_per_tenant = 0;      // uploaded bytes; 0: unlimited
   double drain_seconds = 30;        // on SIGTERM: how long in-flight requests may finish
   bool sync_writes = true;          // fsync each tree-store batch
   int64_t block_cache_mb = 256;     // tree-store (RocksDB) block cache

@@ -291,6 +291,22 @@ absl::StatusOr<DocumentMeta> RocksDbTreeStore::GetDocument(const std::string& te
   return ReadMeta(view, tenant, document_id);
 }
 
+absl::StatusOr<TenantUsage> RocksDbTreeStore::GetTenantUsage(const std::string& tenant) const {
+  TS_RETURN_IF_ERROR(ValidateId("tenant", tenant));
+  const std::string prefix = TenantPrefix(tenant);
+  treestore::SnapshotView view(db_.get(), handles_);
+  TenantUsage usage;
+  TS_RETURN_IF_ERROR(view.Scan(kDocuments, prefix, prefix,
+                               [&](absl::string_view, absl::string_view value, bool*) -> absl::Status {
+                                 ++usage.documents;
+                                 if (auto meta = treestore::DecodeDocumentMeta(value); meta.ok()) {
+                                   usage.bytes += meta->size_bytes;
+                                 }
+                                 return absl::OkStatus();
+                               }));
+  return usage;
+}
+
 absl::StatusOr<DocumentPage> RocksDbTreeStore::ListDocuments(const std::string& tenant,
                                                              const std::string& collection_id,
                                                              const std::string& page_token,

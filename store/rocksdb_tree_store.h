@@ -85,6 +85,7 @@ class RocksDbTreeStore : public TreeStore {
                                                        const std::string& document_id,
                                                        int64_t chunk_index) const override;
 
+  absl::StatusOr<TenantUsage> GetTenantUsage(const std::string& tenant) const override;
   absl::StatusOr<std::vector<TermPosting>> LoadPostings(const std::string& tenant,
                                                         const std::string& term,
                                                         const std::string& collection_id,

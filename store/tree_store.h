@@ -55,6 +55,11 @@ using ChunkTerms = std::vector<std::pair<std::string, int32_t>>;
 
 // One entry of a term's postings: the term occurs `count` times in chunk `chunk` of
 // `document_id`, a chunk of `length` words.
+struct TenantUsage {
+  int64_t documents = 0;
+  int64_t bytes = 0;  // DocumentMeta::size_bytes summed
+};
+
 struct TermPosting {
   std::string document_id;
   int64_t chunk = 0;
@@ -98,6 +103,9 @@ class TreeStore {
                                                      const std::string& collection_id,
                                                      const std::string& page_token,
                                                      int64_t page_size) const = 0;
+  // The tenant's documents, whatever their state, and the sum of their uploaded bytes (a scan
+  // of its metadata: for quotas). A record that does not decode counts as a document of 0 bytes.
+  virtual absl::StatusOr<TenantUsage> GetTenantUsage(const std::string& tenant) const = 0;
   // Removes the metadata and every tree key of the document, atomically. NOT_FOUND if absent.
   // Job records are kept (they are keyed by job, not by document).
   virtual absl::Status DeleteDocument(const std::string& tenant,

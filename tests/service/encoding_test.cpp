@@ -46,5 +46,24 @@ TEST(Encoding, ClipBoundsAndSanitisesClientStrings) {
   EXPECT_EQ(Clip(std::string(64, 'y')), std::string(64, 'y'));
 }
 
+TEST(Encoding, Utf8IsCheckedStrictlyAndRepairedByteByByte) {
+  EXPECT_TRUE(ValidUtf8(""));
+  EXPECT_TRUE(ValidUtf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));
+  EXPECT_EQ(Utf8CharLength("\xf0\x9f\x98\x80", 0), 4u);
+  for (const char* bad : {"\xc0\xaf",           // overlong '/'
+                          "\xe0\x80\xaf",       // overlong, three bytes
+                          "\xed\xa0\x80",       // a surrogate (U+D800)
+                          "\xf4\x90\x80\x80",   // above U+10FFFF
+                          "\xc3",               // cut short
+                          "\x80", "\xff"}) {
+    EXPECT_FALSE(ValidUtf8(bad)) << Clip(bad);
+    EXPECT_TRUE(ValidUtf8(ToValidUtf8(bad))) << Clip(bad);
+  }
+  // Each byte that starts no character becomes one U+FFFD; good characters around stay.
+  EXPECT_EQ(ToValidUtf8("a\xc3(b"), "a\xef\xbf\xbd(b");
+  EXPECT_EQ(ToValidUtf8("\xed\xa0\x80"), "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+  EXPECT_EQ(ToValidUtf8("ok \xc3\xa9"), "ok \xc3\xa9");
+}
+
 }  // namespace
 }  // namespace sharedllm::service

@@ -484,5 +484,95 @@ TEST_F(IndexerTest, ResumeFinishesACancelTheServerStoppedBefore) {
   EXPECT_EQ(job->state, JobState::kCancelled);
 }
 
+// An exception between Submit's reservation and the queued job (an allocation, the filesystem)
+// is the caller's error, and releases the reservation: the id and the queue slot are free again.
+TEST_F(IndexerTest, AnExceptionWhileAdmittingReleasesTheReservation) {
+  IndexerOptions o;
+  o.queue_capacity = 1;
+  bool thrown = false;
+  o.testing_after_admission = [&](const std::string& id) {
+    if (id == "d" && !thrown) {
+      thrown = true;
+      throw std::runtime_error("no memory left");
+    }
+  };
+  auto indexer = MakeIndexer(o);
+  auto first = indexer->Submit(Meta("d", "s"), Text(100, 60));
+  ASSERT_FALSE(first.ok());
+  EXPECT_EQ(first.status().code(), absl::StatusCode::kInternal);
+  EXPECT_NE(first.status().message().find("no memory left"), std::string::npos);
+  EXPECT_FALSE(store_->GetDocument("t", "d").ok()) << "nothing stored";
+  const std::string text = Text(100, 61);
+  ASSERT_TRUE(indexer->Submit(Meta("d", "s2"), text).ok()) << "the id and the only slot are free";
+  EXPECT_EQ(WaitTerminal(*indexer, "d").state, JobState::kReady);
+  ExpectDocumentIs("d", text, "s2");
+}
+
+// Per-tenant quotas: waiting jobs, documents and bytes, each RESOURCE_EXHAUSTED with a reason;
+// another tenant is not held back by them.
+TEST_F(IndexerTest, TenantQuotasHold) {
+  Gate busy;
+  IndexerOptions o;
+  o.queue_capacity = 8;
+  o.queue_per_tenant = 2;
+  o.max_documents_per_tenant = 4;
+  o.max_bytes_per_tenant = 3000;
+  o.testing_before_persist = [&](const std::string& id, int64_t) {
+    if (id == "blocker") busy.Wait();
+  };
+  auto indexer = MakeIndexer(o);
+  auto meta = [](const std::string& tenant, const std::string& id, int64_t bytes) {
+    DocumentMeta m = Meta(id, "s");
+    m.tenant = tenant;
+    m.size_bytes = bytes;
+    return m;
+  };
+  ASSERT_TRUE(indexer->Submit(meta("t", "blocker", 100), Text(100, 70)).ok());
+  ASSERT_TRUE(busy.WaitReached());  // running, not waiting
+  ASSERT_TRUE(indexer->Submit(meta("t", "w1", 100), Text(50, 71)).ok());
+  ASSERT_TRUE(indexer->Submit(meta("t", "w2", 100), Text(50, 72)).ok());
+  auto third = indexer->Submit(meta("t", "w3", 100), Text(50, 73));
+  EXPECT_EQ(third.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(third.status().message().find("share of the queue"), std::string::npos) << third.status();
+  EXPECT_TRUE(indexer->Submit(meta("u", "x1", 100), Text(50, 74)).ok()) << "another tenant";
+  busy.Open();
+  for (const char* id : {"blocker", "w1", "w2"}) EXPECT_EQ(WaitTerminal(*indexer, id).state, JobState::kReady);
+  // Bytes: 300 held; 2800 more would pass 3000.
+  auto big = indexer->Submit(meta("t", "big", 2800), Text(50, 75));
+  EXPECT_EQ(big.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(big.status().message().find("quota of 3000"), std::string::npos) << big.status();
+  // Documents: a fourth fits, a fifth does not; after a delete it does.
+  ASSERT_TRUE(indexer->Submit(meta("t", "w4", 100), Text(50, 76)).ok());
+  auto fifth = indexer->Submit(meta("t", "w5", 100), Text(50, 77));
+  EXPECT_EQ(fifth.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(fifth.status().message().find("holds 4 documents"), std::string::npos) << fifth.status();
+  ASSERT_TRUE(indexer->Delete("t", "w1").ok());
+  EXPECT_TRUE(indexer->Submit(meta("t", "w5", 100), Text(50, 77)).ok());
+}
+
+// Finished jobs leave memory after the retention; their stored record still answers.
+TEST_F(IndexerTest, FinishedJobsLeaveMemoryAndStillAnswer) {
+  IndexerOptions o;
+  o.finished_retention_seconds = 0.2;
+  auto indexer = MakeIndexer(o);
+  for (int i = 0; i < 3; ++i) {
+    const std::string id = "f" + std::to_string(i);
+    ASSERT_TRUE(indexer->Submit(Meta(id, "s"), Text(60, 80 + i)).ok());
+    EXPECT_EQ(WaitTerminal(*indexer, id).state, JobState::kReady);
+  }
+  EXPECT_GE(indexer->jobs_in_memory(), 1);
+  const auto start = Clock::now();
+  while (indexer->jobs_in_memory() > 0 && Clock::now() - start < std::chrono::seconds(10)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(indexer->jobs_in_memory(), 0);
+  auto got = indexer->Get("t", "f1");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->state, JobState::kReady);
+  EXPECT_GT(got->chunks_total, 0);
+  // A cancel of a finished job says so, from the stored record.
+  EXPECT_EQ(indexer->Cancel("t", "f1").status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
 }  // namespace
 }  // namespace sharedllm::service

@@ -1271,6 +1271,78 @@ TEST_F(ServiceTest, FullQueuesAreResourceExhausted) {
   EXPECT_TRUE(CancelJob(c, "q1", &job).ok());
 }
 
+// Limits that hold: uploads received at once, health watches (unauthenticated, each holding a
+// thread), per-tenant quotas, idle connections, and numbers out of range refused at the start.
+TEST_F(ServiceTest, LimitsHold) {
+  Server& server = StartServer({"--max-uploads", "1", "--tenant-max-documents", "2",
+                                "--max-idle-seconds", "1"});
+  ASSERT_FALSE(HasFailure());
+  Conn c(server.address());
+  {
+    // An upload in flight holds the only slot: another is refused before its bytes are read.
+    grpc::ClientContext ctx;
+    c.Prepare(&ctx, 60);
+    pb::IndexJob job;
+    auto writer = c.docs->UploadDocument(&ctx, &job);
+    pb::UploadDocumentRequest header;
+    header.mutable_header()->set_document_id("slow");
+    ASSERT_TRUE(writer->Write(header));
+    SleepMs(300);
+    pb::IndexJob other;
+    const grpc::Status refused = Upload(c, "other", Text(2000, 3), &other);
+    EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << Describe(refused);
+    EXPECT_NE(refused.error_message().find("--max-uploads"), std::string::npos) << Describe(refused);
+    pb::UploadDocumentRequest body;
+    body.set_chunk(Text(2000, 4));
+    ASSERT_TRUE(writer->Write(body));
+    writer->WritesDone();
+    const grpc::Status done = writer->Finish();
+    EXPECT_TRUE(done.ok()) << Describe(done);
+  }
+  // The slot is free again; the tenant's second document fits, a third does not.
+  ASSERT_NO_FATAL_FAILURE(UploadReady(c, "second", Text(2000, 5)));
+  pb::IndexJob job;
+  const grpc::Status third = Upload(c, "third", Text(2000, 6), &job);
+  EXPECT_EQ(third.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << Describe(third);
+  EXPECT_NE(third.error_message().find("holds 2 documents"), std::string::npos) << Describe(third);
+  ASSERT_TRUE(Delete(c, "second").ok());
+  EXPECT_TRUE(Upload(c, "third", Text(2000, 6), &job).ok());
+  {
+    // Eight health watches at once; a ninth is refused, and a closed one frees its place.
+    std::vector<std::unique_ptr<HealthWatch>> watches;
+    for (int i = 0; i < 8; ++i) {
+      watches.push_back(std::make_unique<HealthWatch>(c, "", 30));
+      EXPECT_EQ(watches.back()->WaitFor(1, 10).size(), 1u) << i;
+    }
+    HealthWatch ninth(c, "", 30);
+    grpc::Status status;
+    ASSERT_TRUE(ninth.WaitDone(10, &status));
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << Describe(status);
+    watches.pop_back();
+    SleepMs(800);  // the server notices the cancel within its 500 ms poll
+    HealthWatch again(c, "", 30);
+    EXPECT_EQ(again.WaitFor(1, 10).size(), 1u);
+  }
+  // A connection without calls is closed by the server after --max-idle-seconds.
+  Conn idle(server.address());
+  int serving = -1;
+  ASSERT_TRUE(HealthCheck(idle, "", &serving).ok());
+  EXPECT_EQ(idle.channel->GetState(false), GRPC_CHANNEL_READY);
+  for (int i = 0; i < 100 && idle.channel->GetState(false) == GRPC_CHANNEL_READY; ++i) SleepMs(50);
+  EXPECT_EQ(idle.channel->GetState(false), GRPC_CHANNEL_IDLE) << "the server closed it";
+  EXPECT_TRUE(HealthCheck(idle, "", &serving).ok()) << "and a new call reconnects";
+  // Numbers out of range stop the server before it loads anything, naming the flag.
+  for (const std::vector<std::string>& bad :
+       {std::vector<std::string>{"--threads", "-1"}, {"--max-uploads", "0"},
+        {"--index-queue", "9999999999"}, {"--keepalive-seconds", "-5"}}) {
+    std::vector<std::string> argv = {SHAREDLLM_SERVER_BIN, "--model", "none", "--data-dir", dir_ / "x"};
+    argv.insert(argv.end(), bad.begin(), bad.end());
+    const auto r = sharedllm::test::Run(argv, dir_.path());
+    EXPECT_EQ(r.exit_code, 2) << bad[0];
+    EXPECT_NE(r.err.find(bad[0]), std::string::npos) << r.err;
+  }
+}
+
 // 7. NOT_FOUND and FAILED_PRECONDITION.
 
 TEST_F(ServiceTest, UnknownIdsAndDocumentsNotReady) {
