@@ -361,4 +361,5 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
   return absl::Status(absl_code, status.error_message());
 }
 
+
 }  // namespace sharedllm::service

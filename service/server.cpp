@@ -1,5 +1,7 @@
 #include "service/server.h"
 
+#include <sys/stat.h>
+
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
@@ -9,6 +11,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "service/address.h"
 #include "service/auth.h"
 #include "service/document_service.h"
 #include "service/engine.h"
@@ -28,6 +31,33 @@ void OnSignal(int) { g_signalled = true; }
 
 }  // namespace
 
+std::vector<std::string> SecurityWarnings(const ServerOptions& o) {
+  std::vector<std::string> out;
+  const bool exposed = !IsLoopbackAddress(o.listen);
+  const bool tls = !o.tls_cert.empty();
+  if (exposed && o.api_keys_file.empty()) {
+    out.push_back("gRPC on " + o.listen + " without --api-keys: anyone who reaches this port reads, "
+                  "writes and deletes the documents of tenant 'default' (docs/user/security.md)");
+  }
+  if (exposed && !o.api_keys_file.empty() && !tls) {
+    out.push_back("API keys cross the network in clear on " + o.listen +
+                  ": add --tls-cert/--tls-key, or terminate TLS in front of the server");
+  }
+  if (!o.api_keys_file.empty()) {
+    struct stat st {};
+    if (::stat(o.api_keys_file.c_str(), &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+      char mode[8];
+      std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+      out.push_back(o.api_keys_file + " is readable by other users (mode " + mode + "): chmod 600 it");
+    }
+  }
+  if (!o.metrics_listen.empty() && !IsLoopbackAddress(o.metrics_listen)) {
+    out.push_back("metrics on " + o.metrics_listen +
+                  " are unauthenticated: keep that address inside the scraper's network");
+  }
+  return out;
+}
+
 absl::Status RunServer(const ServerOptions& o) {
   if (o.model_dir.empty() || o.data_dir.empty()) {
     return absl::InvalidArgumentError("--model and --data-dir are required");
@@ -44,6 +74,7 @@ absl::Status RunServer(const ServerOptions& o) {
   }
   auto credentials = MakeServerCredentials(o.tls_cert, o.tls_key, o.tls_client_ca);
   if (!credentials.ok()) return credentials.status();
+  for (const std::string& w : SecurityWarnings(o)) std::fprintf(stderr, "WARNING: %s\n", w.c_str());
 
   // From here on SIGTERM stops the start or drains, instead of killing the process with the
   // store open.

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 
@@ -45,6 +46,11 @@ struct ServerOptions {
   // so that a test can observe the server while it is starting. Empty: no wait.
   std::string testing_hold_until_file;
 };
+
+// What is insecure about these options, one line each (printed to stderr at start): listening
+// beyond loopback without API keys, API keys over plaintext beyond loopback, a keys file other
+// users may read. Empty when nothing is.
+std::vector<std::string> SecurityWarnings(const ServerOptions& options);
 
 // Opens the gRPC and metrics ports first: while the model and the tree store load, health says
 // NOT_SERVING and DocumentService/QueryService calls are UNAVAILABLE ("the server is starting").

@@ -1,5 +1,9 @@
 #include "cli/client/connection.h"
 
+#include <cstdio>
+
+#include "service/address.h"
+
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -41,6 +45,12 @@ std::shared_ptr<grpc::Channel> MakeChannel(const ConnectionOptions& o, std::stri
     creds = grpc::SslCredentials(ssl);
   } else {
     creds = grpc::InsecureChannelCredentials();
+    if (!o.api_key.empty() && !service::IsLoopbackAddress(o.target)) {
+      std::fprintf(stderr,
+                   "warning: the API key goes to %s in clear (no --tls or --tls-ca): anyone on the "
+                   "path can read it\n",
+                   o.target.c_str());
+    }
   }
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);

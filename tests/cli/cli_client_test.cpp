@@ -319,6 +319,15 @@ TEST_F(CliClientTest, RpcErrorsExitOneWithTheCodeName) {
   auto down = test::Run({SHAREDLLM_CLI_BIN, "--server", "127.0.0.1:1", "status", "x"}, dir_.path());
   EXPECT_EQ(down.exit_code, 1);
   EXPECT_NE(down.err.find("error: UNAVAILABLE"), std::string::npos) << down.err;
+  EXPECT_EQ(down.err.find("in clear"), std::string::npos) << "no key sent, nothing to warn of";
+  // A key over plaintext to another machine is sent, with a warning (never the key itself).
+  auto clear = test::Run({SHAREDLLM_CLI_BIN, "--server", "sharedllm.invalid:1", "--api-key",
+                          "secret-key-0123456789", "--timeout", "2", "status", "x"},
+                         dir_.path());
+  EXPECT_EQ(clear.exit_code, 1);
+  EXPECT_NE(clear.err.find("the API key goes to sharedllm.invalid:1 in clear"), std::string::npos)
+      << clear.err;
+  EXPECT_EQ(clear.err.find("secret-key"), std::string::npos) << clear.err;
 }
 
 TEST_F(CliClientTest, OtherCommands) {

@@ -1,5 +1,6 @@
 // service/auth.h: API key files, the authorization header, constant-time comparison, id
 // validation, status mapping, and TLS / mTLS credentials exercised by real gRPC calls.
+#include "service/address.h"
 #include "service/auth.h"
 
 #include <gtest/gtest.h>
@@ -482,6 +483,17 @@ TEST(AuthenticateTest, RejectsRepeatedAuthorizationMetadata) {
   sharedllm::v1::IndexJob job;
   EXPECT_EQ(stub->GetIndexStatus(&ctx, request, &job).error_code(),
             grpc::StatusCode::UNAUTHENTICATED);
+}
+
+TEST(AddressTest, LoopbackIsThisMachineOnly) {
+  for (const char* a : {"127.0.0.1:50051", "127.1.2.3", "localhost:1", "[::1]:50051", "::1",
+                        "dns:///localhost:50051", "ipv4:127.0.0.1:80", "unix:/tmp/s.sock"}) {
+    EXPECT_TRUE(IsLoopbackAddress(a)) << a;
+  }
+  for (const char* a : {"0.0.0.0:50051", "10.0.0.5:50051", "[::]:50051", "example.com:443",
+                        "127.example.com:1", "localhost.evil:1", "dns:///sharedllm:50051", ""}) {
+    EXPECT_FALSE(IsLoopbackAddress(a)) << a;
+  }
 }
 
 }  // namespace

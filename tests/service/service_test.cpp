@@ -15,6 +15,7 @@
 #include <openssl/sha.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1840,6 +1841,24 @@ TEST_F(ServiceTest, HealthCheckServing) {
   EXPECT_EQ(serving, 1);
 }
 
+
+// Insecure settings are said at start, one WARNING line each; a loopback server with no keys
+// says nothing.
+TEST_F(ServiceTest, InsecureSettingsAreSaidAtStart) {
+  Server& quiet = StartServer();
+  ASSERT_FALSE(HasFailure());
+  EXPECT_EQ(quiet.Log().find("WARNING"), std::string::npos) << quiet.Log();
+  WriteFile(dir_ / "keys", "some-key-0123456789abcdef tenant\n");
+  ASSERT_EQ(chmod((dir_ / "keys").c_str(), 0644), 0);
+  Server& open = StartServer({"--listen", "0.0.0.0:0", "--api-keys", dir_ / "keys"});
+  ASSERT_FALSE(HasFailure());
+  const std::string log = open.Log();
+  EXPECT_NE(log.find("WARNING: API keys cross the network in clear"), std::string::npos) << log;
+  EXPECT_NE(log.find("is readable by other users (mode 0644)"), std::string::npos) << log;
+  Server& anonymous = StartServer({"--listen", "0.0.0.0:0"});
+  ASSERT_FALSE(HasFailure());
+  EXPECT_NE(anonymous.Log().find("without --api-keys"), std::string::npos) << anonymous.Log();
+}
 
 // 14. The ports open before the model loads: health NOT_SERVING (overall and per service) and
 // service calls UNAVAILABLE until ready, then SERVING; NOT_SERVING again once draining. The
