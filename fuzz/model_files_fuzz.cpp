@@ -1,8 +1,8 @@
 // libFuzzer target: the files a model directory holds (llm/config.h, sharedllm/config.h,
 // llm/safetensors.h, llm/tokenizer.h), as a user may hand the tools a damaged or hostile one.
 // The first byte picks the parser; each may only throw ModelError (what the tools report as a
-// clear error), never crash, hang or throw anything else. Files go through /dev/shm because the
-// readers take paths.
+// clear error), never crash, hang or throw anything else. Files go through /dev/shm (else /tmp)
+// because the readers take paths.
 #include <unistd.h>
 
 #include <cstddef>
@@ -21,7 +21,9 @@ using namespace sharedllm;
 namespace {
 
 std::string WriteTemp(const uint8_t* data, size_t size) {
-  static const std::string path = "/dev/shm/sharedllm-fuzz-" + std::to_string(getpid());
+  static const std::string path =
+      std::string(access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp") + "/sharedllm-fuzz-" +
+      std::to_string(getpid());
   FILE* f = std::fopen(path.c_str(), "wb");
   if (f == nullptr) __builtin_trap();
   if (size > 0 && std::fwrite(data, 1, size, f) != size) __builtin_trap();
