@@ -136,14 +136,19 @@ def main():
     p.add_argument("--keep", action="store_true", help="keep the data directory")
     a = p.parse_args()
 
-    window = json.load(open(os.path.join(a.model, "config.json")))["max_position_embeddings"]
+    config = json.load(open(os.path.join(a.model, "config.json")))
+    window = config["max_position_embeddings"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    # What a prefix cache keeps per token: keys and values of every layer in bfloat16.
+    full_cache = config["num_hidden_layers"] * 2 * config["num_key_value_heads"] * head_dim * 2
     bytes_per_token = 3.8  # the license texts under models/mini's tokenizer (measured: 3.6-3.9)
     paras = paragraphs(a.seed)
     rng = random.Random(a.seed)
     data = tempfile.mkdtemp(prefix="sharedllm-long.")
     server = Server(a.build, a.model, data, a.threads, a.server_flag)
     results = {"model": a.model, "window": window, "question": QUESTION, "repeats": a.repeats,
-               "server_flags": a.server_flag, "documents": []}
+               "server_flags": a.server_flag, "full_kv_cache_bytes_per_token": full_cache,
+               "documents": []}
     asks = []  # (row, target)
     try:
         plan = [(float(x), float(d)) for x in a.lengths.split(",") if x for d in a.depths.split(",")]

@@ -358,6 +358,75 @@ def long_section(run, passkey):
     return "\n".join(out) + "\n"
 
 
+def formats_section(results_dir, long_runs):
+    """What each stored key/value format costs: perplexity and pass keys read back from it
+    (`sharedllm eval --kv-dtype`, recipes/eval_kv_formats.sh), and the bytes the service stores
+    per token in it (bench/long_documents.py runs)."""
+    formats = [f for f in ("float32", "bfloat16", "int8")
+               if os.path.exists(os.path.join(results_dir, f"kv-passkey-{f}.json"))]
+    if not formats:
+        return ""
+    load = lambda name: json.load(open(os.path.join(results_dir, name)))
+    docs = [d for d in ("books", "code", "proofs")
+            if all(os.path.exists(os.path.join(results_dir, f"kv-ppl-{d}-{f}.json")) for f in formats)]
+    ppl = {(d, f): load(f"kv-ppl-{d}-{f}.json") for d in docs for f in formats}
+    lengths = sorted({p["length_multiple"] for r in ppl.values() for p in r["points"]})
+    out = ["## Stored formats
+",
+           "The keys and values of every node are stored in the format the server's `--kv-dtype` names "
+           "and read back before the model reads them; the evaluations read them the same way "
+           "(`sharedllm eval --kv-dtype`, `recipes/eval_kv_formats.sh`), on the same windows and keys "
+           "as the model's own float32. int8: per node, layer, head and channel, scale = max |x| / 127 "
+           "in bfloat16.\n"]
+    if docs:
+        w = ppl[(docs[0], formats[0])]["points"][0]["windows"]
+        out.append(f"SharedLLM perplexity ({w} windows per length; the ratio to float32 in parentheses):\n")
+        out.append("| format | " + " | ".join(f"{d} {x:g}× W" for d in docs for x in lengths) + " |")
+        out.append("|---|" + "---:|" * (len(docs) * len(lengths)))
+        for f in formats:
+            cells = []
+            for d in docs:
+                for x in lengths:
+                    p = next(q for q in ppl[(d, f)]["points"] if q["length_multiple"] == x)
+                    base = next(q for q in ppl[(d, "float32")]["points"] if q["length_multiple"] == x)
+                    cells.append(f"{p['sharedllm_ppl']:.3f} ({p['sharedllm_ppl'] / base['sharedllm_ppl']:.4f})")
+            out.append(f"| {f} | " + " | ".join(cells) + " |")
+        out.append("")
+    out.append("Pass keys, SharedLLM correct / trials:\n")
+    out.append("| format | 1×–32× W (`eval passkey`) | beyond the budget: 128×, 512×, 4096× W |")
+    out.append("|---|---:|---:|")
+    for f in formats:
+        r = load(f"kv-passkey-{f}.json")
+        ok, n = sum(p["sharedllm_correct"] for p in r["points"]), sum(p["trials"] for p in r["points"])
+        beyond_name = "passkey-beyond-budget.json" if f == "float32" else f"kv-passkey-beyond-budget-{f}.json"
+        beyond = "—"
+        if os.path.exists(os.path.join(results_dir, beyond_name)):
+            b = load(beyond_name)
+            bok, bn = sum(p["sharedllm_correct"] for p in b["points"]), sum(p["trials"] for p in b["points"])
+            beyond = f"{bok}/{bn}"
+        out.append(f"| {f} | {ok}/{n} | {beyond} |")
+    out.append("")
+    if long_runs:
+        out.append("Bytes the service stores per token (`bench/long_documents.py`: the data directory's "
+                   "growth over the document's tokens, all column families, RocksDB's own overheads "
+                   "included), against a full bfloat16 key/value cache of every layer of the base model "
+                   "(what prefix caching keeps):\n")
+        out.append("| `--kv-dtype` | document | bytes / token | full bf16 KV cache / token | ratio | pass keys |")
+        out.append("|---|---|---:|---:|---:|---|")
+        for run in long_runs:
+            flags = run.get("server_flags") or []
+            fmt = flags[flags.index("--kv-dtype") + 1] if "--kv-dtype" in flags else "bfloat16"
+            cache = run.get("full_kv_cache_bytes_per_token")
+            for r in run["documents"]:
+                per = r["stored_bytes"] / r["tokens"]
+                right = sum(a.startswith(r["key"]) for a in r["answers"])
+                out.append(f"| {fmt} | {r['multiple']:g}× W, depth {r['depth']:g} | {per:,.0f} | "
+                           + (f"{cache:,} | {per / cache:.2f} |" if cache else "— | — |")
+                           + f" {right}/{len(r['answers'])} |")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--ppl", action="append", default=[], help="NAME=FILE.json")
@@ -370,6 +439,9 @@ def main():
                     help="FILE.json from recipes/check_ask_passkey.py (repeatable)")
     ap.add_argument("--long", help="FILE.json from bench/long_documents.py (documents of any length)")
     ap.add_argument("--long-passkey", help="FILE.json from `sharedllm eval passkey` beyond the budget")
+    ap.add_argument("--formats", help="results directory of recipes/eval_kv_formats.sh (kv-*.json)")
+    ap.add_argument("--formats-long", action="append", default=[],
+                    help="FILE.json from bench/long_documents.py, one per --kv-dtype (repeatable)")
     ap.add_argument("--out", default="docs")
     ap.add_argument("--efficiency", help="FILE.json from `sharedllm eval efficiency`")
     ap.add_argument("--tasks", action="append", default=[],
@@ -521,6 +593,8 @@ plot '{dat}' using 1:2:3 with image notitle
                     + ask_table(asks) + "\n")
         if long_run or long_passkey:
             f.write("\n" + long_section(long_run, long_passkey))
+        if a.formats:
+            f.write("\n" + formats_section(a.formats, [json.load(open(p)) for p in a.formats_long]))
         if task_runs:
             f.write("\n## Retrieval and aggregation over long input (RULER, Math.Find)\n\n")
             f.write(tasks_section(task_runs) + "\n")
