@@ -341,7 +341,17 @@ absl::StatusOr<DocumentPage> RocksDbTreeStore::ListDocuments(const std::string& 
         if (!reader.done()) return Corrupt(kDocuments, key, absl::DataLossError("malformed key"));
         if (!after.empty() && id == after) return absl::OkStatus();
         absl::StatusOr<DocumentMeta> meta = treestore::DecodeDocumentMeta(value);
-        if (!meta.ok()) return Corrupt(kDocuments, key, meta.status());
+        if (!meta.ok()) {
+          // One damaged record must not hide the tenant's other documents: it is listed as
+          // FAILED with the reason (its collection is unknown, so only in an unfiltered list),
+          // and can be deleted like any other.
+          if (!collection_id.empty()) return absl::OkStatus();
+          DocumentMeta damaged;
+          damaged.state = kDocumentFailed;
+          damaged.error = std::string(Corrupt(kDocuments, key, meta.status()).message()) +
+                          "; delete the document and upload it again";
+          meta = std::move(damaged);
+        }
         if (!collection_id.empty() && meta->collection_id != collection_id) {
           return absl::OkStatus();
         }

@@ -588,7 +588,12 @@ TEST_F(TreeStoreTest, CorruptValuesAreDataLoss) {
 
   auto meta = store_->GetDocument("t", "other");
   ASSERT_EQ(meta.status().code(), absl::StatusCode::kDataLoss) << meta.status();
-  EXPECT_EQ(store_->ListDocuments("t", "", "", 10).status().code(), absl::StatusCode::kDataLoss);
+  // Listed as FAILED, not an error for the whole list (ACorruptMetadataRecordIsListedAsFailed...).
+  auto listed = store_->ListDocuments("t", "", "", 10);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  for (const auto& m : listed->documents) {
+    if (m.document_id == "other") EXPECT_EQ(m.state, kDocumentFailed);
+  }
   // A corrupt document can still be deleted.
   EXPECT_TRUE(store_->DeleteDocument("t", "other").ok());
   EXPECT_TRUE(store_->ListDocuments("t", "", "", 10).ok());
@@ -860,6 +865,32 @@ std::vector<std::tuple<std::string, int64_t, int32_t, int32_t>> Postings(
   if (!found.ok()) return out;
   for (const auto& p : *found) out.emplace_back(p.document_id, p.chunk, p.count, p.length);
   return out;
+}
+
+TEST_F(TreeStoreTest, ACorruptMetadataRecordIsListedAsFailedNotAnError) {
+  Ingest("t", "a", 1, 1);
+  Ingest("t", "b", 2, 1, "c");
+  Ingest("t", "z", 3, 1, "c");
+  Close();
+  {
+    RawDb raw(options_.path);
+    raw.Put(RocksDbTreeStore::kDocuments, DocumentKey("t", "b"), "garbage");
+  }
+  Reopen();
+  auto page = store_->ListDocuments("t", "", "", 10);
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ(page->documents.size(), 3u);
+  EXPECT_EQ(page->documents[1].document_id, "b");
+  EXPECT_EQ(page->documents[1].state, kDocumentFailed);
+  EXPECT_NE(page->documents[1].error.find("delete the document"), std::string::npos);
+  EXPECT_EQ(page->documents[2].state, kDocumentReady);
+  auto in_c = store_->ListDocuments("t", "c", "", 10);
+  ASSERT_TRUE(in_c.ok());
+  ASSERT_EQ(in_c->documents.size(), 1u) << "its collection is unknown";
+  EXPECT_EQ(in_c->documents[0].document_id, "z");
+  EXPECT_EQ(store_->GetTenantUsage("t")->documents, 3);
+  EXPECT_TRUE(store_->DeleteDocument("t", "b").ok());
+  EXPECT_EQ(store_->ListDocuments("t", "", "", 10)->documents.size(), 2u);
 }
 
 TEST_F(TreeStoreTest, Int8KeysAndValuesKeepTheirScales) {
