@@ -105,6 +105,22 @@ absl::Status QueryServiceImpl::CheckRequest(
   return absl::OkStatus();
 }
 
+absl::Status CheckUnchanged(const TreeStore& store, const std::vector<DocumentMeta>& metas,
+                            const std::vector<DocumentVectors>& documents) {
+  for (size_t d = 0; d < metas.size() && d < documents.size(); ++d) {
+    if (documents[d].chunks.empty()) continue;
+    const DocumentMeta& was = metas[d];
+    auto now = store.GetDocument(was.tenant, was.document_id);
+    if (!now.ok() || now->created_unix_ms != was.created_unix_ms || now->sha256 != was.sha256 ||
+        now->state != kDocumentReady) {
+      return absl::AbortedError("document " + was.document_id +
+                                " changed while the question read it (deleted or uploaded again); "
+                                "ask again");
+    }
+  }
+  return absl::OkStatus();
+}
+
 int64_t QueryServiceImpl::Retrieval::Position(size_t document, int64_t chunk) const {
   const retrieval::ChunkScore key{static_cast<int32_t>(document), chunk, 0};
   auto it = std::lower_bound(read.begin(), read.end(), key,
@@ -152,6 +168,7 @@ absl::StatusOr<QueryServiceImpl::Retrieval> QueryServiceImpl::Search(
     if (absl::Status s = CheckDocumentFingerprint(m, engine_.fingerprint()); !s.ok()) return s;
     index_of[m.document_id] = static_cast<int32_t>(r.documents.size());
     r.documents.push_back({m.document_id, m.num_chunks, {}, {}});
+    r.metas.push_back(m);
     chunks_per_doc.push_back(m.num_chunks);
     r.total_chunks += m.num_chunks;
   }
@@ -279,6 +296,9 @@ Status QueryServiceImpl::DoAsk(grpc::ServerContext* context, const sharedllm::v1
       records.push_back(std::move(rec));
     }
   }
+  if (absl::Status s = CheckUnchanged(store_, retrieval->metas, retrieval->documents); !s.ok()) {
+    return ToGrpcStatus(s);
+  }
   const double kv_seconds = Since(kv_start);
   metrics_.ObserveKvLoad(kv_seconds);
 
@@ -386,6 +406,7 @@ Status QueryServiceImpl::Retrieve(grpc::ServerContext* context,
   auto r = Search(*tenant, request->document_ids(), request->collection_id(), request->question(),
                   request->max_chunks());
   if (!r.ok()) return ToGrpcStatus(r.status());
+  if (absl::Status s = CheckUnchanged(store_, r->metas, r->documents); !s.ok()) return ToGrpcStatus(s);
   FillReading(*r, response);
   for (const auto& s : r->selected) {
     FillNode(r->documents[s.document], s, 0, engine_.chunk_size(), response->add_nodes());

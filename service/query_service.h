@@ -49,6 +49,12 @@ class Scheduler {
   uint64_t next_ticket_ = 0;
 };
 
+// ABORTED when a document a question read (one with chunks read) is no longer the version
+// `metas` recorded: deleted, or deleted and uploaded again, while the question read its vectors
+// and nodes in separate snapshots, which could then come from two versions. The client asks again.
+absl::Status CheckUnchanged(const TreeStore& store, const std::vector<DocumentMeta>& metas,
+                            const std::vector<DocumentVectors>& documents);
+
 class QueryServiceImpl final : public sharedllm::v1::QueryService::Service {
  public:
   QueryServiceImpl(const ApiKeys& keys, Engine& engine, TreeStore& store, Scheduler& scheduler,
@@ -64,6 +70,7 @@ class QueryServiceImpl final : public sharedllm::v1::QueryService::Service {
  private:
   struct Retrieval {
     std::vector<DocumentVectors> documents;  // every document asked about, in request order
+    std::vector<DocumentMeta> metas;         // their metadata as first read, in the same order
     std::vector<retrieval::ChunkScore> read;  // the chunks read, in reading order (doc indexes documents)
     std::vector<SelectedRef> selected;
     std::vector<int64_t> prompt_ids;

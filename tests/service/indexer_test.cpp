@@ -18,6 +18,7 @@
 #include "service/encoding.h"
 #include "service/engine.h"
 #include "service/metrics.h"
+#include "service/query_service.h"
 #include "tests/test_util.h"
 #include "store/rocksdb_tree_store.h"
 
@@ -572,6 +573,31 @@ TEST_F(IndexerTest, FinishedJobsLeaveMemoryAndStillAnswer) {
   EXPECT_GT(got->chunks_total, 0);
   // A cancel of a finished job says so, from the stored record.
   EXPECT_EQ(indexer->Cancel("t", "f1").status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// A question reads a document's vectors and nodes in separate snapshots: a delete and re-upload
+// in between is caught (ABORTED, ask again) instead of mixing two versions' nodes.
+TEST_F(IndexerTest, AQuestionNoticesADocumentReplacedWhileItRead) {
+  auto indexer = MakeIndexer({});
+  ASSERT_TRUE(indexer->Submit(Meta("v", "s1"), Text(100, 90)).ok());
+  ASSERT_EQ(WaitTerminal(*indexer, "v").state, JobState::kReady);
+  auto first = store_->GetDocument("t", "v");
+  ASSERT_TRUE(first.ok());
+  const std::vector<DocumentMeta> metas = {*first};
+  std::vector<DocumentVectors> read(1);
+  read[0].document_id = "v";
+  read[0].chunks = {0};
+  EXPECT_TRUE(CheckUnchanged(*store_, metas, read).ok());
+  ASSERT_TRUE(indexer->Delete("t", "v").ok());
+  EXPECT_EQ(CheckUnchanged(*store_, metas, read).code(), absl::StatusCode::kAborted);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));  // a later creation time
+  ASSERT_TRUE(indexer->Submit(Meta("v", "s1"), Text(100, 90)).ok());
+  ASSERT_EQ(WaitTerminal(*indexer, "v").state, JobState::kReady);
+  const absl::Status replaced = CheckUnchanged(*store_, metas, read);
+  EXPECT_EQ(replaced.code(), absl::StatusCode::kAborted) << "the same text, uploaded again";
+  EXPECT_NE(replaced.message().find("ask again"), std::string::npos);
+  read[0].chunks.clear();
+  EXPECT_TRUE(CheckUnchanged(*store_, metas, read).ok()) << "a document none of whose chunks was read";
 }
 
 }  // namespace
