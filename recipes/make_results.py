@@ -237,30 +237,39 @@ def ask_table(runs):
 
 def efficiency_table(r):
     """Medians per length from `sharedllm eval efficiency` JSON: time and memory of ingestion, a
-    question over the built tree, rebuilding the tree per question and full attention."""
+    question over the built tree, rebuilding the tree per question, full attention, and a stored
+    full key/value cache (prefix caching) where it was measured."""
     mib = lambda b: b / 2**20
-    lines = ["| length (× W) | tokens | ingest s | ask TTFT s | rebuild TTFT s | full attn TTFT s | "
-             "ask tok/s | full tok/s | ingest peak MiB | ask peak MiB | rebuild peak MiB | full peak MiB | "
-             "full / ask TTFT | ingest util. | full TTFT util. |",
-             "|---:" * 15 + "|"]
+    dash = "—"
+    cached = any("stored_cache" in p for p in r["points"])
+    head = ("| length (× W) | tokens | ingest s | ask TTFT s | rebuild TTFT s | full attn TTFT s | "
+            + ("stored-cache TTFT s | " if cached else "") +
+            "ask tok/s | full tok/s | ingest peak MiB | ask peak MiB | rebuild peak MiB | full peak MiB | "
+            "full / ask TTFT | " + ("stored cache / tree bytes | stored-cache / ask bytes read | " if cached else "")
+            + "ingest util. | full TTFT util. |")
+    lines = [head, "|---:" * head.count(" | ") + "|---:|"]
     for p in r["points"]:
         full = p.get("full_attention")
-        dash = "—"
-        lines.append(
-            f"| {p['length_multiple']:g} | {p['tokens']} | {p['ingest']['seconds']:.3f} | "
-            f"{p['ask']['ttft_seconds']:.3f} | {p['rebuild']['ttft_seconds']:.3f} | "
-            f"{full['ttft_seconds']:.3f} | " if full else
-            f"| {p['length_multiple']:g} | {p['tokens']} | {p['ingest']['seconds']:.3f} | "
-            f"{p['ask']['ttft_seconds']:.3f} | {p['rebuild']['ttft_seconds']:.3f} | {dash} | ")
-        lines[-1] += (f"{p['ask']['decode_tokens_per_second']:.0f} | "
-                      f"{full['decode_tokens_per_second']:.0f} | " if full else
-                      f"{p['ask']['decode_tokens_per_second']:.0f} | {dash} | ")
-        lines[-1] += (f"{mib(p['ingest']['phase_peak_rss_bytes']):.0f} | {mib(p['ask']['phase_peak_rss_bytes']):.0f} | "
-                      f"{mib(p['rebuild']['phase_peak_rss_bytes']):.0f} | "
-                      + (f"{mib(full['phase_peak_rss_bytes']):.0f} | " if full else f"{dash} | "))
-        ratio = p["ratios"].get("full_ttft_over_ask_ttft")
-        lines[-1] += (f"{ratio:.1f}× | " if ratio else f"{dash} | ") + f"{100 * p['ingest']['utilization']:.0f} % | "
-        lines[-1] += (f"{100 * full['ttft_utilization']:.0f} % |" if full else f"{dash} |")
+        cache = p.get("stored_cache")
+        ratios = p["ratios"]
+        row = (f"| {p['length_multiple']:g} | {p['tokens']} | {p['ingest']['seconds']:.3f} | "
+               f"{p['ask']['ttft_seconds']:.3f} | {p['rebuild']['ttft_seconds']:.3f} | "
+               + (f"{full['ttft_seconds']:.3f} | " if full else f"{dash} | "))
+        if cached:
+            row += f"{cache['ttft_seconds']:.3f} | " if cache else f"{dash} | "
+        row += (f"{p['ask']['decode_tokens_per_second']:.0f} | "
+                + (f"{full['decode_tokens_per_second']:.0f} | " if full else f"{dash} | "))
+        row += (f"{mib(p['ingest']['phase_peak_rss_bytes']):.0f} | {mib(p['ask']['phase_peak_rss_bytes']):.0f} | "
+                f"{mib(p['rebuild']['phase_peak_rss_bytes']):.0f} | "
+                + (f"{mib(full['phase_peak_rss_bytes']):.0f} | " if full else f"{dash} | "))
+        ratio = ratios.get("full_ttft_over_ask_ttft")
+        row += f"{ratio:.1f}× | " if ratio else f"{dash} | "
+        if cached:
+            cb, rb = ratios.get("cache_bytes_over_tree_bytes"), ratios.get("cached_read_bytes_over_ask_read_bytes")
+            row += (f"{cb:.2f} | " if cb else f"{dash} | ") + (f"{rb:.1f}× | " if rb else f"{dash} | ")
+        row += f"{100 * p['ingest']['utilization']:.0f} % | "
+        row += f"{100 * full['ttft_utilization']:.0f} % |" if full else f"{dash} |"
+        lines.append(row)
     return "\n".join(lines)
 
 
@@ -371,8 +380,7 @@ def formats_section(results_dir, long_runs):
             if all(os.path.exists(os.path.join(results_dir, f"kv-ppl-{d}-{f}.json")) for f in formats)]
     ppl = {(d, f): load(f"kv-ppl-{d}-{f}.json") for d in docs for f in formats}
     lengths = sorted({p["length_multiple"] for r in ppl.values() for p in r["points"]})
-    out = ["## Stored formats
-",
+    out = ["## Stored formats\n",
            "The keys and values of every node are stored in the format the server's `--kv-dtype` names "
            "and read back before the model reads them; the evaluations read them the same way "
            "(`sharedllm eval --kv-dtype`, `recipes/eval_kv_formats.sh`), on the same windows and keys "
