@@ -426,6 +426,8 @@ def formats_section(results_dir, long_runs):
             fmt = flags[flags.index("--kv-dtype") + 1] if "--kv-dtype" in flags else "bfloat16"
             cache = run.get("full_kv_cache_bytes_per_token")
             for r in run["documents"]:
+                if r["depth"] != 0.5:
+                    continue  # one row per length
                 per = r["stored_bytes"] / r["tokens"]
                 right = sum(a.startswith(r["key"]) for a in r["answers"])
                 out.append(f"| {fmt} | {r['multiple']:g}× W, depth {r['depth']:g} | {per:,.0f} | "
