@@ -2,6 +2,7 @@
 // split at its first NUL: a keys file, then a header value. Parsing must return a status; a key
 // the file accepted must authenticate to its tenant; no error message may contain a key.
 #include <cstddef>
+#include <cctype>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -18,18 +19,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto keys = ApiKeys::Parse(file, "keys");
   if (!keys.ok()) return 0;
   (void)keys->TenantForAuthorization(header);
-  // The first line's key, where it parsed: "Bearer KEY" authenticates.
-  const size_t line_end = file.find('\n');
-  const std::string_view first = file.substr(0, line_end);
-  const size_t space = first.find_first_of(" \t");
-  if (space != std::string_view::npos && space >= ApiKeys::kMinKeyLength && first[0] != '#') {
-    const std::string key(first.substr(0, space));
+  // The key of the first line that holds one (as the parser reads a line: without the
+  // surrounding whitespace, '#' lines and blank ones skipped) authenticates to a tenant.
+  std::string_view rest = file;
+  while (!rest.empty()) {
+    const size_t end = rest.find('\n');
+    std::string_view line = rest.substr(0, end);
+    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
+    while (!line.empty() && std::isspace(static_cast<unsigned char>(line.front()))) line.remove_prefix(1);
+    while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.remove_suffix(1);
+    if (line.empty() || line[0] == '#') continue;
+    const std::string key(line.substr(0, line.find_first_of(" \t")));
     auto tenant = keys->TenantForAuthorization("Bearer " + key);
     if (!tenant.ok()) __builtin_trap();
     auto wrong = keys->TenantForAuthorization("Bearer " + key + "x");
     if (!wrong.ok() && std::string(wrong.status().message()).find(key) != std::string::npos) {
       __builtin_trap();
     }
+    break;
   }
   return 0;
 }

@@ -358,6 +358,10 @@ absl::StatusOr<ChunkTerms> DecodeChunkTerms(absl::string_view value) {
     terms.emplace_back(std::string(term), count);
   }
   if (!r.done()) return Trailing("terms");
+  // Only what PutChunk could have written: a term of 1-255 bytes, once, counted at least once.
+  if (absl::Status s = ValidateChunkTerms(terms); !s.ok()) {
+    return absl::DataLossError(absl::StrCat("terms: ", s.message()));
+  }
   return terms;
 }
 
