@@ -295,18 +295,28 @@ absl::StatusOr<JobSnapshot> Indexer::Get(const std::string& tenant, const std::s
   // Not in memory (finished before a restart): the persisted job record, else the document.
   if (auto job = store_.GetJob(tenant, doc); job.ok()) {
     const auto j = nlohmann::json::parse(*job, nullptr, false);
-    if (!j.is_discarded()) {
+    if (j.is_object()) {
+      // A damaged record reads as far as it is sound: a field of the wrong type (a string, or a
+      // number no int64 holds) counts as absent instead of throwing or overflowing.
+      const auto integer = [&](const char* key) -> int64_t {
+        const auto it = j.find(key);
+        return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
+      };
+      const auto text = [&](const char* key, const char* fallback) -> std::string {
+        const auto it = j.find(key);
+        return it != j.end() && it->is_string() ? it->get<std::string>() : fallback;
+      };
       JobSnapshot s;
       s.tenant = tenant;
       s.document_id = doc;
-      s.state = StateFromName(j.value("state", "FAILED"));
-      s.chunks_done = j.value("chunks_done", int64_t{0});
-      s.chunks_total = j.value("chunks_total", int64_t{0});
-      s.num_tokens = j.value("num_tokens", int64_t{0});
-      s.error_code = j.value("error_code", "");
-      s.error_message = j.value("error_message", "");
-      s.created_unix_ms = j.value("created_unix_ms", int64_t{0});
-      s.updated_unix_ms = j.value("updated_unix_ms", int64_t{0});
+      s.state = StateFromName(text("state", "FAILED"));
+      s.chunks_done = integer("chunks_done");
+      s.chunks_total = integer("chunks_total");
+      s.num_tokens = integer("num_tokens");
+      s.error_code = text("error_code", "");
+      s.error_message = text("error_message", "");
+      s.created_unix_ms = integer("created_unix_ms");
+      s.updated_unix_ms = integer("updated_unix_ms");
       s.version = 1;
       if (s.state != JobState::kCancelled && !store_.GetDocument(tenant, doc).ok()) {
         return absl::NotFoundError("no document " + doc);  // deleted since

@@ -418,14 +418,24 @@ absl::StatusOr<DocumentMeta> DecodeDocumentMeta(absl::string_view value) {
     m.collection_id = j.value("collection_id", m.collection_id);
     m.name = j.value("name", m.name);
     m.sha256 = j.value("sha256", m.sha256);
-    m.size_bytes = j.value("size_bytes", m.size_bytes);
-    m.num_tokens = j.value("num_tokens", m.num_tokens);
-    m.num_chunks = j.value("num_chunks", m.num_chunks);
+    // An integer field must hold an integer: nlohmann would convert 5e30 to int64 (undefined
+    // behaviour, found by fuzz/value_codec_fuzz) and 2.5 by truncation.
+    const auto integer = [&](const char* key, int64_t fallback) -> int64_t {
+      const auto it = j.find(key);
+      if (it == j.end()) return fallback;
+      if (!it->is_number_integer()) {
+        throw nlohmann::json::type_error::create(302, std::string(key) + " is not an integer", &j);
+      }
+      return it->get<int64_t>();
+    };
+    m.size_bytes = integer("size_bytes", m.size_bytes);
+    m.num_tokens = integer("num_tokens", m.num_tokens);
+    m.num_chunks = integer("num_chunks", m.num_chunks);
     m.state = j.value("state", m.state);
     m.model_fingerprint = j.value("model_fingerprint", m.model_fingerprint);
-    m.created_unix_ms = j.value("created_unix_ms", m.created_unix_ms);
-    m.updated_unix_ms = j.value("updated_unix_ms", m.updated_unix_ms);
-    m.chunks_done = j.value("chunks_done", m.chunks_done);
+    m.created_unix_ms = integer("created_unix_ms", m.created_unix_ms);
+    m.updated_unix_ms = integer("updated_unix_ms", m.updated_unix_ms);
+    m.chunks_done = integer("chunks_done", m.chunks_done);
     m.error = j.value("error", m.error);
     return m;
   } catch (const nlohmann::json::exception& e) {

@@ -22,6 +22,7 @@
 #include "tests/test_util.h"
 #include "store/crc32c.h"
 #include "store/key_codec.h"
+#include "store/value_codec.h"
 
 namespace sharedllm {
 namespace {
@@ -247,6 +248,22 @@ TEST(Crc32cTest, KnownVectorsAndBothImplementationsAgree) {
   EXPECT_EQ(
       Crc32c(absl::string_view(data).substr(300), Crc32c(absl::string_view(data).substr(0, 300))),
       Crc32c(data));
+}
+
+// A damaged metadata record whose integer field holds a float (5e30: converting it to int64 is
+// undefined behaviour, found by fuzz/value_codec_fuzz; 2.5: silently truncated) is DATA_LOSS.
+TEST(ValueCodecTest, MetadataIntegersMustBeIntegers) {
+  auto sealed = [](const std::string& json) { return Seal(std::string(1, '\x01') + json); };
+  EXPECT_TRUE(DecodeDocumentMeta(sealed(R"({"num_chunks": 3, "state": "READY"})")).ok());
+  for (const char* bad : {R"({"num_chunks": 5.5e30})", R"({"num_chunks": 2.5})",
+                          R"({"created_unix_ms": "soon"})", R"({"chunks_done": -1e300})"}) {
+    auto m = DecodeDocumentMeta(sealed(bad));
+    EXPECT_EQ(m.status().code(), absl::StatusCode::kDataLoss) << bad;
+  }
+  // And the terms of a chunk: only what PutChunk could have written.
+  std::string body(1, '\x01');
+  body += std::string("\x01\x00\x00\x00\x00\x00\x00\x00", 8);  // one term: "" counted 0 times
+  EXPECT_EQ(DecodeChunkTerms(Seal(body)).status().code(), absl::StatusCode::kDataLoss);
 }
 
 TEST(KeyCodecTest, BigEndianIntegersSortNumerically) {
