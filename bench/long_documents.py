@@ -4,7 +4,8 @@ model, uploads pass-key documents of growing length built from Debian's license 
 evaluation's filler), asks each for its key through sharedllm-cli, and prints one JSON object:
 per document its length, time to READY, the data directory's growth, and per question the answer,
 whether it is the key, the chunks read, TTFT and the server's peak resident memory during the ask
-(VmHWM, reset before each ask through /proc/PID/clear_refs). With --collection N it also indexes
+(VmHWM, reset before each ask through /proc/PID/clear_refs), and its peak while it indexed the
+document (reset before the upload). With --collection N it also indexes
 a collection of N short documents, one holding the key, and asks the collection.
 
 Every document is indexed first; then the server restarts (so that no tree is still in a
@@ -101,12 +102,19 @@ class Server:
             raise RuntimeError(f"sharedllm-cli {' '.join(args[:3])}: {r.stderr.strip()}")
         return r
 
-    def ask(self, target):
+    def reset_peak(self):
+        """Resets the server's peak resident set (VmHWM) to the current one; returns that."""
         with open(f"/proc/{self.proc.pid}/clear_refs", "w") as f:
-            f.write("5")  # resets the peak resident set (VmHWM) to the current one
-        before = proc_status(self.proc.pid, "VmRSS")
+            f.write("5")
+        return proc_status(self.proc.pid, "VmRSS")
+
+    def peak(self):
+        return proc_status(self.proc.pid, "VmHWM")
+
+    def ask(self, target):
+        before = self.reset_peak()
         r = self.run("ask", *target, "--question", QUESTION, "--max-tokens", "8")
-        peak = proc_status(self.proc.pid, "VmHWM")
+        peak = self.peak()
         t = re.search(r"queue=([0-9.]+)s retrieval=([0-9.]+)s kv_load=([0-9.]+)s ttft=([0-9.]+)s "
                       r"decode=([0-9.]+)s total=([0-9.]+)s", r.stderr)
         reading = re.search(r"read (\d+) of (\d+) chunks \((\w+)", r.stderr)
@@ -159,14 +167,17 @@ def main():
             path = os.path.join(data, f"doc{n}.txt")
             open(path, "w").write(text)
             before = du(os.path.join(data, "store"))
+            index_rss_before = server.reset_peak()
             t0 = time.time()
             server.run("upload", path, "--id", f"doc{n}", "--wait")
             ready_s = time.time() - t0
+            index_peak = server.peak()
             info = server.run("get", f"doc{n}").stdout
             tokens = int(re.search(r"num_tokens:\s+(\d+)", info).group(1))
             row = {"multiple": round(tokens / window, 1), "depth": depth, "bytes": len(text.encode()),
                    "tokens": tokens, "ready_s": round(ready_s, 2),
-                   "stored_bytes": du(os.path.join(data, "store")) - before, "key": key}
+                   "stored_bytes": du(os.path.join(data, "store")) - before, "key": key,
+                   "index_rss_before_bytes": index_rss_before, "index_peak_rss_bytes": index_peak}
             results["documents"].append(row)
             asks.append((row, ["--id", f"doc{n}"]))
             print(json.dumps(row), file=sys.stderr, flush=True)

@@ -192,7 +192,7 @@ at::Tensor SafetensorsFile::tensor(const std::string& name) const {
   if (reinterpret_cast<uintptr_t>(ptr) % align != 0) {
     // The format does not promise aligned data; copy rather than hand out a misaligned view.
     at::Tensor out = at::empty(e.shape, options);
-    std::memcpy(out.data_ptr(), ptr, e.end - e.begin);
+    if (e.end > e.begin) std::memcpy(out.data_ptr(), ptr, e.end - e.begin);  // no memcpy to null
     return out;
   }
   auto keep = file_;

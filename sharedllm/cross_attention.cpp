@@ -53,7 +53,10 @@ at::Tensor InjectionContext::Update(int64_t layer, const at::Tensor& h) const {
 }
 
 CrossAttention FindCrossAttention(LlamaDecoderLayerImpl& layer) {
-  const auto* held = layer.named_children().find("cross_attn");
+  // named_children() returns its dictionary by value: keep it alive while `held` points into it
+  // (a heap-use-after-free AddressSanitizer found, docs/TESTING.md).
+  const auto children = layer.named_children();
+  const auto* held = children.find("cross_attn");
   if (held == nullptr) return CrossAttention(nullptr);
   return CrossAttention(std::dynamic_pointer_cast<CrossAttentionImpl>(*held));
 }

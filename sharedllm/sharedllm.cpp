@@ -129,7 +129,8 @@ void SharedLLM::SeparateCompressor() {
   if (compressor_) return;
   // A second SharedLLM over the same CausalLM (an evaluation-time ablation) adopts the trained copy
   // the model already holds instead of registering another one.
-  if (const auto* held = net().named_children().find("compressor")) {
+  const auto children = net().named_children();  // by value: keep it while `held` points into it
+  if (const auto* held = children.find("compressor")) {
     auto list = std::dynamic_pointer_cast<torch::nn::ModuleListImpl>(*held);
     Check(list != nullptr, "the model's 'compressor' submodule is not a layer list");
     compressor_ = torch::nn::ModuleList(list);
