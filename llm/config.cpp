@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "llm/json_fields.h"
+
 #include "llm/errors.h"
 #include "llm/file_util.h"
 
@@ -16,7 +18,7 @@ void Get(const json& j, const char* key, T* out, std::vector<std::string>* probl
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return;
   try {
-    *out = it->get<T>();
+    *out = JsonGet<T>(*it);
   } catch (const json::exception&) {
     problems->push_back(std::string("field '") + key + "' has the wrong type: " + it->dump());
   }

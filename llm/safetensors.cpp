@@ -1,5 +1,7 @@
 #include "llm/safetensors.h"
 
+#include "llm/json_fields.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -133,8 +135,8 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
         problems.push_back(it.key() + ": unsupported dtype " + dtype);
         continue;
       }
-      entry.shape = e.at("shape").get<std::vector<int64_t>>();
-      const auto offsets = e.at("data_offsets").get<std::vector<uint64_t>>();
+      entry.shape = JsonGet<std::vector<int64_t>>(e.at("shape"));
+      const auto offsets = JsonGet<std::vector<uint64_t>>(e.at("data_offsets"));
       if (offsets.size() != 2) throw ModelError("data_offsets must have two numbers");
       entry.begin = offsets[0];
       entry.end = offsets[1];

@@ -1,5 +1,7 @@
 #include "sharedllm/config.h"
 
+#include "llm/json_fields.h"
+
 #include <algorithm>
 
 #include <nlohmann/json.hpp>
@@ -36,22 +38,22 @@ SharedLLMConfig SharedLLMConfig::FromJsonText(const std::string& text) {
   }
   SharedLLMConfig c;
   try {
-    c.num_injection_layers = j.value("num_injection_layers", c.num_injection_layers);
-    c.injection = j.value("injection", c.injection);
-    c.chunk_size = j.value("chunk_size", c.chunk_size);
-    c.tree_depth = j.value("tree_depth", c.tree_depth);
-    c.alphas = j.value("alphas", c.alphas);
-    c.selection = j.value("selection", c.selection);
-    c.search = j.value("search", c.search);
-    c.search_vector = j.value("search_vector", c.search_vector);
-    c.split_noise = j.value("split_noise", c.split_noise);
-    c.noise_divisor = j.value("noise_divisor", c.noise_divisor);
-    c.chunk_positions = j.value("chunk_positions", c.chunk_positions);
-    c.compressor = j.value("compressor", c.compressor);
-    c.separate_layers = j.value("separate_layers", c.separate_layers);
-    c.gate = j.value("gate", c.gate);
-    c.sink = j.value("sink", c.sink);
-    c.chunk_budget = j.value("chunk_budget", c.chunk_budget);
+    c.num_injection_layers = JsonValue(j, "num_injection_layers", c.num_injection_layers);
+    c.injection = JsonValue(j, "injection", c.injection);
+    c.chunk_size = JsonValue(j, "chunk_size", c.chunk_size);
+    c.tree_depth = JsonValue(j, "tree_depth", c.tree_depth);
+    c.alphas = JsonValue(j, "alphas", c.alphas);
+    c.selection = JsonValue(j, "selection", c.selection);
+    c.search = JsonValue(j, "search", c.search);
+    c.search_vector = JsonValue(j, "search_vector", c.search_vector);
+    c.split_noise = JsonValue(j, "split_noise", c.split_noise);
+    c.noise_divisor = JsonValue(j, "noise_divisor", c.noise_divisor);
+    c.chunk_positions = JsonValue(j, "chunk_positions", c.chunk_positions);
+    c.compressor = JsonValue(j, "compressor", c.compressor);
+    c.separate_layers = JsonValue(j, "separate_layers", c.separate_layers);
+    c.gate = JsonValue(j, "gate", c.gate);
+    c.sink = JsonValue(j, "sink", c.sink);
+    c.chunk_budget = JsonValue(j, "chunk_budget", c.chunk_budget);
   } catch (const nlohmann::json::exception& e) {
     throw ModelError(std::string("sharedllm.json has a field of the wrong type: ") + e.what());
   }

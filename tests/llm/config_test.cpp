@@ -1,6 +1,7 @@
 // ModelConfig: parsing Hugging Face config.json texts of the supported families, the JSON it
 // writes back, and the errors for invalid configs.
 #include "llm/config.h"
+#include "llm/json_fields.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -109,6 +110,28 @@ void ExpectSameConfig(const ModelConfig& a, const ModelConfig& b) {
   EXPECT_EQ(a.bos_token_id, b.bos_token_id);
   EXPECT_EQ(a.eos_token_ids, b.eos_token_ids);
   EXPECT_EQ(a.torch_dtype, b.torch_dtype);
+}
+
+// A number an integer field cannot hold exactly (1e250: converting it is undefined behaviour,
+// found by fuzz/model_files_fuzz; 2.5; -1 for a count) is a wrong type, reported as such.
+TEST(ConfigTest, IntegerFieldsMustHoldIntegers) {
+  for (const std::string bad : {"1e250", "2.5", "\"4096\""}) {
+    std::string text = kLlama2_7B;
+    const size_t at = text.find("\"hidden_size\": 4096");
+    ASSERT_NE(at, std::string::npos);
+    text.replace(at, std::string("\"hidden_size\": 4096").size(), "\"hidden_size\": " + bad);
+    try {
+      ModelConfig::FromJsonText(text);
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const ModelError& e) {
+      EXPECT_NE(std::string(e.what()).find("hidden_size"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(JsonGet<std::vector<int64_t>>(nlohmann::json::parse("[1, 2]")), (std::vector<int64_t>{1, 2}));
+  EXPECT_THROW(JsonGet<std::vector<int64_t>>(nlohmann::json::parse("[1, 2e30]")), nlohmann::json::exception);
+  EXPECT_THROW(JsonGet<uint64_t>(nlohmann::json::parse("-1")), nlohmann::json::exception);
+  EXPECT_THROW(JsonGet<int32_t>(nlohmann::json::parse("3000000000")), nlohmann::json::exception);
+  EXPECT_EQ(JsonGet<int64_t>(nlohmann::json::parse("-7")), -7);
 }
 
 TEST(ConfigTest, Llama2) {
