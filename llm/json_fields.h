@@ -56,4 +56,15 @@ T JsonValue(const nlohmann::json& j, const char* key, const T& fallback) {
   return it == j.end() || it->is_null() ? fallback : JsonGet<T>(*it);
 }
 
+// The same for a record read as far as it is sound: a value of the wrong type (a string for a
+// number, a number no T holds) counts as absent.
+template <typename T>
+T JsonValueOr(const nlohmann::json& j, const char* key, const T& fallback) {
+  try {
+    return JsonValue(j, key, fallback);
+  } catch (const nlohmann::json::exception&) {
+    return fallback;
+  }
+}
+
 }  // namespace sharedllm

@@ -1,5 +1,7 @@
 #include "service/indexer.h"
 
+#include "llm/json_fields.h"
+
 #include "service/encoding.h"
 
 #include <fcntl.h>
@@ -296,15 +298,11 @@ absl::StatusOr<JobSnapshot> Indexer::Get(const std::string& tenant, const std::s
   if (auto job = store_.GetJob(tenant, doc); job.ok()) {
     const auto j = nlohmann::json::parse(*job, nullptr, false);
     if (j.is_object()) {
-      // A damaged record reads as far as it is sound: a field of the wrong type (a string, or a
-      // number no int64 holds) counts as absent instead of throwing or overflowing.
-      const auto integer = [&](const char* key) -> int64_t {
-        const auto it = j.find(key);
-        return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
-      };
-      const auto text = [&](const char* key, const char* fallback) -> std::string {
-        const auto it = j.find(key);
-        return it != j.end() && it->is_string() ? it->get<std::string>() : fallback;
+      // A damaged record reads as far as it is sound (JsonValueOr: a field of the wrong type, or
+      // a number no int64 holds, counts as absent instead of throwing or overflowing).
+      const auto integer = [&](const char* key) { return JsonValueOr<int64_t>(j, key, 0); };
+      const auto text = [&](const char* key, const char* fallback) {
+        return JsonValueOr<std::string>(j, key, fallback);
       };
       JobSnapshot s;
       s.tenant = tenant;

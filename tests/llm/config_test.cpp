@@ -132,6 +132,14 @@ TEST(ConfigTest, IntegerFieldsMustHoldIntegers) {
   EXPECT_THROW(JsonGet<uint64_t>(nlohmann::json::parse("-1")), nlohmann::json::exception);
   EXPECT_THROW(JsonGet<int32_t>(nlohmann::json::parse("3000000000")), nlohmann::json::exception);
   EXPECT_EQ(JsonGet<int64_t>(nlohmann::json::parse("-7")), -7);
+  // JsonValueOr: a wrong type or an unrepresentable number counts as absent.
+  const auto record = nlohmann::json::parse(R"({"a": 5, "b": 1e300, "c": "x", "d": null})");
+  EXPECT_EQ(JsonValueOr<int64_t>(record, "a", 0), 5);
+  EXPECT_EQ(JsonValueOr<int64_t>(record, "b", 0), 0);
+  EXPECT_EQ(JsonValueOr<int64_t>(record, "c", 3), 3);
+  EXPECT_EQ(JsonValueOr<std::string>(record, "a", "f"), "f");
+  EXPECT_EQ(JsonValueOr<std::string>(record, "c", "f"), "x");
+  EXPECT_EQ(JsonValueOr<int64_t>(record, "missing", 9), 9);
 }
 
 TEST(ConfigTest, Llama2) {
