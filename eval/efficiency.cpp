@@ -141,6 +141,20 @@ int64_t KeptPositions(const SharedLLMConfig& s, const TreeNode& node) {
   return KeptLength(node.length(), s.alphas[node.level - 1]);
 }
 
+std::vector<int64_t> StoredPositions(const SharedLLMConfig& s, const std::vector<TreeNode>& nodes) {
+  std::vector<int64_t> out;
+  for (const TreeNode& n : nodes) {
+    int64_t kept = KeptPositions(s, n);
+    for (const TreeNode& left : nodes) {
+      if (left.level == n.level + 1 && left.index == 2 * n.index) {
+        kept -= static_cast<int64_t>(SharedRowsOf(s, n, left).size());
+      }
+    }
+    out.push_back(kept);
+  }
+  return out;
+}
+
 int64_t PreservedContextPositions(const SharedLLMConfig& s, const TreeShape& shape) {
   int64_t total = 0;
   for (size_t c = 0; c < shape.nodes.size(); ++c) {

@@ -34,9 +34,14 @@ double TailNll(LoadedModel& m, const std::vector<int64_t>& context, const std::v
   std::vector<EncodedNode> nodes;
   const InjectionContext* ptr = nullptr;
   if (!context.empty()) {
-    nodes = m.shared->BuildDynamicTree(context, at::Tensor());
     if (kv_format) {
-      for (auto& n : nodes) n = RoundTrip(n, *kv_format);
+      // As the service stores it: every node of the static tree through the format (a parent
+      // completed from the rows its left child holds), then the same right-child selection.
+      DocumentTree tree = m.shared->BuildStaticTree(context);
+      for (auto& chunk : tree.nodes) chunk = RoundTripChunk(*m.shared, chunk, *kv_format);
+      for (const EncodedNode* n : m.shared->Select(tree, at::Tensor())) nodes.push_back(*n);
+    } else {
+      nodes = m.shared->BuildDynamicTree(context, at::Tensor());
     }
     std::vector<const EncodedNode*> p;
     for (const auto& n : nodes) p.push_back(&n);
@@ -318,9 +323,7 @@ std::vector<PasskeyPoint> EvaluatePasskey(LoadedModel& m, const std::vector<doub
                                                               m.shared->config().chunk_budget));
           DocumentTree tree = m.shared->BuildStaticTree(doc, chosen);
           if (kv_format) {
-            for (auto& chunk : tree.nodes) {
-              for (auto& n : chunk) n = RoundTrip(n, *kv_format);
-            }
+            for (auto& chunk : tree.nodes) chunk = RoundTripChunk(*m.shared, chunk, *kv_format);
           }
           auto selected = m.shared->Select(tree, m.shared->QueryVector(question));
           const auto spans = m.shared->Chunks(static_cast<int64_t>(doc.size()));

@@ -59,7 +59,12 @@ std::vector<ChunkScore> ScoreBm25(const std::vector<std::vector<Posting>>& all_p
                                   int64_t total_chunks, int64_t max_postings) {
   std::vector<const std::vector<Posting>*> postings;
   for (const auto& list : all_postings) {
-    if (max_postings <= 0 || static_cast<int64_t>(list.size()) <= max_postings) postings.push_back(&list);
+    const auto df = static_cast<int64_t>(list.size());
+    // A term in more than half of the scope's chunks is no evidence for any of them (its
+    // Robertson-Sparck Jones weight, ln((N - df + 0.5) / (df + 0.5)), is below zero): it does not
+    // score, so it cannot rank chunks that only hold it above the neighbours of a real match.
+    if (2 * df > std::max<int64_t>(total_chunks, 1)) continue;
+    if (max_postings <= 0 || df <= max_postings) postings.push_back(&list);
   }
   // The mean chunk length over the chunks seen: every full chunk has the same number of tokens,
   // so lengths in words differ little and this estimate is close to the scope's true mean.
@@ -130,6 +135,7 @@ std::vector<ChunkScore> ChooseChunks(const std::vector<ChunkScore>& scores,
   for (const ChunkScore& s : ranked) {
     if (chosen.count({s.doc, s.chunk})) seeds.push_back({s.doc, s.chunk});
   }
+
   int64_t longest = 0;
   for (int64_t n : chunks_per_doc) longest = std::max(longest, n);
   for (int64_t r = 1; r < longest && static_cast<int64_t>(chosen.size()) < budget && !seeds.empty(); ++r) {

@@ -59,8 +59,9 @@ inline int64_t CommonTermLimit(int64_t budget) { return kCommonTermFactor * budg
 
 // BM25 (k1 = 1.2, b = 0.75) of every chunk that holds at least one query term. `postings[t]`
 // lists query term t's occurrences over the scope (each chunk at most once per term);
-// `total_chunks` is the number of chunks in the scope. With max_postings > 0, a term with more
-// postings than that is left out (CommonTermLimit). Output sorted by (doc, chunk).
+// `total_chunks` is the number of chunks in the scope. A term in more than half of them is left
+// out (no evidence for any), and with max_postings > 0 so is a term with more postings than that
+// (CommonTermLimit). Output sorted by (doc, chunk).
 std::vector<ChunkScore> ScoreBm25(const std::vector<std::vector<Posting>>& postings,
                                   int64_t total_chunks, int64_t max_postings);
 

@@ -120,6 +120,19 @@ int64_t Engine::window() const { return model_->config.max_position_embeddings; 
 
 int64_t Engine::chunk_size() const { return model_->shared->config().chunk_size; }
 
+std::vector<std::pair<int64_t, int64_t>> Engine::LeftChain(int64_t level, int64_t index) const {
+  std::vector<std::pair<int64_t, int64_t>> chain;
+  for (int64_t l = level + 1; l <= model_->shared->config().tree_depth; ++l) {
+    index *= 2;
+    chain.emplace_back(l, index);
+  }
+  return chain;
+}
+
+int64_t Engine::KeptPositions(int64_t level, int64_t length) const {
+  return KeptLength(length, model_->shared->config().alphas.at(level - 1));
+}
+
 absl::StatusOr<std::vector<int64_t>> Engine::Tokenize(const std::string& text) const {
   return Guard([&] { return model_->tokenizer->Encode(text); });
 }
@@ -134,11 +147,11 @@ absl::StatusOr<std::vector<NodeRecord>> Engine::EncodeChunk(const std::vector<in
     c10::InferenceMode guard;
     const SharedLLM& s = *model_->shared;
     const ChunkTree tree = ChunkTree::Build(static_cast<int64_t>(tokens.size()), s.config().tree_depth);
-    std::vector<NodeRecord> out;
     const std::vector<at::Tensor> index =
         HeadIndex(read_heads_, model_->config.num_key_value_heads,
                   model_->lm->model->embed_tokens->weight.device());
-    for (auto node : s.EncodeNodes(tokens, chunk_index, tree.AllNodes())) {
+    std::vector<EncodedNode> nodes = s.EncodeNodes(tokens, chunk_index, tree.AllNodes());
+    for (auto& node : nodes) {
       for (size_t j = 0; j < node.k.size(); ++j) {
         // Only the heads some cross-attention head reads, in the stored element type.
         if (index[j].defined()) {
@@ -146,9 +159,8 @@ absl::StatusOr<std::vector<NodeRecord>> Engine::EncodeChunk(const std::vector<in
           node.v[j] = node.v[j].index_select(0, index[j]);
         }
       }
-      out.push_back(ToRecord(node, kv_format_));
     }
-    return out;
+    return ChunkRecords(s, std::move(nodes), kv_format_);
   });
 }
 
@@ -215,21 +227,25 @@ absl::StatusOr<std::vector<SelectedRef>> Engine::Select(const std::vector<int64_
 }
 
 absl::StatusOr<AnswerResult> Engine::Answer(const std::vector<int64_t>& prompt_ids,
-                                            const std::vector<NodeRecord>& records,
-                                            const std::vector<int64_t>& chunk_positions,
-                                            int64_t read_chunks, const AnswerOptions& options,
+                                            const std::vector<ReadNode>& read, int64_t read_chunks,
+                                            const AnswerOptions& options,
                                             const std::function<bool(const std::string&)>& on_delta) {
   return Guard([&] {
     c10::InferenceMode guard;
     const SharedLLM& s = *model_->shared;
     const auto& weight = model_->lm->model->embed_tokens->weight;
     std::vector<EncodedNode> nodes;
-    Check(chunk_positions.size() == records.size(), "one chunk position per node");
     const int64_t kv_heads = model_->config.num_key_value_heads;
     const std::vector<at::Tensor> index = HeadIndex(read_heads_, kv_heads, weight.device());
-    for (size_t i = 0; i < records.size(); ++i) {
-      EncodedNode node = FromRecord(records[i], weight.device(), weight.scalar_type());
-      node.chunk = chunk_positions[i];  // positions run across documents
+    auto load = [&](const NodeRecord& r) { return FromRecord(r, weight.device(), weight.scalar_type()); };
+    for (const ReadNode& r : read) {
+      EncodedNode node = load(r.record);
+      if (!r.left.empty()) {  // complete the parent from its left chain, deepest first
+        EncodedNode below = load(r.left.back());
+        for (size_t c = r.left.size() - 1; c-- > 0;) below = WithSharedRows(s, load(r.left[c]), below);
+        node = WithSharedRows(s, std::move(node), below);
+      }
+      node.chunk = r.chunk_position;  // positions run across documents
       Check(node.k.size() == read_heads_.size(), "stored node has " + std::to_string(node.k.size()) +
                                                      " layers, the model reads " +
                                                      std::to_string(read_heads_.size()));

@@ -48,6 +48,15 @@ struct SelectedRef {
   int64_t chunk = 0, level = 0, index = 0, begin = 0, end = 0;
 };
 
+// A stored node the answer reads. A parent is stored without the leading rows its left child
+// holds (sharedllm/node_records.h DropSharedRows): `left` is its left child, that child's left
+// child, ... down to a leaf (LeftChain), whose rows complete it; empty for a leaf.
+struct ReadNode {
+  NodeRecord record;
+  int64_t chunk_position = 0;
+  std::vector<NodeRecord> left;
+};
+
 struct AnswerOptions {
   int64_t max_tokens = 64;
   double temperature = 0;
@@ -79,6 +88,11 @@ class Engine {
   int64_t window() const;
   // Tokens per chunk: chunk c of a document starts at token c * chunk_size() (ChunkSpans).
   int64_t chunk_size() const;
+  // The nodes whose records complete the node (level, index) of a chunk: its left child, that
+  // child's left child, ... down to the leaves (ReadNode::left, in that order); empty for a leaf.
+  std::vector<std::pair<int64_t, int64_t>> LeftChain(int64_t level, int64_t index) const;
+  // Kept positions of a node of that level spanning `length` tokens (what the model reads of it).
+  int64_t KeptPositions(int64_t level, int64_t length) const;
 
   absl::StatusOr<std::vector<int64_t>> Tokenize(const std::string& text) const;
   // Chunk spans [begin, end) of a document of `num_tokens` tokens; empty if too short for a tree.
@@ -98,12 +112,11 @@ class Engine {
   absl::StatusOr<std::vector<SelectedRef>> Select(const std::vector<int64_t>& prompt_ids,
                                                   const std::vector<DocumentVectors>& documents);
   // Generates the answer reading `nodes` (full records, in the order of Select); node i's chunk
-  // is at `chunk_positions[i]` of the `read_chunks` chunks read (their reading order, the rotary
-  // position of its keys). `on_delta` receives text as it is final and returns false to stop;
-  // `cancelled` is polled every token (deadline or client cancel).
+  // is at `nodes[i].chunk_position` of the `read_chunks` chunks read (their reading order, the
+  // rotary position of its keys). `on_delta` receives text as it is final and returns false to
+  // stop; `cancelled` is polled every token (deadline or client cancel).
   absl::StatusOr<AnswerResult> Answer(const std::vector<int64_t>& prompt_ids,
-                                      const std::vector<NodeRecord>& nodes,
-                                      const std::vector<int64_t>& chunk_positions,
+                                      const std::vector<ReadNode>& nodes,
                                       int64_t read_chunks, const AnswerOptions& options,
                                       const std::function<bool(const std::string&)>& on_delta);
 

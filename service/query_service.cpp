@@ -282,18 +282,30 @@ Status QueryServiceImpl::DoAsk(grpc::ServerContext* context, const sharedllm::v1
   if (!retrieval.ok()) return ToGrpcStatus(retrieval.status());
   metrics_.ObserveRetrieval(retrieval->seconds);
 
-  // Load the selected nodes' keys/values, one batch per document.
+  // Load the selected nodes' keys/values, one batch per document; a parent comes with its left
+  // chain (the rows it shares with it are stored there once).
   const auto kv_start = Clock::now();
-  std::vector<NodeRecord> records;
-  std::vector<int64_t> positions;  // of each record's chunk among the chunks read
+  std::vector<ReadNode> nodes;
+  std::vector<size_t> doc_of;  // per node: its document
   std::map<size_t, std::vector<NodeRef>> by_doc;
-  for (const auto& r : retrieval->selected) by_doc[r.document].push_back({r.chunk, r.level, r.index});
+  for (const auto& r : retrieval->selected) {
+    by_doc[r.document].push_back({r.chunk, r.level, r.index});
+    for (const auto& [level, index] : engine_.LeftChain(r.level, r.index)) {
+      by_doc[r.document].push_back({r.chunk, level, index});
+    }
+  }
   for (auto& [d, refs] : by_doc) {
     auto loaded = store_.LoadNodes(*tenant, retrieval->documents[d].document_id, refs);
     if (!loaded.ok()) return ToGrpcStatus(loaded.status());
-    for (auto& rec : *loaded) {
-      positions.push_back(retrieval->Position(d, rec.chunk));
-      records.push_back(std::move(rec));
+    for (size_t k = 0; k < loaded->size();) {  // in the order of refs: a node, then its chain
+      ReadNode node;
+      node.record = std::move((*loaded)[k++]);
+      node.chunk_position = retrieval->Position(d, node.record.chunk);
+      for (size_t c = engine_.LeftChain(node.record.level, node.record.index).size(); c > 0; --c) {
+        node.left.push_back(std::move((*loaded)[k++]));
+      }
+      nodes.push_back(std::move(node));
+      doc_of.push_back(d);
     }
   }
   if (absl::Status s = CheckUnchanged(store_, retrieval->metas, retrieval->documents); !s.ok()) {
@@ -305,14 +317,11 @@ Status QueryServiceImpl::DoAsk(grpc::ServerContext* context, const sharedllm::v1
   sharedllm::v1::AskResponse started;
   started.mutable_started()->set_num_chunks(static_cast<int32_t>(retrieval->total_chunks));
   FillReading(*retrieval, started.mutable_started());
-  size_t i = 0;
-  for (auto& [d, refs] : by_doc) {
-    for (size_t k = 0; k < refs.size(); ++k, ++i) {
-      const int64_t kept = records[i].k.empty() || records[i].k[0].shape.size() < 2 ? 0 : records[i].k[0].shape[1];
-      SelectedRef ref{d, refs[k].chunk, refs[k].level, refs[k].index, records[i].begin, records[i].end};
-      FillNode(retrieval->documents[d], ref, kept, engine_.chunk_size(),
-               started.mutable_started()->add_nodes());
-    }
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const NodeRecord& r = nodes[i].record;
+    SelectedRef ref{doc_of[i], r.chunk, r.level, r.index, r.begin, r.end};
+    FillNode(retrieval->documents[doc_of[i]], ref, engine_.KeptPositions(r.level, r.end - r.begin),
+             engine_.chunk_size(), started.mutable_started()->add_nodes());
   }
   if (!writer->Write(started)) {
     // The call is dead: past its deadline (counted as such in the metrics) or cancelled.
@@ -327,7 +336,7 @@ Status QueryServiceImpl::DoAsk(grpc::ServerContext* context, const sharedllm::v1
   bool first = true;
   bool client_gone = false;
   auto answer = engine_.Answer(
-      retrieval->prompt_ids, records, positions, static_cast<int64_t>(retrieval->read.size()), options,
+      retrieval->prompt_ids, nodes, static_cast<int64_t>(retrieval->read.size()), options,
       [&](const std::string& delta) {
         const auto now = Clock::now();
         if (!first) metrics_.ObserveInterTokenLatency(std::chrono::duration<double>(now - last_token).count());

@@ -116,6 +116,32 @@ std::vector<std::pair<int64_t, int64_t>> ChunkSpans(int64_t length, int64_t chun
   return spans;
 }
 
+std::vector<int64_t> KeptOffsets(int64_t length, int64_t alpha, const std::string& mode) {
+  std::vector<int64_t> out;
+  if (mode != "first" && mode != "last") return out;
+  for (int64_t i = 0; i < KeptLength(length, alpha); ++i) {
+    out.push_back(mode == "first" ? i * alpha : std::min((i + 1) * alpha, length) - 1);
+  }
+  return out;
+}
+
+std::vector<int64_t> SharedLeadingRows(int64_t parent_length, int64_t parent_alpha,
+                                       int64_t left_length, int64_t left_alpha,
+                                       const std::string& mode) {
+  const std::vector<int64_t> parent = KeptOffsets(parent_length, parent_alpha, mode);
+  const std::vector<int64_t> left = KeptOffsets(left_length, left_alpha, mode);
+  std::vector<int64_t> rows;
+  size_t j = 0;
+  for (int64_t p : parent) {
+    while (j < left.size() && left[j] < p) ++j;
+    if (j == left.size() || left[j] != p) break;
+    rows.push_back(static_cast<int64_t>(j));
+  }
+  // The parent keeps at least one row of its own: a stored tensor of no rows has nothing to scale.
+  if (!rows.empty() && rows.size() == parent.size()) rows.pop_back();
+  return rows;
+}
+
 at::Tensor Downsample(const at::Tensor& x, int64_t alpha, const std::string& mode) {
   const int64_t l = x.size(-2);
   const int64_t kept = KeptLength(l, alpha);

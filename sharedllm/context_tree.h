@@ -88,4 +88,18 @@ std::vector<std::vector<size_t>> EncodeBatches(const std::vector<int64_t>& lengt
 // Kept positions of a node of `length` tokens with stride `alpha`.
 inline int64_t KeptLength(int64_t length, int64_t alpha) { return (length + alpha - 1) / alpha; }
 
+// The position each kept row of such a node stands for, relative to the node's start: its block's
+// first ("first") or last ("last") position; empty for "mean" (a block average is no one position).
+std::vector<int64_t> KeptOffsets(int64_t length, int64_t alpha, const std::string& mode);
+
+// A node and its left child start at the same token and are each encoded alone from position 0 by
+// a causal model, so the node's keys/values at a position inside the child are the child's own.
+// The rows of the left child (`left_length` tokens, stride `left_alpha`) equal to the parent's
+// leading kept rows, in order: row i of the parent is row result[i] of the child; never all of
+// the parent's rows (its last stays its own). Empty when nothing is shared ("mean", or strides
+// that do not line up).
+std::vector<int64_t> SharedLeadingRows(int64_t parent_length, int64_t parent_alpha,
+                                       int64_t left_length, int64_t left_alpha,
+                                       const std::string& mode);
+
 }  // namespace sharedllm

@@ -69,14 +69,23 @@ const char* KvFormatName(KvFormat format) {
 
 namespace {
 
-// Symmetric int8 with one scale per (head, channel) of a [heads, kept, head_dim] tensor.
+// Symmetric int8 with one scale per (head, channel) of a [heads, kept, head_dim] tensor. The
+// scale is a power of two, 2^e with e the least integer for which max |x| / 2^e <= 127, stored as
+// e in one signed byte (the shared scale of the OCP microscaling formats).
 std::pair<at::Tensor, at::Tensor> QuantizeInt8(const at::Tensor& x) {
   const at::Tensor f = x.to(at::kFloat);
-  const at::Tensor scale = (f.abs().amax({1}, /*keepdim=*/true) / 127.0).to(at::kBFloat16);
-  const at::Tensor s = scale.to(at::kFloat);
-  const at::Tensor safe = at::where(s > 0, s, at::ones_like(s));
-  const at::Tensor q = (f / safe).round().clamp(-127, 127).to(at::kChar);
-  return {q, scale};
+  const at::Tensor amax = f.abs().amax({1}, /*keepdim=*/true);
+  at::Tensor e = at::where(amax > 0, at::ceil(at::log2(amax / 127.0)), at::full_like(amax, -127));
+  e = at::where(amax > 127.0 * at::exp2(e), e + 1, e).clamp(-127, 127);  // log2 rounding
+  const at::Tensor q = (f / at::exp2(e)).round().clamp(-127, 127).to(at::kChar);
+  return {q, e.to(at::kChar)};
+}
+
+// A stored scale as float: an exponent byte (int8 records since this build) or a floating point
+// scale (bfloat16, written by earlier builds).
+at::Tensor Scale(const TensorBlob& scale, const at::Device& device) {
+  const at::Tensor s = FromBlob(scale).to(device, at::kFloat);
+  return scale.dtype == DType::kI8 ? at::exp2(s) : s;
 }
 
 at::Tensor ToFormat(const at::Tensor& x, KvFormat format) {
@@ -92,7 +101,9 @@ NodeRecord ToRecord(const EncodedNode& node, KvFormat format) {
   r.index = node.node.index;
   r.begin = node.node.begin;
   r.end = node.node.end;
-  r.search = ToBlob(node.search);
+  if (node.search.defined()) {
+    r.search = ToBlob(format == KvFormat::kFloat32 ? node.search : node.search.to(at::kBFloat16));
+  }
   Check(node.k.size() == node.v.size(), "node: key and value layer counts differ");
   for (size_t j = 0; j < node.k.size(); ++j) {
     if (format != KvFormat::kInt8) {
@@ -120,7 +131,7 @@ EncodedNode FromRecord(const NodeRecord& r, const at::Device& device, at::Scalar
   auto read = [&](const TensorBlob& t, const std::vector<TensorBlob>& scales, size_t j) {
     if (t.dtype != DType::kI8) return FromBlob(t).to(device, dtype);
     Check(j < scales.size(), "stored node: int8 keys/values without scales");
-    return (FromBlob(t).to(device, at::kFloat) * FromBlob(scales[j]).to(device, at::kFloat)).to(dtype);
+    return (FromBlob(t).to(device, at::kFloat) * Scale(scales[j], device)).to(dtype);
   };
   for (size_t j = 0; j < r.k.size(); ++j) {
     e.k.push_back(read(r.k[j], r.k_scale, j));
@@ -132,7 +143,79 @@ EncodedNode FromRecord(const NodeRecord& r, const at::Device& device, at::Scalar
 EncodedNode RoundTrip(const EncodedNode& node, KvFormat format) {
   Check(!node.k.empty(), "node without keys/values");
   EncodedNode back = FromRecord(ToRecord(node, format), node.k[0].device(), node.k[0].scalar_type());
-  back.search = node.search;  // no batch: the context is gathered from the stored values
+  if (back.search.defined()) back.search = back.search.to(node.search.device());
+  return back;  // no batch: the context is gathered from the stored values
+}
+
+namespace {
+
+// Index in `nodes` of the node (level, index), or -1.
+int64_t Find(const std::vector<EncodedNode>& nodes, int64_t level, int64_t index) {
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    if (nodes[i].node.level == level && nodes[i].node.index == index) return static_cast<int64_t>(i);
+  }
+  return -1;
+}
+
+}  // namespace
+
+void DropSharedRows(const SharedLLM& s, std::vector<EncodedNode>& nodes) {
+  std::vector<int64_t> drop(nodes.size(), 0);
+  for (size_t i = 0; i < nodes.size(); ++i) {  // from the rows as encoded, before any is dropped
+    const int64_t left = Find(nodes, nodes[i].node.level + 1, 2 * nodes[i].node.index);
+    if (left >= 0) drop[i] = static_cast<int64_t>(s.SharedRows(nodes[i].node, nodes[left].node).size());
+  }
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    if (drop[i] == 0) continue;
+    for (size_t j = 0; j < nodes[i].k.size(); ++j) {
+      Check(drop[i] < nodes[i].k[j].size(1), "a parent shares all its rows with its left child");
+      nodes[i].k[j] = nodes[i].k[j].slice(1, drop[i]);
+      nodes[i].v[j] = nodes[i].v[j].slice(1, drop[i]);
+    }
+    nodes[i].batch.reset();  // the node no longer is the batch's rows
+  }
+}
+
+std::vector<NodeRecord> ChunkRecords(const SharedLLM& s, std::vector<EncodedNode> nodes, KvFormat format) {
+  DropSharedRows(s, nodes);
+  std::vector<NodeRecord> out;
+  for (const auto& n : nodes) out.push_back(ToRecord(n, format));
+  return out;
+}
+
+EncodedNode WithSharedRows(const SharedLLM& s, EncodedNode parent, const EncodedNode& left) {
+  const std::vector<int64_t> rows = s.SharedRows(parent.node, left.node);
+  if (rows.empty() || parent.k.empty()) return parent;
+  const int64_t full = KeptLength(parent.node.end - parent.node.begin,
+                                  s.config().alphas[parent.node.level - 1]);
+  const int64_t stored = parent.k[0].size(1);
+  if (stored == full) return parent;  // stored whole
+  Check(stored + static_cast<int64_t>(rows.size()) == full && left.k.size() == parent.k.size(),
+        "stored node (" + std::to_string(parent.node.level) + ", " + std::to_string(parent.node.index) +
+            ") has " + std::to_string(stored) + " kept positions; expected " + std::to_string(full) +
+            " or " + std::to_string(full - static_cast<int64_t>(rows.size())));
+  const at::Tensor index = at::tensor(rows, at::TensorOptions().dtype(at::kLong)).to(parent.k[0].device());
+  for (size_t j = 0; j < parent.k.size(); ++j) {
+    parent.k[j] = at::cat({left.k[j].index_select(1, index).to(parent.k[j].scalar_type()), parent.k[j]}, 1);
+    parent.v[j] = at::cat({left.v[j].index_select(1, index).to(parent.v[j].scalar_type()), parent.v[j]}, 1);
+  }
+  parent.batch.reset();
+  return parent;
+}
+
+std::vector<EncodedNode> RoundTripChunk(const SharedLLM& s, const std::vector<EncodedNode>& nodes,
+                                        KvFormat format) {
+  std::vector<EncodedNode> back = nodes;
+  DropSharedRows(s, back);
+  for (auto& n : back) n = RoundTrip(n, format);
+  // Deepest parents first: a parent's rows may come from rows its child left to its own child.
+  for (int64_t level = s.config().tree_depth - 1; level >= 1; --level) {
+    for (auto& n : back) {
+      if (n.node.level != level) continue;
+      const int64_t left = Find(back, level + 1, 2 * n.node.index);
+      if (left >= 0) n = WithSharedRows(s, std::move(n), back[left]);
+    }
+  }
   return back;
 }
 

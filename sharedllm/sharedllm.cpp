@@ -466,6 +466,15 @@ std::vector<std::vector<EncodedNode>> SharedLLM::BuildDynamicTrees(
   return out;
 }
 
+std::vector<int64_t> SharedRowsOf(const SharedLLMConfig& c, const TreeNode& parent, const TreeNode& left) {
+  if (parent.level < 1 || parent.level >= c.tree_depth) return {};
+  Check(left.level == parent.level + 1 && left.index == 2 * parent.index && left.begin == parent.begin &&
+            left.end <= parent.end,
+        "not a node's left child");
+  return SharedLeadingRows(parent.end - parent.begin, c.alphas[parent.level - 1], left.end - left.begin,
+                           c.alphas[parent.level], c.selection);
+}
+
 std::vector<std::vector<int64_t>> SharedLLM::ReadKvHeads() const {
   std::vector<std::vector<int64_t>> out;
   for (int64_t layer : injection_layers_) {

@@ -45,6 +45,11 @@ struct DocumentTree {
   int64_t num_chunks() const { return static_cast<int64_t>(chunks.size()); }
 };
 
+// The rows of `left` (the left child of `parent`, both of one chunk's tree) that equal the
+// parent's leading kept rows (SharedLeadingRows at their levels' strides and the configuration's
+// selection): what the store keeps once. Empty for a leaf.
+std::vector<int64_t> SharedRowsOf(const SharedLLMConfig& c, const TreeNode& parent, const TreeNode& left);
+
 // Throws ModelError unless `s` is a cross-attention start scale: finite and >= 0 (inherit_o_scale;
 // 0 starts neutral).
 void CheckInheritOScale(double s);
@@ -104,6 +109,9 @@ class SharedLLM {
   // reads, ascending. A head whose query heads all have zero o_proj columns (taken out by
   // `sharedllm edit --drop-heads`) adds nothing, so its keys and values need not be stored.
   std::vector<std::vector<int64_t>> ReadKvHeads() const;
+  std::vector<int64_t> SharedRows(const TreeNode& parent, const TreeNode& left) const {
+    return SharedRowsOf(config_, parent, left);
+  }
   // Search vector of a question: float32 [hidden].
   at::Tensor QueryVector(const std::vector<int64_t>& query_ids) const;
   // Cross-attention context of one sequence from selected nodes (chunk order as given).

@@ -53,7 +53,7 @@ struct DocumentShape {
   std::vector<std::vector<int64_t>> node_kept;    // per chunk: kept positions of every node
   int64_t hidden = 0, kv_heads = 0, head_dim = 0, layers = 0;  // layers = lower-model layers (M)
   int64_t kv_element_bytes = 4;                   // the model's dtype (K/V are stored as computed)
-  int64_t vector_element_bytes = 4;               // search vectors are float32
+  int64_t vector_element_bytes = 4;               // search vectors: float32 beside float32 K/V, else bf16
   int64_t fingerprint_bytes = 64;                 // hex SHA-256 (service/engine.cpp)
   int64_t unix_ms = 1700000000000;                // 13 digits, like every timestamp until 2286
 };

@@ -143,8 +143,9 @@ absl::StatusOr<std::unique_ptr<RocksDbTreeStore>> RocksDbTreeStore::Open(
       cf.enable_blob_files = true;
       cf.min_blob_size = 4096;
       cf.enable_blob_garbage_collection = true;            // reclaims deleted documents' blobs
-      cf.blob_compression_type = rocksdb::kNoCompression;  // float K/V barely compresses
+      cf.blob_compression_type = rocksdb::kZSTD;
     }
+    if (f == kKv) cf.compression = rocksdb::kZSTD;
     families.emplace_back(FamilyName(static_cast<Family>(f)), cf);
   }
 

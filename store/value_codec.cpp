@@ -144,11 +144,12 @@ absl::Status ValidateLayerKv(absl::string_view what, const TensorBlob& k, const 
                                                      "; [heads, kept, head_dim] expected"));
     }
     const std::vector<int64_t> want = {t.shape[0], 1, t.shape[2]};
-    const bool floating = scale.dtype == DType::kF32 || scale.dtype == DType::kBF16 ||
-                          scale.dtype == DType::kF16;
-    if (scale.shape != want || !floating) {
+    // A floating-point scale, or a power of two held as its exponent (i8).
+    const bool known = scale.dtype == DType::kF32 || scale.dtype == DType::kBF16 ||
+                       scale.dtype == DType::kF16 || scale.dtype == DType::kI8;
+    if (scale.shape != want || !known) {
       return absl::InvalidArgumentError(absl::StrCat(
-          what, ": int8 ", name, " needs a floating-point scale [", absl::StrJoin(want, ","),
+          what, ": int8 ", name, " needs a scale (floating point or i8 exponent) [", absl::StrJoin(want, ","),
           "], has ", DTypeName(scale.dtype), " [", absl::StrJoin(scale.shape, ","), "]"));
     }
     return absl::OkStatus();

@@ -394,14 +394,14 @@ int PlanCommand(const Args& args) {
   const TreeShape shape = StaticTreeShape(s, length);
   for (size_t ci = 0; ci < shape.spans.size(); ++ci) {
     d.chunk_tokens.push_back(shape.spans[ci].second - shape.spans[ci].first);
-    d.node_kept.emplace_back();
-    for (const TreeNode& n : shape.nodes[ci]) d.node_kept.back().push_back(KeptPositions(s, n));
+    d.node_kept.push_back(StoredPositions(s, shape.nodes[ci]));
   }
   d.hidden = c.hidden_size;
   d.kv_heads = c.num_key_value_heads;
   d.head_dim = c.head_dim;
   d.layers = s.num_injection_layers;
   d.kv_element_bytes = e;
+  d.vector_element_bytes = e == 4 ? 4 : 2;  // float32 with float32 keys/values, else bfloat16
   const treestore::StoreFootprint f = treestore::CountFootprint(d);
 
   auto family = [](const treestore::FamilyBytes& b) {

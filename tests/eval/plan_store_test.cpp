@@ -72,8 +72,7 @@ TEST(PlanStoreTest, PredictedTreeStoreBytesEqualTheBytesWritten) {
   const TreeShape shape = StaticTreeShape(sc, length);
   for (size_t ci = 0; ci < shape.spans.size(); ++ci) {
     d.chunk_tokens.push_back(shape.spans[ci].second - shape.spans[ci].first);
-    d.node_kept.emplace_back();
-    for (const TreeNode& n : shape.nodes[ci]) d.node_kept.back().push_back(KeptPositions(sc, n));
+    d.node_kept.push_back(StoredPositions(sc, shape.nodes[ci]));
   }
   d.hidden = c.hidden_size;
   d.kv_heads = c.num_key_value_heads;
@@ -109,10 +108,8 @@ TEST(PlanStoreTest, PredictedTreeStoreBytesEqualTheBytesWritten) {
     for (size_t ci = 0; ci < spans.size(); ++ci) {
       const std::vector<int64_t> chunk(tokens.begin() + spans[ci].first, tokens.begin() + spans[ci].second);
       const ChunkTree tree = ChunkTree::Build(static_cast<int64_t>(chunk.size()), sc.tree_depth);
-      std::vector<NodeRecord> records;
-      for (const auto& node : shared.EncodeNodes(chunk, static_cast<int64_t>(ci), tree.AllNodes())) {
-        records.push_back(ToRecord(node));
-      }
+      const std::vector<NodeRecord> records = ChunkRecords(
+          shared, shared.EncodeNodes(chunk, static_cast<int64_t>(ci), tree.AllNodes()), KvFormat::kFloat32);
       ASSERT_TRUE((*store)->PutChunk(d.tenant, d.document_id, static_cast<int64_t>(ci), chunk, records, {}).ok());
     }
     ASSERT_TRUE((*store)->MarkReady(d.tenant, d.document_id).ok());

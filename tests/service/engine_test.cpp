@@ -54,11 +54,21 @@ class EngineTest : public ::testing::Test {
   std::string AnswerText(Engine& e, const std::vector<NodeRecord>& records) {
     auto prompt = e.PromptIds("the licence says");
     EXPECT_TRUE(prompt.ok());
-    std::vector<int64_t> positions(records.size(), 0);
+    // Every node of the chunk, each parent with its left chain (as the query service loads it).
+    std::vector<ReadNode> nodes;
+    for (const NodeRecord& rec : records) {
+      ReadNode n{rec, 0, {}};
+      for (const auto& [level, index] : e.LeftChain(rec.level, rec.index)) {
+        for (const NodeRecord& other : records) {
+          if (other.level == level && other.index == index) n.left.push_back(other);
+        }
+      }
+      nodes.push_back(std::move(n));
+    }
     AnswerOptions o;
     o.max_tokens = 12;
     std::string text;
-    auto r = e.Answer(*prompt, records, positions, 1, o, [&](const std::string& d) {
+    auto r = e.Answer(*prompt, nodes, 1, o, [&](const std::string& d) {
       text += d;
       return true;
     });
@@ -106,7 +116,8 @@ TEST_F(EngineTest, KeysAndValuesAreStoredInTheChosenType) {
   EXPECT_EQ((*a)[0].k[0].dtype, DType::kBF16);
   EXPECT_EQ((*b)[0].k[0].dtype, DType::kF32);
   EXPECT_EQ((*a)[0].k[0].data.size() * 2, (*b)[0].k[0].data.size());
-  EXPECT_EQ((*a)[0].search.dtype, DType::kF32) << "search vectors stay float32";
+  EXPECT_EQ((*a)[0].search.dtype, DType::kBF16) << "search vectors beside 16-bit keys/values";
+  EXPECT_EQ((*b)[0].search.dtype, DType::kF32);
   EXPECT_FALSE(AnswerText(*f32, *a).empty());  // a float32 model reads bfloat16 records
   auto i8 = Load(full_, "int8");
   ASSERT_TRUE(i8);

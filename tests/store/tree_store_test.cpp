@@ -919,7 +919,8 @@ TEST_F(TreeStoreTest, Int8KeysAndValuesKeepTheirScales) {
       n.k[l] = RandomBlob(DType::kI8, {kKvHeads, kept, kHeadDim}, rng);
       n.v[l] = RandomBlob(DType::kI8, {kKvHeads, kept, kHeadDim}, rng);
       n.k_scale.push_back(RandomBlob(DType::kBF16, {kKvHeads, 1, kHeadDim}, rng));
-      n.v_scale.push_back(RandomBlob(DType::kBF16, {kKvHeads, 1, kHeadDim}, rng));
+      // Exponents (this build) or bfloat16 scales (earlier ones): both are kept.
+      n.v_scale.push_back(RandomBlob(l == 0 ? DType::kI8 : DType::kBF16, {kKvHeads, 1, kHeadDim}, rng));
     }
   }
   ASSERT_TRUE(store_->PutDocument(Meta("t", "q", 1)).ok());
@@ -932,6 +933,11 @@ TEST_F(TreeStoreTest, Int8KeysAndValuesKeepTheirScales) {
   bad.nodes[0].v_scale[0].shape = {kKvHeads, 2, kHeadDim / 2};
   EXPECT_EQ(store_->PutChunk("t", "q", 0, bad.tokens, bad.nodes, {}).code(),
             absl::StatusCode::kInvalidArgument);
+  bad = chunk;
+  bad.nodes[0].k_scale[0].dtype = DType::kI64;
+  bad.nodes[0].k_scale[0].data.resize(bad.nodes[0].k_scale[0].data.size() * 4);
+  EXPECT_EQ(store_->PutChunk("t", "q", 0, bad.tokens, bad.nodes, {}).code(),
+            absl::StatusCode::kInvalidArgument) << "an integer scale other than an exponent";
   bad = MakeChunk(4, 0);
   bad.nodes[0].k_scale = chunk.nodes[0].k_scale;
   bad.nodes[0].v_scale = chunk.nodes[0].v_scale;
