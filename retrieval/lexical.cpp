@@ -146,8 +146,10 @@ std::vector<ChunkScore> ChooseChunks(const std::vector<ChunkScore>& scores,
       }
     }
   }
-  // No chunk holds a query term: each document's last chunks, taken in turn.
-  for (int64_t back = 1; static_cast<int64_t>(chosen.size()) < budget; ++back) {
+  // No chunk holds a query term: each document's last chunks, taken in turn. (With a match, the
+  // budget is not filled with documents that hold none: unrelated text costs time and says
+  // nothing; the model reads short contexts as well as long ones.)
+  for (int64_t back = 1; ranked.empty() && static_cast<int64_t>(chosen.size()) < budget; ++back) {
     for (int32_t d = 0; d < static_cast<int32_t>(chunks_per_doc.size()); ++d) {
       if (static_cast<int64_t>(chosen.size()) == budget) break;
       if (inside(d, chunks_per_doc[d] - back)) chosen.emplace(std::make_pair(d, chunks_per_doc[d] - back), 0.0);

@@ -74,7 +74,8 @@ inline bool ReadsEveryChunk(int64_t total_chunks, int64_t budget) {
 // document d's chunk count. With budget <= 0 or at least every chunk of the scope: every chunk
 // (each with its score, 0 where none). Otherwise the `budget` best-scored chunks; ties, and the
 // places no chunk with a query term fills, go to chunks next to a better one (a key sentence cut
-// by a chunk boundary continues there), then to the last chunks of each document.
+// by a chunk boundary continues there) inside its document; the rest of the budget stays unread.
+// When no chunk scores: the last chunks of each document, taken in turn.
 std::vector<ChunkScore> ChooseChunks(const std::vector<ChunkScore>& scores,
                                      const std::vector<int64_t>& chunks_per_doc, int64_t budget);
 

@@ -112,6 +112,13 @@ TEST(LexicalTest, ChooseChunksTakesTheBestThenNeighboursInReadingOrder) {
             (std::vector<ChunkScore>{{0, 97, 0}, {0, 98, 0}, {0, 99, 1.0}}));
 }
 
+TEST(LexicalTest, ChooseChunksReadsOnlyTheDocumentsThatMatch) {
+  // A collection of 50 documents of 2 chunks, one match: its document only, not 6 chunks of
+  // documents that hold no query term.
+  const std::vector<int64_t> sizes(50, 2);
+  EXPECT_EQ(ChooseChunks({{17, 1, 2.0}}, sizes, 6), (std::vector<ChunkScore>{{17, 0, 0}, {17, 1, 2.0}}));
+}
+
 TEST(LexicalTest, ChooseChunksWithoutAMatchReadsEachDocumentsEnd) {
   const auto got = ChooseChunks({}, {10, 3, 10}, 4);
   EXPECT_EQ(got, (std::vector<ChunkScore>{{0, 8, 0}, {0, 9, 0}, {1, 2, 0}, {2, 9, 0}}));
