@@ -15,118 +15,17 @@ is what a client waits for its first token: queue + retrieval + key/value load +
   python3 bench/long_documents.py --model models/mini --lengths 32,128,512 --depths 0.1,0.5,0.9
 """
 import argparse
-import glob
 import json
 import os
 import random
 import re
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QUESTION = "What is the pass key? The pass key is"
-
-
-def paragraphs(seed):
-    out = []
-    for path in sorted(glob.glob("/usr/share/common-licenses/*")):
-        if os.path.islink(path) or os.path.isdir(path):
-            continue
-        text = open(path, encoding="utf-8", errors="replace").read()
-        out += [" ".join(p.split()) for p in text.split("\n\n") if len(p.split()) > 8]
-    random.Random(seed).shuffle(out)
-    return out
-
-
-def document(paras, size_bytes, depth, key, rng):
-    out, size = [], 0
-    while size < size_bytes:
-        p = paras[rng.randrange(len(paras))]
-        out.append(p)
-        size += len(p) + 2
-    out.insert(int(len(out) * depth), f"The pass key is {key}. Remember it. {key} is the pass key.")
-    return "\n\n".join(out) + "\n"
-
-
-def du(path):
-    total = 0
-    for dirpath, _, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.path.getsize(os.path.join(dirpath, f))
-            except OSError:
-                pass
-    return total
-
-
-def proc_status(pid, field):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-class Server:
-    def __init__(self, build, model, data, threads, extra):
-        self.log = open(os.path.join(data, "server.log"), "a")
-        cmd = [os.path.join(build, "bin/sharedllm-server"), "--model", model, "--data-dir",
-               os.path.join(data, "store"), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"]
-        if threads:
-            cmd += ["--threads", str(threads)]
-        cmd += extra
-        start = os.path.getsize(self.log.name)
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-        self.address = None
-        for _ in range(600):
-            text = open(self.log.name).read()[start:]
-            m = re.search(r"listening on ([0-9.]+:[0-9]+)", text)
-            if m:
-                self.address = m.group(1)
-                break
-            if self.proc.poll() is not None:
-                sys.exit("server exited:\n" + text)
-            time.sleep(0.1)
-        if not self.address:
-            sys.exit("server did not start")
-        self.cli = [os.path.join(build, "bin/sharedllm-cli"), "--server", self.address]
-
-    def run(self, *args):
-        r = subprocess.run(self.cli + list(args), capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RuntimeError(f"sharedllm-cli {' '.join(args[:3])}: {r.stderr.strip()}")
-        return r
-
-    def reset_peak(self):
-        """Resets the server's peak resident set (VmHWM) to the current one; returns that."""
-        with open(f"/proc/{self.proc.pid}/clear_refs", "w") as f:
-            f.write("5")
-        return proc_status(self.proc.pid, "VmRSS")
-
-    def peak(self):
-        return proc_status(self.proc.pid, "VmHWM")
-
-    def ask(self, target):
-        before = self.reset_peak()
-        r = self.run("ask", *target, "--question", QUESTION, "--max-tokens", "8")
-        peak = self.peak()
-        t = re.search(r"queue=([0-9.]+)s retrieval=([0-9.]+)s kv_load=([0-9.]+)s ttft=([0-9.]+)s "
-                      r"decode=([0-9.]+)s total=([0-9.]+)s", r.stderr)
-        reading = re.search(r"read (\d+) of (\d+) chunks \((\w+)", r.stderr)
-        queue, retrieval, kv, prefill, _, total = (float(x) for x in t.groups())
-        return {"answer": r.stdout.strip(), "ttft_s": queue + retrieval + kv + prefill,
-                "retrieval_s": retrieval, "kv_load_s": kv, "prefill_s": prefill, "total_s": total,
-                "chunks_read": int(reading.group(1)), "chunks": int(reading.group(2)),
-                "selection": reading.group(3), "rss_before_bytes": before, "peak_rss_bytes": peak}
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=60)
+from service_util import QUESTION, ROOT, Server, document, du, paragraphs
 
 
 def main():

@@ -1,0 +1,231 @@
+#!/usr/bin/python3
+"""Crash trials, in the manner of RocksDB's crash test: random uploads, cancels, deletes and asks
+against sharedllm-server on loopback, the server killed with SIGKILL at a random moment, restarted
+on the same data directory, and checked against this harness's own log of what the server
+acknowledged before the kill:
+
+  - an upload acknowledged (QUEUED, or READY with --wait) ends READY after the restart, and
+    answers an Ask;
+  - a cancel or a delete acknowledged stays gone: never READY again (NOT_FOUND or CANCELLED);
+  - nothing stays QUEUED or indexing without a live job: every document reaches a final state
+    within --settle seconds of the restart;
+  - no spooled upload (*.tmp) is left behind once nothing is in flight.
+
+An operation still in flight when the kill came may have any outcome but the last two rules. The
+data directory carries over from trial to trial, as the crash test's database does; the last
+check runs after a final clean restart. Prints one JSON object: trials, operations acknowledged
+per kind, violations (each with its trial and document), pass keys answered.
+
+  python3 bench/crash_trials.py --trials 100 --seed 1
+"""
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from service_util import QUESTION, ROOT, Server
+
+FINAL = {"READY", "FAILED", "CANCELLED"}
+WORDS = ("the software is provided as is without warranty of any kind express or implied "
+         "including but not limited to merchantability fitness for a particular purpose").split()
+
+
+def text_with_key(rng, key, words):
+    body = [rng.choice(WORDS) for _ in range(words)]
+    body.insert(rng.randrange(len(body)), f"The pass key is {key}. Remember it. {key} is the pass key.")
+    return " ".join(body) + "\n"
+
+
+class Log:
+    """What the server acknowledged, per document: queued | ready | cancelled | deleted | unknown."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.state, self.key = {}, {}
+        self.acks = {"upload": 0, "upload_wait": 0, "cancel": 0, "delete": 0, "ask": 0}
+
+    def set(self, doc, state, kind=None):
+        with self.lock:
+            self.state[doc] = state
+            if kind:
+                self.acks[kind] += 1
+
+    def pick(self, rng, states):
+        with self.lock:
+            docs = sorted(d for d, s in self.state.items() if s in states)
+        return rng.choice(docs) if docs else None
+
+
+def operate(server, log, rng, data, stop, counter, key_rng):
+    """One client: random operations until `stop`; an operation the kill cut off is 'unknown'."""
+    while not stop.is_set():
+        op = rng.random()
+        try:
+            if op < 0.45:
+                with log.lock:
+                    counter[0] += 1
+                    doc = f"d{counter[0]}"
+                key = str(key_rng.randrange(10000, 99999))
+                path = os.path.join(data, f"{doc}.txt")
+                with open(path, "w") as f:
+                    f.write(text_with_key(rng, key, rng.randrange(300, 6000)))
+                wait = rng.random() < 0.3
+                with log.lock:
+                    log.key[doc] = key
+                log.set(doc, "unknown")
+                r = server.try_run("upload", path, "--id", doc, *(["--wait"] if wait else []))
+                if r.returncode == 0 and not stop.is_set():
+                    log.set(doc, "ready" if wait else "queued", "upload_wait" if wait else "upload")
+                elif not stop.is_set():
+                    log.set(doc, "refused")
+            elif op < 0.60:
+                doc = log.pick(rng, {"queued"})
+                if doc:
+                    log.set(doc, "unknown")
+                    r = server.try_run("cancel", doc)
+                    if stop.is_set():
+                        continue
+                    if r.returncode == 0:
+                        log.set(doc, "cancelled", "cancel")
+                    elif "has finished (READY)" in r.stderr:
+                        log.set(doc, "ready")
+                    else:
+                        log.set(doc, "queued")
+            elif op < 0.75:
+                doc = log.pick(rng, {"queued", "ready", "cancelled"})
+                if doc:
+                    log.set(doc, "unknown")
+                    r = server.try_run("delete", doc)
+                    if r.returncode == 0 and not stop.is_set():
+                        log.set(doc, "deleted", "delete")
+            else:
+                doc = log.pick(rng, {"ready"})
+                if doc:
+                    r = server.try_run("ask", "--id", doc, "--question", QUESTION, "--max-tokens", "8")
+                    if r.returncode == 0 and not stop.is_set():
+                        log.acks["ask"] += 1
+        except OSError:
+            pass
+
+
+def listing(server):
+    r = server.try_run("list", "--page-size", "1000")
+    if r.returncode != 0:
+        raise RuntimeError("list: " + r.stderr.strip())
+    out = {}
+    for line in r.stdout.splitlines()[1:]:
+        cols = line.split("\t")
+        if len(cols) >= 3:
+            out[cols[0]] = cols[2]
+    return out
+
+
+def verify(server, log, data_dir, trial, settle, rng, violations, answers):
+    """Checks the store against the log after a restart; returns the documents' states."""
+    deadline = time.time() + settle
+    while True:
+        states = listing(server)
+        busy = {d: s for d, s in states.items() if s not in FINAL}
+        if not busy or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    for d, s in busy.items():
+        violations.append({"trial": trial, "document": d, "rule": f"still {s} {settle} s after the restart"})
+    ready = []
+    for d, want in sorted(log.state.items()):
+        got = states.get(d, "NOT_FOUND")
+        if want in ("queued", "ready"):
+            if got != "READY":
+                detail = server.try_run("get", d).stdout.strip().replace("\n", "; ")
+                violations.append({"trial": trial, "document": d, "rule": f"acknowledged {want}, now {got}",
+                                   "detail": detail[:300]})
+            else:
+                ready.append(d)
+                log.set(d, "ready")
+        elif want in ("cancelled", "deleted"):
+            if got not in ("NOT_FOUND", "CANCELLED"):
+                violations.append({"trial": trial, "document": d, "rule": f"{want}, now {got}"})
+        elif got == "READY":
+            log.set(d, "ready")  # an upload the kill cut off that made it
+            ready.append(d)
+        elif got == "NOT_FOUND":
+            log.set(d, "gone")
+        else:
+            log.set(d, "final")
+    for d in rng.sample(ready, min(2, len(ready))):
+        r = server.try_run("ask", "--id", d, "--question", QUESTION, "--max-tokens", "8")
+        if r.returncode != 0:
+            violations.append({"trial": trial, "document": d, "rule": "READY but Ask failed: " + r.stderr.strip()[:200]})
+        else:
+            answers["asked"] += 1
+            answers["key_found"] += int(log.key.get(d, "?") in r.stdout)
+    tmp = [f for _, _, files in os.walk(data_dir) for f in files if f.endswith(".tmp")]
+    if tmp and not busy:
+        violations.append({"trial": trial, "rule": f"{len(tmp)} spooled *.tmp files left", "detail": tmp[:3]})
+    return states
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=os.path.join(ROOT, "models/mini"))
+    p.add_argument("--build", default=os.path.join(ROOT, "build"))
+    p.add_argument("--trials", type=int, default=100)
+    p.add_argument("--clients", type=int, default=3, help="concurrent client threads")
+    p.add_argument("--min-run", type=float, default=0.3, help="least seconds before the kill")
+    p.add_argument("--max-run", type=float, default=6.0, help="most seconds before the kill")
+    p.add_argument("--settle", type=float, default=120.0, help="seconds for resumed jobs to finish")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--server-flag", action="append", default=[], help="extra sharedllm-server flag")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--keep", action="store_true", help="keep the data directory")
+    a = p.parse_args()
+    rng = random.Random(a.seed)
+    data = tempfile.mkdtemp(prefix="sharedllm-crash.")
+    log, violations = Log(), []
+    answers = {"asked": 0, "key_found": 0}
+    counter = [0]
+    started = time.time()
+    server = None
+    try:
+        for trial in range(a.trials + 1):
+            server = Server(a.build, a.model, data, a.threads, a.server_flag)
+            server.try_run = lambda *args, s=server: subprocess.run(s.cli + ["--timeout", "60"] + list(args),
+                                                                     capture_output=True, text=True)
+            verify(server, log, os.path.join(data, "store"), trial, a.settle, rng, violations, answers)
+            if trial == a.trials:
+                break  # the final check, after a clean start
+            stop = threading.Event()
+            clients = [threading.Thread(target=operate, args=(server, log, random.Random(rng.random()), data,
+                                                              stop, counter, random.Random(rng.random())))
+                       for _ in range(a.clients)]
+            for c in clients:
+                c.start()
+            time.sleep(rng.uniform(a.min_run, a.max_run))
+            stop.set()
+            server.kill()
+            for c in clients:
+                c.join()
+            print(f"trial {trial + 1}/{a.trials}: {len(log.state)} documents, "
+                  f"{len(violations)} violations", file=sys.stderr, flush=True)
+        server.stop()
+        server = None
+    finally:
+        if server:
+            server.kill()
+        if not a.keep:
+            shutil.rmtree(data, ignore_errors=True)
+    print(json.dumps({"trials": a.trials, "clients": a.clients, "seed": a.seed,
+                      "kill_after_seconds": [a.min_run, a.max_run], "documents": len(log.state),
+                      "acknowledged": log.acks, "answers": answers, "violations": violations,
+                      "seconds": round(time.time() - started, 1)}, indent=1))
+    return 1 if violations else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
