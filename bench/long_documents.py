@@ -21,6 +21,7 @@ import random
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,8 +54,14 @@ def main():
     rng = random.Random(a.seed)
     data = tempfile.mkdtemp(prefix="sharedllm-long.")
     server = Server(a.build, a.model, data, a.threads, a.server_flag)
+    # The stored key/value type: the flag's, else the server's default (from its --help).
+    kv_dtype = a.server_flag[a.server_flag.index("--kv-dtype") + 1] if "--kv-dtype" in a.server_flag else \
+        re.search(r"--kv-dtype .*?\(default: (\w+)\)", subprocess.run(
+            [os.path.join(a.build, "bin/sharedllm-server"), "--help"], capture_output=True,
+            text=True).stdout).group(1)
     results = {"model": a.model, "window": window, "question": QUESTION, "repeats": a.repeats,
-               "server_flags": a.server_flag, "full_kv_cache_bytes_per_token": full_cache,
+               "server_flags": a.server_flag, "kv_dtype": kv_dtype,
+               "full_kv_cache_bytes_per_token": full_cache,
                "documents": []}
     asks = []  # (row, target)
     try:

@@ -384,8 +384,10 @@ def formats_section(results_dir, long_runs):
            "The keys and values of every node are stored in the format the server's `--kv-dtype` names "
            "and read back before the model reads them; the evaluations read them the same way "
            "(`sharedllm eval --kv-dtype`, `recipes/eval_kv_formats.sh`), on the same windows and keys "
-           "as the model's own float32. int8: per node, layer, head and channel, scale = max |x| / 127 "
-           "in bfloat16.\n"]
+           "as the model's own float32. int8: per node, layer, head and channel, scale = the least power "
+           "of two 2^e with max |x| / 2^e <= 127, e held in one byte. In every format a parent's leading "
+           "kept positions that its left child holds are stored once, with the child, and the search "
+           "vectors are bfloat16 beside 16-bit or int8 keys/values (docs/design/tree_store.md).\n"]
     if docs:
         w = ppl[(docs[0], formats[0])]["points"][0]["windows"]
         out.append(f"SharedLLM perplexity ({w} windows per length; the ratio to float32 in parentheses):\n")
@@ -416,14 +418,15 @@ def formats_section(results_dir, long_runs):
     out.append("")
     if long_runs:
         out.append("Bytes the service stores per token (`bench/long_documents.py`: the data directory's "
-                   "growth over the document's tokens, all column families, RocksDB's own overheads "
-                   "included), against a full bfloat16 key/value cache of every layer of the base model "
+                   "growth over the document's tokens, at rest after a restart, all column families, "
+                   "zstd-compressed `kv`, RocksDB's own overheads included), against a full bfloat16 key/value cache of every layer of the base model "
                    "(what prefix caching keeps):\n")
         out.append("| `--kv-dtype` | document | bytes / token | full bf16 KV cache / token | ratio | pass keys |")
         out.append("|---|---|---:|---:|---:|---|")
         for run in long_runs:
             flags = run.get("server_flags") or []
-            fmt = flags[flags.index("--kv-dtype") + 1] if "--kv-dtype" in flags else "bfloat16"
+            fmt = run.get("kv_dtype") or (flags[flags.index("--kv-dtype") + 1] if "--kv-dtype" in flags
+                                          else "bfloat16")  # the default before runs said
             cache = run.get("full_kv_cache_bytes_per_token")
             for r in run["documents"]:
                 if r["depth"] != 0.5:

@@ -34,5 +34,5 @@ done
   --ablation "$r/abl-books-none.json" "${ablations[@]}" \
   --ablation "$r/passkey.json" --ablation "$r/abl-passkey-search-off.json" \
   --long "$r/long-documents.json" --long-passkey "$r/passkey-beyond-budget.json" \
-  --formats "$r" --formats-long "$r/long-documents.json" --formats-long "$r/long-documents-int8.json" \
+  --formats "$r" --formats-long "$r/long-documents.json" --formats-long "$r/long-documents-bfloat16.json" \
   --efficiency docs/efficiency-mini-cpu.json --out "$out"

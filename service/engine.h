@@ -31,7 +31,7 @@ struct EngineOptions {
   // The element type EncodeChunk's keys and values are stored in: bfloat16 | float32 | int8
   // (per-channel scales; sharedllm/node_records.h). The model reads them in `dtype` whatever they
   // were stored in.
-  std::string kv_dtype = "bfloat16";
+  std::string kv_dtype = "int8";
   std::string device = "cpu";
 };
 

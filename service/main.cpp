@@ -30,9 +30,9 @@ int main(int argc, char** argv) {
   flags.Int("threads", &threads, "model intra-op threads; 0: all cores");
   flags.String("dtype", &o.dtype, "model dtype: float32 | bfloat16");
   flags.String("kv-dtype", &o.kv_dtype,
-               "element type of the keys/values new documents store: bfloat16 (half the bytes) | "
-               "int8 (a quarter, with per-channel scales) | float32 (as a float32 model computes "
-               "them)");
+               "element type of the keys/values new documents store: int8 (a quarter of float32's "
+               "bytes, with per-channel power-of-two scales) | bfloat16 (half) | float32 (as a "
+               "float32 model computes them)");
   flags.Int("index-workers", &index_workers, "concurrent index jobs");
   flags.Int("index-queue", &index_queue, "queued index jobs before RESOURCE_EXHAUSTED");
   flags.Double("index-stall-seconds", &o.index_stall_seconds, "fail an index job without progress");

@@ -22,7 +22,7 @@ struct ServerOptions {
   std::string tls_client_ca;        // PEM; set: clients must present a certificate it signed
   int threads = 0;                  // model intra-op threads; 0: all cores
   std::string dtype = "float32";    // model dtype: float32 | bfloat16
-  std::string kv_dtype = "bfloat16";  // stored keys/values: bfloat16 | int8 | float32
+  std::string kv_dtype = "int8";  // stored keys/values: int8 | bfloat16 | float32
   int index_workers = 1;            // concurrent index jobs
   int index_queue = 16;             // queued index jobs before RESOURCE_EXHAUSTED
   double index_stall_seconds = 600; // an index job without progress for this long fails
