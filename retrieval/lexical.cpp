@@ -126,13 +126,6 @@ std::vector<ChunkScore> ChooseChunks(const std::vector<ChunkScore>& scores,
   }
   std::stable_sort(ranked.begin(), ranked.end(),
                    [](const ChunkScore& a, const ChunkScore& b) { return a.score > b.score; });
-  // A chunk scoring under kMatchFloor of the best holds a few of the question's words at most
-  // (a "what" without "pass key"): it is read only as a neighbour of a better one.
-  if (!ranked.empty()) {
-    const double floor = kMatchFloor * ranked.front().score;
-    ranked.erase(std::find_if(ranked.begin(), ranked.end(), [&](const ChunkScore& s) { return s.score < floor; }),
-                 ranked.end());
-  }
   for (const ChunkScore& s : ranked) {
     if (static_cast<int64_t>(chosen.size()) == budget) break;
     chosen[{s.doc, s.chunk}] = s.score;

@@ -70,13 +70,9 @@ inline bool ReadsEveryChunk(int64_t total_chunks, int64_t budget) {
   return budget <= 0 || total_chunks <= budget;
 }
 
-// A chunk scoring under this fraction of the best chunk's score is not chosen for its own score.
-inline constexpr double kMatchFloor = 0.5;
-
 // The chunks a question reads, in reading order (doc, then chunk). `chunks_per_doc[d]` is
 // document d's chunk count. With budget <= 0 or at least every chunk of the scope: every chunk
-// (each with its score, 0 where none). Otherwise the `budget` best-scored chunks of those scoring
-// at least kMatchFloor of the best; ties, and the
+// (each with its score, 0 where none). Otherwise the `budget` best-scored chunks; ties, and the
 // places no chunk with a query term fills, go to chunks next to a better one (a key sentence cut
 // by a chunk boundary continues there) inside its document; the rest of the budget stays unread.
 // When no chunk scores: the last chunks of each document, taken in turn.

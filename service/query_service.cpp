@@ -418,7 +418,8 @@ Status QueryServiceImpl::Retrieve(grpc::ServerContext* context,
   if (absl::Status s = CheckUnchanged(store_, r->metas, r->documents); !s.ok()) return ToGrpcStatus(s);
   FillReading(*r, response);
   for (const auto& s : r->selected) {
-    FillNode(r->documents[s.document], s, 0, engine_.chunk_size(), response->add_nodes());
+    FillNode(r->documents[s.document], s, engine_.KeptPositions(s.level, s.end - s.begin), engine_.chunk_size(),
+             response->add_nodes());
   }
   response->set_num_chunks(static_cast<int32_t>(r->total_chunks));
   response->set_retrieval_seconds(r->seconds);

@@ -821,14 +821,15 @@ void CheckStarted(const pb::Started& started, const std::map<std::string, int64_
   EXPECT_TRUE(bad.empty()) << bad.size() << " problems in Started, e.g." << report;
 }
 
-// Node identity (all but kept_positions, which Retrieve does not fill).
+// Node identity and the positions the model reads of it (Retrieve and Ask's Started agree).
 std::vector<std::string> NodeKeys(
     const google::protobuf::RepeatedPtrField<pb::SelectedNode>& nodes) {
   std::vector<std::string> keys;
   for (const auto& n : nodes) {
     keys.push_back(n.document_id() + "/" + std::to_string(n.chunk()) + "/" +
                    std::to_string(n.level()) + "/" + std::to_string(n.index()) + "/" +
-                   std::to_string(n.token_begin()) + "-" + std::to_string(n.token_end()));
+                   std::to_string(n.token_begin()) + "-" + std::to_string(n.token_end()) + "/" +
+                   std::to_string(n.kept_positions()));
   }
   return keys;
 }
