@@ -14,7 +14,6 @@ is what a client waits for its first token: queue + retrieval + key/value load +
 
   python3 bench/long_documents.py --model models/mini --lengths 32,128,512 --depths 0.1,0.5,0.9
 """
-import argparse
 import json
 import os
 import random
@@ -26,20 +25,16 @@ import sys
 import tempfile
 import time
 
-from service_util import QUESTION, ROOT, Server, document, du, paragraphs
+from service_util import QUESTION, Server, document, du, paragraphs, parser
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=os.path.join(ROOT, "models/mini"))
-    p.add_argument("--build", default=os.path.join(ROOT, "build"))
+    p = parser(__doc__)
     p.add_argument("--lengths", default="32,128,512", help="multiples of the window W, comma-separated")
     p.add_argument("--depths", default="0.1,0.5,0.9")
     p.add_argument("--bytes", default="", help="extra documents of these sizes in bytes (e.g. 1000000)")
     p.add_argument("--collection", type=int, default=0, help="also a collection of N short documents")
-    p.add_argument("--threads", type=int, default=0)
     p.add_argument("--repeats", type=int, default=3, help="asks per question (medians)")
-    p.add_argument("--server-flag", action="append", default=[], help="extra sharedllm-server flag")
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--keep", action="store_true", help="keep the data directory")
     a = p.parse_args()

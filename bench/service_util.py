@@ -1,5 +1,6 @@
 """What the service benchmarks and trials share: a sharedllm-server on loopback driven through
 sharedllm-cli (bench/long_documents.py, bench/crash_trials.py, bench/soak.py)."""
+import argparse
 import glob
 import os
 import random
@@ -32,6 +33,16 @@ def document(paras, size_bytes, depth, key, rng):
         size += len(p) + 2
     out.insert(int(len(out) * depth), f"The pass key is {key}. Remember it. {key} is the pass key.")
     return "\n\n".join(out) + "\n"
+
+
+def parser(doc):
+    """The flags every service harness takes: --model, --build, --threads, --server-flag, --seed."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=os.path.join(ROOT, "models/mini"))
+    p.add_argument("--build", default=os.path.join(ROOT, "build"))
+    p.add_argument("--threads", type=int, default=0, help="server intra-op threads; 0: all cores")
+    p.add_argument("--server-flag", action="append", default=[], help="extra sharedllm-server flag")
+    return p
 
 
 def du(path):
@@ -81,8 +92,12 @@ class Server:
         self.metrics_port = int(m.group(1)) if m else None
         self.cli = [os.path.join(build, "bin/sharedllm-cli"), "--server", self.address]
 
+    def try_run(self, *args):
+        """sharedllm-cli ARGS: the completed process, whatever its exit code."""
+        return subprocess.run(self.cli + list(args), capture_output=True, text=True)
+
     def run(self, *args):
-        r = subprocess.run(self.cli + list(args), capture_output=True, text=True)
+        r = self.try_run(*args)
         if r.returncode != 0:
             raise RuntimeError(f"sharedllm-cli {' '.join(args[:3])}: {r.stderr.strip()}")
         return r

@@ -13,7 +13,6 @@ JSON object, and exits 1 when a target fails:
 
   python3 bench/soak.py --duration 600 --asks 32 --uploads 4
 """
-import argparse
 import json
 import os
 import random
@@ -26,7 +25,7 @@ import threading
 import time
 import urllib.request
 
-from service_util import ROOT, Server, document, paragraphs, proc_status
+from service_util import Server, document, paragraphs, parser, proc_status
 
 
 def sample(pid):
@@ -44,16 +43,12 @@ def gauges(port):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=os.path.join(ROOT, "models/mini"))
-    p.add_argument("--build", default=os.path.join(ROOT, "build"))
+    p = parser(__doc__)
     p.add_argument("--duration", type=float, default=600)
     p.add_argument("--warmup", type=float, default=60)
     p.add_argument("--asks", type=int, default=32)
     p.add_argument("--uploads", type=int, default=4)
-    p.add_argument("--threads", type=int, default=0)
     p.add_argument("--seed", type=int, default=3)
-    p.add_argument("--server-flag", action="append", default=[], help="extra sharedllm-server flag")
     a = p.parse_args()
     rng = random.Random(a.seed)
     data = tempfile.mkdtemp(prefix="sharedllm-soak.")
@@ -92,7 +87,6 @@ def main():
                 else:
                     cancels["errors"].append(r.stderr.strip()[:200])
 
-        server.try_run = lambda *args: subprocess.run(server.cli + list(args), capture_output=True, text=True)
         threads = [threading.Thread(target=sampler), threading.Thread(target=canceller)]
         for t in threads:
             t.start()
