@@ -1,12 +1,19 @@
 // sharedllm-server: the only place that reads flags; everything else takes ServerOptions.
+#include <malloc.h>
+
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 #include "service/server.h"
 #include "cli/flags/flags.h"
 
 int main(int argc, char** argv) {
+  // glibc gives each thread that allocates under contention an arena of its own and rarely hands
+  // their memory back: under 32 concurrent asks the resident set grew 22 % in 3 minutes with no
+  // leak (bench/soak.py; with 2 arenas, 3.9 %, the same throughput). MALLOC_ARENA_MAX overrides.
+  if (std::getenv("MALLOC_ARENA_MAX") == nullptr) mallopt(M_ARENA_MAX, 2);
   sharedllm::service::ServerOptions o;
   int64_t threads = 0, index_workers = 1, index_queue = 16, max_running = 1, max_waiting = 16;
   int64_t max_document_mb = 16, block_cache_mb = 256, max_uploads = 4, max_threads = 64;
