@@ -142,16 +142,8 @@ int64_t KeptPositions(const SharedLLMConfig& s, const TreeNode& node) {
 }
 
 std::vector<int64_t> StoredPositions(const SharedLLMConfig& s, const std::vector<TreeNode>& nodes) {
-  std::vector<int64_t> out;
-  for (const TreeNode& n : nodes) {
-    int64_t kept = KeptPositions(s, n);
-    for (const TreeNode& left : nodes) {
-      if (left.level == n.level + 1 && left.index == 2 * n.index) {
-        kept -= static_cast<int64_t>(SharedRowsOf(s, n, left).size());
-      }
-    }
-    out.push_back(kept);
-  }
+  std::vector<int64_t> out = SharedRowCounts(s, nodes);
+  for (size_t i = 0; i < nodes.size(); ++i) out[i] = KeptPositions(s, nodes[i]) - out[i];
   return out;
 }
 

@@ -57,7 +57,7 @@ TreeShape StaticTreeShape(const SharedLLMConfig& s, int64_t length);
 // Kept K/V positions of a node (level k keeps ceil(l / alpha_k)).
 int64_t KeptPositions(const SharedLLMConfig& s, const TreeNode& node);
 // The kept positions the store holds of each node of one chunk (`nodes`: its whole tree): a
-// parent's rows that its left child holds are stored once (SharedRowsOf).
+// parent's rows that its left child holds are stored once (SharedRowCounts).
 std::vector<int64_t> StoredPositions(const SharedLLMConfig& s, const std::vector<TreeNode>& nodes);
 // Cross-attention positions of a question: the h+1 preserved nodes of every chunk under the
 // right-child policy (the query-aware search differs by at most a position per level and chunk).

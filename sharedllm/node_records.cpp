@@ -160,11 +160,9 @@ int64_t Find(const std::vector<EncodedNode>& nodes, int64_t level, int64_t index
 }  // namespace
 
 void DropSharedRows(const SharedLLM& s, std::vector<EncodedNode>& nodes) {
-  std::vector<int64_t> drop(nodes.size(), 0);
-  for (size_t i = 0; i < nodes.size(); ++i) {  // from the rows as encoded, before any is dropped
-    const int64_t left = Find(nodes, nodes[i].node.level + 1, 2 * nodes[i].node.index);
-    if (left >= 0) drop[i] = static_cast<int64_t>(s.SharedRows(nodes[i].node, nodes[left].node).size());
-  }
+  std::vector<TreeNode> tree;
+  for (const auto& n : nodes) tree.push_back(n.node);
+  const std::vector<int64_t> drop = SharedRowCounts(s.config(), tree);
   for (size_t i = 0; i < nodes.size(); ++i) {
     if (drop[i] == 0) continue;
     for (size_t j = 0; j < nodes[i].k.size(); ++j) {

@@ -475,6 +475,18 @@ std::vector<int64_t> SharedRowsOf(const SharedLLMConfig& c, const TreeNode& pare
                            c.alphas[parent.level], c.selection);
 }
 
+std::vector<int64_t> SharedRowCounts(const SharedLLMConfig& c, const std::vector<TreeNode>& nodes) {
+  std::vector<int64_t> counts(nodes.size(), 0);
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    for (const TreeNode& left : nodes) {
+      if (left.level == nodes[i].level + 1 && left.index == 2 * nodes[i].index) {
+        counts[i] = static_cast<int64_t>(SharedRowsOf(c, nodes[i], left).size());
+      }
+    }
+  }
+  return counts;
+}
+
 std::vector<std::vector<int64_t>> SharedLLM::ReadKvHeads() const {
   std::vector<std::vector<int64_t>> out;
   for (int64_t layer : injection_layers_) {

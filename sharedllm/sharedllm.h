@@ -49,6 +49,9 @@ struct DocumentTree {
 // parent's leading kept rows (SharedLeadingRows at their levels' strides and the configuration's
 // selection): what the store keeps once. Empty for a leaf.
 std::vector<int64_t> SharedRowsOf(const SharedLLMConfig& c, const TreeNode& parent, const TreeNode& left);
+// Per node of one chunk's tree (`nodes`: all of it, any order), the number of its leading kept
+// rows its left child holds (SharedRowsOf; 0 for a leaf): what the store does not keep twice.
+std::vector<int64_t> SharedRowCounts(const SharedLLMConfig& c, const std::vector<TreeNode>& nodes);
 
 // Throws ModelError unless `s` is a cross-attention start scale: finite and >= 0 (inherit_o_scale;
 // 0 starts neutral).
