@@ -16,7 +16,18 @@ data directory carries over from trial to trial, as the crash test's database do
 check runs after a final clean restart. Prints one JSON object: trials, operations acknowledged
 per kind, violations (each with its trial and document), pass keys answered.
 
+With --faults the server runs over a storage layer with faults (store/fault_file_system.h): every
+kill is a power loss (at the restart, whatever was not synced is dropped and names not made
+durable are undone), and each trial's load runs, at random, with no other fault, a disk that
+fills up after 64 KB-4 MB of writes, or 1-20 transient I/O errors (one operation in 50-500). The
+checks run on a restart without injected errors. Under faults an acknowledged upload may also end
+FAILED, if its error is the injected one; an upload followed to READY must stay READY; the server
+must not exit by itself, unless it reports a storage failure RocksDB cannot resume from and exits 1
+after draining (the restart recovers); a start refused because of an injected error is counted,
+not a violation.
+
   python3 bench/crash_trials.py --trials 100 --seed 1
+  python3 bench/crash_trials.py --trials 100 --seed 2 --faults
 """
 import json
 import os
@@ -27,7 +38,7 @@ import tempfile
 import threading
 import time
 
-from service_util import QUESTION, Server, parser
+from service_util import QUESTION, Server, StartFailed, parser
 
 FINAL = {"READY", "FAILED", "CANCELLED"}
 WORDS = ("the software is provided as is without warranty of any kind express or implied "
@@ -124,7 +135,11 @@ def listing(server):
     return out
 
 
-def verify(server, log, data_dir, trial, settle, rng, violations, answers):
+def injected(detail):
+    return "injected" in detail
+
+
+def verify(server, log, data_dir, trial, settle, rng, violations, answers, faults=None):
     """Checks the store against the log after a restart; returns the documents' states."""
     deadline = time.time() + settle
     while True:
@@ -141,6 +156,10 @@ def verify(server, log, data_dir, trial, settle, rng, violations, answers):
         if want in ("queued", "ready"):
             if got != "READY":
                 detail = server.try_run("get", d).stdout.strip().replace("\n", "; ")
+                if faults is not None and want == "queued" and got == "FAILED" and injected(detail):
+                    faults["failed_by_fault"] += 1
+                    log.set(d, "final")
+                    continue
                 violations.append({"trial": trial, "document": d, "rule": f"acknowledged {want}, now {got}",
                                    "detail": detail[:300]})
             else:
@@ -178,21 +197,47 @@ def main():
     p.add_argument("--settle", type=float, default=120.0, help="seconds for resumed jobs to finish")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--keep", action="store_true", help="keep the data directory")
+    p.add_argument("--faults", action="store_true",
+                   help="power loss at every kill, plus a full disk or I/O errors (see above)")
     a = p.parse_args()
     rng = random.Random(a.seed)
     data = tempfile.mkdtemp(prefix="sharedllm-crash.")
+    journal = os.path.join(data, "faults.journal")
     log, violations = Log(), []
     answers = {"asked": 0, "key_found": 0}
+    faults = {"power_loss": 0, "no_space": 0, "io_errors": 0, "refused_start": 0,
+              "failed_by_fault": 0, "exited_on_storage_failure": 0} if a.faults else None
     counter = [0]
     started = time.time()
     server = None
+
+    def start(spec=None):
+        flags = a.server_flag + (["--testing-storage-faults", spec] if spec else [])
+        s = Server(a.build, a.model, data, a.threads, flags)
+        s.cli += ["--timeout", "60"]  # a hung call is a finding, not a stuck harness
+        return s
+
     try:
         for trial in range(a.trials + 1):
-            server = Server(a.build, a.model, data, a.threads, a.server_flag)
-            server.cli += ["--timeout", "60"]  # a hung call is a finding, not a stuck harness
-            verify(server, log, os.path.join(data, "store"), trial, a.settle, rng, violations, answers)
+            server = start(f"journal={journal}" if a.faults else None)
+            verify(server, log, os.path.join(data, "store"), trial, a.settle, rng, violations, answers, faults)
             if trial == a.trials:
                 break  # the final check, after a clean start
+            if a.faults:
+                server.stop()  # ends the journal clean: the faults start with the next server
+                server = None
+                spec, mode = f"journal={journal},seed={rng.randrange(1 << 30)}", rng.choice(
+                    ["power_loss", "no_space", "io_errors"])
+                if mode == "no_space":
+                    spec += f",no_space_after_kb={rng.randrange(64, 4096)}"
+                elif mode == "io_errors":
+                    spec += f",error_one_in={rng.randrange(50, 500)},max_errors={rng.randrange(1, 21)}"
+                faults[mode] += 1
+                try:
+                    server = start(spec)
+                except StartFailed:
+                    faults["refused_start"] += 1
+                    continue
             stop = threading.Event()
             clients = [threading.Thread(target=operate, args=(server, log, random.Random(rng.random()), data,
                                                               stop, counter, random.Random(rng.random())))
@@ -201,6 +246,12 @@ def main():
                 c.start()
             time.sleep(rng.uniform(a.min_run, a.max_run))
             stop.set()
+            if server.proc.poll() is not None:
+                if a.faults and server.proc.returncode == 1 and "storage failed:" in server.output():
+                    faults["exited_on_storage_failure"] += 1  # drained and exited for a restart
+                else:
+                    violations.append({"trial": trial, "rule": f"the server exited by itself ({server.proc.returncode})",
+                                       "detail": server.output()[-300:]})
             server.kill()
             for c in clients:
                 c.join()
@@ -215,7 +266,7 @@ def main():
             shutil.rmtree(data, ignore_errors=True)
     print(json.dumps({"trials": a.trials, "clients": a.clients, "seed": a.seed,
                       "kill_after_seconds": [a.min_run, a.max_run], "documents": len(log.state),
-                      "acknowledged": log.acks, "answers": answers, "violations": violations,
+                      "acknowledged": log.acks, "answers": answers, "faults": faults, "violations": violations,
                       "seconds": round(time.time() - started, 1)}, indent=1))
     return 1 if violations else 0
 

@@ -7,7 +7,6 @@ import random
 import re
 import signal
 import subprocess
-import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,6 +63,10 @@ def proc_status(pid, field):
     return 0
 
 
+class StartFailed(SystemExit):
+    """The server exited or did not listen; uncaught, the harness exits with the server's log."""
+
+
 class Server:
     """sharedllm-server over DATA/store, logging to DATA/server.log; waits until it listens."""
 
@@ -74,7 +77,7 @@ class Server:
         if threads:
             cmd += ["--threads", str(threads)]
         cmd += extra
-        start = os.path.getsize(self.log.name)
+        start = self.log_start = os.path.getsize(self.log.name)
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         self.address = None
         for _ in range(600):
@@ -84,13 +87,19 @@ class Server:
                 self.address = m.group(1)
                 break
             if self.proc.poll() is not None:
-                sys.exit("server exited:\n" + text)
+                raise StartFailed("server exited:\n" + text)
             time.sleep(0.1)
         if not self.address:
-            sys.exit("server did not start")
+            self.proc.kill()
+            raise StartFailed("server did not start")
         m = re.search(r"metrics on port (\d+)", open(self.log.name).read()[start:])
         self.metrics_port = int(m.group(1)) if m else None
         self.cli = [os.path.join(build, "bin/sharedllm-cli"), "--server", self.address]
+
+    def output(self):
+        """What this server process has logged so far."""
+        with open(self.log.name) as f:
+            return f.read()[self.log_start:]
 
     def try_run(self, *args):
         """sharedllm-cli ARGS: the completed process, whatever its exit code."""

@@ -4,12 +4,6 @@
 
 #include "service/encoding.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
-
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -24,32 +18,6 @@ namespace {
 void RemoveQuietly(const std::string& path) {
   std::error_code ignored;
   std::filesystem::remove(path, ignored);
-}
-
-// Writes `bytes` to `path` so that it survives a power loss once this returns true: into
-// path.tmp, fsync, rename over path, fsync of the directory (the rename itself).
-bool WriteFileDurably(const std::string& path, const std::string& bytes) {
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return false;
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    done += static_cast<size_t>(n);
-  }
-  const bool written = done == bytes.size() && ::fsync(fd) == 0;
-  if (::close(fd) != 0 || !written || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    RemoveQuietly(tmp);
-    return false;
-  }
-  const std::string dir = std::filesystem::path(path).parent_path().string();
-  const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return false;
-  const bool synced = ::fsync(dfd) == 0;
-  ::close(dfd);
-  return synced;
 }
 
 int64_t NowMs() {
@@ -96,6 +64,7 @@ bool Terminal(JobState s) {
 
 Indexer::Indexer(Engine& engine, TreeStore& store, Metrics& metrics, IndexerOptions options)
     : engine_(engine), store_(store), metrics_(metrics), options_(std::move(options)) {
+  if (!options_.storage) options_.storage = Storage::Os();
   std::filesystem::create_directories(options_.uploads_dir);
   for (int i = 0; i < std::max(1, options_.workers); ++i) threads_.emplace_back([this] { WorkerLoop(); });
   threads_.emplace_back([this] { Watchdog(); });
@@ -264,8 +233,8 @@ absl::Status Indexer::Store(DocumentMeta& meta, const std::string& text, const s
   const std::string path = UploadPath(meta.tenant, meta.document_id);
   // Durable before the INDEXING record is: a power loss after QUEUED is answered must not
   // strand the document without its text.
-  if (!WriteFileDurably(path, text)) {
-    return absl::UnavailableError("cannot store the upload in " + options_.uploads_dir);
+  if (absl::Status s = options_.storage->WriteFileDurably(path, text); !s.ok()) {
+    return absl::Status(s.code(), "cannot store the upload: " + std::string(s.message()));
   }
   meta.state = kDocumentIndexing;
   meta.created_unix_ms = meta.updated_unix_ms = NowMs();
@@ -531,10 +500,13 @@ void Indexer::Fail(const std::shared_ptr<Job>& job, const absl::Status& status,
   Update(job, JobState::kFailed, -1, CodeName(status.code()), std::string(status.message()));
   metrics_.IndexJobFailed(reason);
   WriteIfOwner(job, [&] {
-    if (auto meta = store_.GetDocument(tenant, doc); meta.ok()) {
+    auto meta = store_.GetDocument(tenant, doc);
+    if (meta.ok()) {
       meta->state = kDocumentFailed;
       meta->error = std::string(status.message());
-      store_.PutDocument(*meta).IgnoreError();
+      // The upload goes only once the failure is stored: were the store failing too (a full
+      // disk), the document stays INDEXING with its upload, and a restart indexes it again.
+      if (!store_.PutDocument(*meta).ok()) return;
     }
     RemoveQuietly(UploadPath(tenant, doc));
   });

@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "service/engine.h"
 #include "service/metrics.h"
+#include "store/storage.h"
 #include "store/tree_store.h"
 
 namespace sharedllm::service {
@@ -40,6 +41,7 @@ struct JobSnapshot {
 
 struct IndexerOptions {
   std::string uploads_dir;       // where uploads wait until their document is READY
+  std::shared_ptr<Storage> storage;  // what writes the uploads there; null: the OS's file system
   int workers = 1;               // concurrent index jobs
   int queue_capacity = 16;       // queued jobs beyond which Submit is RESOURCE_EXHAUSTED
   double stall_seconds = 600;    // a job with no progress for this long fails (DEADLINE_EXCEEDED)

@@ -66,6 +66,10 @@ int main(int argc, char** argv) {
   flags.String("testing-hold-until-file", &o.testing_hold_until_file,
                "testing only: wait for this file to exist before loading the model (health "
                "NOT_SERVING meanwhile)");
+  flags.String("testing-storage-faults", &o.testing_storage_faults,
+               "testing only (crash trials): journal=PATH[,seed=N][,no_space_after_kb=N]"
+               "[,error_one_in=N][,max_errors=N]: drop what was not synced when the last run was "
+               "killed, then inject out-of-space and I/O errors");
   flags.Require("model");
   flags.Require("data-dir");
   std::vector<std::string> args(argv + 1, argv + argc);

@@ -108,6 +108,11 @@ Metrics::Metrics(const std::string& version, const std::string& model_name)
       &MakeCounter(r, "sharedllm_generation_tokens_total", "Answer tokens generated.");
   compressor_tokens_ = &MakeCounter(r, "sharedllm_compressor_tokens_total",
                                     "Document tokens encoded by the lower model (compressor).");
+  store_memory_ = &prometheus::BuildGauge()
+                       .Name("sharedllm_store_memory_bytes")
+                       .Help("Memory the tree store holds on purpose (bounded by its settings), by "
+                             "kind: unflushed writes, the block cache, table index and filters.")
+                       .Register(r);
   index_job_failures_ = &prometheus::BuildCounter()
                              .Name("sharedllm_index_job_failures_total")
                              .Help("Index jobs that ended FAILED, by reason.")
@@ -161,7 +166,24 @@ void Metrics::IndexJobFailed(const std::string& reason) {
   index_job_failures_->Add({{"reason", label}}).Increment();
 }
 
+void Metrics::SetStoreMemory(int64_t memtables, int64_t block_cache, int64_t table_readers) {
+  for (const auto& [kind, bytes] : {std::pair<const char*, int64_t>{"memtables", memtables},
+                                    {"block_cache", block_cache},
+                                    {"table_readers", table_readers}}) {
+    if (bytes >= 0) store_memory_->Add({{"kind", kind}}).Set(static_cast<double>(bytes));
+  }
+}
+
+void Metrics::OnScrape(std::function<void()> hook) {
+  std::lock_guard<std::mutex> lock(scrape_mu_);
+  on_scrape_ = std::move(hook);
+}
+
 std::string Metrics::Serialize() const {
+  {
+    std::lock_guard<std::mutex> lock(scrape_mu_);
+    if (on_scrape_) on_scrape_();
+  }
   std::ostringstream out;
   prometheus::TextSerializer().Serialize(out, registry_->Collect());
   return out.str();

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -43,6 +44,12 @@ class Metrics {
   void SetRequestsRunning(int64_t n);
   void SetRequestsWaiting(int64_t n);
   void SetIndexQueueDepth(int64_t n);
+  // sharedllm_store_memory_bytes{kind="memtables"|"block_cache"|"table_readers"}; a negative
+  // amount (not known) leaves that series out.
+  void SetStoreMemory(int64_t memtables, int64_t block_cache, int64_t table_readers);
+  // Runs `hook` at the start of every Serialize() (a scrape), e.g. to read gauges that are cheaper
+  // to read on demand than to keep current; replaces the previous one; empty: none.
+  void OnScrape(std::function<void()> hook);
 
   // Counters; negative amounts are ignored (counters only go up).
   void AddPromptTokens(int64_t n);
@@ -77,6 +84,9 @@ class Metrics {
   prometheus::Counter* generation_tokens_ = nullptr;
   prometheus::Counter* compressor_tokens_ = nullptr;
   prometheus::Family<prometheus::Counter>* index_job_failures_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* store_memory_ = nullptr;
+  mutable std::mutex scrape_mu_;
+  std::function<void()> on_scrape_;  // under scrape_mu_
 
   std::mutex reasons_mu_;
   std::set<std::string> reasons_;  // distinct failure reasons seen so far

@@ -9,7 +9,10 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <mutex>
 #include <thread>
+
+#include "absl/strings/str_cat.h"
 
 #include "service/address.h"
 #include "service/auth.h"
@@ -158,15 +161,48 @@ absl::Status RunServer(const ServerOptions& o) {
   auto engine = Engine::Load(eo);
   if (!engine.ok()) return engine.status();
 
+  // Everything the server keeps on disk goes through one storage layer (store/storage.h).
+  std::shared_ptr<Storage> storage = Storage::Os();
+  if (!o.testing_storage_faults.empty()) {
+    std::string report;
+    auto faulty = Storage::WithFaults(o.testing_storage_faults, &report);
+    if (!faulty.ok()) return faulty.status();
+    storage = *std::move(faulty);
+    std::printf("testing: storage faults %s; %s\n", o.testing_storage_faults.c_str(), report.c_str());
+    std::fflush(stdout);
+  }
+  // A storage error RocksDB cannot resume from: drain what reads can still finish, then exit
+  // non-zero so that the supervisor restarts the server, whose start replays the log.
+  std::mutex fatal_mu;
+  absl::Status fatal;
+  std::atomic<bool> storage_failed{false};
   RocksDbTreeStoreOptions so;
+  so.storage = storage;
+  so.on_fatal_error = [&](const absl::Status& s) {
+    {
+      std::lock_guard<std::mutex> lock(fatal_mu);
+      fatal = s;
+    }
+    storage_failed = true;
+  };
   so.path = o.data_dir + "/trees";
   so.sync_writes = o.sync_writes;
   so.block_cache_mb = o.block_cache_mb;
   auto store = RocksDbTreeStore::Open(so);
   if (!store.ok()) return store.status();
+  // The store's memory is read at each scrape; the hook goes before the store does.
+  metrics.OnScrape([&metrics, s = store->get()] {
+    const StoreMemory m = s->Memory();
+    metrics.SetStoreMemory(m.memtables, m.block_cache, m.table_readers);
+  });
+  struct ClearScrapeHook {
+    Metrics& metrics;
+    ~ClearScrapeHook() { metrics.OnScrape(nullptr); }
+  } clear_scrape_hook{metrics};
 
   IndexerOptions io;
   io.uploads_dir = o.data_dir + "/uploads";
+  io.storage = storage;
   io.workers = o.index_workers;
   io.queue_capacity = o.index_queue;
   io.stall_seconds = o.index_stall_seconds;
@@ -193,8 +229,12 @@ absl::Status RunServer(const ServerOptions& o) {
               (*engine)->model_name().c_str(), (*engine)->fingerprint().c_str());
   std::fflush(stdout);
 
-  while (!g_signalled) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  while (!g_signalled && !storage_failed) std::this_thread::sleep_for(std::chrono::milliseconds(100));
 
+  if (storage_failed) {
+    std::printf("storage failed: the tree store takes no more writes; draining, then exiting for a "
+                "restart (which recovers from the write-ahead log)\n");
+  }
   std::printf("draining (up to %.0f s)\n", o.drain_seconds);
   std::fflush(stdout);
   health.Shutdown();  // NOT_SERVING from now on; open health watches end
@@ -203,6 +243,11 @@ absl::Status RunServer(const ServerOptions& o) {
   server->Shutdown(std::chrono::system_clock::now() +
                    std::chrono::milliseconds(static_cast<int64_t>(o.drain_seconds * 1000)));
   server->Wait();
+  if (storage_failed) {
+    std::lock_guard<std::mutex> lock(fatal_mu);
+    return absl::UnavailableError(absl::StrCat("storage failed (", fatal.ToString(),
+                                               "); restart the server"));
+  }
   return absl::OkStatus();
 }
 

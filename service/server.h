@@ -45,6 +45,9 @@ struct ServerOptions {
   // Testing only: before loading the model, wait until this file exists (or a signal arrives),
   // so that a test can observe the server while it is starting. Empty: no wait.
   std::string testing_hold_until_file;
+  // Testing only (crash trials): a storage layer that journals syncs, applies the last killed
+  // run's power loss at start and injects faults (store/storage.h); empty: the OS's.
+  std::string testing_storage_faults;
 };
 
 // What is insecure about these options, one line each (printed to stderr at start): listening

@@ -8,6 +8,8 @@
 
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
+#include <rocksdb/file_system.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice.h>
 #include <rocksdb/table.h>
@@ -124,6 +126,11 @@ absl::StatusOr<std::unique_ptr<RocksDbTreeStore>> RocksDbTreeStore::Open(
   // last flush: a 1 MB upload left 1.7 GB of logs whose K/V was long in blob files. Past this
   // total, RocksDB flushes the families that hold the oldest log, and the log goes.
   db_options.max_total_wal_size = uint64_t{64} << 20;
+  std::unique_ptr<rocksdb::Env> env;
+  if (options.storage) {
+    env = rocksdb::NewCompositeEnv(options.storage->file_system());
+    db_options.env = env.get();
+  }
 
   rocksdb::BlockBasedTableOptions table;
   if (options.block_cache_mb > 0) {
@@ -169,13 +176,14 @@ absl::StatusOr<std::unique_ptr<RocksDbTreeStore>> RocksDbTreeStore::Open(
   }
   handles.erase(handles.begin());
   return std::unique_ptr<RocksDbTreeStore>(
-      new RocksDbTreeStore(options, std::move(db), std::move(handles)));
+      new RocksDbTreeStore(options, std::move(env), std::move(db), std::move(handles)));
 }
 
 RocksDbTreeStore::RocksDbTreeStore(const RocksDbTreeStoreOptions& options,
+                                   std::unique_ptr<rocksdb::Env> env,
                                    std::unique_ptr<rocksdb::DB> db,
                                    std::vector<rocksdb::ColumnFamilyHandle*> handles)
-    : options_(options), db_(std::move(db)), handles_(std::move(handles)) {}
+    : options_(options), env_(std::move(env)), db_(std::move(db)), handles_(std::move(handles)) {}
 
 RocksDbTreeStore::~RocksDbTreeStore() {
   for (auto* h : handles_) {
@@ -196,7 +204,45 @@ std::mutex& RocksDbTreeStore::DocumentLock(const std::string& tenant,
 absl::Status RocksDbTreeStore::Write(rocksdb::WriteBatch* batch, const std::string& what) {
   rocksdb::WriteOptions write_options;
   write_options.sync = options_.sync_writes;
-  return FromRocks(db_->Write(write_options, batch), what);
+  rocksdb::Status s = db_->Write(write_options, batch);
+  if (s.IsIOError() && !s.IsNoSpace()) {
+    // After a failed log write or sync, or a failed flush, RocksDB takes no more writes (its
+    // background error). Some such errors it can resume from; then the batch is written once
+    // more (a failed batch was not applied, and were it in the log after all, replaying it twice
+    // gives the same state). Most it cannot (a sync that failed leaves the page cache in an
+    // unknown state; RocksDB calls these fatal, as PostgreSQL panics on a failed fsync): then
+    // only a restart, which replays the log, recovers, and the owner is told once. A full disk is
+    // not resumed here: RocksDB resumes by itself once there is room, and until then writes fail
+    // with RESOURCE_EXHAUSTED.
+    std::lock_guard<std::mutex> lock(resume_mu_);
+    const rocksdb::Status resumed = db_->Resume();
+    if (resumed.ok()) {
+      s = db_->Write(write_options, batch);
+    } else if (!fatal_reported_) {
+      fatal_reported_ = true;
+      const absl::Status fatal = FromRocks(s, absl::StrCat("tree store: ", what));
+      std::fprintf(stderr, "%s; RocksDB cannot resume writes (%s): a restart recovers\n",
+                   fatal.ToString().c_str(), resumed.ToString().c_str());
+      if (options_.on_fatal_error) options_.on_fatal_error(fatal);
+    }
+  }
+  return FromRocks(s, what);
+}
+
+StoreMemory RocksDbTreeStore::Memory() const {
+  StoreMemory m;
+  uint64_t v = 0;
+  if (db_->GetAggregatedIntProperty(rocksdb::DB::Properties::kCurSizeAllMemTables, &v)) {
+    m.memtables = static_cast<int64_t>(v);
+  }
+  // One cache serves every family: read it through one of them, not summed.
+  if (db_->GetIntProperty(handles_[0], rocksdb::DB::Properties::kBlockCacheUsage, &v)) {
+    m.block_cache = static_cast<int64_t>(v);
+  }
+  if (db_->GetAggregatedIntProperty(rocksdb::DB::Properties::kEstimateTableReadersMem, &v)) {
+    m.table_readers = static_cast<int64_t>(v);
+  }
+  return m;
 }
 
 absl::StatusOr<DocumentMeta> RocksDbTreeStore::ReadMeta(const treestore::SnapshotView& view,

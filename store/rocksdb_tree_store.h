@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -13,11 +14,13 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "store/storage.h"
 #include "store/tree_store.h"
 
 namespace rocksdb {
 class ColumnFamilyHandle;
 class DB;
+class Env;
 class WriteBatch;
 }  // namespace rocksdb
 
@@ -40,6 +43,12 @@ struct RocksDbTreeStoreOptions {
   // Keep K/V values (KBs to MBs each, written once) in RocksDB blob files rather than in the LSM
   // tree, so compactions do not rewrite them.
   bool kv_blob_files = true;
+  // The file system under the database (store/storage.h); null: the operating system's.
+  std::shared_ptr<Storage> storage;
+  // Called once, from the writing thread, when RocksDB has stopped taking writes after a storage
+  // error it cannot resume from (a failed log sync, say): only a restart, which replays the
+  // write-ahead log, recovers. Writes fail with UNAVAILABLE from then on; reads go on.
+  std::function<void(const absl::Status&)> on_fatal_error;
 };
 
 class RocksDbTreeStore : public TreeStore {
@@ -57,6 +66,7 @@ class RocksDbTreeStore : public TreeStore {
   RocksDbTreeStore(const RocksDbTreeStore&) = delete;
   RocksDbTreeStore& operator=(const RocksDbTreeStore&) = delete;
 
+  StoreMemory Memory() const override;
   absl::Status PutDocument(const DocumentMeta& meta) override;
   absl::StatusOr<DocumentMeta> GetDocument(const std::string& tenant,
                                            const std::string& document_id) const override;
@@ -100,8 +110,8 @@ class RocksDbTreeStore : public TreeStore {
   absl::Status DeleteJob(const std::string& tenant, const std::string& job_id) override;
 
  private:
-  RocksDbTreeStore(const RocksDbTreeStoreOptions& options, std::unique_ptr<rocksdb::DB> db,
-                   std::vector<rocksdb::ColumnFamilyHandle*> handles);
+  RocksDbTreeStore(const RocksDbTreeStoreOptions& options, std::unique_ptr<rocksdb::Env> env,
+                   std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles);
   std::mutex& DocumentLock(const std::string& tenant, const std::string& document_id);
   // Reads a document's metadata through `view`: NOT_FOUND if absent, DATA_LOSS if corrupt.
   absl::StatusOr<DocumentMeta> ReadMeta(const treestore::SnapshotView& view,
@@ -124,7 +134,10 @@ class RocksDbTreeStore : public TreeStore {
   absl::StatusOr<NodeRecord> VectorRecord(absl::string_view key, absl::string_view value) const;
 
   RocksDbTreeStoreOptions options_;
+  std::unique_ptr<rocksdb::Env> env_;  // over options_.storage; outlives db_
   std::unique_ptr<rocksdb::DB> db_;
+  std::mutex resume_mu_;               // one Resume() at a time
+  bool fatal_reported_ = false;        // under resume_mu_
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // indexed by Family; destroyed before db_
   std::array<std::mutex, 64> document_locks_;          // striped by hash of tenant | document
 };

@@ -81,9 +81,19 @@ struct JobRecord {
   std::string json;  // opaque to the store
 };
 
+// Memory the store holds on purpose, bounded by its configuration (what an operator sets against
+// the process's resident memory); -1: not known.
+struct StoreMemory {
+  int64_t memtables = -1;      // writes not yet flushed to table files
+  int64_t block_cache = -1;    // table blocks cached for reads
+  int64_t table_readers = -1;  // index and filter blocks of the open table files
+};
+
 class TreeStore {
  public:
   virtual ~TreeStore() = default;
+
+  virtual StoreMemory Memory() const { return {}; }
 
   // Documents ---------------------------------------------------------------------------------
 

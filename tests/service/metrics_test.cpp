@@ -53,6 +53,7 @@ const std::vector<std::pair<std::string, std::string>> kFamilies = {
     {"sharedllm_generation_tokens_total", "counter"},
     {"sharedllm_compressor_tokens_total", "counter"},
     {"sharedllm_index_job_failures_total", "counter"},
+    {"sharedllm_store_memory_bytes", "gauge"},
     {"sharedllm_build_info", "gauge"},
 };
 
@@ -70,6 +71,7 @@ void RecordOneOfEach(Metrics& m) {
   m.AddGenerationTokens(34);
   m.AddCompressorTokens(5678);
   m.IndexJobFailed("DEADLINE_EXCEEDED");
+  m.SetStoreMemory(100, 200, -1);
 }
 
 TEST(MetricsTest, ExposesExactlyTheDesignedFamilies) {
@@ -108,6 +110,9 @@ TEST(MetricsTest, RecordsValues) {
   EXPECT_EQ(Sample(text, "sharedllm_generation_tokens_total"), 34);
   EXPECT_EQ(Sample(text, "sharedllm_compressor_tokens_total"), 5678);
   EXPECT_EQ(Sample(text, "sharedllm_index_job_failures_total{reason=\"DEADLINE_EXCEEDED\"}"), 1);
+  EXPECT_EQ(Sample(text, "sharedllm_store_memory_bytes{kind=\"memtables\"}"), 100);
+  EXPECT_EQ(Sample(text, "sharedllm_store_memory_bytes{kind=\"block_cache\"}"), 200);
+  EXPECT_EQ(text.find("kind=\"table_readers\""), std::string::npos) << "not known: left out";
   EXPECT_EQ(Sample(text, "sharedllm_ask_request_duration_seconds_count"), 1);
   EXPECT_DOUBLE_EQ(Sample(text, "sharedllm_ask_request_duration_seconds_sum"), 1.5);
   EXPECT_EQ(Sample(text, "sharedllm_ask_request_duration_seconds_bucket{le=\"1\"}"), 0);
