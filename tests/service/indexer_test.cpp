@@ -20,7 +20,9 @@
 #include "service/metrics.h"
 #include "service/query_service.h"
 #include "tests/test_util.h"
+#include "store/fault_file_system.h"
 #include "store/rocksdb_tree_store.h"
+#include "store/storage.h"
 
 namespace sharedllm::service {
 namespace {
@@ -379,6 +381,50 @@ TEST_F(IndexerTest, ResumeUnderAnotherModelStartsOver) {
   ASSERT_EQ(done.state, JobState::kReady) << done.error_code << " " << done.error_message;
   ExpectDocumentIs("moved", text, Sha256Hex(text));
   EXPECT_EQ(store_->GetDocument("t", "moved")->model_fingerprint, engine_->fingerprint());
+}
+
+// The disk fills while a job writes its chunks: the chunk write fails, and so does the FAILED
+// record. The upload must stay (the document is still INDEXING in the store): a restart on a disk
+// with room indexes it. Were the upload removed, the document would stay INDEXING for good.
+TEST_F(IndexerTest, AFullDiskFailsTheJobAndKeepsTheUploadTheFailureCouldNotBeStoredBeside) {
+  store_.reset();
+  StorageFaults faults;
+  faults.journal = dir_ / "journal";
+  auto fs = FaultFileSystem::Open(faults);
+  ASSERT_TRUE(fs.ok()) << fs.status();
+  auto storage = std::make_shared<Storage>(*fs);
+  RocksDbTreeStoreOptions so;
+  so.path = dir_ / "trees";
+  so.storage = storage;
+  auto store = RocksDbTreeStore::Open(so);
+  ASSERT_TRUE(store.ok()) << store.status();
+  store_ = std::move(*store);
+  const std::string text = Text(300, 41);
+  {
+    IndexerOptions o;
+    o.storage = storage;
+    o.testing_before_persist = [&](const std::string&, int64_t chunk) {
+      if (chunk == 1) (*fs)->SetNoSpaceAfter((*fs)->bytes_written());
+    };
+    auto indexer = MakeIndexer(o);
+    ASSERT_TRUE(indexer->Submit(Meta("full", Sha256Hex(text)), text).ok());
+    const JobSnapshot failed = WaitTerminal(*indexer, "full");
+    EXPECT_EQ(failed.state, JobState::kFailed);
+    EXPECT_EQ(failed.error_code, "RESOURCE_EXHAUSTED") << failed.error_message;
+    EXPECT_EQ(store_->GetDocument("t", "full")->state, kDocumentIndexing);
+    EXPECT_TRUE(std::filesystem::exists(std::string(dir_ / "uploads") + "/" + HexEncode("t") + "." +
+                                        HexEncode("full") + ".txt"));
+  }
+  store_.reset();  // the restart, on a disk with room
+  so.storage = nullptr;
+  store = RocksDbTreeStore::Open(so);
+  ASSERT_TRUE(store.ok()) << store.status();
+  store_ = std::move(*store);
+  auto indexer = MakeIndexer(IndexerOptions());
+  indexer->ResumeInterrupted();
+  const JobSnapshot done = WaitTerminal(*indexer, "full");
+  ASSERT_EQ(done.state, JobState::kReady) << done.error_code << " " << done.error_message;
+  ExpectDocumentIs("full", text, Sha256Hex(text));
 }
 
 // A cancel landing after the worker persisted the last chunk and passed its last check, just
