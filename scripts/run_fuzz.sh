@@ -2,6 +2,7 @@
 # The libFuzzer targets of fuzz/ (one per parser of outside bytes), built with clang into
 # build-fuzz/ with AddressSanitizer and UndefinedBehaviorSanitizer:
 #   scripts/run_fuzz.sh [RUNS] [TARGET...]     RUNS executions per target (default 10,000,000)
+#   FUZZ_SECONDS=30 scripts/run_fuzz.sh 0      30 s per target instead (the short run CI does)
 # Each target starts from its committed corpus fuzz/corpus/NAME (new inputs go to
 # build-fuzz/corpus/NAME); a crash stops it and leaves the input in build-fuzz/crash-NAME-*, to
 # be committed to fuzz/regressions/NAME once fixed (ctest replays both directories). Prints one
@@ -23,7 +24,9 @@ for t in "${targets[@]}"; do
   mkdir -p "build-fuzz/corpus/$t"
   start=$(date +%s)
   log=build-fuzz/$t.log
-  if ! build-fuzz/bin/$t -runs="$runs" -max_len=65536 -timeout=10 -rss_limit_mb=4096 \
+  limit=(-runs="$runs")
+  [ -z "${FUZZ_SECONDS:-}" ] || limit=(-max_total_time="$FUZZ_SECONDS")
+  if ! build-fuzz/bin/$t "${limit[@]}" -max_len=65536 -timeout=10 -rss_limit_mb=4096 \
        -print_final_stats=1 -artifact_prefix="build-fuzz/crash-$t-" \
        "build-fuzz/corpus/$t" "fuzz/corpus/$t" >"$log" 2>&1; then
     tail -n 40 "$log"

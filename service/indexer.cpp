@@ -143,8 +143,10 @@ bool Indexer::WriteIfOwner(const std::shared_ptr<Job>& job, const std::function<
 }
 
 void Indexer::DiscardDocument(const std::string& tenant, const std::string& doc) {
-  store_.DeleteDocument(tenant, doc).IgnoreError();
-  RemoveQuietly(UploadPath(tenant, doc));
+  // The upload goes only with the document: were the store refusing the delete (a full disk),
+  // the document stays INDEXING with its upload and its CANCELLED record, and the next start
+  // finishes the cancel (ResumeInterrupted). Without the upload it would stay INDEXING for good.
+  if (store_.DeleteDocument(tenant, doc).ok()) RemoveQuietly(UploadPath(tenant, doc));
 }
 
 absl::StatusOr<JobSnapshot> Indexer::Submit(DocumentMeta meta, std::string text) {
@@ -321,6 +323,7 @@ absl::StatusOr<JobSnapshot> Indexer::Cancel(const std::string& tenant, const std
   // and this decision cannot interleave.
   std::lock_guard<std::mutex> document(DocumentLock({tenant, doc}));
   std::shared_ptr<Job> job;
+  JobSnapshot recorded;
   bool queued = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -331,6 +334,22 @@ absl::StatusOr<JobSnapshot> Indexer::Cancel(const std::string& tenant, const std
     }
     job = it->second;
     if (Terminal(job->snap.state)) {
+      return absl::FailedPreconditionError("the index job of " + doc + " has finished (" +
+                                           JobStateName(job->snap.state) + ")");
+    }
+    recorded = job->snap;
+  }
+  // Durable before it is answered: the CANCELLED record lets the next start finish a cancel that
+  // a crash or a full disk kept from cleaning up. Unrecorded, the answer is the store's error and
+  // the job goes on.
+  recorded.state = JobState::kCancelled;
+  recorded.updated_unix_ms = NowMs();
+  if (absl::Status s = store_.PutJob(tenant, doc, ToJson(recorded).dump()); !s.ok()) {
+    return absl::Status(s.code(), "cannot record the cancel of " + doc + ": " + std::string(s.message()));
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (Terminal(job->snap.state)) {  // failed meanwhile (a READY flip needs the document lock)
       return absl::FailedPreconditionError("the index job of " + doc + " has finished (" +
                                            JobStateName(job->snap.state) + ")");
     }
@@ -357,6 +376,10 @@ absl::StatusOr<JobSnapshot> Indexer::Cancel(const std::string& tenant, const std
 absl::Status Indexer::Delete(const std::string& tenant, const std::string& doc) {
   const Key key{tenant, doc};
   std::lock_guard<std::mutex> document(DocumentLock(key));
+  // The store first: a delete it refuses (a full disk) changes nothing, neither the job nor the
+  // upload (removed first, a refused delete would leave the document INDEXING without either).
+  // A running job writes only under the document lock, held here throughout.
+  if (absl::Status s = store_.DeleteDocument(tenant, doc); !s.ok()) return s;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = jobs_.find(key);
@@ -376,9 +399,8 @@ absl::Status Indexer::Delete(const std::string& tenant, const std::string& doc) 
     metrics_.SetIndexQueueDepth(static_cast<int64_t>(queue_.size()));
   }
   RemoveQuietly(UploadPath(tenant, doc));
-  absl::Status s = store_.DeleteDocument(tenant, doc);
   store_.DeleteJob(tenant, doc).IgnoreError();
-  return s;
+  return absl::OkStatus();
 }
 
 void Indexer::Drain() {

@@ -133,6 +133,28 @@ class IndexerTest : public ::testing::Test {
     store_ = std::move(*store);
   }
 
+  // Closes the store and opens it again over a file system with faults (returned), or over the
+  // operating system's (a restart on a healthy disk; returns null).
+  std::shared_ptr<FaultFileSystem> ReopenOverFaults(bool faults = true) {
+    store_.reset();
+    std::shared_ptr<FaultFileSystem> fs;
+    RocksDbTreeStoreOptions so;
+    so.path = dir_ / "trees";
+    if (faults) {
+      StorageFaults f;
+      f.journal = dir_ / "journal";
+      auto opened = FaultFileSystem::Open(f);
+      EXPECT_TRUE(opened.ok()) << opened.status();
+      if (!opened.ok()) return nullptr;
+      fs = *opened;
+      so.storage = std::make_shared<Storage>(fs);
+    }
+    auto store = RocksDbTreeStore::Open(so);
+    EXPECT_TRUE(store.ok()) << store.status();
+    if (store.ok()) store_ = std::move(*store);
+    return fs;
+  }
+
   std::unique_ptr<Indexer> MakeIndexer(IndexerOptions o, int workers = 1) {
     o.uploads_dir = dir_ / "uploads";
     o.workers = workers;
@@ -387,24 +409,15 @@ TEST_F(IndexerTest, ResumeUnderAnotherModelStartsOver) {
 // record. The upload must stay (the document is still INDEXING in the store): a restart on a disk
 // with room indexes it. Were the upload removed, the document would stay INDEXING for good.
 TEST_F(IndexerTest, AFullDiskFailsTheJobAndKeepsTheUploadTheFailureCouldNotBeStoredBeside) {
-  store_.reset();
-  StorageFaults faults;
-  faults.journal = dir_ / "journal";
-  auto fs = FaultFileSystem::Open(faults);
-  ASSERT_TRUE(fs.ok()) << fs.status();
-  auto storage = std::make_shared<Storage>(*fs);
-  RocksDbTreeStoreOptions so;
-  so.path = dir_ / "trees";
-  so.storage = storage;
-  auto store = RocksDbTreeStore::Open(so);
-  ASSERT_TRUE(store.ok()) << store.status();
-  store_ = std::move(*store);
+  auto fs = ReopenOverFaults();
+  ASSERT_TRUE(fs);
+  auto storage = std::make_shared<Storage>(fs);
   const std::string text = Text(300, 41);
   {
     IndexerOptions o;
     o.storage = storage;
     o.testing_before_persist = [&](const std::string&, int64_t chunk) {
-      if (chunk == 1) (*fs)->SetNoSpaceAfter((*fs)->bytes_written());
+      if (chunk == 1) fs->SetNoSpaceAfter(fs->bytes_written());
     };
     auto indexer = MakeIndexer(o);
     ASSERT_TRUE(indexer->Submit(Meta("full", Sha256Hex(text)), text).ok());
@@ -415,16 +428,51 @@ TEST_F(IndexerTest, AFullDiskFailsTheJobAndKeepsTheUploadTheFailureCouldNotBeSto
     EXPECT_TRUE(std::filesystem::exists(std::string(dir_ / "uploads") + "/" + HexEncode("t") + "." +
                                         HexEncode("full") + ".txt"));
   }
-  store_.reset();  // the restart, on a disk with room
-  so.storage = nullptr;
-  store = RocksDbTreeStore::Open(so);
-  ASSERT_TRUE(store.ok()) << store.status();
-  store_ = std::move(*store);
+  ReopenOverFaults(/*faults=*/false);  // the restart, on a disk with room
   auto indexer = MakeIndexer(IndexerOptions());
   indexer->ResumeInterrupted();
   const JobSnapshot done = WaitTerminal(*indexer, "full");
   ASSERT_EQ(done.state, JobState::kReady) << done.error_code << " " << done.error_message;
   ExpectDocumentIs("full", text, Sha256Hex(text));
+}
+
+// On a full disk a delete and a cancel the store cannot record are refused, and refused they
+// change nothing: the job goes on, the upload stays, and a restart with room indexes the document.
+// (A delete that removed the upload before the store refused left the document INDEXING for good;
+// a cancel answered before its record was stored came back READY after a restart.)
+TEST_F(IndexerTest, OnAFullDiskADeleteAndACancelAreRefusedAndLoseNothing) {
+  auto fs = ReopenOverFaults();
+  ASSERT_TRUE(fs);
+  auto storage = std::make_shared<Storage>(fs);
+  const std::string text = Text(300, 42);
+  const std::string upload = std::string(dir_ / "uploads") + "/" + HexEncode("t") + "." + HexEncode("x") + ".txt";
+  {
+    Gate held;
+    IndexerOptions o;
+    o.storage = storage;
+    o.testing_before_persist = [&](const std::string&, int64_t chunk) {
+      if (chunk == 0) held.Wait();
+    };
+    auto indexer = MakeIndexer(o);
+    ASSERT_TRUE(indexer->Submit(Meta("x", Sha256Hex(text)), text).ok());
+    ASSERT_TRUE(held.WaitReached());
+    fs->SetNoSpaceAfter(fs->bytes_written());
+    const absl::Status deleted = indexer->Delete("t", "x");
+    EXPECT_TRUE(absl::IsResourceExhausted(deleted)) << deleted;
+    EXPECT_TRUE(std::filesystem::exists(upload));
+    const auto cancelled = indexer->Cancel("t", "x");
+    EXPECT_TRUE(absl::IsResourceExhausted(cancelled.status())) << cancelled.status();
+    EXPECT_FALSE(Terminal(indexer->Get("t", "x")->state)) << "a refused cancel stops nothing";
+    held.Open();
+    EXPECT_EQ(WaitTerminal(*indexer, "x").state, JobState::kFailed);  // its chunk cannot be stored
+    EXPECT_TRUE(std::filesystem::exists(upload));
+  }
+  ReopenOverFaults(/*faults=*/false);
+  auto indexer = MakeIndexer(IndexerOptions());
+  indexer->ResumeInterrupted();
+  const JobSnapshot done = WaitTerminal(*indexer, "x");
+  ASSERT_EQ(done.state, JobState::kReady) << done.error_code << " " << done.error_message;
+  ExpectDocumentIs("x", text, Sha256Hex(text));
 }
 
 // A cancel landing after the worker persisted the last chunk and passed its last check, just
