@@ -225,6 +225,7 @@ absl::Status RunServer(const ServerOptions& o) {
   documents_gate.Attach(&documents);
   queries_gate.Attach(&queries);
   health.SetServing(true);
+  storage->StartFaults();  // testing only: the faults hit serving, not start-up
   std::printf("listening on %s:%d (model %s, fingerprint %.12s)\n", host.c_str(), port,
               (*engine)->model_name().c_str(), (*engine)->fingerprint().c_str());
   std::fflush(stdout);

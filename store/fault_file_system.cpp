@@ -284,6 +284,7 @@ FaultFileSystem::FaultFileSystem(const StorageFaults& faults, int journal_fd)
     : FileSystemWrapper(rocksdb::FileSystem::Default()),
       faults_(faults),
       journal_fd_(journal_fd),
+      armed_(faults.armed),
       no_space_after_(faults.no_space_after_bytes),
       error_one_in_(faults.error_one_in),
       errors_left_(faults.max_errors),
@@ -321,6 +322,7 @@ void FaultFileSystem::Record(const std::string& line) {
 }
 
 IOStatus FaultFileSystem::MaybeError(const char* what) {
+  if (!armed_) return IOStatus::OK();
   std::lock_guard<std::mutex> lock(mu_);
   if (error_one_in_ <= 0 || errors_left_ == 0) return IOStatus::OK();
   if (rng_() % static_cast<uint64_t>(error_one_in_) != 0) return IOStatus::OK();
@@ -330,6 +332,7 @@ IOStatus FaultFileSystem::MaybeError(const char* what) {
 }
 
 IOStatus FaultFileSystem::ChargeWrite(size_t bytes) {
+  if (!armed_) return IOStatus::OK();
   const int64_t limit = no_space_after_;
   if (limit < 0) {
     written_ += static_cast<int64_t>(bytes);

@@ -39,6 +39,9 @@ struct StorageFaults {
   int64_t no_space_after_bytes = -1;  // appends past this many bytes fail with ENOSPC; -1: never
   int64_t error_one_in = 0;         // an operation fails with an I/O error at one in N; 0: never
   int64_t max_errors = -1;          // at most this many injected I/O errors; -1: no limit
+  // false: no fault is injected (the journal is kept) until Arm(), e.g. once a server serves,
+  // so that its start-up is not what the faults hit.
+  bool armed = true;
 };
 
 // "journal=PATH[,seed=N][,no_space_after_kb=N][,error_one_in=N][,max_errors=N]".
@@ -73,6 +76,11 @@ class FaultFileSystem : public rocksdb::FileSystemWrapper {
   // at most `max_errors` more (-1: no limit); no space once `bytes` in all are written (-1: never).
   void SetErrors(int64_t one_in, int64_t max_errors);
   void SetNoSpaceAfter(int64_t bytes) { no_space_after_ = bytes; }
+  // Starts injecting the configured faults; the no-space budget counts from here.
+  void Arm() {
+    written_ = 0;
+    armed_ = true;
+  }
   int64_t bytes_written() const { return written_; }
 
   rocksdb::IOStatus NewWritableFile(const std::string& f, const rocksdb::FileOptions& o,
@@ -106,6 +114,7 @@ class FaultFileSystem : public rocksdb::FileSystemWrapper {
   const StorageFaults faults_;
   const int journal_fd_;
   std::atomic<bool> frozen_{false};
+  std::atomic<bool> armed_;
   std::atomic<int64_t> written_{0};
   std::atomic<int64_t> injected_{0};
   std::atomic<int64_t> backups_{0};

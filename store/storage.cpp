@@ -18,6 +18,12 @@ absl::Status Failed(const rocksdb::IOStatus& s, const std::string& what) {
 
 }  // namespace
 
+Storage::Storage(std::shared_ptr<FaultFileSystem> faults) : fs_(faults), faults_(std::move(faults)) {}
+
+void Storage::StartFaults() const {
+  if (faults_) faults_->Arm();
+}
+
 std::shared_ptr<Storage> Storage::Os() {
   return std::make_shared<Storage>(rocksdb::FileSystem::Default());
 }
@@ -26,6 +32,7 @@ absl::StatusOr<std::shared_ptr<Storage>> Storage::WithFaults(absl::string_view s
                                                              std::string* report) {
   absl::StatusOr<StorageFaults> faults = ParseStorageFaults(spec);
   if (!faults.ok()) return faults.status();
+  faults->armed = false;  // StartFaults()
   absl::StatusOr<PowerLossReport> loss = ApplyPowerLoss(faults->journal);
   if (!loss.ok()) return loss.status();
   if (report) {
