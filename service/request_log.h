@@ -10,4 +10,10 @@ namespace sharedllm::service {
 
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> MakeRequestLogFactory();
 
+// For ThreadSanitizer, a no-op otherwise: every call's end as the request log saw it (its handler
+// returned) happens before this returns. The server calls it after grpc::Server::Wait(), whose
+// join of gRPC's threads TSan cannot see (Debian's gRPC is not built with it), before it destroys
+// what the handlers used; without it every such object's destruction reads as a race.
+void AfterAllCalls();
+
 }  // namespace sharedllm::service

@@ -135,6 +135,7 @@ absl::Status RunServer(const ServerOptions& o) {
       health->Shutdown();
       server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
       server->Wait();
+      AfterAllCalls();
     }
   } stop_server{server.get(), &health};
   const std::string host = o.listen.substr(0, o.listen.rfind(':'));
@@ -244,6 +245,7 @@ absl::Status RunServer(const ServerOptions& o) {
   server->Shutdown(std::chrono::system_clock::now() +
                    std::chrono::milliseconds(static_cast<int64_t>(o.drain_seconds * 1000)));
   server->Wait();
+  AfterAllCalls();
   if (storage_failed) {
     std::lock_guard<std::mutex> lock(fatal_mu);
     return absl::UnavailableError(absl::StrCat("storage failed (", fatal.ToString(),
