@@ -1,6 +1,7 @@
 #include "store/rocksdb_tree_store.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <set>
@@ -10,6 +11,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/env.h>
 #include <rocksdb/file_system.h>
+#include <rocksdb/listener.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice.h>
 #include <rocksdb/table.h>
@@ -23,6 +25,30 @@
 #include "store/value_codec.h"
 
 namespace sharedllm {
+namespace treestore {
+
+// Follows RocksDB's background error: set when RocksDB stops taking writes, cleared when its
+// recovery ends with no error left (by itself, for a full disk, or through Resume()).
+class WriteStopWatch : public rocksdb::EventListener {
+ public:
+  const char* Name() const override { return "SharedLLMWriteStopWatch"; }
+  void OnBackgroundError(rocksdb::BackgroundErrorReason, rocksdb::Status* error) override {
+    if (error == nullptr || error->ok()) return;
+    no_space_ = error->IsNoSpace();
+    stopped_ = true;
+  }
+  void OnErrorRecoveryEnd(const rocksdb::BackgroundErrorRecoveryInfo& info) override {
+    if (info.new_bg_error.ok()) stopped_ = false;
+  }
+  // Writes stopped for a full disk, not yet recovered.
+  bool stopped_for_space() const { return stopped_ && no_space_; }
+
+ private:
+  std::atomic<bool> stopped_{false}, no_space_{false};
+};
+
+}  // namespace treestore
+
 namespace {
 
 using treestore::ChunkKey;
@@ -126,6 +152,8 @@ absl::StatusOr<std::unique_ptr<RocksDbTreeStore>> RocksDbTreeStore::Open(
   // last flush: a 1 MB upload left 1.7 GB of logs whose K/V was long in blob files. Past this
   // total, RocksDB flushes the families that hold the oldest log, and the log goes.
   db_options.max_total_wal_size = uint64_t{64} << 20;
+  auto watch = std::make_shared<treestore::WriteStopWatch>();
+  db_options.listeners.push_back(watch);
   std::unique_ptr<rocksdb::Env> env;
   if (options.storage) {
     env = rocksdb::NewCompositeEnv(options.storage->file_system());
@@ -176,14 +204,19 @@ absl::StatusOr<std::unique_ptr<RocksDbTreeStore>> RocksDbTreeStore::Open(
   }
   handles.erase(handles.begin());
   return std::unique_ptr<RocksDbTreeStore>(
-      new RocksDbTreeStore(options, std::move(env), std::move(db), std::move(handles)));
+      new RocksDbTreeStore(options, std::move(env), std::move(watch), std::move(db), std::move(handles)));
 }
 
 RocksDbTreeStore::RocksDbTreeStore(const RocksDbTreeStoreOptions& options,
                                    std::unique_ptr<rocksdb::Env> env,
+                                   std::shared_ptr<treestore::WriteStopWatch> watch,
                                    std::unique_ptr<rocksdb::DB> db,
                                    std::vector<rocksdb::ColumnFamilyHandle*> handles)
-    : options_(options), env_(std::move(env)), db_(std::move(db)), handles_(std::move(handles)) {}
+    : options_(options),
+      env_(std::move(env)),
+      watch_(std::move(watch)),
+      db_(std::move(db)),
+      handles_(std::move(handles)) {}
 
 RocksDbTreeStore::~RocksDbTreeStore() {
   for (auto* h : handles_) {
@@ -204,6 +237,13 @@ std::mutex& RocksDbTreeStore::DocumentLock(const std::string& tenant,
 absl::Status RocksDbTreeStore::Write(rocksdb::WriteBatch* batch, const std::string& what) {
   rocksdb::WriteOptions write_options;
   write_options.sync = options_.sync_writes;
+  if (watch_->stopped_for_space()) {
+    // RocksDB has stopped writing for a full disk and resumes by itself once there is room. Until
+    // then the write is refused here: sent on, it could reach a write-ahead log whose last write
+    // failed, on which Debian's RocksDB 7.8 (built with its assertions) aborts the process.
+    return absl::ResourceExhaustedError(absl::StrCat(
+        what, ": the disk is full; the tree store takes writes again once there is room"));
+  }
   rocksdb::Status s = db_->Write(write_options, batch);
   if (s.IsIOError() && !s.IsNoSpace()) {
     // After a failed log write or sync, or a failed flush, RocksDB takes no more writes (its

@@ -27,6 +27,7 @@ class WriteBatch;
 namespace sharedllm {
 namespace treestore {
 class SnapshotView;
+class WriteStopWatch;
 }  // namespace treestore
 
 struct RocksDbTreeStoreOptions {
@@ -111,6 +112,7 @@ class RocksDbTreeStore : public TreeStore {
 
  private:
   RocksDbTreeStore(const RocksDbTreeStoreOptions& options, std::unique_ptr<rocksdb::Env> env,
+                   std::shared_ptr<treestore::WriteStopWatch> watch,
                    std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles);
   std::mutex& DocumentLock(const std::string& tenant, const std::string& document_id);
   // Reads a document's metadata through `view`: NOT_FOUND if absent, DATA_LOSS if corrupt.
@@ -135,6 +137,7 @@ class RocksDbTreeStore : public TreeStore {
 
   RocksDbTreeStoreOptions options_;
   std::unique_ptr<rocksdb::Env> env_;  // over options_.storage; outlives db_
+  std::shared_ptr<treestore::WriteStopWatch> watch_;  // RocksDB's background errors
   std::unique_ptr<rocksdb::DB> db_;
   std::mutex resume_mu_;               // one Resume() at a time
   bool fatal_reported_ = false;        // under resume_mu_
