@@ -135,10 +135,6 @@ def listing(server):
     return out
 
 
-def injected(detail):
-    return "injected" in detail
-
-
 def verify(server, log, data_dir, trial, settle, rng, violations, answers, faults=None):
     """Checks the store against the log after a restart; returns the documents' states."""
     deadline = time.time() + settle
@@ -156,7 +152,7 @@ def verify(server, log, data_dir, trial, settle, rng, violations, answers, fault
         if want in ("queued", "ready"):
             if got != "READY":
                 detail = server.try_run("get", d).stdout.strip().replace("\n", "; ")
-                if faults is not None and want == "queued" and got == "FAILED" and injected(detail):
+                if faults is not None and want == "queued" and got == "FAILED" and "injected" in detail:
                     faults["failed_by_fault"] += 1
                     log.set(d, "final")
                     continue

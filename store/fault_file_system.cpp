@@ -347,37 +347,33 @@ IOStatus FaultFileSystem::ChargeWrite(size_t bytes) {
   return IOStatus::OK();
 }
 
-IOStatus FaultFileSystem::Wrap(const std::string& f, uint64_t size,
-                               std::unique_ptr<rocksdb::FSWritableFile>* r) {
-  *r = std::make_unique<FaultWritableFile>(this, f, size, std::move(*r));
-  return IOStatus::OK();
+IOStatus FaultFileSystem::OpenForWrite(const std::string& fname, bool reopen,
+                                       const rocksdb::FileOptions& o,
+                                       std::unique_ptr<rocksdb::FSWritableFile>* r,
+                                       rocksdb::IODebugContext* dbg) {
+  if (frozen_) return IOStatus::IOError("the storage is frozen (a simulated crash)");
+  if (IOStatus s = MaybeError("create"); !s.ok()) return s;
+  const std::string f = Normal(fname);
+  // A new file starts empty; a reopened one keeps what it holds.
+  uint64_t size = 0;
+  const bool existed = target()->GetFileSize(f, rocksdb::IOOptions(), &size, dbg).ok();
+  if (!existed || !reopen) size = 0;
+  Record(absl::StrCat("W\t", existed ? 1 : 0, "\t", size, "\t", f));  // before: a kill in between undoes it
+  IOStatus s = reopen ? target()->ReopenWritableFile(f, o, r, dbg) : target()->NewWritableFile(f, o, r, dbg);
+  if (s.ok()) *r = std::make_unique<FaultWritableFile>(this, f, size, std::move(*r));
+  return s;
 }
 
 IOStatus FaultFileSystem::NewWritableFile(const std::string& fname, const rocksdb::FileOptions& o,
                                           std::unique_ptr<rocksdb::FSWritableFile>* r,
                                           rocksdb::IODebugContext* dbg) {
-  if (frozen_) return IOStatus::IOError("the storage is frozen (a simulated crash)");
-  if (IOStatus s = MaybeError("create"); !s.ok()) return s;
-  const std::string f = Normal(fname);
-  const bool existed = target()->FileExists(f, rocksdb::IOOptions(), dbg).ok();
-  Record(absl::StrCat("W\t", existed ? 1 : 0, "\t0\t", f));  // before: a kill in between undoes it
-  IOStatus s = target()->NewWritableFile(f, o, r, dbg);
-  if (!s.ok()) return s;
-  return Wrap(f, 0, r);
+  return OpenForWrite(fname, /*reopen=*/false, o, r, dbg);
 }
 
 IOStatus FaultFileSystem::ReopenWritableFile(const std::string& fname, const rocksdb::FileOptions& o,
                                              std::unique_ptr<rocksdb::FSWritableFile>* r,
                                              rocksdb::IODebugContext* dbg) {
-  if (frozen_) return IOStatus::IOError("the storage is frozen (a simulated crash)");
-  if (IOStatus s = MaybeError("create"); !s.ok()) return s;
-  const std::string f = Normal(fname);
-  uint64_t size = 0;
-  const bool existed = target()->GetFileSize(f, rocksdb::IOOptions(), &size, dbg).ok();
-  Record(absl::StrCat("W\t", existed ? 1 : 0, "\t", existed ? size : 0, "\t", f));
-  IOStatus s = target()->ReopenWritableFile(f, o, r, dbg);
-  if (!s.ok()) return s;
-  return Wrap(f, existed ? size : 0, r);
+  return OpenForWrite(fname, /*reopen=*/true, o, r, dbg);
 }
 
 IOStatus FaultFileSystem::NewRandomAccessFile(const std::string& f, const rocksdb::FileOptions& o,

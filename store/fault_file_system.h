@@ -108,8 +108,10 @@ class FaultFileSystem : public rocksdb::FileSystemWrapper {
 
  private:
   FaultFileSystem(const StorageFaults& faults, int journal_fd);
-  rocksdb::IOStatus Wrap(const std::string& f, uint64_t size,
-                         std::unique_ptr<rocksdb::FSWritableFile>* r);
+  // NewWritableFile (truncates) and ReopenWritableFile (keeps the content), journaled and wrapped.
+  rocksdb::IOStatus OpenForWrite(const std::string& fname, bool reopen, const rocksdb::FileOptions& o,
+                                 std::unique_ptr<rocksdb::FSWritableFile>* r,
+                                 rocksdb::IODebugContext* dbg);
 
   const StorageFaults faults_;
   const int journal_fd_;

@@ -6,17 +6,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "store/fault_file_system.h"
+#include "store/rocksdb_view.h"
 
 namespace sharedllm {
-namespace {
 
-absl::Status Failed(const rocksdb::IOStatus& s, const std::string& what) {
-  const std::string message = absl::StrCat(what, ": ", s.ToString());
-  if (s.IsNoSpace()) return absl::ResourceExhaustedError(message);
-  return absl::UnavailableError(message);
-}
-
-}  // namespace
+using treestore::FromRocks;  // the store's own mapping: no space is RESOURCE_EXHAUSTED, I/O UNAVAILABLE
 
 Storage::Storage(std::shared_ptr<FaultFileSystem> faults) : fs_(faults), faults_(std::move(faults)) {}
 
@@ -52,7 +46,7 @@ absl::Status Storage::WriteFileDurably(const std::string& path, absl::string_vie
   auto remove_tmp = [&] { fs_->DeleteFile(tmp, io, nullptr).PermitUncheckedError(); };
   std::unique_ptr<rocksdb::FSWritableFile> file;
   rocksdb::IOStatus s = fs_->NewWritableFile(tmp, rocksdb::FileOptions(), &file, nullptr);
-  if (!s.ok()) return Failed(s, "create " + tmp);
+  if (!s.ok()) return FromRocks(s, "create " + tmp);
   s = file->Append(rocksdb::Slice(bytes.data(), bytes.size()), io, nullptr);
   if (s.ok()) s = file->Fsync(io, nullptr);
   const rocksdb::IOStatus closed = file->Close(io, nullptr);
@@ -60,12 +54,12 @@ absl::Status Storage::WriteFileDurably(const std::string& path, absl::string_vie
   file.reset();
   if (!s.ok()) {
     remove_tmp();
-    return Failed(s, "write " + tmp);
+    return FromRocks(s, "write " + tmp);
   }
   s = fs_->RenameFile(tmp, path, io, nullptr);
   if (!s.ok()) {
     remove_tmp();
-    return Failed(s, "rename " + tmp);
+    return FromRocks(s, "rename " + tmp);
   }
   const std::string dir = std::filesystem::path(path).parent_path().string();
   std::unique_ptr<rocksdb::FSDirectory> d;
@@ -74,7 +68,7 @@ absl::Status Storage::WriteFileDurably(const std::string& path, absl::string_vie
   if (d) d->Close(io, nullptr).PermitUncheckedError();
   if (!s.ok()) {
     fs_->DeleteFile(path, io, nullptr).PermitUncheckedError();
-    return Failed(s, "sync the directory of " + path);
+    return FromRocks(s, "sync the directory of " + path);
   }
   return absl::OkStatus();
 }

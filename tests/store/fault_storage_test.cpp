@@ -46,7 +46,9 @@ void WriteFile(rocksdb::FileSystem& fs, const std::string& path, const std::stri
   std::unique_ptr<rocksdb::FSWritableFile> f;
   ASSERT_TRUE(fs.NewWritableFile(path, rocksdb::FileOptions(), &f, nullptr).ok());
   ASSERT_TRUE(f->Append(data, rocksdb::IOOptions(), nullptr).ok());
-  if (sync) ASSERT_TRUE(f->Fsync(rocksdb::IOOptions(), nullptr).ok());
+  if (sync) {
+    ASSERT_TRUE(f->Fsync(rocksdb::IOOptions(), nullptr).ok());
+  }
   ASSERT_TRUE(f->Close(rocksdb::IOOptions(), nullptr).ok());
 }
 
